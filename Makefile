@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo`, then `make test`.
+PY := .venv/bin/python
+STAMP := .venv/.installed-$(shell (cat pyproject.toml; python3 --version) | sha256sum | cut -c1-12)
+DEMO_MODEL ?= qwen2.5-coder-1.5b-instruct
+
+.PHONY: install fetch fetch-test demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f .venv/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+fetch: install  ## the models used by the demo, tests and benchmarks (cached under ~/.cache/jaxspec)
+	$(PY) -m conversion.assets smollm2-135m-instruct qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
+
+fetch-test: install
+	$(PY) -m conversion.assets smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
+
+demo: fetch
+	$(PY) -m jaxspec generate --model $(DEMO_MODEL) --prompts humaneval:0 --chat --max-new-tokens 128
+
+test: fetch-test
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+bench: fetch
+	$(PY) experiments/bench_vanilla.py
+
+clean:
+	rm -rf .venv .pytest_cache .hypothesis

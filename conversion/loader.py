@@ -1,0 +1,75 @@
+"""`load_model`: a registry name, a `.gguf` file or a HF directory → config, params (optionally
+sharded over a mesh) and tokenizer. Converted params are cached as an orbax checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conversion import assets, checkpoint
+from conversion.gguf_loader import load_gguf
+from conversion.hf_loader import load_hf_dir
+from conversion.tokenizer import load_tokenizer
+from jaxspec.config import ModelConfig
+from jaxspec.sharding import ShardingPlan, plan_for
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    cfg: ModelConfig
+    params: Any
+    tokenizer: Any
+    source: Path
+    plan: ShardingPlan | None
+    load_s: float
+    from_checkpoint: bool
+
+
+def convert(path: Path, dtype=np.float32):
+    """Host-side conversion: (cfg, numpy params)."""
+    if path.is_dir():
+        return load_hf_dir(path, dtype)
+    return load_gguf(path, dtype)
+
+
+def _checkpoint_dir(path: Path, dtype: str) -> Path:
+    marker = path.with_suffix(".sha256")
+    if marker.exists():
+        ident = marker.read_text().strip()
+    else:  # not a registry file: key by location, size and mtime
+        st = path.stat()
+        ident = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    return assets.cache_dir() / "converted" / f"{ident[:24]}-{dtype}"
+
+
+def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool = True,
+               tokenizer: bool = True) -> LoadedModel:
+    t0 = time.perf_counter()
+    path = assets.resolve(model)
+    jdtype = jnp.dtype(dtype)
+    ckpt = _checkpoint_dir(path, dtype) if use_checkpoint else None
+    from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
+    if from_ckpt:
+        cfg = checkpoint.config_from_json((ckpt / "config.json").read_text())
+        plan = plan_for(cfg, mesh) if mesh is not None else None
+        _, params = checkpoint.restore(ckpt, plan.param_shardings(cfg) if plan else None, jdtype)
+    else:
+        cfg, host = convert(path)
+        plan = plan_for(cfg, mesh) if mesh is not None else None
+        if ckpt is not None:
+            checkpoint.save(ckpt, host, cfg)
+        host = jax.tree.map(lambda a: a.astype(jdtype), host)
+        params = jax.device_put(host, plan.param_shardings(cfg)) if plan else jax.tree.map(jnp.asarray, host)
+        del host
+    tok = load_tokenizer(path) if tokenizer else None
+    if tok is not None and len(tok) > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocab is {cfg.vocab_size}")
+    return LoadedModel(cfg, params, tok, path, plan, time.perf_counter() - t0, from_ckpt)
+
+

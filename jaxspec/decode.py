@@ -1,0 +1,156 @@
+"""Vanilla decoding: prefill, then a `lax.while_loop` over tokens on device (no host sync per token).
+
+Two drivers over the same step, as in gemma's sampler:
+  * `generate` — one jitted call (prefill + loop); `prefill` and `decode_loop` are its two halves,
+    jitted separately so that benchmarks can time prefill apart (state donated between them);
+  * `stream` — a Python loop over the jitted `decode_step` (cache donated), for the CLI's progress bar.
+
+Lower bound of a decode step: (weight bytes + KV bytes read) / memory bandwidth."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxspec.cache import KVCache, init_cache
+from jaxspec.config import ModelConfig
+from jaxspec.model import forward
+from jaxspec.params import Params
+from jaxspec.sampling import GREEDY, SamplingConfig, sample
+from jaxspec.sharding import ShardingPlan, constrain_cache
+
+PAD = -1  # fills token slots after a row's end
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeState:
+    cache: KVCache
+    tokens: jax.Array  # i32[B, N]   generated tokens, PAD after a row stops
+    last: jax.Array  # i32[B]      the newest token (input of the next step)
+    done: jax.Array  # bool[B]
+    num: jax.Array  # i32[B]      tokens generated per row (EOS included)
+    step: jax.Array  # i32[]       index of the next token to produce
+    key: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static description of one generation: hashable, a static jit argument."""
+    cfg: ModelConfig
+    max_new_tokens: int
+    max_len: int  # cache slots per row
+    sampling: SamplingConfig = GREEDY
+    eos_ids: tuple[int, ...] = ()
+    plan: ShardingPlan | None = None
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Round up to a power of two (bounds recompiles over prompt lengths)."""
+    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int,
+                max_len: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Right-pad token lists to a bucketed width. Returns (i32[B, P], lengths i32[B], cache slots).
+
+    Raises ValueError for an empty prompt, a token outside the vocab, or a prompt too long for the
+    cache or the model's positions."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    lens = np.array([len(p) for p in prompts], np.int32)
+    if (lens == 0).any():
+        raise ValueError(f"prompt {int(np.argmin(lens))} is empty")
+    for i, p in enumerate(prompts):
+        bad = [t for t in p if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"prompt {i} has token ids outside the vocab [0, {cfg.vocab_size}): {bad[:5]}")
+    need = int(lens.max()) + max_new_tokens
+    if need > cfg.max_position_embeddings:
+        raise ValueError(f"prompt too long: {int(lens.max())} prompt + {max_new_tokens} new tokens exceeds the "
+                         f"model's {cfg.max_position_embeddings} positions")
+    slots = max_len if max_len is not None else bucket(need, 64)
+    if need > slots:
+        raise ValueError(f"prompt too long for the cache: {int(lens.max())} + {max_new_tokens} new tokens "
+                         f"> {slots} slots (cache overflow)")
+    width = min(bucket(int(lens.max())), slots)
+    out = np.zeros((len(prompts), width), np.int32)
+    for i, p in enumerate(prompts):
+        out[i, :len(p)] = p
+    return out, lens, slots
+
+
+def _is_eos(tok: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
+    if not eos_ids:
+        return jnp.zeros(tok.shape, bool)
+    return jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
+            spec: DecodeSpec) -> DecodeState:
+    """Run the padded prompts i32[B, P] and sample the first token of every row."""
+    B = prompts.shape[0]
+    cache = constrain_cache(init_cache(spec.cfg, B, spec.max_len), spec.plan)
+    logits, cache, _ = forward(params, prompts, cache, spec.cfg, advance=prompt_lens,
+                               logits_at=(prompt_lens - 1)[:, None])
+    key, sub = jax.random.split(key)
+    first = sample(sub, logits[:, 0], spec.sampling)
+    tokens = jnp.full((B, spec.max_new_tokens), PAD, jnp.int32).at[:, 0].set(first)
+    done = _is_eos(first, spec.eos_ids) | (spec.max_new_tokens <= 1)
+    return DecodeState(cache, tokens, first, done, jnp.ones((B,), jnp.int32), jnp.int32(1), key)
+
+
+def _step(params: Params, s: DecodeState, spec: DecodeSpec) -> DecodeState:
+    logits, cache, _ = forward(params, s.last[:, None], s.cache, spec.cfg)
+    cache = constrain_cache(cache, spec.plan)
+    key, sub = jax.random.split(s.key)
+    nxt = sample(sub, logits[:, 0], spec.sampling)
+    live = ~s.done
+    tokens = s.tokens.at[:, s.step].set(jnp.where(live, nxt, PAD))
+    done = s.done | _is_eos(nxt, spec.eos_ids) | (s.step + 1 >= spec.max_new_tokens)
+    return DecodeState(cache, tokens, jnp.where(live, nxt, s.last), done, s.num + live, s.step + 1, key)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
+def decode_loop(params: Params, state: DecodeState, *, spec: DecodeSpec) -> DecodeState:
+    """Generate until every row is done, entirely on device."""
+    def cond(s):
+        return (s.step < spec.max_new_tokens) & ~jnp.all(s.done)
+    return lax.while_loop(cond, lambda s: _step(params, s, spec), state)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
+def decode_step(params: Params, state: DecodeState, *, spec: DecodeSpec) -> DecodeState:
+    """One token for every row (the streaming driver's step); the state, cache included, is donated."""
+    return _step(params, state, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def generate(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
+             spec: DecodeSpec) -> DecodeState:
+    """Prefill + on-device loop in one jitted call. Returns the final state: `.tokens` i32[B, N]
+    (PAD after each row's end) and `.num` i32[B]."""
+    state = prefill.__wrapped__(params, prompts, prompt_lens, key, spec=spec)
+    return decode_loop.__wrapped__(params, state, spec=spec)
+
+
+def stream(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
+           spec: DecodeSpec) -> Iterator[DecodeState]:
+    """Yield the state after prefill and after every step (one host sync per token, by design)."""
+    state = prefill(params, prompts, prompt_lens, key, spec=spec)
+    yield state
+    while int(state.step) < spec.max_new_tokens and not bool(jnp.all(state.done)):
+        state = decode_step(params, state, spec=spec)
+        yield state
+
+
+def output_ids(state: DecodeState) -> list[list[int]]:
+    """Per-row generated token ids (EOS included, padding dropped)."""
+    toks, num = np.asarray(state.tokens), np.asarray(state.num)
+    return [toks[i, :num[i]].tolist() for i in range(toks.shape[0])]

@@ -1,0 +1,90 @@
+"""Pure building blocks of a Llama/Qwen2 layer. Shapes: B batch, T new tokens, S cache slots,
+D hidden, H query heads, G = H / Hkv query heads per kv head, K head_dim, F mlp width.
+
+The attention and MLP blocks return their *residual delta*, not `x + delta`: EasySpec runs several
+layers' attention blocks from one input and sums the deltas."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxspec.config import ModelConfig
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+    # x: f32[..., D]; statistics in fp32 whatever the activation dtype
+    xf = x.astype(jnp.float32)
+    y = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (y * w.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_frequencies(cfg: ModelConfig) -> jax.Array:
+    """Inverse frequencies f32[K/2], with llama3-style scaling when configured."""
+    K = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv
+    # HF `_compute_llama3_parameters`: long wavelengths divided by `factor`, short kept, smooth between
+    low_wl = s.original_max_position_embeddings / s.low_freq_factor
+    high_wl = s.original_max_position_embeddings / s.high_freq_factor
+    wl = 2 * jnp.pi / inv
+    scaled = jnp.where(wl > low_wl, inv / s.factor, inv)
+    smooth = (s.original_max_position_embeddings / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    mid = (1 - smooth) * scaled / s.factor + smooth * scaled
+    is_mid = (wl >= high_wl) & (wl <= low_wl)
+    return jnp.where(is_mid, mid, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    # x: f32[B, T, N, K]; positions: i32[B, T]. HF "rotate_half" convention (halves, not interleaved).
+    ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, K/2]
+    cos = jnp.cos(ang)[:, :, None, :]
+    sin = jnp.sin(ang)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def write_kv(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """Write `new` f32[B, T, Hkv, K] into `cache` f32[B, S, Hkv, K] at per-row slot `start` i32[B]."""
+    def row(c, n, s):
+        return lax.dynamic_update_slice(c, n.astype(c.dtype), (s, 0, 0))
+    return jax.vmap(row)(cache, new, start)
+
+
+def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions: jax.Array,
+                    write_at: jax.Array, mask: jax.Array, cfg: ModelConfig):
+    """One layer's pre-norm attention.
+
+    x: f32[B, T, D]; k_cache/v_cache: f32[B, S, Hkv, K]; positions: i32[B, T] (RoPE positions);
+    write_at: i32[B] (first cache slot of the T new entries); mask: bool[B, T, S] (which slots each
+    query sees, *including* the new ones). Returns (delta f32[B, T, D], k_cache, v_cache)."""
+    B, T, _ = x.shape
+    Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
+    h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+    q = jnp.einsum("btd,dhk->bthk", h, p["wq"])  # [B, T, H, K]
+    k = jnp.einsum("btd,dhk->bthk", h, p["wk"])  # [B, T, Hkv, K]
+    v = jnp.einsum("btd,dhk->bthk", h, p["wv"])
+    if cfg.qkv_bias:
+        q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+    inv_freq = rope_frequencies(cfg)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    k_cache = write_kv(k_cache, k, write_at)
+    v_cache = write_kv(v_cache, v, write_at)
+
+    q = q.reshape(B, T, Hkv, G, K)
+    s = jnp.einsum("btngk,bsnk->bngts", q, k_cache, preferred_element_type=jnp.float32) * (K ** -0.5)
+    s = jnp.where(mask[:, None, None, :, :], s, -jnp.inf)  # [B, Hkv, G, T, S]
+    w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype)
+    o = jnp.einsum("bngts,bsnk->btngk", w, v_cache).reshape(B, T, Hkv * G, K)
+    return jnp.einsum("bthk,hkd->btd", o, p["wo"]), k_cache, v_cache
+
+
+def mlp_block(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """One layer's pre-norm SwiGLU MLP. x: f32[B, T, D] → delta f32[B, T, D]."""
+    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+    g = jnp.einsum("btd,df->btf", h, p["w_gate"])
+    u = jnp.einsum("btd,df->btf", h, p["w_up"])
+    return jnp.einsum("btf,fd->btd", jax.nn.silu(g) * u, p["w_down"])

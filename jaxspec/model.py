@@ -1,0 +1,88 @@
+"""The decoder as plain functions: `embed`, `decoder_layer`, `run_layers` over any layer range,
+`head` (final norm + LM head) and `forward`.
+
+The layer loop is unrolled in Python over the per-layer list (see params.py for why). DEL-style
+run-time layer ranges are `active=(lo, hi)` traced ints: each layer becomes a `lax.cond`, so a
+skipped layer costs no weight reads and its cache is untouched."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxspec.cache import KVCache
+from jaxspec.config import ModelConfig
+from jaxspec.layers import attention_block, mlp_block, rms_norm
+from jaxspec.masks import causal_mask
+from jaxspec.params import Params
+
+
+def embed(params: Params, tokens: jax.Array) -> jax.Array:
+    # tokens: i32[B, T] → f32[B, T, D]
+    return jnp.take(params["embed"], tokens, axis=0)
+
+
+def decoder_layer(p: dict, x, k_cache, v_cache, positions, write_at, mask, cfg: ModelConfig):
+    """x + attn(x), then + mlp(.): returns (x f32[B, T, D], k_cache, v_cache)."""
+    a, k_cache, v_cache = attention_block(p, x, k_cache, v_cache, positions, write_at, mask, cfg)
+    x = x + a
+    return x + mlp_block(p, x, cfg), k_cache, v_cache
+
+
+def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Array, mask: jax.Array,
+               cfg: ModelConfig, start: int = 0, stop: int | None = None, active=None,
+               return_hiddens: bool = False):
+    """Layers [start, stop) (static), writing K/V at `cache.lengths`.
+
+    `active`: optional traced (lo, hi); layers outside [lo, hi) are skipped at run time.
+    `cache` holds the caches of *all* layers (index l is layer l). Returns (x, cache, hiddens) where
+    hiddens is the list of each run layer's output (empty unless return_hiddens)."""
+    stop = cfg.num_layers if stop is None else stop
+    if not 0 <= start <= stop <= cfg.num_layers:
+        raise ValueError(f"layer range [{start}, {stop}) is outside [0, {cfg.num_layers})")
+    ks, vs = list(cache.k), list(cache.v)
+    hiddens = []
+    for l in range(start, stop):
+        p = params["layers"][l]
+
+        def run(args, p=p):
+            return decoder_layer(p, *args, cache.lengths, mask, cfg)
+
+        args = (x, ks[l], vs[l], positions)
+        if active is None:
+            x, ks[l], vs[l] = run(args)
+        else:
+            x, ks[l], vs[l] = lax.cond((l >= active[0]) & (l < active[1]), run, lambda a: a[:3], args)
+        if return_hiddens:
+            hiddens.append(x)
+    return x, cache.replace(k=tuple(ks), v=tuple(vs)), hiddens
+
+
+def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Final norm + LM head: f32[B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding)."""
+    h = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    if cfg.tie_embeddings:
+        return jnp.einsum("btd,vd->btv", h, params["embed"], preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h, params["lm_head"], preferred_element_type=jnp.float32)
+
+
+def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,
+            mask=None, advance=None, return_hiddens: bool = False, logits_at=None):
+    """Run T new tokens through the whole model, writing K/V at slots `cache.lengths + t`.
+
+    tokens: i32[B, T]; positions: i32[B, T] (default lengths + t); mask: bool[B, T, S] (default causal);
+    advance: i32[B] slots to add to `lengths` afterwards (default T: ragged prefill passes the true
+    prompt lengths); logits_at: optional i32[B, N] token indices to compute logits for (saves the LM
+    head on long prefills). Returns (logits f32[B, T or N, V], cache, hiddens)."""
+    B, T = tokens.shape
+    if positions is None:
+        positions = cache.lengths[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+    if mask is None:
+        mask = causal_mask(cache.lengths, T, cache.max_len)
+    x = embed(params, tokens)
+    x, cache, hiddens = run_layers(params, x, cache, positions, mask, cfg, return_hiddens=return_hiddens)
+    if logits_at is not None:
+        x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
+    logits = head(params, x, cfg)
+    advance = jnp.full((B,), T, jnp.int32) if advance is None else advance
+    return logits, cache.replace(lengths=cache.lengths + advance), hiddens
