@@ -38,22 +38,27 @@ def convert(path: Path, dtype=np.float32):
     return load_gguf(path, dtype)
 
 
-def _checkpoint_dir(path: Path, dtype: str) -> Path:
+def _checkpoint_dir(path: Path, dtype: str, root=None) -> Path:
     marker = path.with_suffix(".sha256")
     if marker.exists():
         ident = marker.read_text().strip()
-    else:  # not a registry file: key by location, size and mtime
-        st = path.stat()
-        ident = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-    return assets.cache_dir() / "converted" / f"{ident[:24]}-{dtype}"
+    else:  # not a registry file: key by location, sizes and mtimes of every file
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        stamp = ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+        ident = hashlib.sha256(stamp.encode()).hexdigest()
+    root = Path(root) if root is not None else assets.cache_dir() / "converted"
+    return root / f"{ident[:24]}-{dtype}"
 
 
 def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool = True,
-               tokenizer: bool = True) -> LoadedModel:
+               tokenizer: bool = True, checkpoint_root=None) -> LoadedModel:
+    """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
+    saves an orbax checkpoint (under `checkpoint_root`, default `$JAXSPEC_CACHE/converted`); later
+    loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding)."""
     t0 = time.perf_counter()
     path = assets.resolve(model)
     jdtype = jnp.dtype(dtype)
-    ckpt = _checkpoint_dir(path, dtype) if use_checkpoint else None
+    ckpt = _checkpoint_dir(path, dtype, checkpoint_root) if use_checkpoint else None
     from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
     if from_ckpt:
         cfg = checkpoint.config_from_json((ckpt / "config.json").read_text())
