@@ -20,7 +20,7 @@ fetch-test: install
 	$(PY) -m conversion.assets smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
 
 demo: fetch
-	$(PY) -m jaxspec generate --model $(DEMO_MODEL) --prompts humaneval:0 --chat --max-new-tokens 128
+	$(PY) -m jaxspec generate --model $(DEMO_MODEL) --prompts humaneval --limit 1 --max-new-tokens 128
 
 test: fetch-test
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests

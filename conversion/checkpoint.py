@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import jax
@@ -37,15 +39,20 @@ def config_from_json(s: str) -> ModelConfig:
 def save(path, params, cfg: ModelConfig) -> None:
     """Write `params` (numpy or jax arrays) and the config; a failed save leaves nothing behind."""
     path = Path(path).absolute()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # private to this writer
     tmp.mkdir(parents=True)
-    ckpt = _ocp().StandardCheckpointer()
-    ckpt.save(tmp / "params", jax.tree.map(jnp.asarray, params))
-    ckpt.wait_until_finished()
-    (tmp / "config.json").write_text(config_to_json(cfg))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    try:
+        ckpt = _ocp().StandardCheckpointer()
+        ckpt.save(tmp / "params", jax.tree.map(jnp.asarray, params))
+        ckpt.wait_until_finished()
+        (tmp / "config.json").write_text(config_to_json(cfg))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    except OSError:
+        if not exists(path):  # another process finished the same checkpoint first: keep theirs
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def exists(path) -> bool:

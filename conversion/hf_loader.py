@@ -47,7 +47,10 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
                 import torch
             except ImportError as e:
                 raise ConversionError(f"{f} is a torch state dict: install torch to read it") from e
-            sd = torch.load(f, map_location="cpu", weights_only=True)
+            try:
+                sd = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as e:  # pickle / zip errors of a damaged file
+                raise ConversionError(f"corrupt torch state dict {f}: {e}") from e
             part = {k: v.float().numpy() for k, v in sd.items()}
         dup = set(part) & set(tensors)
         if dup:

@@ -19,38 +19,28 @@ class ConversionError(ValueError):
 
 
 # HF name → (param path, transform). Transforms take the HF array and the config.
-def _qkv(n_heads: Callable[[ModelConfig], int]):
-    # [N*K, D] → [D, N, K]
-    return lambda w, c: w.T.reshape(c.hidden_size, n_heads(c), c.head_dim)
-
-
-def _bias(n_heads: Callable[[ModelConfig], int]):
-    return lambda b, c: b.reshape(n_heads(c), c.head_dim)
-
-
-_H = lambda c: c.num_heads  # noqa: E731
-_HKV = lambda c: c.num_kv_heads  # noqa: E731
-_T = lambda w, c: w.T  # noqa: E731
+# jaxspec stores every matrix as HF does, [out, in], with head axes flattened head-major: the map is
+# an identity per tensor (the strictness is in the names and shapes).
 _ID = lambda w, c: w  # noqa: E731
 
 LAYER_RULES: dict[str, tuple[str, Callable]] = {
     "input_layernorm.weight": ("attn_norm", _ID),
-    "self_attn.q_proj.weight": ("wq", _qkv(_H)),
-    "self_attn.k_proj.weight": ("wk", _qkv(_HKV)),
-    "self_attn.v_proj.weight": ("wv", _qkv(_HKV)),
-    "self_attn.q_proj.bias": ("bq", _bias(_H)),
-    "self_attn.k_proj.bias": ("bk", _bias(_HKV)),
-    "self_attn.v_proj.bias": ("bv", _bias(_HKV)),
-    "self_attn.o_proj.weight": ("wo", lambda w, c: w.T.reshape(c.num_heads, c.head_dim, c.hidden_size)),
+    "self_attn.q_proj.weight": ("wq", _ID),
+    "self_attn.k_proj.weight": ("wk", _ID),
+    "self_attn.v_proj.weight": ("wv", _ID),
+    "self_attn.q_proj.bias": ("bq", _ID),
+    "self_attn.k_proj.bias": ("bk", _ID),
+    "self_attn.v_proj.bias": ("bv", _ID),
+    "self_attn.o_proj.weight": ("wo", _ID),
     "post_attention_layernorm.weight": ("mlp_norm", _ID),
-    "mlp.gate_proj.weight": ("w_gate", _T),
-    "mlp.up_proj.weight": ("w_up", _T),
-    "mlp.down_proj.weight": ("w_down", _T),
+    "mlp.gate_proj.weight": ("w_gate", _ID),
+    "mlp.up_proj.weight": ("w_up", _ID),
+    "mlp.down_proj.weight": ("w_down", _ID),
 }
 TOP_RULES: dict[str, tuple[str, Callable]] = {
     "model.embed_tokens.weight": ("embed", _ID),
     "model.norm.weight": ("final_norm", _ID),
-    "lm_head.weight": ("lm_head", _T),
+    "lm_head.weight": ("lm_head", _ID),
 }
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
 

@@ -8,10 +8,10 @@ from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import make_mesh, plan_for, shard_params
 
 
-def load_model(model, *, mesh=None, dtype="float32", use_checkpoint: bool = True):
-    """Registry name, `.gguf` path or HF directory → `conversion.loader.LoadedModel`."""
+def load_model(model, **kwargs):
+    """Registry name, `.gguf` path or HF directory → `conversion.loader.LoadedModel` (see there)."""
     from conversion.loader import load_model as _load
-    return _load(model, mesh=mesh, dtype=dtype, use_checkpoint=use_checkpoint)
+    return _load(model, **kwargs)
 
 
 __all__ = ["KVCache", "init_cache", "ModelConfig", "RopeScaling", "config_from_hf", "DecodeSpec", "DecodeState",

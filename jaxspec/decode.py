@@ -51,8 +51,14 @@ class DecodeSpec:
 
 
 def bucket(n: int, minimum: int = 16) -> int:
-    """Round up to a power of two (bounds recompiles over prompt lengths)."""
+    """Round up to a power of two (bounds recompiles over cache sizes)."""
     return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+
+
+def prompt_width(n: int, step: int = 32) -> int:
+    """Padded prefill width: a power of two up to `step`, then a multiple of `step`. Prefill is
+    compute-bound, so padding 130 tokens to 256 would double its cost; 160 wastes 19%."""
+    return bucket(n) if n <= step else -(-n // step) * step
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int,
@@ -78,7 +84,7 @@ def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_toke
     if need > slots:
         raise ValueError(f"prompt too long for the cache: {int(lens.max())} + {max_new_tokens} new tokens "
                          f"> {slots} slots (cache overflow)")
-    width = min(bucket(int(lens.max())), slots)
+    width = min(prompt_width(int(lens.max())), slots)
     out = np.zeros((len(prompts), width), np.int32)
     for i, p in enumerate(prompts):
         out[i, :len(p)] = p

@@ -63,7 +63,7 @@ def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     h = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     if cfg.tie_embeddings:
         return jnp.einsum("btd,vd->btv", h, params["embed"], preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,dv->btv", h, params["lm_head"], preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,vd->btv", h, params["lm_head"], preferred_element_type=jnp.float32)
 
 
 def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,

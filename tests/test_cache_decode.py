@@ -4,9 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, SamplingConfig, forward, generate, init_cache, init_params, output_ids, pad_prompts
-from jaxspec.decode import bucket, stream
+from jaxspec.decode import bucket, prompt_width, stream
 from jaxspec.masks import causal_mask, tree_mask
 from tests.helpers import random_prompts, tiny_cfg
 
@@ -151,3 +153,13 @@ def test_pad_prompts_rejects_cache_overflow_and_positions():
 
 def test_bucket():
     assert [bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    assert [prompt_width(n) for n in (1, 17, 32, 33, 130, 160)] == [16, 32, 32, 64, 160, 160]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.integers(0, CFG.vocab_size - 1), min_size=1, max_size=24), min_size=1, max_size=3))
+def test_generate_equals_stepwise_greedy_property(prompts):
+    """Any ragged batch: the jitted prefill + while_loop == token-by-token full forwards."""
+    arr, lens, slots = pad_prompts(prompts, CFG, 6, max_len=64)
+    state = generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(CFG, 6, slots))
+    assert output_ids(state) == [reference_greedy(p, 6) for p in prompts]

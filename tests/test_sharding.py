@@ -28,7 +28,7 @@ def test_tensor_parallel_equals_unsharded(tp):
     sharded = shard_params(PARAMS, CFG, plan)
     wq = sharded["layers"][0]["wq"]
     assert len({s.device for s in wq.addressable_shards}) == tp
-    assert wq.addressable_shards[0].data.shape[1] == CFG.num_heads // tp
+    assert wq.addressable_shards[0].data.shape[0] == CFG.num_heads // tp * CFG.head_dim
     logits, ids = _run(sharded, plan, prompts)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     assert ids == ref_ids
@@ -53,3 +53,18 @@ def test_mesh_errors():
     with pytest.raises(ValueError, match="bad mesh spec"):
         parse_mesh("tp:2")
     assert parse_mesh("tp=2").shape == {"tp": 2}
+
+
+def test_load_model_restores_checkpoint_into_the_sharding(tmp_path):
+    from conversion.loader import load_model
+    from tests.helpers import hf_tiny
+    hf_tiny("qwen2").save_pretrained(tmp_path / "hf")
+    mesh = make_mesh({"tp": 2})
+    first = load_model(tmp_path / "hf", mesh=mesh, tokenizer=False, checkpoint_root=tmp_path / "ckpt")
+    again = load_model(tmp_path / "hf", mesh=mesh, tokenizer=False, checkpoint_root=tmp_path / "ckpt")
+    assert (first.from_checkpoint, again.from_checkpoint) == (False, True)
+    want = first.plan.param_shardings(first.cfg)
+    for a, b, s in zip(jax.tree.leaves(first.params), jax.tree.leaves(again.params), jax.tree.leaves(want)):
+        assert b.sharding.is_equivalent_to(s, b.ndim)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(again.params["layers"][0]["w_up"].addressable_shards[0].data) == first.cfg.intermediate_size // 2

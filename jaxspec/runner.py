@@ -1,0 +1,119 @@
+"""A timed driver around the jitted decode functions, shared by the CLI and the benchmarks.
+
+Compilation is done ahead of time (`.lower().compile()`) per prompt-width bucket, so that compile
+time, prefill time and decode time are measured apart and never mixed: a benchmark's first prompt is
+not slower than the others. Later methods (speculative) provide the same `run` / `stream` interface."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspec.config import ModelConfig
+from jaxspec.decode import DecodeSpec, decode_loop, decode_step, output_ids, pad_prompts, prefill
+from jaxspec.sampling import GREEDY, SamplingConfig
+from jaxspec.sharding import ShardingPlan
+
+
+@dataclasses.dataclass
+class RunResult:
+    output_ids: list[list[int]]  # per row, EOS included
+    prefill_s: float
+    decode_s: float  # after prefill: the tokens 2..N (the first comes from prefill)
+    compile_s: float  # compile time this call triggered (0 once its shapes are compiled)
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(len(r) for r in self.output_ids)
+
+    @property
+    def wall_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t
+
+
+class VanillaRunner:
+    """Plain autoregressive decoding with one model. `max_len` fixes the cache so that every prompt of
+    a benchmark shares one compiled decode loop (prompt widths are bucketed, see `prompt_width`)."""
+    method = "vanilla"
+
+    def __init__(self, params, cfg: ModelConfig, *, max_new_tokens: int, max_len: int,
+                 sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None):
+        self.params, self.cfg = params, cfg
+        self.spec = DecodeSpec(cfg, max_new_tokens, max_len, sampling, tuple(eos_ids), plan)
+        self._prefill: dict[tuple, object] = {}
+        self._loop: dict[tuple, object] = {}
+        self._step: dict[tuple, object] = {}
+
+    def _inputs(self, prompts: Sequence[Sequence[int]]):
+        toks, lens, _ = pad_prompts(prompts, self.cfg, self.spec.max_new_tokens, self.spec.max_len)
+        return jnp.asarray(toks), jnp.asarray(lens)
+
+    def _compile(self, toks, lens, key, streaming: bool = False) -> float:
+        """AOT-compile prefill and the decode loop (or step) for these shapes; returns seconds spent."""
+        t = time.perf_counter()
+        shape = toks.shape
+        if shape not in self._prefill:
+            self._prefill[shape] = prefill.lower(self.params, toks, lens, key, spec=self.spec).compile()
+        table, fn = (self._step, decode_step) if streaming else (self._loop, decode_loop)
+        if shape[0] not in table:
+            # abstract evaluation of the *jitted* prefill: nothing runs (calling the compiled
+            # executable here would run a real prefill, asynchronously, under the timed one)
+            state = jax.eval_shape(functools.partial(prefill, spec=self.spec), self.params, toks, lens, key)
+            table[shape[0]] = fn.lower(self.params, state, spec=self.spec).compile()
+        return time.perf_counter() - t
+
+    def compile(self, prompts: Sequence[Sequence[int]], streaming: bool = False) -> float:
+        toks, lens = self._inputs(prompts)
+        return self._compile(toks, lens, jax.random.key(0), streaming)
+
+    def warmup(self, prompt_sets: Sequence[Sequence[Sequence[int]]]) -> None:
+        """Compile and run once every shape these batches need (an executable's first run pays
+        one-off allocation costs): one prefill per width bucket, one decode loop per batch size."""
+        key, seen = jax.random.key(0), set()
+        for prompts in prompt_sets:
+            toks, lens = self._inputs(prompts)
+            if toks.shape in seen:
+                continue
+            self._compile(toks, lens, key)
+            state = self._prefill[toks.shape](self.params, toks, lens, key)
+            if toks.shape[0] not in {s[0] for s in seen}:
+                state = self._loop[toks.shape[0]](self.params, state)
+            jax.block_until_ready(state)
+            seen.add(toks.shape)
+
+    def run(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None) -> RunResult:
+        """Generate for a batch of token-id prompts; everything after prefill runs on device."""
+        key = jax.random.key(0) if key is None else key
+        toks, lens = self._inputs(prompts)
+        compile_s = self._compile(toks, lens, key)
+        state, prefill_s = _timed(self._prefill[toks.shape], self.params, toks, lens, key)
+        state, decode_s = _timed(self._loop[toks.shape[0]], self.params, state)
+        return RunResult(output_ids(state), prefill_s, decode_s, compile_s)
+
+    def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
+               ) -> Iterator[tuple[list[list[int]], RunResult]]:
+        """Yield (tokens so far per row, timings so far) after prefill and after every step: one host
+        sync per token, for progress display."""
+        key = jax.random.key(0) if key is None else key
+        toks, lens = self._inputs(prompts)
+        compile_s = self._compile(toks, lens, key, streaming=True)
+        state, prefill_s = _timed(self._prefill[toks.shape], self.params, toks, lens, key)
+        res = RunResult(output_ids(state), prefill_s, 0.0, compile_s)
+        yield res.output_ids, res
+        step = self._step[toks.shape[0]]
+        while int(state.step) < self.spec.max_new_tokens and not bool(np.all(state.done)):
+            state, dt = _timed(step, self.params, state)
+            res.decode_s += dt
+            res.output_ids = output_ids(state)
+            yield res.output_ids, res

@@ -1,0 +1,74 @@
+"""The command line on the real SmolLM2-135M: `generate` (streamed and on-device), `bench` with the
+HF baseline and its JSON contract, prompt sources, and user errors as one clear line (exit 2)."""
+import json
+
+import pytest
+
+from jaxspec.cli import main
+from jaxspec.prompts import load_prompts
+
+pytestmark = [pytest.mark.real, pytest.mark.xdist_group("smollm2")]
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_generate_prints_text_and_timings(capsys, stream):
+    argv = ["generate", "--model", MODEL, "--prompt", "def add(a, b):", "--max-new-tokens", "12"]
+    assert main(argv + ([] if stream else ["--no-stream"])) == 0
+    out, err = capsys.readouterr()
+    assert out.strip()  # the generated text
+    assert "compile" in err and "prefill" in err and "tok/s" in err
+    assert "12 new tokens" in err or "new tokens" in err
+
+
+def test_generate_chat_batch_with_sampling(capsys):
+    assert main(["generate", "--model", MODEL, "--prompt", "Say hi.", "--prompt", "Name a colour.", "--chat",
+                 "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]) == 0
+    out, _ = capsys.readouterr()
+    assert "--- prompt 0 ---" in out and "--- prompt 1 ---" in out
+
+
+def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "def fib(n):"}\n{"prompt": "The capital of France is", "id": "fr"}\n')
+    out = tmp_path / "r.json"
+    assert main(["bench", "--model", MODEL, "--prompts", str(prompts), "--max-new-tokens", "16", "--json", str(out),
+                 "--hf-baseline"]) == 0
+    r = json.loads(out.read_text())
+    assert [p["id"] for p in r["prompts"]] == ["0", "fr"]
+    for p in r["prompts"]:
+        assert {"id", "new_tokens", "tok_per_s", "output_ids", "hf_identical", "hf_tok_per_s"} <= set(p)
+        assert p["new_tokens"] == len(p["output_ids"]) > 0 and p["tok_per_s"] > 0
+    s = r["summary"]
+    assert {"model", "method", "tok_per_s", "compile_s", "prefill_s", "total", "hf_tok_per_s", "speedup_vs_hf",
+            "hf_identical"} <= set(s)
+    assert s["method"] == "vanilla" and s["model"] == MODEL
+    assert s["hf_identical"] == 2  # fp32 greedy: the same tokens as HF torch
+    assert s["total"]["new_tokens"] == sum(p["new_tokens"] for p in r["prompts"])
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2_with_one_line(capsys, tmp_path):
+    assert main(["generate", "--model", "no-such-model", "--prompt", "x"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "9000"]) == 2
+    assert "prompt too long" in capsys.readouterr().err
+    assert main(["bench", "--model", MODEL, "--prompts", "spec-bench:nope", "--json", str(tmp_path / "x.json")]) == 2
+    assert "unknown Spec-Bench category 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_prompt_sources(tmp_path):
+    assert len(load_prompts("humaneval")) == 164
+    coding = load_prompts("spec-bench:coding")
+    assert len(coding) == 10 and {p.category for p in coding} == {"coding"}
+    assert len(load_prompts("spec-bench", limit=5, offset=100)) == 5
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt field"}\n')
+    with pytest.raises(ValueError, match="line 2 has no string field 'prompt'"):
+        load_prompts(str(bad))
+    bad.write_text('{"prompt": "ok"}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: not valid JSON"):
+        load_prompts(str(bad))
+    with pytest.raises(ValueError, match="not a file"):
+        load_prompts(str(tmp_path / "missing.jsonl"))
