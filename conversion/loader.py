@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,23 @@ def _checkpoint_dir(path: Path, dtype: str, root=None) -> Path:
     return root / f"{ident[:24]}-{dtype}-v{LAYOUT_VERSION}"
 
 
+def _tokenizer(path: Path, ckpt: Path | None):
+    """From the checkpoint's saved copy when there is one (transformers' GGUF vocab conversion took
+    10 s for the Qwen tokenizer; the saved `tokenizer.json` loads in well under a second)."""
+    saved = ckpt / "tokenizer" if ckpt is not None else None
+    if saved is not None and saved.exists():
+        return load_tokenizer(saved)
+    tok = load_tokenizer(path)
+    if saved is not None and checkpoint.exists(ckpt):
+        tmp = saved.with_name(f"tokenizer.tmp-{os.getpid()}")
+        tok.save_pretrained(str(tmp))
+        try:
+            tmp.rename(saved)
+        except OSError:  # another process saved it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tok
+
+
 def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool = True,
                tokenizer: bool = True, checkpoint_root=None) -> LoadedModel:
     """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
@@ -74,7 +93,7 @@ def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool
         del host
         if ckpt is not None:
             checkpoint.save(ckpt, params, cfg)
-    tok = load_tokenizer(path) if tokenizer else None
+    tok = _tokenizer(path, ckpt) if tokenizer else None
     if tok is not None and len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocab is {cfg.vocab_size}")
     return LoadedModel(cfg, params, tok, path, plan, time.perf_counter() - t0, from_ckpt)

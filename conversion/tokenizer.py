@@ -27,9 +27,17 @@ def encode_prompt(tokenizer, text: str, chat: bool = False, assistant_prefix: st
     return tokenizer(text)["input_ids"]
 
 
+# End-of-text / end-of-turn markers; a GGUF names one EOS, HF generation configs list several (Qwen2.5
+# stops on both <|im_end|> and <|endoftext|>). Only *special* tokens of the tokenizer count.
+END_MARKERS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>", "</s>")
+
+
 def eos_ids(tokenizer, cfg) -> tuple[int, ...]:
-    """The stop tokens: the config's EOS plus the tokenizer's (chat models end turns with their own)."""
+    """The stop tokens: the config's EOS, the tokenizer's, and its special end-of-text/turn markers."""
     ids = set(cfg.eos_token_ids)
-    if tokenizer is not None and tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
+    if tokenizer is not None:
+        if tokenizer.eos_token_id is not None:
+            ids.add(int(tokenizer.eos_token_id))
+        special = set(tokenizer.all_special_tokens)
+        ids.update(int(tokenizer.convert_tokens_to_ids(t)) for t in END_MARKERS if t in special)
     return tuple(sorted(ids))

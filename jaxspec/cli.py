@@ -69,7 +69,6 @@ def cmd_generate(args) -> int:
         res = runner.run(ids, key)
     else:
         from tqdm import tqdm
-        runner.compile(ids, streaming=True)
         with tqdm(total=args.max_new_tokens, unit="tok", file=sys.stderr, desc="decode") as bar:
             for out, res in runner.stream(ids, key):
                 bar.update(max(map(len, out)) - bar.n)

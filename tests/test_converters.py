@@ -7,20 +7,17 @@ import pytest
 import torch
 
 import jax
-from conversion.gguf_loader import load_gguf
+from conversion.gguf_loader import _BLOCK, _TOP, load_gguf
 from conversion.hf_loader import load_hf_dir
 from conversion.mapping import ConversionError, params_from_hf_tensors
 from jaxspec import forward, init_cache
 from jaxspec.config import config_from_hf
 from tests.helpers import hf_tiny, to_jax
 
-GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-              "lm_head.weight": "output.weight"}
-GGUF_BLOCK = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-              "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-              "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-              "mlp.down_proj.weight": "ffn_down.weight"}
+# llama.cpp's names, inverted from the loader's map (the real-GGUF tests pin the names themselves;
+# here a wrong pairing, e.g. gate/up swapped, would break the logits parity below)
+GGUF_NAMES = {hf: g for g, hf in _TOP.items()}
+GGUF_BLOCK = {hf: g for g, hf in _BLOCK.items()}
 
 
 def _state(model) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from jaxspec import DecodeSpec, forward, generate, init_cache, output_ids, pad_p
 
 pytestmark = pytest.mark.real
 
+STOP = {"smollm2-135m-instruct": (0, 2), "qwen2.5-coder-0.5b-instruct": (151643, 151645)}
 PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring."
 
 
@@ -30,6 +31,7 @@ def test_gguf_matches_hf_torch(name, tmp_path):
     m = load_model(name, checkpoint_root=tmp_path)
     assert not m.from_checkpoint
     ids = encode_prompt(m.tokenizer, PROMPT, chat=True)
+    assert eos_ids(m.tokenizer, m.cfg) == STOP[name]  # end of turn *and* end of text
     hf = _hf(path)
     with torch.no_grad():
         ref = hf(torch.tensor([ids])).logits[0].numpy()
@@ -49,5 +51,9 @@ def test_gguf_matches_hf_torch(name, tmp_path):
     # second load: restored from the orbax checkpoint, identical weights
     again = load_model(name, checkpoint_root=tmp_path)
     assert again.from_checkpoint
+    # its tokenizer comes from the checkpoint's saved copy: same ids, chat template and stop tokens
+    assert encode_prompt(again.tokenizer, PROMPT, chat=True) == ids
+    assert again.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"] == m.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"]
+    assert eos_ids(again.tokenizer, again.cfg) == eos_ids(m.tokenizer, m.cfg)
     for a, b in zip(jax.tree.leaves(m.params), jax.tree.leaves(again.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
