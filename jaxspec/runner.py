@@ -63,9 +63,11 @@ class VanillaRunner:
         """AOT-compile prefill and the decode loop (or step) for these shapes; returns seconds spent."""
         t = time.perf_counter()
         shape = toks.shape
+        table, fn = (self._step, decode_step) if streaming else (self._loop, decode_loop)
+        if shape in self._prefill and shape[0] in table:
+            return 0.0
         if shape not in self._prefill:
             self._prefill[shape] = prefill.lower(self.params, toks, lens, key, spec=self.spec).compile()
-        table, fn = (self._step, decode_step) if streaming else (self._loop, decode_loop)
         if shape[0] not in table:
             # abstract evaluation of the *jitted* prefill: nothing runs (calling the compiled
             # executable here would run a real prefill, asynchronously, under the timed one)

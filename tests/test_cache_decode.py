@@ -163,3 +163,15 @@ def test_generate_equals_stepwise_greedy_property(prompts):
     arr, lens, slots = pad_prompts(prompts, CFG, 6, max_len=64)
     state = generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(CFG, 6, slots))
     assert output_ids(state) == [reference_greedy(p, 6) for p in prompts]
+
+
+def test_runner_matches_generate_and_compiles_once():
+    from jaxspec.runner import VanillaRunner
+    prompts = random_prompts(np.random.default_rng(5), [4, 9])
+    runner = VanillaRunner(PARAMS, CFG, max_new_tokens=7, max_len=64)
+    first, again = runner.run(prompts), runner.run(prompts)
+    assert first.compile_s > 0 and again.compile_s == 0.0  # ahead-of-time, once per shape
+    assert first.output_ids == again.output_ids == [reference_greedy(p, 7) for p in prompts]
+    assert first.new_tokens == 14 and first.prefill_s > 0 and first.decode_s > 0
+    *_, (streamed, res) = runner.stream(prompts)
+    assert streamed == first.output_ids and res.decode_s > 0
