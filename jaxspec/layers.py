@@ -63,7 +63,7 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
     B, T, _ = x.shape
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-    # 2-D [out, in] matvecs, heads split afterwards (a 3-D weight einsum was 13x slower on XLA:CPU)
+    # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/bench_layouts.py)
     q = jnp.einsum("btd,ed->bte", h, p["wq"])  # [B, T, H*K]
     k = jnp.einsum("btd,ed->bte", h, p["wk"])  # [B, T, Hkv*K]
     v = jnp.einsum("btd,ed->bte", h, p["wv"])

@@ -7,11 +7,9 @@ every weight once, in place. Any layer range, a single attention or MLP block, o
 layer (a `lax.cond` per layer) are all plain indexing into this list.
 
 Every matrix is stored `[out, in]` (HF/torch Linear order, the contraction over the last, contiguous
-axis). Measured on this box's XLA:CPU at batch 1: a 28-layer Qwen-1.5B-shaped stack of matvecs ran at
-30.8 GB/s in `[out, in]` against 24.4 GB/s in `[in, out]` (the `[F, D]` down projection alone: 22 vs
-37 GB/s). Matrices stay 2-D: a `[H, K, D]` weight contracted as "btd,hkd->bthk" ran at 2.4 GB/s (XLA
-transposed it every step), and fusing gate/up into one `[2, F, D]` einsum was 8x slower. Head axes are
-flattened head-major (`H*K`), so sharding that axis over `tp` devices still gives each whole heads.
+axis) and 2-D: on XLA:CPU at batch 1 a Qwen-1.5B-shaped decode step's matvecs ran at 29.0 GB/s so,
+against 23.9 GB/s for `[in, out]` and 16.5 GB/s with 3-D `[H, K, D]` q/k/v weights
+(experiments/bench_layouts.py → results/layouts_cpu.json). Head axes are flattened head-major (`H*K`), so sharding that axis over `tp` devices still gives each whole heads.
 
     params = {
       "embed":      f32[V, D]           (vocab, embed)

@@ -29,7 +29,7 @@ def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path, model, arch="llama", edit=None):
+def write_gguf(path, model, arch="llama", edit=None, meta=None):
     """Write `model` (a tiny HF llama) as an F32 GGUF the way llama.cpp's converter lays it out."""
     import gguf
     c = model.config
@@ -55,6 +55,8 @@ def write_gguf(path, model, arch="llama", edit=None):
     wr.add_head_count_kv(c.num_key_value_heads)
     wr.add_rope_freq_base(c.rope_theta if hasattr(c, "rope_theta") else c.rope_parameters["rope_theta"])
     wr.add_layer_norm_rms_eps(c.rms_norm_eps)
+    if meta:
+        meta(wr)
     for name, w in tensors.items():
         wr.add_tensor(name, np.ascontiguousarray(w, np.float32))
     wr.write_header_to_file()
@@ -84,6 +86,14 @@ def test_tiny_gguf_llama_matches_hf(tmp_path):
 def test_gguf_bad_tensors(tmp_path, edit, msg):
     with pytest.raises(ConversionError, match=msg):
         load_gguf(write_gguf(tmp_path / "m.gguf", hf_tiny("llama"), edit=edit))
+
+
+def test_gguf_without_embedding_or_with_rope_scaling(tmp_path):
+    with pytest.raises(ConversionError, match="GGUF has no token_embd.weight tensor"):
+        load_gguf(write_gguf(tmp_path / "a.gguf", hf_tiny("llama"), edit=lambda t: t.pop("token_embd.weight")))
+    with pytest.raises(ConversionError, match="GGUF rope scaling is not supported"):
+        load_gguf(write_gguf(tmp_path / "b.gguf", hf_tiny("llama"), meta=lambda w: w.add_rope_scaling_type(
+            __import__("gguf").RopeScalingType.LINEAR)))
 
 
 def test_gguf_unsupported_arch_and_truncation(tmp_path):
@@ -139,3 +149,19 @@ def test_corrupt_hf_files(tmp_path):
     (tmp_path / "bin" / "pytorch_model.bin").unlink()
     with pytest.raises(ConversionError, match="no weights in"):
         load_hf_dir(tmp_path / "bin")
+
+
+def test_hf_index_errors(tmp_path):
+    model = hf_tiny("qwen2")
+    model.save_pretrained(tmp_path / "sh", max_shard_size="20KB")
+    shards = sorted((tmp_path / "sh").glob("model-*.safetensors"))
+    shards[-1].unlink()
+    with pytest.raises(ConversionError, match="names shard files that do not exist"):
+        load_hf_dir(tmp_path / "sh")
+
+    model.save_pretrained(tmp_path / "dup")
+    from safetensors.numpy import save_file
+    save_file({"model.norm.weight": np.ones(32, np.float32)}, str(tmp_path / "dup" / "extra.safetensors"))
+    (tmp_path / "dup" / "model.safetensors").rename(tmp_path / "dup" / "a.safetensors")
+    with pytest.raises(ConversionError, match=r"tensors stored twice across shards: \['model.norm.weight'\]"):
+        load_hf_dir(tmp_path / "dup")
