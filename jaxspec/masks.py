@@ -15,13 +15,15 @@ def causal_mask(lengths: jax.Array, T: int, S: int) -> jax.Array:
 
 
 def tree_mask(lengths: jax.Array, ancestors: jax.Array, S: int) -> jax.Array:
-    """T tree nodes written at slots lengths[b] + t: node t sees the committed prefix and its own
-    root-to-node path. ancestors: bool[B, T, T] (or [T, T]), ancestors[t, u] = u is t or an ancestor of t."""
+    """Tree nodes in a block of slots starting at lengths[b]: a query sees the committed prefix and the
+    block slots of its root-to-node path. ancestors: bool[B, Tq, N] (or [Tq, N]): ancestors[t, u] = block
+    node u is query t or one of its ancestors. Square (Tq = N) when the queries are the block itself; a
+    draft step feeding one depth of a growing tree passes only that depth's rows."""
     B = lengths.shape[0]
-    T = ancestors.shape[-1]
-    anc = jnp.broadcast_to(ancestors, (B, T, T))
+    Tq, N = ancestors.shape[-2:]
+    anc = jnp.broadcast_to(ancestors, (B, Tq, N))
     s = jnp.arange(S)[None, None, :]
-    rel = s - lengths[:, None, None]  # slot relative to the first new token
-    in_block = (rel >= 0) & (rel < T)
-    block = jnp.take_along_axis(anc, jnp.broadcast_to(jnp.clip(rel, 0, T - 1), (B, T, S)), axis=2)
+    rel = s - lengths[:, None, None]  # slot relative to the block's first slot
+    in_block = (rel >= 0) & (rel < N)
+    block = jnp.take_along_axis(anc, jnp.broadcast_to(jnp.clip(rel, 0, N - 1), (B, Tq, S)), axis=2)
     return (rel < 0) | (in_block & block)

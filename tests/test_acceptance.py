@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec.acceptance import accept_greedy, accept_sampling
+from jaxspec.speculative.verify import accept_greedy, accept_sampling
 from jaxspec.sampling import SamplingConfig, processed_logprobs
 
 V, K = 6, 2

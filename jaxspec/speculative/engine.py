@@ -1,0 +1,224 @@
+"""The speculative engine: prefill both models, then rounds of draft → verify → accept → cache update,
+all inside one `lax.while_loop` on device, independent of the drafter (see drafters.py).
+
+A row's state between rounds: `committed` = T tokens (prompt + generated); the target cache holds the
+first T-1 (the newest token, `last`, is the input of the next verification); the drafter's state is
+its own business. One round, per row:
+  draft   drafter.propose → a tree of D·K nodes (a chain is K = 1);
+  verify  one target pass over [last] + nodes at slots T-1.., positions by depth, causal (chain) or tree
+          mask; logits at every node;
+  accept  greedy or lossless sampling (verify.py) → n accepted nodes on one root-to-node path + 1 extra
+          token; the row emits n + 1 tokens (cut at EOS or max_new_tokens);
+  update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
+          drafter.commit; statistics; an adaptive chain's k moves by HF's rule (+2 if every live row
+          accepted its whole draft, else -1, within [1, k_max]).
+Finished rows keep computing (static shapes) but change nothing. `draft_phase` and `verify_phase` are
+also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxspec.cache import KVCache, init_cache
+from jaxspec.config import ModelConfig
+from jaxspec.decode import PAD, _is_eos
+from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.model import forward
+from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
+from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.speculative.metrics import SpecStats
+from jaxspec.speculative.tree import Tree, TreeShape, path_nodes, verify_ancestors
+from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tree_greedy, accept_tree_sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecMethod:
+    """How rounds draft: a chain of k tokens (`chain`), optionally adaptive, or a top-K tree (`tree`)."""
+    shape: TreeShape
+    adaptive: bool = False
+    start: int | None = None  # adaptive chains: the first round's k (default: shape.depth // 2)
+
+    @property
+    def name(self) -> str:
+        return "tree" if self.shape.width > 1 else ("chain-adaptive" if self.adaptive else "chain")
+
+    @property
+    def k_start(self) -> int:
+        if not self.adaptive:
+            return self.shape.depth
+        return self.start if self.start is not None else max(1, self.shape.depth // 2)
+
+
+def chain(k: int, adaptive: bool = False, k_max: int | None = None) -> SpecMethod:
+    """k drafts per round; adaptive: start at k and move within [1, k_max] (default 2k)."""
+    if adaptive:
+        k_max = 2 * k if k_max is None else k_max
+        if not 1 <= k <= k_max:
+            raise ValueError(f"adaptive chain needs 1 <= k <= k_max, got k={k}, k_max={k_max}")
+        return SpecMethod(TreeShape(k_max, 1), adaptive=True, start=k)
+    return SpecMethod(TreeShape(k, 1))
+
+
+def tree(depth: int, width: int) -> SpecMethod:
+    return SpecMethod(TreeShape(depth, width))
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecSpec:
+    """Static description of one speculative generation (a static jit argument)."""
+    target: ModelConfig
+    drafter: Any  # a drafter (drafters.py): frozen dataclass with init / propose / commit
+    method: SpecMethod
+    max_new_tokens: int
+    max_len: int  # target cache slots per row
+    draft_max_len: int
+    sampling: SamplingConfig = GREEDY
+    eos_ids: tuple[int, ...] = ()
+    plan: ShardingPlan | None = None  # the target's
+
+    @property
+    def shape(self) -> TreeShape:
+        return self.method.shape
+
+
+def cache_slots_needed(prompt_len: int, max_new_tokens: int, shape: TreeShape) -> int:
+    """Slots a row can touch: its prompt and output plus one round's verification block past the end."""
+    return prompt_len + max_new_tokens + shape.nodes + 1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SpecState:
+    target_cache: KVCache
+    draft_state: Any
+    tokens: jax.Array  # i32[B, N + D + 1] generated tokens (PAD after a row's end; room for one overshoot)
+    prev: jax.Array  # i32[B] committed token T-2
+    last: jax.Array  # i32[B] committed token T-1 (not yet in the target cache)
+    committed: jax.Array  # i32[B] T
+    num: jax.Array  # i32[B] tokens generated
+    done: jax.Array  # bool[B]
+    k: jax.Array  # i32[] draft length of the next round (adaptive chains; else D)
+    stats: SpecStats
+    key: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
+                 spec: SpecSpec) -> SpecState:
+    """Both models read the padded prompts i32[B, P]; the target samples each row's first token."""
+    B = prompts.shape[0]
+    cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
+    logits, cache, _ = forward(target_params, prompts, cache, spec.target, advance=prompt_lens,
+                               logits_at=(prompt_lens - 1)[:, None])
+    key, sub = jax.random.split(key)
+    first = sample(sub, logits[:, 0], spec.sampling)
+    draft = spec.drafter.init(draft_params, prompts, prompt_lens, spec.draft_max_len)
+    N, D = spec.max_new_tokens, spec.shape.depth
+    tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
+    prev = jnp.take_along_axis(prompts, (prompt_lens - 1)[:, None], axis=1)[:, 0]
+    done = _is_eos(first, spec.eos_ids) | (N <= 1)
+    return SpecState(cache, draft, tokens, prev, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
+                     jnp.int32(spec.method.k_start), SpecStats.zeros(B, D), key)
+
+
+def _draft(draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
+    key, sub = jax.random.split(s.key)
+    dstate, t = spec.drafter.propose(draft_params, s.draft_state, s.prev, s.last, s.committed, sub, spec.shape,
+                                     spec.sampling, s.k if spec.method.adaptive else spec.shape.depth)
+    return dataclasses.replace(s, draft_state=dstate, key=key), t
+
+
+def _accept(key, t: Tree, logits: jax.Array, spec: SpecSpec):
+    """(n, path i32[B, D], extra) for the tree `t` and target logits f32[B, 1+N, V]."""
+    shape, B = spec.shape, logits.shape[0]
+    if shape.width == 1:  # chain: vectorised rules
+        if spec.sampling.greedy:
+            n, extra = accept_greedy(t.tokens, logits, t.valid)
+        else:
+            n, extra = accept_sampling(key, t.tokens, t.logq, processed_logprobs(logits, spec.sampling), t.valid)
+        return n, jnp.broadcast_to(jnp.arange(shape.depth, dtype=jnp.int32), (B, shape.depth)), extra
+    if spec.sampling.greedy:
+        n, end, extra = accept_tree_greedy(t, logits, shape)
+    else:
+        n, end, extra = accept_tree_sampling(key, t, processed_logprobs(logits, spec.sampling), shape)
+    return n, path_nodes(t, end, shape), extra
+
+
+def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) -> SpecState:
+    shape, cfg = spec.shape, spec.target
+    B, N_nodes, D = t.tokens.shape[0], shape.nodes, shape.depth
+    S = s.target_cache.max_len
+    live = ~s.done
+    base = s.committed - 1  # target slots already filled
+    inp = jnp.concatenate([s.last[:, None], t.tokens], axis=1)  # [B, 1+N]
+    pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
+    mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
+    logits, cache, _ = forward(target_params, inp, s.target_cache.replace(lengths=base), cfg, positions=pos,
+                               mask=mask, advance=jnp.zeros((B,), jnp.int32))
+    key, sub = jax.random.split(s.key)
+    n, path, extra = _accept(sub, t, logits, spec)
+
+    if shape.width > 1:  # the accepted nodes' K/V next to the prefix (slot base+1+j ← node path[j])
+        cache = cache.gather(base[:, None] + 1 + path, base + 1)
+    cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
+
+    # emitted tokens e[0..n]: the path, then the extra token; cut at the first EOS and at max_new_tokens
+    j = jnp.arange(D + 1)[None]
+    path_tok = jnp.concatenate([jnp.take_along_axis(t.tokens, path, axis=1), jnp.zeros((B, 1), jnp.int32)], 1)
+    e = jnp.where(j < n[:, None], path_tok, jnp.where(j == n[:, None], extra[:, None], PAD))
+    eos = _is_eos(e, spec.eos_ids) & (j <= n[:, None])
+    cnt = jnp.where(jnp.any(eos, 1), jnp.argmax(eos, 1) + 1, n + 1)
+    cnt = jnp.minimum(cnt, spec.max_new_tokens - s.num)
+    hit = jnp.any(eos & (j < cnt[:, None]), axis=1)
+    e = jnp.where(j < cnt[:, None], e, PAD)
+    written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, e, s.num)
+    tokens = jnp.where(live[:, None], written, s.tokens)
+    num = s.num + jnp.where(live, cnt, 0)
+    done = s.done | (live & (hit | (num >= spec.max_new_tokens)))
+    prev = jnp.where(n > 0, jnp.take_along_axis(path_tok, jnp.maximum(n - 1, 0)[:, None], 1)[:, 0], s.last)
+
+    dstate = spec.drafter.commit(draft_params, s.draft_state, t, n, path, s.committed, shape)
+    steps = s.k if spec.method.adaptive else jnp.int32(D)
+    k = s.k
+    if spec.method.adaptive:  # HF's heuristic, for the batch: +2 when every live row took its whole draft
+        all_in = jnp.all(~live | (n >= steps))
+        k = jnp.clip(jnp.where(all_in, s.k + 2, s.k - 1), 1, D).astype(jnp.int32)
+    return SpecState(cache, dstate, tokens, jnp.where(live, prev, s.prev), jnp.where(live, extra, s.last),
+                     s.committed + jnp.where(live, n + 1, 0), num, done, k, s.stats.update(live, n, steps), key)
+
+
+def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
+    s, t = _draft(draft_params, s, spec)
+    return _verify(target_params, draft_params, s, t, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
+def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> SpecState:
+    """Rounds until every row is done, on device (caches donated)."""
+    return lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _round(target_params, draft_params, s, spec), state)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
+def draft_phase(draft_params, state: SpecState, *, spec: SpecSpec) -> tuple[SpecState, Tree]:
+    """The drafting half of a round (timing mode)."""
+    return _draft(draft_params, state, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
+def verify_phase(target_params, draft_params, state: SpecState, t: Tree, *, spec: SpecSpec) -> SpecState:
+    """The verification half of a round (timing mode)."""
+    return _verify(target_params, draft_params, state, t, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def run_speculation(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
+                    spec: SpecSpec) -> SpecState:
+    """The whole generation in one jitted call: prefill of both models + the on-device round loop.
+    `.tokens[:, :max_new_tokens]` (PAD after each row's end), `.num`, `.stats`."""
+    state = spec_prefill.__wrapped__(target_params, draft_params, prompts, prompt_lens, key, spec=spec)
+    return spec_loop.__wrapped__(target_params, draft_params, state, spec=spec)

@@ -1,0 +1,171 @@
+"""The speculative engine: greedy output identical to vanilla (property-based, chains, adaptive chains and
+trees, batches of 1-4), batch rows equal to single runs, caches equal to a vanilla run over the same
+tokens, hand-computed statistics, and the pair/size errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output_ids, plan_for, shard_params
+from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
+                                 summarize, tree)
+from tests.helpers import VOCAB, random_prompts, tiny_cfg
+from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair
+
+N_NEW = 24
+WIDTH = 32  # every prompt padded to this width: one compile per (method, batch)
+SLOTS = 128
+METHODS = [chain(1), chain(3), chain(8), chain(2, adaptive=True, k_max=6), tree(2, 2), tree(3, 4), tree(5, 4),
+           tree(5, 2)]
+EOS = (7,)
+_vanilla = jax.jit(generate, static_argnames=("spec",))
+
+
+def vanilla_rows(tp, prompts, eos=EOS):
+    spec = DecodeSpec(TARGET, N_NEW, SLOTS, eos_ids=eos)
+    out = []
+    for p in prompts:  # one row at a time: the reference is a single-prompt greedy run
+        toks = np.zeros((1, WIDTH), np.int32)
+        toks[0, :len(p)] = p
+        out += output_ids(_vanilla(tp, jnp.asarray(toks), jnp.asarray([len(p)]), jax.random.key(0), spec=spec))
+    return out
+
+
+def spec_rows(tp, dp, prompts, method, eos=EOS):
+    spec = make_spec(TARGET, DraftModel(DRAFT), method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos,
+                     max_len=SLOTS)
+    toks = np.zeros((len(prompts), WIDTH), np.int32)
+    for i, p in enumerate(prompts):
+        toks[i, :len(p)] = p
+    lens = jnp.asarray([len(p) for p in prompts], jnp.int32)
+    return run_speculation(tp, dp, jnp.asarray(toks), lens, jax.random.key(0), spec=spec)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, 4), seed=st.integers(0, 3),
+       lam=st.sampled_from([0.0, 0.05, 0.3, 1.0, 3.0]), data=st.data())
+def test_greedy_speculation_equals_vanilla(method, batch, seed, lam, data):
+    """~120 examples × 2.5 rows: about 300 generated sequences compared per run (plus the mesh test)."""
+    tp, dp = make_pair(seed, lam)
+    lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
+    prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
+    state = spec_rows(tp, dp, prompts, METHODS[method])
+    assert output_ids(state) == vanilla_rows(tp, prompts)
+
+
+MESH_METHODS = [chain(4), tree(3, 2)]
+
+
+@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(devices=st.sampled_from([1, 2, 8]), method=st.sampled_from(range(len(MESH_METHODS))),
+       batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), data=st.data())
+def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, data):
+    """Target and draft tensor-parallel over 1, 2 or 8 simulated devices, against unsharded vanilla."""
+    tp, dp = make_pair(0, lam)
+    mesh = make_mesh({"tp": devices})
+    tplan, dplan = plan_for(TARGET, mesh), plan_for(DRAFT, mesh)
+    lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
+    prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
+    spec = make_spec(TARGET, DraftModel(DRAFT, dplan), MESH_METHODS[method], prompt_len=WIDTH, max_new_tokens=N_NEW,
+                     eos_ids=EOS, plan=tplan, max_len=SLOTS)
+    toks = np.zeros((batch, WIDTH), np.int32)
+    for i, p in enumerate(prompts):
+        toks[i, :len(p)] = p
+    state = run_speculation(shard_params(tp, TARGET, tplan), shard_params(dp, DRAFT, dplan), jnp.asarray(toks),
+                            jnp.asarray(lengths, jnp.int32), jax.random.key(0), spec=spec)
+    assert output_ids(state) == vanilla_rows(tp, prompts)
+
+
+@pytest.mark.parametrize("method", [chain(4), tree(3, 2)], ids=["chain4", "tree3x2"])
+def test_batch_rows_equal_single_runs_with_their_own_stats(method):
+    tp, dp = make_pair(1, 0.3)
+    prompts = random_prompts(np.random.default_rng(5), [3, 17, 9, 30])
+    batch = spec_rows(tp, dp, prompts, method)
+    assert np.asarray(batch.done).all()
+    for i, p in enumerate(prompts):
+        single = spec_rows(tp, dp, [p], method)
+        assert output_ids(single) == [output_ids(batch)[i]]
+        assert summarize(single.stats) == summarize(batch.stats, [i])
+
+
+@pytest.mark.parametrize("method", [chain(3), chain(2, adaptive=True, k_max=5), tree(3, 3)],
+                         ids=["chain3", "adaptive", "tree3x3"])
+def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
+    tp, dp = make_pair(2, 0.3)
+    prompts = random_prompts(np.random.default_rng(7), [4, 21, 12])
+    state = spec_rows(tp, dp, prompts, method, eos=())
+    outs = output_ids(state)
+    for i, (p, out) in enumerate(zip(prompts, outs)):
+        seq = p + out
+        for params, cfg, cache, n in ((tp, TARGET, state.target_cache, len(seq) - 1),
+                                      (dp, DRAFT, state.draft_state, len(seq) - 2)):
+            # the committed tokens in the cache: all but the newest (target), all but the newest two (draft)
+            ref = forward(params, jnp.asarray([seq]), init_cache(cfg, 1, SLOTS), cfg)[1]
+            for layer in range(cfg.num_layers):
+                np.testing.assert_allclose(np.asarray(cache.k[layer][i, :n]), np.asarray(ref.k[layer][0, :n]),
+                                           atol=2e-5)
+                np.testing.assert_allclose(np.asarray(cache.v[layer][i, :n]), np.asarray(ref.v[layer][0, :n]),
+                                           atol=2e-5)
+        assert int(state.target_cache.lengths[i]) >= len(seq) - 1
+
+
+def test_stats_update_by_hand():
+    s = SpecStats.zeros(2, 3)
+    s = s.update(jnp.asarray([True, True]), jnp.asarray([3, 0]), jnp.int32(3))
+    s = s.update(jnp.asarray([True, False]), jnp.asarray([1, 2]), jnp.int32(3))  # row 1 finished: unchanged
+    assert summarize(s, [0]) == {"rounds": 2, "drafted": 6, "accepted": 4, "acceptance_rate": 4 / 6,
+                                 "mean_accepted_length": 3.0, "per_position": [1.0, 0.5, 0.5],
+                                 "histogram": [0, 1, 0, 1]}
+    assert summarize(s, [1]) == {"rounds": 1, "drafted": 3, "accepted": 0, "acceptance_rate": 0.0,
+                                 "mean_accepted_length": 1.0, "per_position": [0.0, 0.0, 0.0],
+                                 "histogram": [1, 0, 0, 0]}
+
+
+def test_stats_of_a_perfect_and_a_useless_draft():
+    tp, dp = make_pair(3, 0.0)  # lam = 0: the draft is the target
+    prompt = [[5, 6, 8]]
+    # 11 tokens: 1 from prefill, then rounds of k + 1 = 5 → two rounds, all 8 drafts accepted
+    out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompt, method=chain(4), max_new_tokens=11)
+    assert len(out.output_ids[0]) == 11
+    assert out.stats == {"rounds": 2, "drafted": 8, "accepted": 8, "acceptance_rate": 1.0,
+                         "mean_accepted_length": 5.0, "per_position": [1.0] * 4, "histogram": [0, 0, 0, 0, 2]}
+    # a draft proposing the target's least likely token: nothing accepted, one token per round
+    out = speculate(Model(tp, TARGET), Model(flipped_draft(dp), DRAFT), prompt, method=chain(4), max_new_tokens=11)
+    assert out.stats == {"rounds": 10, "drafted": 40, "accepted": 0, "acceptance_rate": 0.0,
+                         "mean_accepted_length": 1.0, "per_position": [0.0] * 4, "histogram": [10, 0, 0, 0, 0]}
+    # the adaptive chain grows k by 2 while everything is accepted: k = 2, 4, 6, 6 → 3 + 5 + 7 tokens
+    out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompt, method=chain(2, adaptive=True, k_max=6),
+                    max_new_tokens=16)
+    assert out.stats["drafted"] == 2 + 4 + 6 and out.stats["rounds"] == 3
+
+
+def test_vocab_mismatch_is_an_error():
+    tp, _ = make_pair(0, 1.0)
+    other = tiny_cfg(num_layers=1, vocab_size=VOCAB + 3)
+    from jaxspec import init_params
+    with pytest.raises(ValueError, match="vocab mismatch: the target has 97 token ids, the draft 100"):
+        speculate(Model(tp, TARGET), Model(init_params(jax.random.key(1), other), other), [[1, 2]])
+
+    class Tok:
+        def __init__(self, table):
+            self.table = table
+
+        def get_vocab(self):
+            return self.table
+    _, dp = make_pair(0, 1.0)
+    with pytest.raises(ValueError, match="token tables differ in 2 entries"):
+        speculate(Model(tp, TARGET, tokenizer=Tok({"a": 0, "b": 1})), Model(dp, DRAFT, tokenizer=Tok({"a": 1, "b": 0})),
+                  [[1, 2]])
+
+
+def test_size_errors():
+    with pytest.raises(ValueError, match="cache overflow: 40 prompt \\+ 50 new tokens \\+ one round's 13-slot"):
+        make_spec(TARGET, DraftModel(DRAFT), tree(4, 3), prompt_len=40, max_new_tokens=50, max_len=100)
+    with pytest.raises(ValueError, match="exceed the target's 512 positions"):
+        make_spec(TARGET, DraftModel(DRAFT), chain(4), prompt_len=300, max_new_tokens=210)
+    with pytest.raises(ValueError, match="tree depth and width must be >= 1"):
+        tree(0, 2)
+    with pytest.raises(ValueError, match="adaptive chain needs 1 <= k <= k_max"):
+        chain(5, adaptive=True, k_max=3)
