@@ -5,11 +5,44 @@ The attention and MLP blocks return their *residual delta*, not `x + delta`: Eas
 layers' attention blocks from one input and sums the deltas."""
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxspec.config import ModelConfig
+
+
+def _skinny_rows(n: int) -> int | None:
+    """Rows to pad a skinny product to on XLA:CPU, or None to use the plain einsum.
+
+    Measured (experiments/bench_layouts.py, 1536x8960 fp32, 2 cores): the plain einsum streams the weight
+    at ~50 GB/s for one row but ~27 GB/s for 2..16 rows (XLA:CPU's x · wᵀ kernel); computing w · xᵀ into
+    an [out, rows] result instead keeps ~48 GB/s up to 4 rows and ~44 at 8, ~33 at 16, with odd counts in
+    between slower than the next power of two — so 5..16 rows are padded up to 8 or 16."""
+    if n == 1 or n > 32:
+        return None
+    return n if n <= 4 else (1 << (n - 1).bit_length() if n <= 16 else n)
+
+
+def linear(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x: f32[..., In] · w: f32[Out, In] → f32[..., Out] (every weight is stored [out, in]).
+
+    Verification passes feed a handful of tokens, where XLA:CPU's choice of kernel halves the weight
+    bandwidth; there the product is computed as w · xᵀ behind optimisation barriers (so the simplifier
+    cannot fold the transposes back into the slow form). Other backends and sizes use the einsum."""
+    lead, d = x.shape[:-1], x.shape[-1]
+    n = math.prod(lead)
+    rows = _skinny_rows(n) if jax.default_backend() == "cpu" else None
+    if rows is None:
+        return jnp.einsum("...d,ed->...e", x, w)
+    x2 = x.reshape(n, d)
+    if rows > n:
+        x2 = jnp.pad(x2, ((0, rows - n), (0, 0)))
+    xt = lax.optimization_barrier(x2.T)  # [In, rows]
+    y = lax.optimization_barrier(jnp.dot(w, xt))  # [Out, rows]
+    return y.T[:n].reshape(*lead, w.shape[0])
 
 
 def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
@@ -64,9 +97,9 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/bench_layouts.py)
-    q = jnp.einsum("btd,ed->bte", h, p["wq"])  # [B, T, H*K]
-    k = jnp.einsum("btd,ed->bte", h, p["wk"])  # [B, T, Hkv*K]
-    v = jnp.einsum("btd,ed->bte", h, p["wv"])
+    q = linear(h, p["wq"])  # [B, T, H*K]
+    k = linear(h, p["wk"])  # [B, T, Hkv*K]
+    v = linear(h, p["wv"])
     if cfg.qkv_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
     q = q.reshape(B, T, Hkv * G, K)
@@ -83,12 +116,12 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
     s = jnp.where(mask[:, None, None, :, :], s, -jnp.inf)  # [B, Hkv, G, T, S]
     w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype)
     o = jnp.einsum("bngts,bsnk->btngk", w, v_cache).reshape(B, T, Hkv * G * K)
-    return jnp.einsum("bte,de->btd", o, p["wo"]), k_cache, v_cache
+    return linear(o, p["wo"]), k_cache, v_cache
 
 
 def mlp_block(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     """One layer's pre-norm SwiGLU MLP. x: f32[B, T, D] → delta f32[B, T, D]."""
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    g = jnp.einsum("btd,fd->btf", h, p["w_gate"])
-    u = jnp.einsum("btd,fd->btf", h, p["w_up"])
-    return jnp.einsum("btf,df->btd", jax.nn.silu(g) * u, p["w_down"])
+    g = linear(h, p["w_gate"])  # [B, T, F]
+    u = linear(h, p["w_up"])
+    return linear(jax.nn.silu(g) * u, p["w_down"])

@@ -12,7 +12,7 @@ from jax import lax
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
-from jaxspec.layers import attention_block, mlp_block, rms_norm
+from jaxspec.layers import attention_block, linear, mlp_block, rms_norm
 from jaxspec.masks import causal_mask
 from jaxspec.params import Params
 
@@ -61,9 +61,7 @@ def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Arra
 def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Final norm + LM head: f32[B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding)."""
     h = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
-    if cfg.tie_embeddings:
-        return jnp.einsum("btd,vd->btv", h, params["embed"], preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,vd->btv", h, params["lm_head"], preferred_element_type=jnp.float32)
+    return linear(h, params["embed"] if cfg.tie_embeddings else params["lm_head"]).astype(jnp.float32)
 
 
 def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,

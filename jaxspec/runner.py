@@ -26,6 +26,9 @@ class RunResult:
     prefill_s: float
     decode_s: float  # after prefill: the tokens 2..N (the first comes from prefill)
     compile_s: float  # compile time this call triggered (0 once its shapes are compiled)
+    stats: dict | None = None  # speculative methods: acceptance statistics per row (metrics.summarize)
+    draft_s: float | None = None  # timing mode (stream) of speculative methods: drafting vs verification
+    verify_s: float | None = None
 
     @property
     def new_tokens(self) -> int:
@@ -42,18 +45,20 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
-class VanillaRunner:
-    """Plain autoregressive decoding with one model. `max_len` fixes the cache so that every prompt of
-    a benchmark shares one compiled decode loop (prompt widths are bucketed, see `prompt_width`)."""
-    method = "vanilla"
+class AotRunner:
+    """Shared driver: subclasses set `method`, `spec` (static), `args` (the param trees passed before the
+    inputs), `prefill_fn` (jitted, `spec=` static), `_compile_loop` and the streaming `stream`."""
+    method = "?"
+    prefill_fn = None
 
-    def __init__(self, params, cfg: ModelConfig, *, max_new_tokens: int, max_len: int,
-                 sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None):
-        self.params, self.cfg = params, cfg
-        self.spec = DecodeSpec(cfg, max_new_tokens, max_len, sampling, tuple(eos_ids), plan)
+    def __init__(self, args: tuple, cfg: ModelConfig, spec):
+        self.args, self.cfg, self.spec = args, cfg, spec
         self._prefill: dict[tuple, object] = {}
         self._loop: dict[tuple, object] = {}
         self._step: dict[tuple, object] = {}
+
+    def _result(self, state, prefill_s: float, decode_s: float, compile_s: float) -> RunResult:
+        return RunResult(output_ids(state), prefill_s, decode_s, compile_s)
 
     def _inputs(self, prompts: Sequence[Sequence[int]]):
         toks, lens, _ = pad_prompts(prompts, self.cfg, self.spec.max_new_tokens, self.spec.max_len)
@@ -63,16 +68,16 @@ class VanillaRunner:
         """AOT-compile prefill and the decode loop (or step) for these shapes; returns seconds spent."""
         t = time.perf_counter()
         shape = toks.shape
-        table, fn = (self._step, decode_step) if streaming else (self._loop, decode_loop)
+        table = self._step if streaming else self._loop
         if shape in self._prefill and shape[0] in table:
             return 0.0
         if shape not in self._prefill:
-            self._prefill[shape] = prefill.lower(self.params, toks, lens, key, spec=self.spec).compile()
+            self._prefill[shape] = self.prefill_fn.lower(*self.args, toks, lens, key, spec=self.spec).compile()
         if shape[0] not in table:
             # abstract evaluation of the *jitted* prefill: nothing runs (calling the compiled
             # executable here would run a real prefill, asynchronously, under the timed one)
-            state = jax.eval_shape(functools.partial(prefill, spec=self.spec), self.params, toks, lens, key)
-            table[shape[0]] = fn.lower(self.params, state, spec=self.spec).compile()
+            state = jax.eval_shape(functools.partial(self.prefill_fn, spec=self.spec), *self.args, toks, lens, key)
+            table[shape[0]] = self._compile_loop(state, streaming)
         return time.perf_counter() - t
 
     def compile(self, prompts: Sequence[Sequence[int]], streaming: bool = False) -> float:
@@ -88,9 +93,9 @@ class VanillaRunner:
             if toks.shape in seen:
                 continue
             self._compile(toks, lens, key)
-            state = self._prefill[toks.shape](self.params, toks, lens, key)
+            state = self._prefill[toks.shape](*self.args, toks, lens, key)
             if toks.shape[0] not in {s[0] for s in seen}:
-                state = self._loop[toks.shape[0]](self.params, state)
+                state = self._loop[toks.shape[0]](*self.args, state)
             jax.block_until_ready(state)
             seen.add(toks.shape)
 
@@ -99,9 +104,25 @@ class VanillaRunner:
         key = jax.random.key(0) if key is None else key
         toks, lens = self._inputs(prompts)
         compile_s = self._compile(toks, lens, key)
-        state, prefill_s = _timed(self._prefill[toks.shape], self.params, toks, lens, key)
-        state, decode_s = _timed(self._loop[toks.shape[0]], self.params, state)
-        return RunResult(output_ids(state), prefill_s, decode_s, compile_s)
+        state, prefill_s = _timed(self._prefill[toks.shape], *self.args, toks, lens, key)
+        state, decode_s = _timed(self._loop[toks.shape[0]], *self.args, state)
+        return self._result(state, prefill_s, decode_s, compile_s)
+
+
+class VanillaRunner(AotRunner):
+    """Plain autoregressive decoding with one model. `max_len` fixes the cache so that every prompt of
+    a benchmark shares one compiled decode loop (prompt widths are bucketed, see `prompt_width`)."""
+    method = "vanilla"
+    prefill_fn = staticmethod(prefill)
+
+    def __init__(self, params, cfg: ModelConfig, *, max_new_tokens: int, max_len: int,
+                 sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None):
+        super().__init__((params,), cfg, DecodeSpec(cfg, max_new_tokens, max_len, sampling, tuple(eos_ids), plan))
+        self.params = params
+
+    def _compile_loop(self, state, streaming: bool):
+        fn = decode_step if streaming else decode_loop
+        return fn.lower(self.params, state, spec=self.spec).compile()
 
     def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
                ) -> Iterator[tuple[list[list[int]], RunResult]]:
@@ -111,7 +132,7 @@ class VanillaRunner:
         toks, lens = self._inputs(prompts)
         compile_s = self._compile(toks, lens, key, streaming=True)
         state, prefill_s = _timed(self._prefill[toks.shape], self.params, toks, lens, key)
-        res = RunResult(output_ids(state), prefill_s, 0.0, compile_s)
+        res = self._result(state, prefill_s, 0.0, compile_s)
         yield res.output_ids, res
         step = self._step[toks.shape[0]]
         while int(state.step) < self.spec.max_new_tokens and not bool(np.all(state.done)):

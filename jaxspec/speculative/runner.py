@@ -1,0 +1,74 @@
+"""`SpecRunner`: the timed, AOT-compiled driver of speculative generation (CLI and benchmarks), with the
+same interface as `VanillaRunner`. `run` is one on-device loop; `stream` is the timing mode: one host
+sync per round, drafting and verification timed apart."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import jax
+import numpy as np
+
+from jaxspec.config import ModelConfig
+from jaxspec.runner import AotRunner, RunResult, _timed
+from jaxspec.sampling import GREEDY, SamplingConfig
+from jaxspec.sharding import ShardingPlan
+from jaxspec.speculative.api import make_spec
+from jaxspec.speculative.drafters import DraftModel
+from jaxspec.speculative.engine import SpecMethod, draft_phase, spec_loop, spec_prefill, verify_phase
+from jaxspec.speculative.metrics import summarize
+
+
+class SpecRunner(AotRunner):
+    prefill_fn = staticmethod(spec_prefill)
+
+    def __init__(self, target_params, target_cfg: ModelConfig, draft_params, draft_cfg: ModelConfig, *,
+                 method: SpecMethod, max_new_tokens: int, max_len: int, sampling: SamplingConfig = GREEDY,
+                 eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None,
+                 draft_plan: ShardingPlan | None = None, drafter=None):
+        drafter = DraftModel(draft_cfg, draft_plan) if drafter is None else drafter
+        spec = make_spec(target_cfg, drafter, method, prompt_len=1, max_new_tokens=max_new_tokens,
+                         sampling=sampling, eos_ids=eos_ids, plan=plan, max_len=max_len)
+        super().__init__((target_params, draft_params), target_cfg, spec)
+        self.method = method.name
+
+    def _inputs(self, prompts: Sequence[Sequence[int]]):
+        s = self.spec  # the size checks for these prompts (cache overflow, positions)
+        make_spec(s.target, s.drafter, s.method, prompt_len=max(map(len, prompts), default=0),
+                  max_new_tokens=s.max_new_tokens, sampling=s.sampling, eos_ids=s.eos_ids, plan=s.plan,
+                  max_len=s.max_len)
+        return super()._inputs(prompts)
+
+    def _compile_loop(self, state, streaming: bool):
+        if not streaming:
+            return spec_loop.lower(*self.args, state, spec=self.spec).compile()
+        _, dp = self.args
+        draft = draft_phase.lower(dp, state, spec=self.spec).compile()
+        _, t = jax.eval_shape(lambda s: draft_phase(dp, s, spec=self.spec), state)
+        return draft, verify_phase.lower(*self.args, state, t, spec=self.spec).compile()
+
+    def _result(self, state, prefill_s, decode_s, compile_s) -> RunResult:
+        res = super()._result(state, prefill_s, decode_s, compile_s)
+        res.stats = summarize(state.stats)
+        res.stats["per_row"] = [summarize(state.stats, [i]) for i in range(len(res.output_ids))]
+        return res
+
+    def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
+               ) -> Iterator[tuple[list[list[int]], RunResult]]:
+        """Timing mode: yield (tokens so far per row, result so far) after prefill and after every round;
+        `draft_s` / `verify_s` split the decode time."""
+        key = jax.random.key(0) if key is None else key
+        toks, lens = self._inputs(prompts)
+        compile_s = self._compile(toks, lens, key, streaming=True)
+        state, prefill_s = _timed(self._prefill[toks.shape], *self.args, toks, lens, key)
+        res = self._result(state, prefill_s, 0.0, compile_s)
+        res.draft_s = res.verify_s = 0.0
+        yield res.output_ids, res
+        draft, verify = self._step[toks.shape[0]]
+        tp, dp = self.args
+        while not bool(np.all(state.done)):
+            (state, t), dt_draft = _timed(draft, dp, state)
+            state, dt_verify = _timed(verify, tp, dp, state, t)
+            timing = (res.draft_s + dt_draft, res.verify_s + dt_verify)
+            res = self._result(state, prefill_s, sum(timing), compile_s)
+            res.draft_s, res.verify_s = timing
+            yield res.output_ids, res
