@@ -2,6 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell (cat pyproject.toml; python3 --version) | sha256sum | cut -c1-12)
 DEMO_MODEL ?= qwen2.5-coder-1.5b-instruct
+DEMO_DRAFT ?= qwen2.5-coder-0.5b-instruct
 
 .PHONY: install fetch fetch-test demo test bench clean
 
@@ -20,7 +21,8 @@ fetch-test: install
 	$(PY) -m conversion.assets smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
 
 demo: fetch
-	$(PY) -m jaxspec generate --model $(DEMO_MODEL) --prompts humaneval --limit 1 --max-new-tokens 128
+	$(PY) -m jaxspec generate --model $(DEMO_MODEL) --draft $(DEMO_DRAFT) --method chain -k 7 \
+		--prompts humaneval --limit 1 --max-new-tokens 128 --compare-vanilla
 
 test: fetch-test
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests

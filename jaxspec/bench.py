@@ -2,13 +2,21 @@
 
 JSON contract (documented in the README; scripts outside the repo parse it):
   prompts: [{id, category, prompt_tokens, new_tokens, tok_per_s, prefill_s, decode_s, output_ids,
+             stats? (speculative: metrics.summarize), vanilla_tok_per_s?, vanilla_identical?,
              hf_tok_per_s?, hf_identical?}]
-  summary: {model, method, tok_per_s, decode_tok_per_s, compile_s, prefill_s, total: {...},
-            hf_tok_per_s?, speedup_vs_hf?, hf_identical?, weight_bytes, read_gb_per_s, ...}
+  summary: {model, draft, method, method_config, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
+            total: {prompts, new_tokens, prefill_s, decode_s, wall_s}, weight_bytes, read_gb_per_s (vanilla),
+            speculative: rounds, drafted, accepted, acceptance_rate, mean_accepted_length, per_position,
+                         histogram, mean_drafted_depth, step_costs, analytic_speedup, round_cost_in_target_steps,
+                         timing? {draft_s, verify_s, ...} (--timing),
+            --compare-vanilla: vanilla_tok_per_s, speedup, decode_speedup, vanilla_identical, fraction_of_analytic,
+            --hf-baseline: hf_method (vanilla | assisted), hf_tok_per_s, speedup_vs_hf, hf_identical}
 Every timing excludes compilation (done ahead of time, reported as compile_s). tok_per_s counts all
-new tokens over prefill + decode time, the same span HF `generate` is timed over."""
+new tokens over prefill + decode time, the same span HF `generate` is timed over; decode_speedup and
+fraction_of_analytic compare the decode phase only (the analytic model has no prefill)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -23,8 +31,8 @@ import numpy as np
 
 from jaxspec.decode import bucket
 from jaxspec.params import param_bytes
-from jaxspec.prompts import load_prompts
-from jaxspec.runner import VanillaRunner
+from jaxspec.prompts import encode, load_prompts
+from jaxspec.sampling import GREEDY
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -60,77 +68,163 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
 
 
-def encode_all(tokenizer, prompts, chat: bool) -> list[list[int]]:
-    from conversion.tokenizer import encode_prompt
-    return [encode_prompt(tokenizer, p.text, chat=chat) for p in prompts]
-
-
-def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
-              dtype="float32", hf_baseline=False, measure_bandwidth=False, log=print) -> dict:
-    """Load `model`, run every prompt (batch 1, greedy) and return the JSON-ready result."""
-    from conversion.loader import load_model
-    from conversion.tokenizer import eos_ids as stop_ids
-
-    prompts = load_prompts(prompts_source, limit)
-    m = load_model(model, mesh=mesh, dtype=dtype)
-    log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
-    ids = encode_all(m.tokenizer, prompts, chat)
-    eos = stop_ids(m.tokenizer, m.cfg)
-    max_len = bucket(max(len(i) for i in ids) + max_new_tokens, 64)
-    runner = VanillaRunner(m.params, m.cfg, max_new_tokens=max_new_tokens, max_len=max_len, eos_ids=eos, plan=m.plan)
-    compile_s = sum(runner.compile([i]) for i in ids)  # every width bucket, before any timing
-    runner.warmup([[i] for i in ids])  # first runs of each executable, not timed
-    log(f"compiled in {compile_s:.1f}s; running {len(prompts)} prompts")
-
+def _rows(runner, prompts, ids, seed: int, log, tag: str = "") -> list[dict]:
     rows = []
-    for p, pid in zip(prompts, ids):
-        r = runner.run([pid])
+    for i, (p, pid) in enumerate(zip(prompts, ids)):
+        r = runner.run([pid], jax.random.key(seed + i))
         out = r.output_ids[0]
-        rows.append({"id": p.id, "category": p.category, "prompt_tokens": len(pid), "new_tokens": len(out),
-                     "tok_per_s": len(out) / r.wall_s, "prefill_s": r.prefill_s, "decode_s": r.decode_s,
-                     "output_ids": out})
-        log(f"  {p.id}: {len(out)} tokens, {len(out) / r.wall_s:.2f} tok/s (prefill {r.prefill_s * 1e3:.0f} ms)")
+        row = {"id": p.id, "category": p.category, "prompt_tokens": len(pid), "new_tokens": len(out),
+               "tok_per_s": len(out) / r.wall_s, "prefill_s": r.prefill_s, "decode_s": r.decode_s, "output_ids": out}
+        line = f"  {tag}{p.id}: {len(out)} tokens, {len(out) / r.wall_s:.2f} tok/s (prefill {r.prefill_s * 1e3:.0f} ms)"
+        if r.stats is not None:
+            row["stats"] = {k: v for k, v in r.stats.items() if k != "per_row"}
+            line += f", mean accepted length {r.stats['mean_accepted_length']:.2f}"
+        rows.append(row)
+        log(line)
+    return rows
 
+
+def _totals(rows: list[dict]) -> dict:
     new = sum(r["new_tokens"] for r in rows)
     prefill_s = sum(r["prefill_s"] for r in rows)
     decode_s = sum(r["decode_s"] for r in rows)
-    steps = new - len(rows)  # decode steps (the first token of each prompt comes from prefill)
+    steps = new - len(rows)  # tokens after the first (which comes from prefill)
+    return {"prompts": len(rows), "new_tokens": new, "prefill_s": prefill_s, "decode_s": decode_s,
+            "wall_s": prefill_s + decode_s, "tok_per_s": new / (prefill_s + decode_s),
+            "decode_tok_per_s": steps / decode_s if decode_s else None}
+
+
+def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
+              dtype="float32", method=None, draft=None, sampling=GREEDY, seed: int = 0, compare_vanilla=False,
+              hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, log=print) -> dict:
+    """Load `model` (and `draft` for a speculative `method`), run every prompt (batch 1) and return the
+    JSON-ready result. See the module docstring for the fields.
+
+    Scripts running several methods in one process pass `loaded=(target, draft)` (loaded models) and
+    `vanilla=` an earlier vanilla result on the same prompts (used instead of re-running it)."""
+    from conversion.loader import load_model
+    from conversion.tokenizer import eos_ids as stop_ids
+    from jaxspec.speculative import check_vocab, make_runner, merge
+
+    prompts = load_prompts(prompts_source, limit)
+    m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, dtype=dtype), None)
+    log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
+    if method is not None:
+        if draft is None:
+            raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
+        d = d if d is not None else load_model(draft, mesh=mesh, dtype=dtype)
+        check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
+        log(f"draft {draft} loaded in {d.load_s:.1f}s")
+    ids = [encode(m.tokenizer, p, chat) for p in prompts]
+    eos = stop_ids(m.tokenizer, m.cfg)
+    extra_slots = method.shape.nodes + 1 if method is not None else 0
+    max_len = bucket(max(len(i) for i in ids) + max_new_tokens + extra_slots, 64)
+
+    def prepared(meth):
+        runner = make_runner(m, d, meth, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos)
+        compile_s = sum(runner.compile([i]) for i in ids)  # every width bucket, before any timing
+        runner.warmup([[i] for i in ids])  # first runs of each executable, not timed
+        return runner, compile_s
+
+    runner, compile_s = prepared(method)
+    log(f"compiled {runner.method} in {compile_s:.1f}s; running {len(prompts)} prompts")
+    rows = _rows(runner, prompts, ids, seed, log)
+    tot = _totals(rows)
     wbytes = param_bytes(m.params)
+    steps = tot["new_tokens"] - len(rows)
     summary = {
-        "model": str(model), "method": runner.method, "dtype": dtype, "mesh": dict(mesh.shape) if mesh else None,
-        "max_new_tokens": max_new_tokens, "prompts_source": prompts_source, "chat": chat,
-        "tok_per_s": new / (prefill_s + decode_s), "decode_tok_per_s": steps / decode_s if decode_s else None,
-        "compile_s": compile_s, "prefill_s": prefill_s, "load_s": m.load_s,
-        "total": {"prompts": len(rows), "new_tokens": new, "prefill_s": prefill_s, "decode_s": decode_s,
-                  "wall_s": prefill_s + decode_s},
-        "weight_bytes": wbytes, "read_gb_per_s": wbytes * steps / decode_s / 1e9 if decode_s else None,
+        "model": str(model), "draft": str(draft) if draft else None, "method": runner.method,
+        "method_config": dataclasses.asdict(method) if method is not None else None, "dtype": dtype,
+        "mesh": dict(mesh.shape) if mesh else None, "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
+        "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
+        "decode_tok_per_s": tot["decode_tok_per_s"], "compile_s": compile_s, "prefill_s": tot["prefill_s"],
+        "load_s": m.load_s, "total": {k: tot[k] for k in ("prompts", "new_tokens", "prefill_s", "decode_s", "wall_s")},
+        "weight_bytes": wbytes,
     }
+    if method is None:
+        summary["read_gb_per_s"] = wbytes * steps / tot["decode_s"] / 1e9 if tot["decode_s"] else None
+    else:
+        summary.update(merge([r["stats"] for r in rows]))
+        summary["mean_drafted_depth"] = summary["drafted"] / summary["rounds"] if summary["rounds"] else None
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9
         summary["machine_read_detail_gb_per_s"] = {k: v / 1e9 for k, v in bw.items()}
         summary["bound_tok_per_s"] = bw["best"] / wbytes
-        summary["fraction_of_bound"] = summary["decode_tok_per_s"] / summary["bound_tok_per_s"]
+        if method is None:
+            summary["fraction_of_bound"] = summary["decode_tok_per_s"] / summary["bound_tok_per_s"]
+    if method is not None and timing:
+        summary["timing"] = _timing_mode(runner, ids, seed)
+        log(f"timing mode: {summary['timing']}")
+    if compare_vanilla or vanilla is not None:
+        base = vanilla["prompts"] if vanilla is not None else _rows(prepared(None)[0], prompts, ids, seed, log, "vanilla ")
+        _add_vanilla(base, rows, summary)
+    if method is not None:
+        _add_analytic(m, d, method, ids, max_new_tokens, max_len, summary, log)
     if hf_baseline:
-        _add_hf_baseline(m.source, ids, rows, summary, max_new_tokens, eos, log)
+        _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log)
     return {"prompts": rows, "summary": summary, "env": environment()}
 
 
-def _add_hf_baseline(source, ids, rows, summary, max_new_tokens, eos, log) -> None:
-    from jaxspec.hf_reference import hf_generate, load_hf_model
+def _timing_mode(runner, ids, seed) -> dict:
+    """One host sync per round: drafting and verification timed apart (totals over the prompts)."""
+    draft_s = verify_s = 0.0
+    rounds = 0
+    for i, pid in enumerate(ids):
+        for _, res in runner.stream([pid], jax.random.key(seed + i)):
+            pass
+        draft_s, verify_s, rounds = draft_s + res.draft_s, verify_s + res.verify_s, rounds + res.stats["rounds"]
+    return {"draft_s": draft_s, "verify_s": verify_s, "rounds": rounds, "draft_ms_per_round": 1e3 * draft_s / rounds,
+            "verify_ms_per_round": 1e3 * verify_s / rounds, "draft_fraction": draft_s / (draft_s + verify_s)}
+
+
+def _add_vanilla(base: list[dict], rows: list[dict], summary: dict) -> None:
+    if [b["id"] for b in base] != [r["id"] for r in rows]:
+        raise ValueError("the vanilla baseline ran other prompts")
+    for row, b in zip(rows, base):
+        row["vanilla_tok_per_s"] = b["tok_per_s"]
+        row["vanilla_identical"] = b["output_ids"] == row["output_ids"]
+    tot = _totals(base)
+    summary["vanilla_tok_per_s"] = tot["tok_per_s"]
+    summary["vanilla_decode_tok_per_s"] = tot["decode_tok_per_s"]
+    summary["vanilla_prefill_s"] = tot["prefill_s"]
+    summary["speedup"] = summary["tok_per_s"] / tot["tok_per_s"]
+    summary["decode_speedup"] = summary["decode_tok_per_s"] / tot["decode_tok_per_s"]
+    summary["vanilla_identical"] = sum(r["vanilla_identical"] for r in rows)
+
+
+def _add_analytic(m, d, method, ids, max_new_tokens, max_len, summary, log) -> None:
+    from jaxspec.speculative.costs import analytic_speedup, step_costs
+    context = int(np.mean([len(i) for i in ids])) + max_new_tokens // 2  # a typical cache fill mid-generation
+    costs = step_costs(m.params, m.cfg, d.params, d.cfg, method.shape, context=context, max_len=max_len)
+    summary["step_costs"] = costs
+    summary.update(analytic_speedup(costs, summary["mean_accepted_length"], summary["mean_drafted_depth"]))
+    if "decode_speedup" in summary:
+        summary["fraction_of_analytic"] = summary["decode_speedup"] / summary["analytic_speedup"]
+    log(f"analytic speedup {summary['analytic_speedup']:.2f}x (round = {summary['round_cost_in_target_steps']:.2f} "
+        f"target steps)")
+
+
+def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log) -> None:
+    from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
     hf = load_hf_model(source)
-    hf_generate(hf, ids[0], min(8, max_new_tokens), eos)  # warm-up, not timed
+    assistant = load_hf_model(draft_source) if draft_source is not None else None
+    if assistant is not None:
+        summary["hf_assistant_settings"] = assistant_settings(assistant)
+    hf_generate(hf, ids[0], min(8, max_new_tokens), eos, assistant)  # warm-up, not timed
     hf_new = hf_s = 0
     for row, pid in zip(rows, ids):
-        out, dt = hf_generate(hf, pid, max_new_tokens, eos)
+        out, dt = hf_generate(hf, pid, max_new_tokens, eos, assistant)
         row["hf_tok_per_s"] = len(out) / dt
         row["hf_identical"] = out == row["output_ids"]
         hf_new, hf_s = hf_new + len(out), hf_s + dt
-        log(f"  HF {row['id']}: {len(out)} tokens, {len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
+        log(f"  HF{' assisted' if assistant is not None else ''} {row['id']}: {len(out)} tokens, "
+            f"{len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
+    summary["hf_method"] = "assisted" if assistant is not None else "vanilla"
     summary["hf_tok_per_s"] = hf_new / hf_s
     summary["speedup_vs_hf"] = summary["tok_per_s"] / summary["hf_tok_per_s"]
     summary["hf_identical"] = sum(r["hf_identical"] for r in rows)
-    del hf
+    del hf, assistant
 
 
 def write_json(result: dict, path) -> Path:

@@ -13,6 +13,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree"],
+                   help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens or a top-K tree")
+    p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
+    p.add_argument("-k", type=int, default=7, help="chain: draft tokens per round (default 7)")
+    p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
+                                                              "starts at -k, at most 2k)")
+    p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
+    p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-vanilla", action="store_true",
+                   help="also run jaxspec vanilla decoding on the same prompts and report the speedup")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(g)
     g.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
     g.add_argument("--prompts", default=None, help="JSONL file, humaneval or spec-bench[:CATEGORY]")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-stream", action="store_true",
                    help="one on-device loop (no progress bar, no host sync per token)")
 
@@ -34,66 +44,121 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
     b.add_argument("--prompts", required=True, help="JSONL file, humaneval or spec-bench[:CATEGORY]")
     b.add_argument("--json", required=True, help="output file")
-    b.add_argument("--hf-baseline", action="store_true", help="also time HF torch generate on the same prompts")
+    b.add_argument("--hf-baseline", action="store_true", help="also time HF torch generate on the same prompts "
+                                                               "(assisted generation with the draft for chain/tree)")
+    b.add_argument("--timing", action="store_true",
+                   help="speculative: also run in timing mode (one sync per round) to split drafting / verification")
     b.add_argument("--measure-bandwidth", action="store_true",
                    help="also measure the machine's memory-read bandwidth and report the decode bound")
     return ap
+
+
+def _method(args):
+    from jaxspec.speculative import parse_method
+    return parse_method(args.method, k=args.k, depth=args.depth, width=args.width, adaptive=args.adaptive)
 
 
 def cmd_generate(args) -> int:
     import jax
 
     from conversion.loader import load_model
-    from conversion.tokenizer import encode_prompt, eos_ids
+    from conversion.tokenizer import eos_ids
     from jaxspec.decode import bucket
-    from jaxspec.prompts import load_prompts
-    from jaxspec.runner import VanillaRunner
+    from jaxspec.prompts import Prompt, encode, load_prompts
     from jaxspec.sampling import SamplingConfig
     from jaxspec.sharding import parse_mesh
+    from jaxspec.speculative import check_vocab, make_runner
 
-    texts = list(args.prompt)
+    prompts = [Prompt(str(i), t) for i, t in enumerate(args.prompt)]
     if args.prompts:
-        texts += [p.text for p in load_prompts(args.prompts, args.limit if args.limit is not None else 1)]
-    if not texts:
+        prompts += load_prompts(args.prompts, args.limit if args.limit is not None else 1)
+    if not prompts:
         raise ValueError("give --prompt TEXT or --prompts SOURCE")
+    method = _method(args)
+    if method is not None and not args.draft:
+        raise ValueError(f"--method {args.method} needs --draft NAME")
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
-    m = load_model(args.model, mesh=parse_mesh(args.mesh), dtype=args.dtype)
+    mesh = parse_mesh(args.mesh)
+    m = load_model(args.model, mesh=mesh, dtype=args.dtype)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
-    ids = [encode_prompt(m.tokenizer, t, chat=args.chat) for t in texts]
-    max_len = bucket(max(map(len, ids)) + args.max_new_tokens, 64)
-    runner = VanillaRunner(m.params, m.cfg, max_new_tokens=args.max_new_tokens, max_len=max_len,
-                           sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg), plan=m.plan)
+    d = None
+    if method is not None:
+        d = load_model(args.draft, mesh=mesh, dtype=args.dtype)
+        check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
+        print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
+    ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
+    extra = method.shape.nodes + 1 if method is not None else 0
+    max_len = bucket(max(map(len, ids)) + args.max_new_tokens + extra, 64)
+    kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
+    runner = make_runner(m, d, method, **kw)
     key = jax.random.key(args.seed)
-    if args.no_stream:
+    if args.compare_vanilla:  # a fair comparison: both warmed up, both one on-device loop (no per-round sync)
+        compile_s = runner.compile(ids)
+        runner.warmup([ids])
+        res = runner.run(ids, key)
+        res.compile_s = compile_s
+    elif args.no_stream:
         res = runner.run(ids, key)
     else:
         from tqdm import tqdm
-        with tqdm(total=args.max_new_tokens, unit="tok", file=sys.stderr, desc="decode") as bar:
+        with tqdm(total=args.max_new_tokens, unit="tok", file=sys.stderr, desc=runner.method) as bar:
             for out, res in runner.stream(ids, key):
                 bar.update(max(map(len, out)) - bar.n)
     for i, out in enumerate(res.output_ids):
         if len(ids) > 1:
             print(f"--- prompt {i} ---")
         print(m.tokenizer.decode(out, skip_special_tokens=True))
-    steps = sum(max(len(o) - 1, 0) for o in res.output_ids)
-    print(f"\n{res.new_tokens} new tokens | compile {res.compile_s:.1f}s | prefill {res.prefill_s * 1e3:.0f} ms | "
-          f"decode {steps / res.decode_s if res.decode_s else float('nan'):.2f} tok/s | "
-          f"end-to-end {res.new_tokens / res.wall_s:.2f} tok/s (compile excluded)", file=sys.stderr)
+    print(f"\n{runner.method}: {_timing_line(res)}", file=sys.stderr)
+    if res.stats is not None:
+        s = res.stats
+        print(f"acceptance: {s['accepted']}/{s['drafted']} drafts accepted ({s['acceptance_rate']:.1%}), mean accepted "
+              f"length {s['mean_accepted_length']:.2f} tokens/round over {s['rounds']} rounds; per depth "
+              f"{' '.join(f'{x:.2f}' for x in s['per_position'])}", file=sys.stderr)
+        if res.draft_s is not None:
+            print(f"time split: drafting {res.draft_s:.2f}s, verification {res.verify_s:.2f}s", file=sys.stderr)
+    if args.compare_vanilla and method is not None:
+        van = make_runner(m, None, None, **kw)
+        compile_s = van.compile(ids)  # compile and first run outside the timing, as for the speculative run
+        van.warmup([ids])
+        base = van.run(ids, key)
+        base.compile_s = compile_s
+        same = sum(a == b for a, b in zip(base.output_ids, res.output_ids))
+        print(f"vanilla: {_timing_line(base)}", file=sys.stderr)
+        print(f"speedup {base.wall_s / res.wall_s * res.new_tokens / base.new_tokens:.2f}x end-to-end "
+              f"(compile excluded); identical outputs {same}/{len(ids)}", file=sys.stderr)
     return 0
+
+
+def _timing_line(res) -> str:
+    steps = sum(max(len(o) - 1, 0) for o in res.output_ids)
+    return (f"{res.new_tokens} new tokens | compile {res.compile_s:.1f}s | prefill {res.prefill_s * 1e3:.0f} ms | "
+            f"decode {steps / res.decode_s if res.decode_s else float('nan'):.2f} tok/s | "
+            f"end-to-end {res.new_tokens / res.wall_s:.2f} tok/s")
 
 
 def cmd_bench(args) -> int:
     from jaxspec.bench import run_bench, write_json
     from jaxspec.sharding import parse_mesh
 
+    from jaxspec.sampling import SamplingConfig
+
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
-                       chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, hf_baseline=args.hf_baseline,
-                       measure_bandwidth=args.measure_bandwidth, log=lambda s: print(s, file=sys.stderr))
+                       chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
+                       draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
+                       seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
+                       measure_bandwidth=args.measure_bandwidth, timing=args.timing,
+                       log=lambda s: print(s, file=sys.stderr))
     s = result["summary"]
     line = f"{s['method']}: {s['tok_per_s']:.2f} tok/s, compile {s['compile_s']:.1f}s, prefill {s['prefill_s']:.2f}s"
+    if "mean_accepted_length" in s:
+        line += (f" | mean accepted length {s['mean_accepted_length']:.2f}, acceptance {s['acceptance_rate']:.1%}, "
+                 f"analytic {s['analytic_speedup']:.2f}x")
+    if "vanilla_tok_per_s" in s:
+        line += (f" | vanilla {s['vanilla_tok_per_s']:.2f} tok/s, speedup {s['speedup']:.2f}x "
+                 f"(decode {s['decode_speedup']:.2f}x), identical {s['vanilla_identical']}/{s['total']['prompts']}")
     if "hf_tok_per_s" in s:
-        line += (f" | HF {s['hf_tok_per_s']:.2f} tok/s, speedup {s['speedup_vs_hf']:.2f}x, "
+        line += (f" | HF {s['hf_method']} {s['hf_tok_per_s']:.2f} tok/s, speedup {s['speedup_vs_hf']:.2f}x, "
                  f"identical {s['hf_identical']}/{s['total']['prompts']}")
     print(line)
     print(f"wrote {write_json(result, args.json)}")

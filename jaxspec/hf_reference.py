@@ -29,15 +29,20 @@ def load_hf_model(path: Path):
     return model.eval()
 
 
-def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int]) -> tuple[list[int], float]:
-    """Greedy `generate` for one prompt: (new token ids, EOS included; wall seconds, prefill included)."""
+def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int], assistant=None
+                ) -> tuple[list[int], float]:
+    """Greedy `generate` for one prompt: (new token ids, EOS included; wall seconds, prefill included).
+    With `assistant` (a draft model), HF assisted generation with transformers' default assistant
+    settings (see `assistant_settings`)."""
     torch = _torch()
     inp = torch.tensor([list(ids)])
+    extra = {} if assistant is None else {"assistant_model": assistant}
     t = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=list(eos_ids) or None,
-                             pad_token_id=(list(eos_ids) or [0])[0], temperature=None, top_p=None, top_k=None)
+                             pad_token_id=(list(eos_ids) or [0])[0], temperature=None, top_p=None, top_k=None,
+                             **extra)
     dt = time.perf_counter() - t
     new = out[0, len(ids):].tolist()
     if eos_ids:  # generate pads finished rows; keep up to and including the first EOS
@@ -46,3 +51,10 @@ def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequenc
                 new = new[:i + 1]
                 break
     return new, dt
+
+
+def assistant_settings(assistant) -> dict:
+    """The assistant-generation knobs transformers used (recorded in the benchmark JSON)."""
+    g = assistant.generation_config
+    return {k: getattr(g, k, None) for k in ("num_assistant_tokens", "num_assistant_tokens_schedule",
+                                             "assistant_confidence_threshold")}

@@ -60,6 +60,10 @@ def test_user_errors_exit_2_with_one_line(capsys, tmp_path):
 
 def test_prompt_sources(tmp_path):
     assert len(load_prompts("humaneval")) == 164
+    chat, body, raw = (load_prompts(f, limit=1)[0] for f in ("humaneval", "humaneval-body", "humaneval-raw"))
+    assert raw.text.startswith("from typing import List") and not raw.chat
+    assert chat.chat and chat.text.startswith("Complete the following Python function:") and raw.text in chat.text
+    assert body.chat and body.assistant_prefix == "```python\n" + raw.text and chat.assistant_prefix is None
     coding = load_prompts("spec-bench:coding")
     assert len(coding) == 10 and {p.category for p in coding} == {"coding"}
     assert len(load_prompts("spec-bench", limit=5, offset=100)) == 5
@@ -72,3 +76,48 @@ def test_prompt_sources(tmp_path):
         load_prompts(str(bad))
     with pytest.raises(ValueError, match="not a file"):
         load_prompts(str(tmp_path / "missing.jsonl"))
+
+
+def test_generate_speculative_prints_acceptance_and_speedup(capsys):
+    # SmolLM2 drafting for itself: every draft is accepted, the output equals vanilla
+    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "3", "--prompt",
+                 "def add(a, b):", "--max-new-tokens", "13", "--compare-vanilla"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip()
+    # 13 tokens = 1 from prefill + 3 rounds of 3 drafts + 1
+    assert "acceptance: 9/9 drafts accepted (100.0%), mean accepted length 4.00 tokens/round over 3 rounds" in err
+    assert "identical outputs 1/1" in err and "speedup" in err
+
+
+def test_generate_speculative_timing_mode_splits_draft_and_verify(capsys):
+    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "2", "--prompt",
+                 "def add(a, b):", "--max-new-tokens", "7"]) == 0
+    err = capsys.readouterr().err
+    assert "time split: drafting" in err and "mean accepted length 3.00" in err
+
+
+def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "tree", "--depth", "3", "--width", "2",
+                 "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
+                 "--compare-vanilla", "--hf-baseline", "--timing"]) == 0
+    r = json.loads(out.read_text())
+    s = r["summary"]
+    assert s["method"] == "tree" and s["method_config"]["shape"] == {"depth": 3, "width": 2}
+    assert s["vanilla_identical"] == 2 and s["hf_identical"] == 2 and s["hf_method"] == "assisted"
+    for key in ("vanilla_tok_per_s", "speedup", "decode_speedup", "acceptance_rate", "mean_accepted_length",
+                "analytic_speedup", "fraction_of_analytic", "per_position", "histogram", "step_costs", "timing"):
+        assert key in s, key
+    assert s["drafted"] == 3 * s["rounds"] and sum(s["histogram"]) == s["rounds"]
+    assert s["mean_accepted_length"] == 1 + s["accepted"] / s["rounds"]
+    assert all(p["stats"]["rounds"] > 0 and p["vanilla_identical"] for p in r["prompts"])
+
+
+def test_speculative_user_errors(capsys):
+    assert main(["generate", "--model", MODEL, "--method", "chain", "--prompt", "x"]) == 2
+    assert "--method chain needs --draft NAME" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--draft", "qwen2.5-coder-0.5b-instruct", "--method", "chain",
+                 "--prompt", "x"]) == 2
+    assert "vocab mismatch: the target has 49152 token ids, the draft 151936" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "tree", "--width", "0", "--prompt", "x"]) == 2
+    assert "tree depth and width must be >= 1" in capsys.readouterr().err

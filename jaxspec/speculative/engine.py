@@ -68,6 +68,18 @@ def tree(depth: int, width: int) -> SpecMethod:
     return SpecMethod(TreeShape(depth, width))
 
 
+def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False
+                 ) -> SpecMethod | None:
+    """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width)."""
+    if name == "vanilla":
+        return None
+    if name == "chain":
+        return chain(k, adaptive=adaptive)
+    if name == "tree":
+        return tree(depth, width)
+    raise ValueError(f"unknown method {name!r}: vanilla, chain or tree")
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecSpec:
     """Static description of one speculative generation (a static jit argument)."""

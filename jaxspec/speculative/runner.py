@@ -72,3 +72,17 @@ class SpecRunner(AotRunner):
             res = self._result(state, prefill_s, sum(timing), compile_s)
             res.draft_s, res.verify_s = timing
             yield res.output_ids, res
+
+
+def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int, max_len: int,
+                sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = ()):
+    """A `VanillaRunner` (method None) or a `SpecRunner` for loaded models (.params, .cfg, .plan)."""
+    from jaxspec.runner import VanillaRunner
+    if method is None:
+        return VanillaRunner(target.params, target.cfg, max_new_tokens=max_new_tokens, max_len=max_len,
+                             sampling=sampling, eos_ids=eos_ids, plan=target.plan)
+    if draft is None:
+        raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
+    return SpecRunner(target.params, target.cfg, draft.params, draft.cfg, method=method,
+                      max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids,
+                      plan=target.plan, draft_plan=draft.plan)
