@@ -21,7 +21,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
-CHAINS = [5, 7, 9]
+CHAINS = [5, 7, 10, 15]
 TREES = [(5, 2), (7, 2), (4, 3)]
 
 
@@ -38,7 +38,7 @@ def sources(name: str, per_category: int) -> list[str]:
     return [f"spec-bench:{c}" for c in cats]
 
 
-def bench_all(name: str, n: int, sweep_n: int, per_category: int, tokens: int, hf: bool) -> None:
+def bench_all(name: str, n: int, sweep_n: int, per_category: int, tokens: int, hf: bool, chains, trees) -> None:
     from conversion.loader import load_model
     from jaxspec.bench import run_bench, write_json
     from jaxspec.speculative import chain, tree
@@ -51,7 +51,7 @@ def bench_all(name: str, n: int, sweep_n: int, per_category: int, tokens: int, h
     # 1. sweep (on the first prompts of the set; for Spec-Bench, on its first category's)
     sweep = {"set": name, "prompts": sweep_n, "configs": []}
     van = run_bench(TARGET, srcs[0], limit=sweep_n, **common)
-    for meth in [chain(k) for k in CHAINS] + [tree(d, w) for d, w in TREES]:
+    for meth in [chain(k) for k in chains] + [tree(d, w) for d, w in trees]:
         r = run_bench(TARGET, srcs[0], limit=sweep_n, method=meth, vanilla=van, **common)
         s = r["summary"]
         sweep["configs"].append({k: s[k] for k in ("method", "method_config", "tok_per_s", "speedup", "decode_speedup",
@@ -121,12 +121,16 @@ def main() -> None:
     ap.add_argument("--per-category", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--no-hf", action="store_true", help="skip HF assisted generation")
+    ap.add_argument("--chains", type=int, nargs="+", default=CHAINS, help="chain lengths k to sweep")
+    ap.add_argument("--trees", nargs="+", default=[f"{d}x{w}" for d, w in TREES], help="trees DxK to sweep")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         for name in args.sets:
-            bench_all(name, args.prompts, args.sweep_prompts, args.per_category, args.max_new_tokens, not args.no_hf)
+            trees = [tuple(map(int, t.split("x"))) for t in args.trees]
+            bench_all(name, args.prompts, args.sweep_prompts, args.per_category, args.max_new_tokens, not args.no_hf,
+                      args.chains, trees)
     md = table()
     (RESULTS / "speculative.md").write_text(md)
     print(md)

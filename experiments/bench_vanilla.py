@@ -21,7 +21,7 @@ MODELS = ["qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"]
 
 def run(model: str, n: int, tokens: int, tag: str) -> Path:
     out = RESULTS / f"vanilla_{model}_{tag}.json"
-    cmd = [sys.executable, "-m", "jaxspec", "bench", "--model", model, "--prompts", "humaneval", "--limit", str(n),
+    cmd = [sys.executable, "-m", "jaxspec", "bench", "--model", model, "--prompts", "humaneval-raw", "--limit", str(n),
            "--max-new-tokens", str(tokens), "--json", str(out), "--hf-baseline", "--measure-bandwidth"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)

@@ -57,3 +57,25 @@ def test_gguf_matches_hf_torch(name, tmp_path):
     assert eos_ids(again.tokenizer, again.cfg) == eos_ids(m.tokenizer, m.cfg)
     for a, b in zip(jax.tree.leaves(m.params), jax.tree.leaves(again.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("method", ["chain", "tree"])
+def test_speculation_on_real_weights_equals_vanilla(method):
+    """Qwen2.5-Coder-0.5B drafted by its own first 8 layers (a real, imperfect draft sharing the vocab):
+    greedy speculative output equals vanilla for a ragged batch of two chat prompts."""
+    import dataclasses
+
+    from jaxspec.speculative import Model, chain, speculate, tree
+
+    m = load_model("qwen2.5-coder-0.5b-instruct")
+    dcfg = dataclasses.replace(m.cfg, num_layers=8)
+    draft = Model(dict(m.params, layers=m.params["layers"][:8]), dcfg)
+    ids = [encode_prompt(m.tokenizer, PROMPT, chat=True), encode_prompt(m.tokenizer, "Sort a list in C.", chat=True)]
+    eos = eos_ids(m.tokenizer, m.cfg)
+    arr, lens, slots = pad_prompts(ids, m.cfg, 32)
+    ref = output_ids(generate(m.params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0),
+                              spec=DecodeSpec(m.cfg, 32, slots, eos_ids=eos)))
+    out = speculate(Model(m.params, m.cfg, tokenizer=m.tokenizer), draft, ids,
+                    method=chain(4) if method == "chain" else tree(3, 2), max_new_tokens=32, eos_ids=eos)
+    assert out.output_ids == ref
+    assert 0 < out.stats["accepted"] < out.stats["drafted"]  # real accepts and real rejections

@@ -17,8 +17,8 @@ from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair
 N_NEW = 24
 WIDTH = 32  # every prompt padded to this width: one compile per (method, batch)
 SLOTS = 128
-METHODS = [chain(1), chain(3), chain(8), chain(2, adaptive=True, k_max=6), tree(2, 2), tree(3, 4), tree(5, 4),
-           tree(5, 2)]
+METHODS = [chain(k) for k in range(1, 9)] + [chain(2, adaptive=True, k_max=6)] + \
+    [tree(2, 2), tree(3, 4), tree(5, 4), tree(5, 2), tree(4, 3), tree(1, 3)]
 EOS = (7,)
 _vanilla = jax.jit(generate, static_argnames=("spec",))
 
