@@ -55,6 +55,8 @@ def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequenc
 
 def assistant_settings(assistant) -> dict:
     """The assistant-generation knobs transformers used (recorded in the benchmark JSON)."""
+    from transformers import GenerationConfig
     g = assistant.generation_config
-    return {k: getattr(g, k, None) for k in ("num_assistant_tokens", "num_assistant_tokens_schedule",
-                                             "assistant_confidence_threshold")}
+    defaults = GenerationConfig._get_default_generation_params()  # what generate() applies to unset fields
+    keys = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+    return {k: getattr(g, k, None) if getattr(g, k, None) is not None else defaults.get(k) for k in keys}
