@@ -17,10 +17,11 @@ from jaxspec.config import ModelConfig
 def _skinny_rows(n: int) -> int | None:
     """Rows to pad a skinny product to on XLA:CPU, or None to use the plain einsum.
 
-    Measured (experiments/bench_layouts.py, 1536x8960 fp32, 2 cores): the plain einsum streams the weight
-    at ~50 GB/s for one row but ~27 GB/s for 2..16 rows (XLA:CPU's x · wᵀ kernel); computing w · xᵀ into
-    an [out, rows] result instead keeps ~48 GB/s up to 4 rows and ~44 at 8, ~33 at 16, with odd counts in
-    between slower than the next power of two — so 5..16 rows are padded up to 8 or 16."""
+    Seen in a one-off probe (one 8960x1536 fp32 weight, 2 cores, repeated, so partly cache-resident): the
+    plain einsum ran about half as fast for 2..16 rows as for one (XLA:CPU's x · wᵀ kernel); w · xᵀ into
+    an [out, rows] result kept the one-row rate up to 4 rows and most of it at 8 and 16, with counts in
+    between slower than the next power of two — so 5..16 rows are padded up to 8 or 16. The effect on
+    the model: `step_costs` in experiments/results/spec_*.json."""
     if n == 1 or n > 32:
         return None
     return n if n <= 4 else (1 << (n - 1).bit_length() if n <= 16 else n)

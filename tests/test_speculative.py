@@ -169,3 +169,18 @@ def test_size_errors():
         tree(0, 2)
     with pytest.raises(ValueError, match="adaptive chain needs 1 <= k <= k_max"):
         chain(5, adaptive=True, k_max=3)
+
+
+def test_method_and_runner_errors():
+    from jaxspec.bench import _add_vanilla
+    from jaxspec.speculative import make_runner, parse_method
+    with pytest.raises(ValueError, match="unknown method 'beam': vanilla, chain or tree"):
+        parse_method("beam")
+    assert parse_method("vanilla") is None and parse_method("tree", depth=3, width=2) == tree(3, 2)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        make_spec(TARGET, DraftModel(DRAFT), chain(2), prompt_len=4, max_new_tokens=0)
+    tp, _ = make_pair(0, 1.0)
+    with pytest.raises(ValueError, match="method 'chain' needs a draft model"):
+        make_runner(Model(tp, TARGET), None, chain(2), max_new_tokens=4, max_len=64)
+    with pytest.raises(ValueError, match="the vanilla baseline ran other prompts"):
+        _add_vanilla([{"id": "a"}], [{"id": "b"}], {})

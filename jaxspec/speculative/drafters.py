@@ -79,7 +79,6 @@ class DraftModel:
     """A separate (smaller) model sharing the target's vocabulary, with its own exact KV cache."""
     cfg: ModelConfig
     plan: ShardingPlan | None = None
-    kind = "draft-model"
 
     def init(self, params, prompts: jax.Array, prompt_lens: jax.Array, max_len: int) -> KVCache:
         cache = constrain_cache(init_cache(self.cfg, prompts.shape[0], max_len), self.plan)
