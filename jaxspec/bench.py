@@ -16,6 +16,7 @@ new tokens over prefill + decode time, the same span HF `generate` is timed over
 fraction_of_analytic compare the decode phase only (the analytic model has no prefill)."""
 from __future__ import annotations
 
+import gc
 import dataclasses
 import datetime
 import json
@@ -226,6 +227,7 @@ def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, e
     summary["speedup_vs_hf"] = summary["tok_per_s"] / summary["hf_tok_per_s"]
     summary["hf_identical"] = sum(r["hf_identical"] for r in rows)
     del hf, assistant
+    gc.collect()  # the HF pair is ~8 GB: free it before the next run loads anything
 
 
 def write_json(result: dict, path) -> Path:

@@ -8,7 +8,9 @@ Grammar of a source string:
     the model writes only the body;
   * `humaneval-raw` — the code prompt as is, for plain completion (no chat template);
   * `spec-bench` or `spec-bench:CATEGORY` — the first turn of each Spec-Bench question, as a chat turn
-    (`$JAXSPEC_SPEC_BENCH`, default `../shared/data/spec_bench/question.jsonl` next to the repo).
+    (`$JAXSPEC_SPEC_BENCH`, default `../shared/data/spec_bench/question.jsonl` next to the repo);
+    `spec-bench:mixed` takes the categories in turn (1st of each, then 2nd of each, …), so any prefix
+    of it is balanced across categories.
 `--limit N` / `offset` select a slice after filtering."""
 from __future__ import annotations
 
@@ -72,6 +74,10 @@ def _spec_bench(category: str | None) -> list[Prompt]:
         raise ValueError(f"Spec-Bench questions not found at {path} (set JAXSPEC_SPEC_BENCH)")
     rows = _read_jsonl(path)
     cats = sorted({r["category"] for r in rows})
+    if category == "mixed":
+        per_cat = [[r for r in rows if r["category"] == c] for c in cats]
+        rows = [col[i] for i in range(max(map(len, per_cat))) for col in per_cat if i < len(col)]
+        category = None
     if category is not None and category not in cats:
         raise ValueError(f"unknown Spec-Bench category {category!r}; known: {', '.join(cats)}")
     return [Prompt(str(r["question_id"]), r["turns"][0], r["category"], chat=True) for r in rows

@@ -67,6 +67,9 @@ def test_prompt_sources(tmp_path):
     coding = load_prompts("spec-bench:coding")
     assert len(coding) == 10 and {p.category for p in coding} == {"coding"}
     assert len(load_prompts("spec-bench", limit=5, offset=100)) == 5
+    mixed = load_prompts("spec-bench:mixed")
+    assert len(mixed) == 480 and len({p.category for p in mixed[:13]}) == 13  # one of each category first
+    assert sorted(p.id for p in mixed) == sorted(p.id for p in load_prompts("spec-bench"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt field"}\n')
     with pytest.raises(ValueError, match="line 2 has no string field 'prompt'"):

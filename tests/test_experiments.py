@@ -1,0 +1,72 @@
+"""The speculative benchmark's table: per-source rows and Spec-Bench categories pooled as one set."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import bench_speculative  # noqa: E402
+
+
+def _run(method, prompts, new_tokens, prefill_s, decode_s, rounds=0, accepted=0, cost=1.0, hf=None):
+    """A minimal result file: `prompts` rows sharing the totals evenly."""
+    rows = [{"new_tokens": new_tokens // prompts, **({"hf_tok_per_s": hf} if hf else {})} for _ in range(prompts)]
+    s = {"method": method, "method_config": None if method == "vanilla" else {"shape": {"depth": 4, "width": 1}},
+         "total": {"prompts": prompts, "new_tokens": new_tokens, "prefill_s": prefill_s, "decode_s": decode_s},
+         "tok_per_s": new_tokens / (prefill_s + decode_s), "decode_tok_per_s": (new_tokens - prompts) / decode_s}
+    if method != "vanilla":
+        mal = 1 + accepted / rounds
+        s.update(rounds=rounds, accepted=accepted, mean_accepted_length=mal, round_cost_in_target_steps=cost,
+                 analytic_speedup=mal / cost, vanilla_identical=prompts, speedup=1.0, fraction_of_analytic=1.0)
+    return {"prompts": rows, "summary": s}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_speculative, "RESULTS", tmp_path)
+    runs = {"a": (_run("vanilla", 2, 40, 1.0, 9.0), _run("chain", 2, 40, 2.0, 3.0, 10, 18, 2.0, hf=4.0),
+                  _run("tree", 2, 40, 2.0, 6.0, 10, 10, 2.0)),
+            "b": (_run("vanilla", 2, 20, 1.0, 9.0), _run("chain", 2, 20, 2.0, 3.0, 5, 5, 4.0, hf=2.0),
+                  _run("tree", 2, 20, 2.0, 3.0, 5, 5, 2.0))}
+    for cat, files in runs.items():
+        for kind, r in zip(("vanilla", "chain", "tree"), files):
+            (tmp_path / f"spec_spec-bench-{cat}_{kind}.json").write_text(json.dumps(r))
+    return tmp_path
+
+
+def test_categories_pool_as_tokens_over_time(results):
+    v, c, t = bench_speculative._pooled([bench_speculative._load(f"spec-bench-{x}") for x in "ab"])
+    assert v["tok_per_s"] == pytest.approx(60 / 20) and c["tok_per_s"] == pytest.approx(60 / 10)
+    assert c["speedup"] == pytest.approx(2.0) and t["speedup"] == pytest.approx((60 / 13) / 3)
+    assert c["decode_speedup"] == pytest.approx((56 / 6) / (56 / 18))
+    assert c["mean_accepted_length"] == pytest.approx(1 + 23 / 15)
+    # rounds-weighted round cost: (10·2 + 5·4) / 15
+    assert c["analytic_speedup"] == pytest.approx((1 + 23 / 15) / (40 / 15))
+    assert c["fraction_of_analytic"] == pytest.approx(c["decode_speedup"] / c["analytic_speedup"])
+    # HF: its time per prompt is tokens / tok/s → 60 tokens over 2·20/4 + 2·10/2 s
+    assert c["hf_tok_per_s"] == pytest.approx(60 / 20) and "hf_tok_per_s" not in t
+    assert c["vanilla_identical"] == 4 and v["total"]["prompts"] == 4
+
+
+def test_table_has_a_row_per_category_and_the_pooled_row(results):
+    md = bench_speculative.table()
+    assert "| spec-bench-a | 2 |" in md and "| spec-bench-b | 2 |" in md
+    pooled = next(line for line in md.splitlines() if "2 categories pooled" in line)
+    assert "| 4 | 3.00 | 6.00 (k=4) | 2.00× |" in pooled
+    (results / "spec_spec-bench-b_tree.json").unlink()  # an incomplete category is left out
+    md = bench_speculative.table()
+    assert "spec-bench-b" not in md and "pooled" not in md
+
+
+def test_spec_bench_runs_a_process_per_category(results, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_speculative.subprocess, "run", lambda argv, check: calls.append(argv))
+    (results / "spec_sweep_spec-bench.json").write_text("{}")
+    monkeypatch.setattr(sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "math",
+                                      "--chains", "3", "5", "--no-hf"])
+    bench_speculative.main()  # no --resume: the old sweep and those categories' results go first
+    assert not (results / "spec_sweep_spec-bench.json").exists()
+    assert (results / "spec_spec-bench-a_chain.json").exists()  # other categories are kept
+    assert [c[c.index("--categories") + 1:] for c in calls] == [["coding"], ["math"]]
+    assert all("--resume" in c and "--no-hf" in c and c[c.index("--chains") + 1:][:2] == ["3", "5"] for c in calls)
