@@ -1,7 +1,8 @@
 """Speculative decoding benchmark (issue 3, §6): Qwen2.5-Coder-0.5B drafting for 1.5B, fp32, greedy,
 128 new tokens, batch 1.
 
-For each prompt set, in one process (models loaded once, every ratio from the same run):
+For each prompt set, in one process (models loaded once, every ratio from the same run; Spec-Bench
+runs a process per category, see `spec_bench_by_category`):
   1. a small sweep on the set's first `--sweep-prompts` prompts: vanilla, chains of several k and trees
      of several (D, K) → results/spec_sweep_<set>.json (speedup, mean accepted length, analytic speedup);
   2. the full set: vanilla, the best chain and the best tree of the sweep (by tok/s), and HF assisted

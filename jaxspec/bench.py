@@ -16,9 +16,9 @@ new tokens over prefill + decode time, the same span HF `generate` is timed over
 fraction_of_analytic compare the decode phase only (the analytic model has no prefill)."""
 from __future__ import annotations
 
-import gc
 import dataclasses
 import datetime
+import gc
 import json
 import os
 import platform

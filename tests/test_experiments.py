@@ -70,3 +70,9 @@ def test_spec_bench_runs_a_process_per_category(results, monkeypatch):
     assert (results / "spec_spec-bench-a_chain.json").exists()  # other categories are kept
     assert [c[c.index("--categories") + 1:] for c in calls] == [["coding"], ["math"]]
     assert all("--resume" in c and "--no-hf" in c and c[c.index("--chains") + 1:][:2] == ["3", "5"] for c in calls)
+
+
+def test_unknown_category_is_named(results, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "poetry"])
+    with pytest.raises(SystemExit, match=r"unknown Spec-Bench categories \['poetry'\]; known: coding"):
+        bench_speculative.main()
