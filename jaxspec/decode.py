@@ -19,7 +19,7 @@ from jax import lax
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
-from jaxspec.model import forward
+from jaxspec.model import forward, forward_prompt
 from jaxspec.params import Params
 from jaxspec.sampling import GREEDY, SamplingConfig, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
@@ -103,8 +103,7 @@ def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax
     """Run the padded prompts i32[B, P] and sample the first token of every row."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.cfg, B, spec.max_len), spec.plan)
-    logits, cache, _ = forward(params, prompts, cache, spec.cfg, advance=prompt_lens,
-                               logits_at=(prompt_lens - 1)[:, None])
+    logits, cache = forward_prompt(params, prompts, prompt_lens, cache, spec.cfg)
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
     tokens = jnp.full((B, spec.max_new_tokens), PAD, jnp.int32).at[:, 0].set(first)

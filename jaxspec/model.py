@@ -65,10 +65,12 @@ def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
 
 
 def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,
-            mask=None, advance=None, return_hiddens: bool = False, logits_at=None):
+            mask=None, advance=None, return_hiddens: bool = False, logits_at=None, window: int | None = None):
     """Run T new tokens through the whole model, writing K/V at slots `cache.lengths + t`.
 
-    tokens: i32[B, T]; positions: i32[B, T] (default lengths + t); mask: bool[B, T, S] (default causal);
+    tokens: i32[B, T]; positions: i32[B, T] (default lengths + t); mask: bool[B, T, W] (default causal
+    over the first W = `window` slots, default all S: a narrower window is only right when no query
+    may see a slot at or beyond it);
     advance: i32[B] slots to add to `lengths` afterwards (default T: ragged prefill passes the true
     prompt lengths); logits_at: optional i32[B, N] token indices to compute logits for (saves the LM
     head on long prefills). Returns (logits f32[B, T or N, V], cache, hiddens)."""
@@ -76,7 +78,7 @@ def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig,
     if positions is None:
         positions = cache.lengths[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
     if mask is None:
-        mask = causal_mask(cache.lengths, T, cache.max_len)
+        mask = causal_mask(cache.lengths, T, cache.max_len if window is None else window)
     x = embed(params, tokens)
     x, cache, hiddens = run_layers(params, x, cache, positions, mask, cfg, return_hiddens=return_hiddens)
     if logits_at is not None:
@@ -84,3 +86,13 @@ def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig,
     logits = head(params, x, cfg)
     advance = jnp.full((B,), T, jnp.int32) if advance is None else advance
     return logits, cache.replace(lengths=cache.lengths + advance), hiddens
+
+
+def forward_prompt(params: Params, prompts: jax.Array, prompt_lens: jax.Array, cache: KVCache, cfg: ModelConfig):
+    """Prefill: right-padded prompts i32[B, P] into an *empty* cache (lengths 0). Returns (logits
+    f32[B, 1, V] at each row's last prompt token, cache with lengths = prompt_lens).
+
+    Attention reads only the P slots being written, not all S: over a whole cache a prefill's
+    attention grows with the cache size (1.4x the time for P = 192 into 1024 slots on the 0.5B)."""
+    return forward(params, prompts, cache, cfg, advance=prompt_lens, logits_at=(prompt_lens - 1)[:, None],
+                   window=prompts.shape[1])[:2]

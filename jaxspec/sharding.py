@@ -22,7 +22,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.params import ArrayInfo, is_info, param_info
 
 TP = "tp"
-CACHE_AXES = ("batch", "seq", "kv_heads", "head_dim")
+CACHE_AXES = ("batch", "kv_heads", "seq", "head_dim")
 
 
 def make_mesh(axes: dict[str, int] | None = None, devices=None) -> Mesh:

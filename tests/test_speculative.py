@@ -104,9 +104,9 @@ def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
             # the committed tokens in the cache: all but the newest (target), all but the newest two (draft)
             ref = forward(params, jnp.asarray([seq]), init_cache(cfg, 1, SLOTS), cfg)[1]
             for layer in range(cfg.num_layers):
-                np.testing.assert_allclose(np.asarray(cache.k[layer][i, :n]), np.asarray(ref.k[layer][0, :n]),
+                np.testing.assert_allclose(np.asarray(cache.k[layer][i, :, :n]), np.asarray(ref.k[layer][0, :, :n]),
                                            atol=2e-5)
-                np.testing.assert_allclose(np.asarray(cache.v[layer][i, :n]), np.asarray(ref.v[layer][0, :n]),
+                np.testing.assert_allclose(np.asarray(cache.v[layer][i, :, :n]), np.asarray(ref.v[layer][0, :, :n]),
                                            atol=2e-5)
         assert int(state.target_cache.lengths[i]) >= len(seq) - 1
 

@@ -27,7 +27,7 @@ from jax import lax
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
 from jaxspec.masks import tree_mask
-from jaxspec.model import forward
+from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import SamplingConfig, processed_logprobs
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.tree import (Tree, TreeShape, add_depth, depth_block, init_tree, ranked_children,
@@ -82,8 +82,7 @@ class DraftModel:
 
     def init(self, params, prompts: jax.Array, prompt_lens: jax.Array, max_len: int) -> KVCache:
         cache = constrain_cache(init_cache(self.cfg, prompts.shape[0], max_len), self.plan)
-        _, cache, _ = forward(params, prompts, cache, self.cfg, advance=prompt_lens,
-                              logits_at=(prompt_lens - 1)[:, None])
+        _, cache = forward_prompt(params, prompts, prompt_lens, cache, self.cfg)
         return cache
 
     def propose(self, params, cache: KVCache, prev, last, committed, key, shape: TreeShape,

@@ -28,7 +28,7 @@ from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
 from jaxspec.decode import PAD, _is_eos
 from jaxspec.masks import causal_mask, tree_mask
-from jaxspec.model import forward
+from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.metrics import SpecStats
@@ -125,8 +125,7 @@ def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: j
     """Both models read the padded prompts i32[B, P]; the target samples each row's first token."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
-    logits, cache, _ = forward(target_params, prompts, cache, spec.target, advance=prompt_lens,
-                               logits_at=(prompt_lens - 1)[:, None])
+    logits, cache = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target)
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
     draft = spec.drafter.init(draft_params, prompts, prompt_lens, spec.draft_max_len)
