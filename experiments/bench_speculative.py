@@ -86,11 +86,17 @@ def spec_bench_by_category(args) -> None:
         for f in [RESULTS / "spec_sweep_spec-bench.json"] + [
                 RESULTS / f"spec_spec-bench-{c}_{k}.json" for c in cats for k in ("vanilla", "chain", "tree")]:
             f.unlink(missing_ok=True)
-    common = ["--sets", "spec-bench", "--resume", "--per-category", str(args.per_category), "--sweep-prompts",
-              str(args.sweep_prompts), "--max-new-tokens", str(args.max_new_tokens), "--chains",
-              *map(str, args.chains), "--trees", *args.trees] + ["--no-hf"] * args.no_hf + ["--no-timing"] * args.no_timing
     for c in cats:
-        subprocess.run([sys.executable, __file__, *common, "--categories", c], check=True)
+        subprocess.run([sys.executable, __file__, "--sets", "spec-bench", "--resume", *_options(args),
+                        "--categories", c], check=True)
+
+
+def _options(args) -> list[str]:
+    """The run options a child process is given (everything but the sets, categories and --resume)."""
+    return (["--prompts", str(args.prompts), "--per-category", str(args.per_category), "--sweep-prompts",
+             str(args.sweep_prompts), "--max-new-tokens", str(args.max_new_tokens), "--chains",
+             *map(str, args.chains), "--trees", *args.trees] + ["--no-hf"] * args.no_hf
+            + ["--no-timing"] * args.no_timing)
 
 
 def bench_all(name: str, args, chains, trees) -> None:
@@ -207,7 +213,13 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
+    if not args.table_only and len(args.sets) > 1:
+        # a process per set, as per Spec-Bench category: the HumanEval run with the body set after it in one
+        # process was OOM-killed loading the second set's HF pair (24 GiB box)
+        for name in args.sets:
+            subprocess.run([sys.executable, __file__, "--sets", name, *["--resume"] * args.resume, *_options(args),
+                            *(["--categories", *args.categories] if args.categories else [])], check=True)
+    elif not args.table_only:
         for name in args.sets:
             trees = [tuple(map(int, t.split("x"))) for t in args.trees]
             if name == "spec-bench" and len(sources(name, args.categories)) > 1:

@@ -72,6 +72,15 @@ def test_spec_bench_runs_a_process_per_category(results, monkeypatch):
     assert all("--resume" in c and "--no-hf" in c and c[c.index("--chains") + 1:][:2] == ["3", "5"] for c in calls)
 
 
+def test_several_sets_run_a_process_each(results, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_speculative.subprocess, "run", lambda argv, check: calls.append(argv))
+    monkeypatch.setattr(sys, "argv", ["x", "--sets", "humaneval", "humaneval-body", "--prompts", "5", "--resume"])
+    bench_speculative.main()
+    assert [c[c.index("--sets") + 1] for c in calls] == ["humaneval", "humaneval-body"]
+    assert all("--resume" in c and c[c.index("--prompts") + 1] == "5" and "--no-hf" not in c for c in calls)
+
+
 def test_unknown_category_is_named(results, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "poetry"])
     with pytest.raises(SystemExit, match=r"unknown Spec-Bench categories \['poetry'\]; known: coding"):
