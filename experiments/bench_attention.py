@@ -14,26 +14,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench_layouts import best_s  # a sibling script: experiments/ is on sys.path when run
 from jaxspec.bench import environment, write_json
 
 MODELS = {"1.5b": (2, 6, 128, 28), "0.5b": (2, 7, 64, 24)}  # kv heads, queries per kv head, head_dim, layers
-
-
-def best_s(f, *args, repeats: int) -> float:
-    jax.block_until_ready(f(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def token_major(q, k, v, mask):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from jaxspec import DecodeSpec, SamplingConfig, forward, generate, init_cache, init_params, output_ids, pad_prompts
 from jaxspec.decode import bucket, prompt_width, stream
 from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.model import forward_prompt
 from tests.helpers import random_prompts, tiny_cfg
 
 CFG = tiny_cfg()
@@ -19,6 +20,18 @@ fwd = jax.jit(lambda p, t, c, **kw: forward(p, t, c, CFG, **kw))
 
 def full_logits(ids):
     return np.asarray(fwd(PARAMS, jnp.asarray([ids], jnp.int32), init_cache(CFG, 1, 64))[0][0])
+
+
+def test_forward_prompt_reads_only_the_prompt_slots_and_equals_a_whole_cache_prefill():
+    prompts, plens, _ = pad_prompts(random_prompts(np.random.default_rng(3), [5, 13, 9]), CFG, 16)
+    toks, lens = jnp.asarray(prompts), jnp.asarray(plens)
+    logits, cache = jax.jit(lambda p, t, n, c: forward_prompt(p, t, n, c, CFG))(PARAMS, toks, lens, init_cache(CFG, 3, 64))
+    ref, ref_cache, _ = fwd(PARAMS, toks, init_cache(CFG, 3, 64), advance=lens, logits_at=(lens - 1)[:, None])
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(cache.lengths), plens)
+    for b, n in enumerate(plens):
+        for c, r in zip(cache.k + cache.v, ref_cache.k + ref_cache.v):
+            np.testing.assert_allclose(np.asarray(c[b, :, :n]), np.asarray(r[b, :, :n]), atol=1e-5)
 
 
 def test_prefill_then_steps_equals_full_forward_ragged_batch():
