@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_layouts import best_s  # a sibling script: experiments/ is on sys.path when run
 from jaxspec.bench import environment, write_json
+from jaxspec.timing import best_time
 
 MODELS = {"1.5b": (2, 6, 128, 28), "0.5b": (2, 7, 64, 24)}  # kv heads, queries per kv head, head_dim, layers
 
@@ -58,8 +58,8 @@ def attention_core(model: str, T: int, S: int, rng) -> dict:
     if err > 1e-4:
         raise AssertionError(f"formulations disagree by {err}")
     reps = 20 if T <= 16 else 3
-    old = best_s(jax.jit(token_major), q, k, v, mask, repeats=reps)
-    new = best_s(jax.jit(heads_major), q, kh, vh, mask, repeats=reps)
+    old = best_time(jax.jit(token_major), q, k, v, mask, repeats=reps)
+    new = best_time(jax.jit(heads_major), q, kh, vh, mask, repeats=reps)
     return {"model": model, "T": T, "S": S, "token_major_ms": 1e3 * old, "heads_major_ms": 1e3 * new,
             "per_model_ms_saved": 1e3 * (old - new) * L, "speedup": old / new, "max_abs_diff": err}
 
@@ -81,7 +81,7 @@ def model_prefill(name: str, P: int, S: int, rng) -> dict:
     toks = jnp.asarray(rng.integers(0, 1000, (1, P)), jnp.int32)
     full, own = run(m.params, toks, False), run(m.params, toks, True)
     diff = float(jnp.max(jnp.abs(full - own)))
-    t_full, t_own = best_s(run, m.params, toks, False, repeats=3), best_s(run, m.params, toks, True, repeats=3)
+    t_full, t_own = best_time(run, m.params, toks, False, repeats=3), best_time(run, m.params, toks, True, repeats=3)
     return {"model": name, "P": P, "S": S, "all_slots_s": t_full, "prompt_slots_s": t_own,
             "speedup": t_full / t_own, "max_abs_logit_diff": diff}
 

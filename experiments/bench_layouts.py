@@ -6,7 +6,6 @@ at batch 1: one decode step's matvecs over 28 layers (no attention) in three lay
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import jax
@@ -14,18 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.bench import environment, measure_read_bandwidth, write_json
+from jaxspec.timing import best_time
 
 D, F, KV, L = 1536, 8960, 256, 28  # Qwen2.5-1.5B: hidden, MLP width, kv width (2 heads × 128), layers
-
-
-def best_s(f, *args, repeats: int = 8) -> float:
-    jax.block_until_ready(f(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def layer_stack(layout: str, rng):
@@ -71,12 +61,12 @@ def main() -> None:
     for layout in ("in_out", "out_in", "out_in_3d"):
         layers = layer_stack(layout, rng)
         nbytes = sum(x.nbytes for p in layers for x in p.values())
-        s = best_s(jax.jit(lambda h, ls, lay=layout: step(h, ls, lay)), h, layers)
+        s = best_time(jax.jit(lambda h, ls, lay=layout: step(h, ls, lay)), h, layers, repeats=8)
         out["layouts"][layout] = {"ms": s * 1e3, "gb_per_s": nbytes / s / 1e9}
         print(layout, out["layouts"][layout], flush=True)
         del layers
     ws = [jnp.asarray(rng.standard_normal((D, F), dtype=np.float32)) for _ in range(L)]
-    s = best_s(jax.jit(lambda h, ws: [h @ w for w in ws]), h, ws)
+    s = best_time(jax.jit(lambda h, ws: [h @ w for w in ws]), h, ws, repeats=8)
     out["spec_reference_28_matvecs_1536x8960"] = {"ms": s * 1e3, "gb_per_s": L * D * F * 4 / s / 1e9,
                                                    "recorded_in_architecture_md_ms": 32.6}
     del ws

@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import platform
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,16 +32,7 @@ import numpy as np
 from jaxspec.params import param_bytes
 from jaxspec.prompts import encode, load_prompts
 from jaxspec.sampling import GREEDY
-
-
-def _best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from jaxspec.timing import best_time
 
 
 def measure_read_bandwidth(nbytes: int = 1 << 31, repeats: int = 5) -> dict[str, float]:
@@ -51,12 +41,12 @@ def measure_read_bandwidth(nbytes: int = 1 << 31, repeats: int = 5) -> dict[str,
     bound used is the faster: the most a decode step could stream."""
     x = jnp.ones((nbytes // 4,), jnp.float32)
     f = jax.jit(jnp.sum)
-    out = {"jax_sum": nbytes / _best_time(lambda: jax.block_until_ready(f(x)), repeats)}
+    out = {"jax_sum": nbytes / best_time(f, x, repeats=repeats)}
     del x
     a = np.ones(nbytes // 4, np.float32)
     chunks = np.array_split(a, os.cpu_count() or 1)
     with ThreadPoolExecutor(len(chunks)) as pool:  # numpy releases the GIL inside sum
-        out["numpy_threads"] = nbytes / _best_time(lambda: list(pool.map(np.sum, chunks)), repeats)
+        out["numpy_threads"] = nbytes / best_time(lambda: list(pool.map(np.sum, chunks)), repeats=repeats)
     out["best"] = max(out.values())
     return out
 

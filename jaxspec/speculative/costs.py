@@ -12,7 +12,6 @@ the analytic speedup shows what it costs."""
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.masks import tree_mask
 from jaxspec.model import forward
 from jaxspec.speculative.tree import TreeShape
+from jaxspec.timing import best_time
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "tree"))
@@ -39,13 +39,7 @@ def time_forward(params, cfg: ModelConfig, T: int, *, context: int, max_len: int
     """Best-of-`repeats` seconds of one batch-1 forward of T tokens after `context` cached tokens."""
     cache = init_cache(cfg, 1, max_len).replace(lengths=jnp.asarray([context], jnp.int32))
     toks = jnp.ones((1, T), jnp.int32)
-    jax.block_until_ready(_step(params, toks, cache, cfg=cfg, tree=tree))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(_step(params, toks, cache, cfg=cfg, tree=tree))
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_time(functools.partial(_step, cfg=cfg, tree=tree), params, toks, cache, repeats=repeats)
 
 
 def step_costs(target_params, target_cfg: ModelConfig, draft_params, draft_cfg: ModelConfig, shape: TreeShape, *,

@@ -1,0 +1,27 @@
+"""The one best-of-N wall-clock timer every measurement here uses (bandwidth, step costs, layout and
+attention microbenchmarks).
+
+Best, not mean: on a shared CPU box the minimum over repeats is the run least disturbed by other work,
+and the first call (compilation, first-touch page faults) is never counted.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, Callable
+
+import jax
+
+
+def best_time(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Seconds of the fastest of `repeats` calls `fn(*args)`, each waited for with `block_until_ready`,
+    after one untimed warm-up call."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t = perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, perf_counter() - t)
+    return best
