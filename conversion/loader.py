@@ -20,7 +20,7 @@ from conversion.hf_loader import load_hf_dir
 from conversion.tokenizer import load_tokenizer
 from jaxspec.config import ModelConfig
 from jaxspec.params import LAYOUT_VERSION
-from jaxspec.sharding import ShardingPlan, plan_for
+from jaxspec.sharding import ShardingPlan, plan_for, replicated_plan
 
 
 @dataclasses.dataclass
@@ -70,11 +70,18 @@ def _tokenizer(path: Path, ckpt: Path | None):
     return tok
 
 
+def _plan(cfg: ModelConfig, mesh, replicated: bool) -> ShardingPlan | None:
+    if mesh is None:
+        return None
+    return replicated_plan(mesh) if replicated else plan_for(cfg, mesh)
+
+
 def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool = True,
-               tokenizer: bool = True, checkpoint_root=None) -> LoadedModel:
+               tokenizer: bool = True, checkpoint_root=None, replicated: bool = False) -> LoadedModel:
     """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
     saves an orbax checkpoint (under `checkpoint_root`, default `$JAXSPEC_CACHE/converted`); later
-    loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding)."""
+    loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding; `replicated`:
+    whole on every device, as EasySpec's draft)."""
     t0 = time.perf_counter()
     path = assets.resolve(model)
     jdtype = jnp.dtype(dtype)
@@ -82,11 +89,11 @@ def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool
     from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
     if from_ckpt:
         cfg = checkpoint.config_from_json((ckpt / "config.json").read_text())
-        plan = plan_for(cfg, mesh) if mesh is not None else None
+        plan = _plan(cfg, mesh, replicated)
         _, params = checkpoint.restore(ckpt, plan.param_shardings(cfg) if plan else None, jdtype)
     else:
         cfg, host = convert(path)
-        plan = plan_for(cfg, mesh) if mesh is not None else None
+        plan = _plan(cfg, mesh, replicated)
         # one device copy, saved from the devices: peak host memory stays near 2x the fp32 model
         host = jax.tree.map(lambda a: a.astype(jdtype, copy=False), host)
         params = jax.device_put(host, plan.param_shardings(cfg)) if plan else jax.tree.map(jnp.asarray, host)

@@ -86,12 +86,14 @@ def _totals(rows: list[dict]) -> dict:
 
 def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
               dtype="float32", method=None, draft=None, sampling=GREEDY, seed: int = 0, compare_vanilla=False,
-              hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, log=print) -> dict:
+              hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, drafter=None,
+              log=print) -> dict:
     """Load `model` (and `draft` for a speculative `method`), run every prompt (batch 1) and return the
     JSON-ready result. See the module docstring for the fields.
 
     Scripts running several methods in one process pass `loaded=(target, draft)` (loaded models) and
-    `vanilla=` an earlier vanilla result on the same prompts (used instead of re-running it)."""
+    `vanilla=` an earlier vanilla result on the same prompts (used instead of re-running it); `drafter`
+    an (unbound) `EasySpec` to draft with instead of the separate draft model (loaded replicated)."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids as stop_ids
     from jaxspec.speculative import check_vocab, make_runner, merge
@@ -102,7 +104,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     if method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
-        d = d if d is not None else load_model(draft, mesh=mesh, dtype=dtype)
+        d = d if d is not None else load_model(draft, mesh=mesh, dtype=dtype, replicated=drafter is not None)
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         log(f"draft {draft} loaded in {d.load_s:.1f}s")
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
@@ -113,7 +115,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     max_len = -(-(max(len(i) for i in ids) + max_new_tokens + extra_slots) // 128) * 128
 
     def prepared(meth):
-        runner = make_runner(m, d, meth, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos)
+        runner = make_runner(m, d, meth, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos,
+                             drafter=drafter if meth is not None else None)
         compile_s = sum(runner.compile([i]) for i in ids)  # every width bucket, before any timing
         runner.warmup([[i] for i in ids])  # first runs of each executable, not timed
         return runner, compile_s
@@ -138,6 +141,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     else:
         summary.update(merge([r["stats"] for r in rows]))
         summary["mean_drafted_depth"] = summary["drafted"] / summary["rounds"] if summary["rounds"] else None
+        if drafter is not None:
+            summary["easyspec"] = runner.spec.drafter.describe()
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9

@@ -13,14 +13,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree"],
-                   help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens or a top-K tree")
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec"],
+                   help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
+                        "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
+                        "(with --width 1 a chain of -k)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("-k", type=int, default=7, help="chain: draft tokens per round (default 7)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
+    e = p.add_argument_group("easyspec")
+    e.add_argument("--parallel", type=int, default=4, help="layers per parallel group, N (default 4)")
+    e.add_argument("--head", type=int, default=1, help="leading sequential layers (default 1)")
+    e.add_argument("--tail", type=int, default=1, help="trailing sequential layers (default 1)")
+    e.add_argument("--calibration", default="every_round",
+                   choices=["every_round", "every_mismatch", "never", "prefill_only"])
+    e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
+    e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -58,6 +68,14 @@ def _method(args):
     return parse_method(args.method, k=args.k, depth=args.depth, width=args.width, adaptive=args.adaptive)
 
 
+def _drafter(args):
+    if args.method != "easyspec":
+        return None
+    from jaxspec.easyspec import EasySpec
+    return EasySpec(parallel=args.parallel, head=args.head, tail=args.tail, policy=args.policy,
+                    calibration=args.calibration, scan_calibration=args.scan_calibration)
+
+
 def cmd_generate(args) -> int:
     import jax
 
@@ -84,14 +102,18 @@ def cmd_generate(args) -> int:
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
     d = None
     if method is not None:
-        d = load_model(args.draft, mesh=mesh, dtype=args.dtype)
+        d = load_model(args.draft, mesh=mesh, dtype=args.dtype, replicated=args.method == "easyspec")
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
     extra = method.shape.nodes + 1 if method is not None else 0
     max_len = bucket(max(map(len, ids)) + args.max_new_tokens + extra, 64)
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
-    runner = make_runner(m, d, method, **kw)
+    runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
+    if args.method == "easyspec":
+        e = runner.spec.drafter.describe()
+        print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
+              file=sys.stderr)
     key = jax.random.key(args.seed)
     if args.compare_vanilla:  # a fair comparison: both warmed up, both one on-device loop (no per-round sync)
         compile_s = runner.compile(ids)
@@ -147,7 +169,7 @@ def cmd_bench(args) -> int:
                        chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
                        draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
-                       measure_bandwidth=args.measure_bandwidth, timing=args.timing,
+                       measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=_drafter(args),
                        log=lambda s: print(s, file=sys.stderr))
     s = result["summary"]
     line = f"{s['method']}: {s['tok_per_s']:.2f} tok/s, compile {s['compile_s']:.1f}s, prefill {s['prefill_s']:.2f}s"

@@ -87,17 +87,10 @@ def write_kv(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     return jax.vmap(row)(cache, new, start)
 
 
-def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions: jax.Array,
-                    write_at: jax.Array, mask: jax.Array, cfg: ModelConfig):
-    """One layer's pre-norm attention.
-
-    x: f32[B, T, D]; k_cache/v_cache: f32[B, Hkv, S, K]; positions: i32[B, T] (RoPE positions);
-    write_at: i32[B] (first cache slot of the T new entries); mask: bool[B, T, W] (which of the first W
-    slots each query sees, *including* the new ones; W < S when every visible slot lies below W, e.g. a
-    prefill reads only its own T slots). Returns (delta f32[B, T, D], k_cache, v_cache)."""
+def project_qkv(p: dict, x: jax.Array, positions: jax.Array, cfg: ModelConfig):
+    """Pre-norm q/k/v projections with RoPE. x: f32[B, T, D] → q f32[B, T, H, K], k/v f32[B, T, Hkv, K]."""
     B, T, _ = x.shape
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
-    W = mask.shape[-1]
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/bench_layouts.py)
     q = linear(h, p["wq"])  # [B, T, H*K]
@@ -105,16 +98,19 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
     v = linear(h, p["wv"])
     if cfg.qkv_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
-    q = q.reshape(B, T, Hkv * G, K)
-    k = k.reshape(B, T, Hkv, K)
-    v = v.reshape(B, T, Hkv, K)
     inv_freq = rope_frequencies(cfg)
-    q = apply_rope(q, positions, inv_freq)
-    k = apply_rope(k, positions, inv_freq)
-    k_cache = write_kv(k_cache, k, write_at)
-    v_cache = write_kv(v_cache, v, write_at)
-    kw, vw = (k_cache, v_cache) if W == k_cache.shape[2] else (k_cache[:, :, :W], v_cache[:, :, :W])
+    q = apply_rope(q.reshape(B, T, Hkv * G, K), positions, inv_freq)
+    k = apply_rope(k.reshape(B, T, Hkv, K), positions, inv_freq)
+    return q, k, v.reshape(B, T, Hkv, K)
 
+
+def attend(p: dict, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
+    """Attention of q f32[B, T, H, K] over the first W = mask.shape[-1] cache slots (new entries already
+    written), then the output projection: → delta f32[B, T, D]."""
+    B, T = q.shape[:2]
+    Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
+    W = mask.shape[-1]
+    kw, vw = (k_cache, v_cache) if W == k_cache.shape[2] else (k_cache[:, :, :W], v_cache[:, :, :W])
     # Heads-major: each kv head's G·T queries form one [G·T, K] matrix against its [W, K] keys, and the
     # softmax runs over the last, contiguous axis (on XLA:CPU 3x faster for a prefill and 2x for a decode
     # step than contracting the [B, T, Hkv, G, K] layout directly: experiments/bench_attention.py).
@@ -124,7 +120,21 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
     w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype).reshape(B, Hkv, G * T, W)
     o = jnp.einsum("bnms,bnsk->bnmk", w, vw)  # [B, Hkv, G*T, K]
     o = jnp.transpose(o.reshape(B, Hkv, G, T, K), (0, 3, 1, 2, 4)).reshape(B, T, Hkv * G * K)
-    return linear(o, p["wo"]), k_cache, v_cache
+    return linear(o, p["wo"])
+
+
+def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions: jax.Array,
+                    write_at: jax.Array, mask: jax.Array, cfg: ModelConfig):
+    """One layer's pre-norm attention.
+
+    x: f32[B, T, D]; k_cache/v_cache: f32[B, Hkv, S, K]; positions: i32[B, T] (RoPE positions);
+    write_at: i32[B] (first cache slot of the T new entries); mask: bool[B, T, W] (which of the first W
+    slots each query sees, *including* the new ones; W < S when every visible slot lies below W, e.g. a
+    prefill reads only its own T slots). Returns (delta f32[B, T, D], k_cache, v_cache)."""
+    q, k, v = project_qkv(p, x, positions, cfg)
+    k_cache = write_kv(k_cache, k, write_at)
+    v_cache = write_kv(v_cache, v, write_at)
+    return attend(p, q, k_cache, v_cache, mask, cfg), k_cache, v_cache
 
 
 def mlp_block(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:

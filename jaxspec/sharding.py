@@ -7,7 +7,8 @@ low-latency decode). Rules that cannot hold raise a clear error, checked in `pla
   * kv heads divide by tp (sharded), or tp divides by kv heads (GQA with fewer kv heads than devices:
     kv projections and cache are replicated instead);
   * a vocab that does not divide by tp is left replicated.
-Mesh axes other than "tp" (e.g. "layer" for EasySpec drafts) replicate the target."""
+Mesh axes other than "tp" (e.g. "layer" for EasySpec drafts) replicate the target. EasySpec's draft is
+replicated on the whole mesh (`replicated_plan`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -92,6 +93,13 @@ def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
     return ShardingPlan(mesh, rules)
 
 
+def replicated_plan(mesh: Mesh) -> ShardingPlan:
+    """Every array whole on every device of `mesh`: EasySpec's draft (each device of the `layer` axis
+    runs any of its layers, and calibration runs all of them, with no communication)."""
+    return ShardingPlan(mesh, tuple((a, None) for a in ("heads", "kv_heads", "mlp", "vocab", "embed", "head_dim",
+                                                        "batch", "seq")))
+
+
 def shard_params(params, cfg: ModelConfig, plan: ShardingPlan):
     """Place a host or device param tree onto the plan's shardings."""
     return jax.device_put(params, plan.param_shardings(cfg))
@@ -103,4 +111,5 @@ def constrain_cache(cache: KVCache, plan: ShardingPlan | None) -> KVCache:
     return jax.lax.with_sharding_constraint(cache, plan.cache_shardings(cache))
 
 
-__all__ = ["ArrayInfo", "ShardingPlan", "make_mesh", "parse_mesh", "plan_for", "shard_params", "constrain_cache"]
+__all__ = ["ArrayInfo", "ShardingPlan", "make_mesh", "parse_mesh", "plan_for", "replicated_plan", "shard_params",
+           "constrain_cache"]

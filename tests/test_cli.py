@@ -116,6 +116,21 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
     assert all(p["stats"]["rounds"] > 0 and p["vanilla_identical"] for p in r["prompts"])
 
 
+def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys):
+    """SmolLM2 drafted by its own layer-parallel self (groups of 4 split to the layer axis of 2), the target
+    tensor-parallel over tp=3: output identical to vanilla, the easyspec summary in the JSON."""
+    out = tmp_path / "e.json"
+    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--depth", "3", "--width", "2",
+                 "--parallel", "4", "--calibration", "every_mismatch", "--mesh", "layer=2,tp=3", "--prompts",
+                 "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["vanilla_identical"] == 2 and s["mesh"] == {"layer": 2, "tp": 3}
+    e = s["easyspec"]
+    assert e["policy"] == "attn_only" and e["calibration"] == "every_mismatch" and e["path"] == "shard_map over layer=2"
+    assert e["partition"][:3] == [[0], [1, 2], [3, 4]] and e["partition"][-1] == [29]
+    assert 0 < s["accepted"] <= s["drafted"] == 3 * s["rounds"]
+
+
 def test_speculative_user_errors(capsys):
     assert main(["generate", "--model", MODEL, "--method", "chain", "--prompt", "x"]) == 2
     assert "--method chain needs --draft NAME" in capsys.readouterr().err
@@ -124,3 +139,6 @@ def test_speculative_user_errors(capsys):
     assert "vocab mismatch: the target has 49152 token ids, the draft 151936" in capsys.readouterr().err
     assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "tree", "--width", "0", "--prompt", "x"]) == 2
     assert "tree depth and width must be >= 1" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--parallel", "0",
+                 "--prompt", "x"]) == 2
+    assert "invalid layer groups: parallel size must be >= 1, got 0" in capsys.readouterr().err

@@ -59,12 +59,14 @@ def test_gguf_matches_hf_torch(name, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("method", ["chain", "tree"])
+@pytest.mark.parametrize("method", ["chain", "tree", "easyspec"])
 def test_speculation_on_real_weights_equals_vanilla(method):
-    """Qwen2.5-Coder-0.5B drafted by its own first 8 layers (a real, imperfect draft sharing the vocab):
-    greedy speculative output equals vanilla for a ragged batch of two chat prompts."""
+    """Qwen2.5-Coder-0.5B drafted by its own first 8 layers (a real, imperfect draft sharing the vocab;
+    easyspec: those layers as [0] [1-3] [4-6] [7]): greedy speculative output equals vanilla for a ragged
+    batch of two chat prompts."""
     import dataclasses
 
+    from jaxspec.easyspec import EasySpec
     from jaxspec.speculative import Model, chain, speculate, tree
 
     m = load_model("qwen2.5-coder-0.5b-instruct")
@@ -76,6 +78,7 @@ def test_speculation_on_real_weights_equals_vanilla(method):
     ref = output_ids(generate(m.params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0),
                               spec=DecodeSpec(m.cfg, 32, slots, eos_ids=eos)))
     out = speculate(Model(m.params, m.cfg, tokenizer=m.tokenizer), draft, ids,
-                    method=chain(4) if method == "chain" else tree(3, 2), max_new_tokens=32, eos_ids=eos)
+                    method=chain(4) if method == "chain" else tree(3, 2), max_new_tokens=32, eos_ids=eos,
+                    drafter=EasySpec(parallel=3) if method == "easyspec" else None)
     assert out.output_ids == ref
     assert 0 < out.stats["accepted"] < out.stats["drafted"]  # real accepts and real rejections

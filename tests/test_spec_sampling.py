@@ -1,5 +1,6 @@
 """Sampling through the speculative engine is lossless: on a tiny vocab, the first three generated tokens
-of chain, adaptive-chain and tree speculation follow the target's exact joint distribution (enumerated by
+of chain, adaptive-chain and tree speculation — with the separate draft model and with EasySpec's
+layer-parallel draft (both draft layers in one group) — follow the target's exact joint distribution (enumerated by
 full forwards), with temperature, top-k and top-p. Chi-square over 20k samples on every cell with
 p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
 import itertools
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxspec import forward, init_cache
+from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
@@ -59,11 +61,29 @@ CASES = [
 ]
 
 
+EASY = [
+    (chain(3), SamplingConfig(1.0), EasySpec(groups=((0, 1),))),
+    (tree(2, 3), SamplingConfig(0.8, top_k=4), EasySpec(groups=((0, 1),), policy="direct_mlp",
+                                                        calibration="every_mismatch")),
+    (chain(2), SamplingConfig(1.0), EasySpec(groups=((0, 1),), calibration="never")),
+]
+
+
 @pytest.mark.parametrize("method,sampling", CASES, ids=lambda x: getattr(x, "name", str(x)))
 def test_speculative_sampling_matches_the_target_joint(method, sampling):
+    check_sampling(method, sampling, DraftModel(DRAFT))
+
+
+@pytest.mark.parametrize("method,sampling,drafter", EASY, ids=["chain3", "tree2x3-direct-mismatch", "chain2-never"])
+def test_easyspec_sampling_matches_the_target_joint(method, sampling, drafter):
+    check_sampling(method, sampling, drafter.bind(DRAFT))
+
+
+def check_sampling(method, sampling, drafter):
     tp, dp = make_pair(4, 1.0, TARGET, DRAFT, scale=0.5)  # lam = 1: draft and target disagree often
+    dp = drafter.prepare(dp)
     p = exact_joint(tp, sampling)
-    spec = make_spec(TARGET, DraftModel(DRAFT), method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
+    spec = make_spec(TARGET, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
                      sampling=sampling, max_len=32)
     toks = jnp.asarray(np.tile(PROMPT, (ROWS, 1)), jnp.int32)
     lens = jnp.full((ROWS,), len(PROMPT), jnp.int32)

@@ -49,6 +49,17 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
                              f"({eg}); a draft model must share the target's vocabulary")
 
 
+def bind_drafter(drafter, draft):
+    """None → `DraftModel` over `draft`; a drafter configuration with `bind` (EasySpec) → bound to the
+    draft's config and mesh; a bound drafter as it is."""
+    plan = getattr(draft, "plan", None)
+    if drafter is None:
+        return DraftModel(draft.cfg, plan)
+    if getattr(drafter, "cfg", True) is None and hasattr(drafter, "bind"):
+        return drafter.bind(draft.cfg, plan.mesh if plan is not None else None)
+    return drafter
+
+
 def make_spec(target_cfg: ModelConfig, drafter, method: SpecMethod, *, prompt_len: int, max_new_tokens: int,
               sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None,
               max_len: int | None = None) -> SpecSpec:
@@ -68,7 +79,8 @@ def make_spec(target_cfg: ModelConfig, drafter, method: SpecMethod, *, prompt_le
             raise ValueError(f"prompt too long: {prompt_len} prompt + {max_new_tokens} new tokens + "
                              f"{method.shape.depth} draft positions exceed the {who}'s "
                              f"{cfg.max_position_embeddings} positions")
-    return SpecSpec(target_cfg, drafter, method, max_new_tokens, slots, slots, sampling, tuple(eos_ids), plan)
+    return SpecSpec(target_cfg, drafter, method, max_new_tokens, slots, drafter.cache_slots(slots, method.shape),
+                    sampling, tuple(eos_ids), plan)
 
 
 def pad_for(spec: SpecSpec, prompts: Sequence[Sequence[int]]) -> tuple[jax.Array, jax.Array]:
@@ -82,15 +94,16 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
     """Speculative generation for a batch of token-id prompts.
 
     target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer);
-    `drafter` defaults to `DraftModel(draft.cfg, draft.plan)`. Greedy output is token-identical to
+    `drafter` defaults to `DraftModel(draft.cfg, draft.plan)`; an unbound `EasySpec(...)` is bound to the
+    draft (and the mesh of its plan) here. Greedy output is token-identical to
     vanilla greedy decoding of the target; sampled output is distributed as the target's samples."""
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
-    drafter = DraftModel(draft.cfg, getattr(draft, "plan", None)) if drafter is None else drafter
+    drafter = bind_drafter(drafter, draft)
     spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,
                      max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
                      plan=getattr(target, "plan", None))
     toks, lens = pad_for(spec, prompts)
-    state = run_speculation(target.params, draft.params, toks, lens, jax.random.key(0) if key is None else key,
+    state = run_speculation(target.params, drafter.prepare(draft.params), toks, lens, jax.random.key(0) if key is None else key,
                             spec=spec)
     return SpecOutput(output_ids(state), summarize(state.stats),
                       [summarize(state.stats, [i]) for i in range(len(prompts))], state)

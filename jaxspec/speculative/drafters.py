@@ -1,7 +1,13 @@
 """Drafters: what proposes the tokens a speculative round verifies.
 
 The engine never knows which drafter it runs. A drafter is a frozen (hashable, static) dataclass with
-three pure functions over its own state pytree:
+three pure functions over its own state pytree, plus two host-side hooks:
+
+  prepare(params) -> params
+      once, before generation: the param tree the three functions receive (e.g. EasySpec's stacked
+      group weights); DraftModel's is its params;
+  cache_slots(slots, shape) -> int
+      the slots its cache needs next to the target's `slots` (EasySpec: room for a calibration block);
 
   init(params, prompts, prompt_lens, max_len) -> state
       prefill on the padded prompts i32[B, P] (true lengths i32[B]);
@@ -79,6 +85,13 @@ class DraftModel:
     """A separate (smaller) model sharing the target's vocabulary, with its own exact KV cache."""
     cfg: ModelConfig
     plan: ShardingPlan | None = None
+
+    def prepare(self, params):
+        return params
+
+    def cache_slots(self, slots: int, shape: TreeShape) -> int:
+        del shape
+        return slots
 
     def init(self, params, prompts: jax.Array, prompt_lens: jax.Array, max_len: int) -> KVCache:
         cache = constrain_cache(init_cache(self.cfg, prompts.shape[0], max_len), self.plan)

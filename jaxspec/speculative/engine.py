@@ -70,14 +70,15 @@ def tree(depth: int, width: int) -> SpecMethod:
 
 def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False
                  ) -> SpecMethod | None:
-    """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width)."""
+    """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
+    a tree (depth, width), or a chain of k with width 1 (the drafter is chosen apart: cli.py)."""
     if name == "vanilla":
         return None
-    if name == "chain":
+    if name == "chain" or (name == "easyspec" and width == 1):
         return chain(k, adaptive=adaptive)
-    if name == "tree":
+    if name in ("tree", "easyspec"):
         return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain or tree")
+    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree or easyspec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +163,7 @@ def _accept(key, t: Tree, logits: jax.Array, spec: SpecSpec):
 
 def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) -> SpecState:
     shape, cfg = spec.shape, spec.target
-    B, N_nodes, D = t.tokens.shape[0], shape.nodes, shape.depth
+    B, N_nodes = t.tokens.shape[0], shape.nodes
     S = s.target_cache.max_len
     live = ~s.done
     base = s.committed - 1  # target slots already filled
@@ -177,7 +178,15 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     if shape.width > 1:  # the accepted nodes' K/V next to the prefix (slot base+1+j ← node path[j])
         cache = cache.gather(base[:, None] + 1 + path, base + 1)
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
+    return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), t, n, path, extra, spec)
 
+
+def advance(draft_params, s: SpecState, t: Tree, n, path, extra, spec: SpecSpec) -> SpecState:
+    """The round's outcome — n accepted nodes along `path`, then `extra` — applied to everything but the
+    target cache: emitted tokens, the drafter's commit, the adaptive k, statistics."""
+    shape, D = spec.shape, spec.shape.depth
+    B = n.shape[0]
+    live = ~s.done
     # emitted tokens e[0..n]: the path, then the extra token; cut at the first EOS and at max_new_tokens
     j = jnp.arange(D + 1)[None]
     path_tok = jnp.concatenate([jnp.take_along_axis(t.tokens, path, axis=1), jnp.zeros((B, 1), jnp.int32)], 1)
@@ -199,8 +208,8 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     if spec.method.adaptive:  # HF's heuristic, for the batch: +2 when every live row took its whole draft
         all_in = jnp.all(~live | (n >= steps))
         k = jnp.clip(jnp.where(all_in, s.k + 2, s.k - 1), 1, D).astype(jnp.int32)
-    return SpecState(cache, dstate, tokens, jnp.where(live, prev, s.prev), jnp.where(live, extra, s.last),
-                     s.committed + jnp.where(live, n + 1, 0), num, done, k, s.stats.update(live, n, steps), key)
+    return SpecState(s.target_cache, dstate, tokens, jnp.where(live, prev, s.prev), jnp.where(live, extra, s.last),
+                     s.committed + jnp.where(live, n + 1, 0), num, done, k, s.stats.update(live, n, steps), s.key)
 
 
 def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:

@@ -12,7 +12,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.runner import AotRunner, RunResult, _timed
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
-from jaxspec.speculative.api import make_spec
+from jaxspec.speculative.api import bind_drafter, make_spec
 from jaxspec.speculative.drafters import DraftModel
 from jaxspec.speculative.engine import SpecMethod, draft_phase, spec_loop, spec_prefill, verify_phase
 from jaxspec.speculative.metrics import summarize
@@ -28,7 +28,7 @@ class SpecRunner(AotRunner):
         drafter = DraftModel(draft_cfg, draft_plan) if drafter is None else drafter
         spec = make_spec(target_cfg, drafter, method, prompt_len=1, max_new_tokens=max_new_tokens,
                          sampling=sampling, eos_ids=eos_ids, plan=plan, max_len=max_len)
-        super().__init__((target_params, draft_params), target_cfg, spec)
+        super().__init__((target_params, drafter.prepare(draft_params)), target_cfg, spec)
         self.method = method.name
 
     def _inputs(self, prompts: Sequence[Sequence[int]]):
@@ -75,8 +75,9 @@ class SpecRunner(AotRunner):
 
 
 def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int, max_len: int,
-                sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = ()):
-    """A `VanillaRunner` (method None) or a `SpecRunner` for loaded models (.params, .cfg, .plan)."""
+                sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), drafter=None):
+    """A `VanillaRunner` (method None) or a `SpecRunner` for loaded models (.params, .cfg, .plan);
+    `drafter`: as for `speculate` (default DraftModel; an unbound EasySpec is bound to the draft)."""
     from jaxspec.runner import VanillaRunner
     if method is None:
         return VanillaRunner(target.params, target.cfg, max_new_tokens=max_new_tokens, max_len=max_len,
@@ -85,4 +86,4 @@ def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int
         raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
     return SpecRunner(target.params, target.cfg, draft.params, draft.cfg, method=method,
                       max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids,
-                      plan=target.plan, draft_plan=draft.plan)
+                      plan=target.plan, draft_plan=draft.plan, drafter=bind_drafter(drafter, draft))

@@ -38,7 +38,11 @@ def accept_greedy(drafts: jax.Array, target_logits: jax.Array, valid: jax.Array 
                   ) -> tuple[jax.Array, jax.Array]:
     """drafts: i32[B, k]; target_logits: f32[B, k+1, V]; valid: optional bool[B, k] prefix mask (an adaptive
     chain shorter than k) → (n_accepted i32[B], extra token i32[B])."""
-    best = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)  # [B, k+1]
+    return accept_greedy_ids(drafts, jnp.argmax(target_logits, axis=-1).astype(jnp.int32), valid)
+
+
+def accept_greedy_ids(drafts: jax.Array, best: jax.Array, valid: jax.Array | None = None):
+    """`accept_greedy` from the target's argmax ids best i32[B, k+1] instead of its logits."""
     ok = drafts == best[:, :-1]
     n = accepted_prefix(ok if valid is None else ok & valid)
     return n, jnp.take_along_axis(best, n[:, None], axis=1)[:, 0]
@@ -80,8 +84,12 @@ def _normalise(x: jax.Array) -> jax.Array:
 def accept_tree_greedy(tree, target_logits: jax.Array, shape) -> tuple[jax.Array, jax.Array, jax.Array]:
     """tree: `Tree`; target_logits: f32[B, 1+N, V] over [root] + nodes.
     Returns (n i32[B] accepted depth, end i32[B] flat index of the deepest accepted node, extra i32[B])."""
+    return accept_tree_greedy_ids(tree, jnp.argmax(target_logits, axis=-1).astype(jnp.int32), shape)
+
+
+def accept_tree_greedy_ids(tree, best: jax.Array, shape) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`accept_tree_greedy` from the target's argmax ids best i32[B, 1+N] over [root] + nodes."""
     K = shape.width
-    best = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)  # [B, 1+N]
     match = tree.valid & (tree.tokens == jnp.take_along_axis(best, tree.parent + 1, axis=1))
     acc = match[:, :K]
     for d in range(2, shape.depth + 1):  # a node needs its parent (one depth up) accepted
