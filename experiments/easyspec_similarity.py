@@ -52,7 +52,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--continuation", type=int, default=134, help="continuation tokens appended (cached length)")
     ap.add_argument("--parallel", type=int, nargs="+", default=[2, 3, 4, 5])
+    ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
+    if args.plot_only:
+        return plot(json.loads(OUT.with_suffix(".json").read_text())["rows"])
     from jaxspec.bench import environment, write_json
     from jaxspec.easyspec import default_groups
     target, draft = load_pair()
@@ -96,11 +99,13 @@ def plot(rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for what, m in (("hidden", "o"), ("query", "s"), ("key", "^")):
-        for r in rows:
-            xs = [x["layer"] for x in r["members"]]
-            ax.scatter(xs, [x[what] for x in r["members"]], marker=m, s=14,
-                       label=f"{what}, N={r['parallel']}" if what == "hidden" or r["parallel"] == 4 else None)
+    for r in rows:  # hidden states for every N; query and key for N = 4
+        ax.plot([x["layer"] for x in r["members"]], [x["hidden"] for x in r["members"]], "o", ms=4,
+                label=f"hidden state, N={r['parallel']}")
+    four = next(r for r in rows if r["parallel"] == 4)
+    for what, m in (("query", "s"), ("key", "^")):
+        ax.plot([x["layer"] for x in four["members"]], [x[what] for x in four["members"]], m, ms=5, mfc="none",
+                color="black" if what == "query" else "gray", label=f"{what}, N=4")
     ax.axhline(0.8, color="gray", lw=0.8, ls="--")
     ax.set_xlabel("draft layer (member j >= 2 of its group)")
     ax.set_ylabel("cosine(true input, group input)")

@@ -184,6 +184,22 @@ def test_greedy_easyspec_equals_vanilla(part, policy, calib, method, batch, mesh
     assert output_ids(state) == vanilla(tp, prompts)
 
 
+@pytest.mark.parametrize("calib", ["every_mismatch", "every_round"])
+def test_batch_rows_equal_single_runs(calib):
+    """Per-row calibration choices: a batch behaves as its rows run alone (every_mismatch rows disagree
+    about skipping, so the mixed step — layer-parallel for all, exact for some — runs)."""
+    from jaxspec.speculative import summarize
+    tp, dp = pair(1, 0.05)
+    prompts = random_prompts(np.random.default_rng(5), [3, 17, 9, 30])
+    drafter = EasySpec(parallel=2, calibration=calib).bind(DRAFT)
+    batch = run(tp, dp, prompts, chain(3), drafter)
+    assert 0 < int(batch.stats.accepted.sum()) < int(batch.stats.drafted.sum())
+    for i, p in enumerate(prompts):
+        single = run(tp, dp, [p], chain(3), drafter)
+        assert output_ids(single) == [output_ids(batch)[i]]
+        assert summarize(single.stats) == summarize(batch.stats, [i])
+
+
 # ---- calibration -----------------------------------------------------------------------------------
 def _slots_match(dp, state, prompts, row, lo, hi):
     """Do the draft cache's slots [lo, hi) of `row` equal a sequential draft over the same tokens?"""

@@ -9,8 +9,9 @@ Policies (official `CandidateRefillPolicy`):
                   catch up at the next mismatch (the official default). Static shapes need a bound on
                   the stretch to recompute: after `max_fuzzy_rounds` skipped rounds the next one
                   calibrates anyway, so the exact block is (max_fuzzy_rounds + 1)·(D + 1) tokens wide.
-                  The choice is batch-wide: a round calibrates when any live row needs it (a row that
-                  did not need it is merely made exact earlier);
+                  The choice is per row: when rows disagree, the layer-parallel step 1 runs for all of
+                  them and the exact pass after it, its block moved past the committed tokens (into
+                  stale slots) for the rows that skip — a batch of B behaves as B single runs;
   prefill_only    only the prompt is exact;
   never           nothing is exact, not even the prompt.
 
@@ -41,13 +42,11 @@ def exact_block_width(calibration: str, depth: int, max_fuzzy_rounds: int) -> in
     return 0
 
 
-def must_calibrate(calibration: str, advanced, all_accepted, pending, depth: int, width: int):
-    """bool[]: does this round calibrate? `advanced` bool[B]: the row committed tokens since the last
-    round (finished rows do not, and do not vote); `pending` i32[B]: tokens an exact pass would feed now."""
-    if calibration == EVERY_ROUND:
-        return jnp.bool_(True)
-    # every_mismatch: a row needs it after a mismatch, or when skipping now could overflow the block
-    return jnp.any(advanced & (~all_accepted | (pending + depth + 1 > width)))
+def rows_to_calibrate(advanced, all_accepted, pending, depth: int, width: int):
+    """every_mismatch, bool[B]: which rows calibrate this round — after a mismatch, or when skipping once
+    more could overflow the block. `advanced`: the row committed tokens since the last round (finished
+    rows do not, and never calibrate); `pending` i32[B]: tokens an exact pass would feed now."""
+    return advanced & (~all_accepted | (pending + depth + 1 > width))
 
 
 def stack_all_layers(params) -> dict:

@@ -120,6 +120,11 @@ class EasySpec:
             prepared = jax.device_put(prepared, NamedSharding(self.mesh, P()))
         return prepared
 
+    def draft_costs(self, params, shape: TreeShape, *, context: int, max_len: int, repeats: int = 5) -> dict:
+        """Measured seconds of a round's first and later draft forwards (the analytic speedup's inputs)."""
+        from jaxspec.easyspec.costs import draft_costs
+        return draft_costs(self, params, shape, context=context, max_len=max_len, repeats=repeats)
+
     def cache_slots(self, slots: int, shape: TreeShape) -> int:
         """Draft cache slots for a target cache of `slots`: room for the widest calibration block."""
         if not self.calibrates:
@@ -151,14 +156,31 @@ class EasySpec:
         return EasySpecState(self._constrain(cache), history, precise, prompt_lens, jnp.zeros((B,), bool),
                              jnp.zeros((B,), jnp.int32), jnp.int32(1))
 
-    def _exact_step1(self, params, st: EasySpecState, committed, width: int):
-        """Calibration fused with step 1: slots [precise, T) exactly, in a block `width` tokens wide."""
-        tokens = _read(st.history, st.precise, width)
-        pos = st.precise[:, None] + jnp.arange(width, dtype=jnp.int32)
-        logits, cache = cal.exact_pass(params["model"], params["layers"], tokens, st.cache.replace(lengths=st.precise),
-                                       pos, (committed - 1 - st.precise)[:, None], self.bound_cfg,
+    def _exact_step1(self, params, st: EasySpecState, committed, width: int, rows=None):
+        """Calibration fused with step 1: slots [precise, T) exactly, in a block `width` tokens wide. With
+        `rows` bool[B], only those rows: the others' block goes to the stale slots from T on."""
+        start = st.precise if rows is None else jnp.where(rows, st.precise, committed)
+        tokens = _read(st.history, start, width)
+        pos = start[:, None] + jnp.arange(width, dtype=jnp.int32)
+        logits, cache = cal.exact_pass(params["model"], params["layers"], tokens, st.cache.replace(lengths=start),
+                                       pos, jnp.maximum(committed - 1 - start, 0)[:, None], self.bound_cfg,
                                        self.scan_calibration)
-        return logits, cache, committed
+        return logits, cache, committed if rows is None else jnp.where(rows, committed, st.precise)
+
+    def _mismatch_step1(self, params, st: EasySpecState, committed, width: int, depth: int):
+        """every_mismatch: exact for every row, layer-parallel for every row, or (rows disagree) both —
+        the layer-parallel step first, then the exact pass for the rows that calibrate."""
+        advanced = committed > st.last_commit
+        rows = cal.rows_to_calibrate(advanced, st.all_accepted, committed - st.precise, depth, width)
+
+        def mixed(s):
+            lf, cache, _ = self._fuzzy_step1(params, s, committed)
+            le, cache, precise = self._exact_step1(params, dataclasses.replace(s, cache=cache), committed, width, rows)
+            return jnp.where(rows[:, None, None], le, lf), cache, precise
+
+        case = jnp.where(jnp.all(rows | ~advanced), 0, jnp.where(jnp.any(rows), 2, 1))
+        return lax.switch(case, [lambda s: self._exact_step1(params, s, committed, width),
+                                 lambda s: self._fuzzy_step1(params, s, committed), mixed], st)
 
     def _fuzzy_step1(self, params, st: EasySpecState, committed):
         """Step 1 without calibration: the committed tokens that have no K/V yet (1 or 2), layer-parallel.
@@ -182,10 +204,7 @@ class EasySpec:
         elif self.calibration == cal.EVERY_ROUND:
             logits, cache, precise = self._exact_step1(params, st, committed, width)
         else:
-            need = cal.must_calibrate(self.calibration, committed > st.last_commit, st.all_accepted,
-                                      committed - st.precise, shape.depth, width)
-            logits, cache, precise = lax.cond(need, lambda s: self._exact_step1(params, s, committed, width),
-                                              lambda s: self._fuzzy_step1(params, s, committed), st)
+            logits, cache, precise = self._mismatch_step1(params, st, committed, width, shape.depth)
         cache = self._constrain(cache)
 
         def step(cache, leaves, anc, d):  # depth-(d-1) nodes sit in slots T + (d-2)K.., position T + d - 2

@@ -43,9 +43,19 @@ def time_forward(params, cfg: ModelConfig, T: int, *, context: int, max_len: int
 
 
 def step_costs(target_params, target_cfg: ModelConfig, draft_params, draft_cfg: ModelConfig, shape: TreeShape, *,
-               context: int, max_len: int, repeats: int = 5) -> dict:
-    """Seconds of the forwards a round is made of (see the module docstring)."""
+               context: int, max_len: int, repeats: int = 5, drafter=None) -> dict:
+    """Seconds of the forwards a round is made of (see the module docstring). A `drafter` with its own
+    `draft_costs` (EasySpec: calibration pass, layer-parallel steps) times its forwards itself, on the
+    params its `prepare` made."""
     tree = shape.width > 1
+    if drafter is not None and hasattr(drafter, "draft_costs"):
+        return {"context": context,
+                "target_step_s": time_forward(target_params, target_cfg, 1, context=context, max_len=max_len,
+                                              repeats=repeats),
+                "verify_s": time_forward(target_params, target_cfg, 1 + shape.nodes, context=context,
+                                         max_len=max_len, tree=tree, repeats=repeats),
+                **drafter.draft_costs(drafter.prepare(draft_params), shape, context=context, max_len=max_len,
+                                      repeats=repeats)}
     return {
         "context": context,
         "target_step_s": time_forward(target_params, target_cfg, 1, context=context, max_len=max_len, repeats=repeats),

@@ -1,0 +1,97 @@
+"""A MODEL, not a measurement (issue 13 §4.5): EasySpec on 8 GPUs in the paper's setting — the target
+tensor-parallel over TP = 8, the draft on one GPU (sequential) or its groups on the `layer` axis — from
+weight bytes, an assumed bandwidth and collective latency, and the acceptance measured here
+(results/easyspec_acceptance.json). No GPU was used.
+
+At batch 1 every forward is bound by the weights it reads:
+  target step, TP = 8   t_T = W_T / 8 / BW + 2 · L_T · c          (two all-reduces per layer)
+  verification          t_V = t_T                                   (1 + D·K tokens, still weight-bound)
+  draft step, seq.      t_D = W_D / BW
+  draft step, EasySpec  t_E = (W_D − Σ_groups (N_g − 1) · w_attn) / BW + G · c
+                        (a group's N attention blocks run at once on N GPUs: one attention read, N MLP
+                        reads and one all-gather per group; G groups)
+  round                 sequential draft: D · t_D + t_V;  EasySpec: t_D (calibration = step 1) + (D − 1) · t_E + t_V
+  speedup vs TP = 8 vanilla = τ · t_T / round,   τ = measured mean accepted length
+with W = bf16 weight bytes read per step (LM head included, input embedding gathered), w_attn = one
+layer's attention bytes, BW = 1.5 TB/s (an A100's 2.0 TB/s at 75%) and c = 10 µs per small NCCL
+collective — assumptions, stated in the JSON.
+
+    python experiments/easyspec_gpu_model.py      # reads the acceptance JSON, writes results/easyspec_gpu_model.json"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BW, COLL = 1.5e12, 10e-6
+BYTES = 2  # bf16
+
+
+def shapes(D, F, H, Hkv, K, L, V, tied):
+    attn = D * H * K * 2 + D * Hkv * K * 2
+    mlp = 3 * D * F
+    head = V * D
+    return {"w_attn": attn * BYTES, "w_mlp": mlp * BYTES, "layers": L, "head": head * BYTES,
+            "step_bytes": (L * (attn + mlp) + head) * BYTES}
+
+
+MODELS = {  # (hidden, mlp, heads, kv heads, head dim, layers, vocab, tied)
+    "qwen2.5-coder-1.5b": shapes(1536, 8960, 12, 2, 128, 28, 151936, True),
+    "qwen2.5-coder-0.5b": shapes(896, 4864, 14, 2, 64, 24, 151936, True),
+    "llama-3-70b": shapes(8192, 28672, 64, 8, 128, 80, 128256, False),
+    "llama-3-8b": shapes(4096, 14336, 32, 8, 128, 32, 128256, False),
+}
+
+
+def groups(L: int, N: int) -> list[int]:
+    """Group sizes of the default partition: [0], groups of N over 1..L-2, [L-1]."""
+    mid = L - 2
+    return [1] + [min(N, mid - i) for i in range(0, mid, N)] + [1]
+
+
+def draft_step(draft: dict, N: int) -> float:
+    if N == 1:
+        return draft["step_bytes"] / BW
+    sizes = groups(draft["layers"], N)
+    saved = sum((n - 1) * draft["w_attn"] for n in sizes)
+    return (draft["step_bytes"] - saved) / BW + sum(1 for n in sizes if n > 1) * COLL
+
+
+def main() -> None:
+    target, draft = MODELS["qwen2.5-coder-1.5b"], MODELS["qwen2.5-coder-0.5b"]
+    t_T = target["step_bytes"] / 8 / BW + 2 * target["layers"] * COLL
+    acc = json.loads((RESULTS / "easyspec_acceptance.json").read_text())["rows"]
+    rows = []
+    for r in acc:
+        if r["policy"] != "attn_only" or r["calibration"] not in ("every_round",):
+            continue
+        D, N = r["depth"], r["parallel"]
+        t_D, t_E = draft["step_bytes"] / BW, draft_step(draft, N)
+        rnd = (D * t_D if N == 1 else t_D + (D - 1) * t_E) + t_T
+        rows.append({"source": r["source"], "parallel": N, "width": r["width"], "depth": D,
+                     "mean_accepted_length": r["mean_accepted_length"], "draft_step_ms": 1e3 * t_E,
+                     "drafting_ms_per_round": 1e3 * (rnd - t_T), "round_ms": 1e3 * rnd,
+                     "speedup_vs_tp8_vanilla": r["mean_accepted_length"] * t_T / rnd})
+    paper = {}  # the paper's pair, drafting stage only: what weight bytes allow
+    for N in (2, 3, 4, 5):
+        d = MODELS["llama-3-8b"]
+        paper[f"N={N}"] = {"drafting_speedup_bound": d["step_bytes"] / BW / draft_step(d, N)}
+    out = {"label": "MODEL: bandwidth and latency arithmetic, no GPU measured",
+           "assumptions": {"bandwidth_B_per_s": BW, "collective_latency_s": COLL, "weights": "bf16",
+                           "target_tp": 8, "draft_tp": 1},
+           "target_step_ms_tp8": 1e3 * t_T, "draft_step_ms_sequential": 1e3 * draft["step_bytes"] / BW,
+           "draft_attention_share": draft["w_attn"] / (draft["w_attn"] + draft["w_mlp"]),
+           "rows": rows, "paper_pair_llama3_8b_drafting_bound": paper,
+           "llama3_8b_attention_share": MODELS["llama-3-8b"]["w_attn"] /
+           (MODELS["llama-3-8b"]["w_attn"] + MODELS["llama-3-8b"]["w_mlp"])}
+    (RESULTS / "easyspec_gpu_model.json").write_text(json.dumps(out, indent=1))
+    print(f"target step TP=8 {out['target_step_ms_tp8']:.3f} ms, draft step {out['draft_step_ms_sequential']:.3f} ms")
+    for r in rows:
+        print(f"{r['source']} N={r['parallel']} width={r['width']}: tau {r['mean_accepted_length']:.2f}, draft step "
+              f"{r['draft_step_ms']:.3f} ms, round {r['round_ms']:.2f} ms, modeled speedup {r['speedup_vs_tp8_vanilla']:.2f}x")
+    print("paper pair (Llama-3-8B draft) drafting-stage bound:", {k: round(v["drafting_speedup_bound"], 3)
+                                                                  for k, v in paper.items()})
+
+
+if __name__ == "__main__":
+    main()
