@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
     if args.plot_only:
+        print(table())
         return plot()
     from conversion.tokenizer import eos_ids
     from jaxspec.bench import environment, write_json
@@ -119,7 +120,38 @@ def main() -> None:
         result["setup"] = {"target": "qwen2.5-coder-1.5b-instruct", "draft": "qwen2.5-coder-0.5b-instruct",
                            "dtype": "float32", "greedy": True}
         write_json(result, OUT)
+    print(table())
     plot()
+
+
+def table() -> str:
+    """Markdown: per source, policy, width and calibration, α and τ (mean accepted length) over N, and the
+    relative change of α against the sequential draft (N = 1)."""
+    rows = json.loads(OUT.read_text())["rows"]
+    lines = []
+    for src in sorted({r["source"] for r in rows}):
+        sel = [r for r in rows if r["source"] == src]
+        Ns = sorted({r["parallel"] for r in sel})
+        lines += [f"{src} ({sel[0]['prompts']} prompts, depth {sel[0]['depth']}, {sel[0]['max_new_tokens']} new tokens): "
+                  "acceptance α, mean accepted length τ, α vs the sequential draft", "",
+                  "| policy | width | calibration | " + " | ".join(f"N = {n}" for n in Ns) + " |",
+                  "|---|---|---|" + "---|" * len(Ns)]
+        for pol, w, c in sorted({(r["policy"], r["width"], r["calibration"]) for r in sel if r["parallel"] > 1}):
+            base = next((r for r in sel if r["parallel"] == 1 and r["width"] == w), None)
+            cells = []
+            for n in Ns:
+                r = base if n == 1 else next((x for x in sel if (x["policy"], x["width"], x["calibration"],
+                                                                  x["parallel"]) == (pol, w, c, n)), None)
+                if r is None:
+                    cells.append("")
+                    continue
+                rel = f" ({r['acceptance_rate'] / base['acceptance_rate'] - 1:+.0%})" if base and n > 1 else ""
+                cells.append(f"{r['acceptance_rate']:.3f} / {r['mean_accepted_length']:.2f}{rel}")
+            lines.append(f"| {pol} | {w} | {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    (RESULTS / "easyspec_acceptance.md").write_text(text)
+    return text
 
 
 def plot() -> None:

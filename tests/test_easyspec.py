@@ -61,6 +61,8 @@ def test_default_partition_and_splitting():
     d = EasySpec(parallel=4).bind(DRAFT, make_mesh({"layer": 2}))
     assert d.groups == ((0,), (1, 2), (3, 4), (5,))
     assert EasySpec(parallel=4).bind(DRAFT).groups == ((0,), (1, 2, 3, 4), (5,))
+    one = EasySpec(parallel=4).bind(DRAFT, make_mesh({"layer": 1, "tp": 2}))  # no layer axis to split for
+    assert one.groups == ((0,), (1, 2, 3, 4), (5,)) and one.layer_mesh is None
 
 
 @pytest.mark.parametrize("groups,message", [
@@ -163,7 +165,7 @@ def test_group_step_compiles_to_one_all_gather_and_no_weight_gather():
 
 
 # ---- lossless --------------------------------------------------------------------------------------
-MESHES = [None, {"layer": 2}, {"layer": 4}, {"layer": 4, "tp": 2}]
+MESHES = [None, {"layer": 2}, {"layer": 4}, {"layer": 4, "tp": 2}, {"tp": 2}]
 PARTITIONS = [dict(parallel=2), dict(parallel=4), dict(parallel=3, head=0, tail=0), dict(groups=((0, 1), (2, 3, 4, 5)))]
 EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(4, 3)]
 

@@ -79,7 +79,7 @@ class EasySpec:
         L = cfg.num_layers
         groups = check_groups(self.groups, L) if self.groups is not None else \
             default_groups(L, self.parallel, self.head, self.tail)
-        if mesh is not None and LAYER in mesh.shape:
+        if mesh is not None and mesh.shape.get(LAYER, 1) > 1:  # a layer axis of 1 (or none): the vmap path
             groups = split_groups(groups, mesh.shape[LAYER])
         return dataclasses.replace(self, cfg=cfg, groups=groups, mesh=mesh)
 
