@@ -7,7 +7,7 @@ bytes); the target is that it does not lose more than 5% against the sequential 
 
     python experiments/easyspec_end_to_end.py --source humaneval --limit 10      # ~40 min on the 2-core box
 
-Writes results/easyspec_e2e_<source>.json (rows per method + the stacked weights' extra memory)."""
+Writes results/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked weights' extra memory)."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +53,7 @@ def main() -> None:
            "partition": bound.describe()["partition_text"], "env": van["env"]}
     log(f"easyspec / sequential draft, end to end: {out['ratios']}; stacked weights {extra / 2**20:.0f} MiB "
         f"({extra / draft_bytes:.1%} of the draft)")
-    write_json(out, RESULTS / f"easyspec_e2e_{args.source.replace(':', '-')}.json")
+    write_json(out, RESULTS / f"easyspec_e2e_{args.source.replace(':', '-')}_N{args.parallel}.json")
 
 
 if __name__ == "__main__":
