@@ -7,10 +7,14 @@ bytes); the target is that it does not lose more than 5% against the sequential 
 
     python experiments/easyspec_end_to_end.py --source humaneval --limit 10      # ~40 min on the 2-core box
 
-Writes results/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked weights' extra memory)."""
+    python experiments/easyspec_end_to_end.py --plot-only                          # redraw from the JSONs
+
+Writes results/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked weights' extra memory)
+and results/easyspec_e2e.png (tok/s of every method, one panel per JSON)."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from easyspec_data import DRAFT, RESULTS, TARGET, load_pair, log
 
@@ -24,7 +28,10 @@ def main() -> None:
     ap.add_argument("--tree", default="5x2")
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--calibration", default="every_round")
+    ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
+    if args.plot_only:
+        return plot()
     import jax
 
     from jaxspec.bench import run_bench, write_json
@@ -54,6 +61,37 @@ def main() -> None:
     log(f"easyspec / sequential draft, end to end: {out['ratios']}; stacked weights {extra / 2**20:.0f} MiB "
         f"({extra / draft_bytes:.1%} of the draft)")
     write_json(out, RESULTS / f"easyspec_e2e_{args.source.replace(':', '-')}_N{args.parallel}.json")
+    plot()
+
+
+def plot() -> None:
+    """One panel per easyspec_e2e_*.json: tok/s per method (vanilla grey, sequential draft blue, EasySpec
+    orange), each bar labelled with its speedup over vanilla and its mean accepted length."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = sorted(RESULTS.glob("easyspec_e2e_*.json"))
+    fig, axes = plt.subplots(1, len(paths), figsize=(4.2 * len(paths), 3.8), squeeze=False)
+    for ax, path in zip(axes[0], paths):
+        d = json.loads(path.read_text())
+        names = list(d["rows"])
+        tps = [d["rows"][n]["tok_per_s"] for n in names]
+        colors = ["gray" if n == "vanilla" else "tab:orange" if n.startswith("easyspec") else "tab:blue" for n in names]
+        bars = ax.bar(range(len(names)), tps, color=colors)
+        for b, n in zip(bars, names):
+            r = d["rows"][n]
+            text = "1.00x" if n == "vanilla" else f"{r['speedup']:.2f}x\nτ {r['mean_accepted_length']:.2f}"
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), text, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("tokens/s")
+        ax.set_ylim(0, max(tps) * 1.25)
+        n = path.stem.rsplit("_N", 1)[1]
+        ax.set_title(f"EasySpec N = {n}: {d['source']}, {d['prompts']} prompts", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("EasySpec vs the sequential draft, end to end: 0.5B drafts for 1.5B, one CPU device, fp32, batch 1", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "easyspec_e2e.png", dpi=120)
+    log(f"wrote {RESULTS / 'easyspec_e2e.png'}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ the official HF-style code): each layer's attention issues a_k kernels and its M
 (assumed 15, 7 and 5 µs), so a draft layer costs bytes/BW + (a_k + m_k)·ℓ and a group of N costs one
 attention's launches plus N MLPs' — parallel attention then removes (N − 1)·a_k launches per group.
 
-    python experiments/easyspec_gpu_model.py      # reads the acceptance JSON, writes results/easyspec_gpu_model.json"""
+    python experiments/easyspec_gpu_model.py      # reads the acceptance JSON, writes results/easyspec_gpu_model.{json,png}"""
 from __future__ import annotations
 
 import json
@@ -106,6 +106,43 @@ def main() -> None:
     for k, v in paper.items():
         print(f"drafting speedup {k}: bandwidth only {v['bandwidth_only']:.3f}x, with eager launches "
               f"{v['with_eager_launches']:.3f}x")
+    plot(out)
+
+
+def plot(out: dict) -> None:
+    """Left: modeled drafting-stage speedup over N for the paper's 8B draft and our 0.5B, bandwidth only and
+    with eager launches. Right: modeled end-to-end speedup over TP = 8 vanilla on chat HumanEval, per width."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, color in (("llama-3-8b", "tab:green"), ("qwen2.5-coder-0.5b", "tab:orange")):
+        Ns = [1] + [int(k.rsplit("=", 1)[1]) for k in out["drafting_speedup"] if k.startswith(name)]
+        for key, style in (("bandwidth_only", "--"), ("with_eager_launches", "-")):
+            ys = [1.0] + [v[key] for k, v in out["drafting_speedup"].items() if k.startswith(name)]
+            a.plot(Ns, ys, style, marker="o", color=color, label=f"{name}, {key.replace('_', ' ')}")
+    a.axhline(1.62, color="gray", lw=0.8, ls=":", label="paper: drafting up to 1.62x")
+    a.set_xlabel("layer-parallel size N")
+    a.set_xticks([1, 2, 3, 4, 5])
+    b.set_xticks([1, 2, 3, 4, 5])
+    a.set_ylabel("drafting-stage speedup (model)")
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
+    for w, color in ((1, "tab:blue"), (2, "tab:purple"), (4, "tab:red")):
+        rows = sorted((r for r in out["rows"] if r["source"] == "humaneval" and r["width"] == w),
+                      key=lambda r: r["parallel"])
+        b.plot([r["parallel"] for r in rows], [r["speedup_vs_tp8_vanilla"] for r in rows], marker="o", color=color,
+               label=f"width {w}" if w > 1 else "chain")
+    b.axhline(1.0, color="gray", lw=0.8)
+    b.set_xlabel("layer-parallel size N (1 = sequential draft)")
+    b.set_ylabel("speedup over TP=8 vanilla (model, bandwidth only)")
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3)
+    fig.suptitle("MODEL, no GPU measured: EasySpec on 8 GPUs, 0.5B drafts for 1.5B (bandwidth 1.5 TB/s, "
+                 "collective 10 µs, launch 5 µs), τ measured on chat HumanEval", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "easyspec_gpu_model.png", dpi=120)
+    print(f"wrote {RESULTS / 'easyspec_gpu_model.png'}")
 
 
 if __name__ == "__main__":

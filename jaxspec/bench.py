@@ -157,7 +157,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         base = vanilla["prompts"] if vanilla is not None else _rows(prepared(None)[0], prompts, ids, seed, log, "vanilla ")
         _add_vanilla(base, rows, summary)
     if method is not None:
-        _add_analytic(m, d, method, ids, max_new_tokens, max_len, summary, log,
+        _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
     if hf_baseline:
         _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log)
@@ -192,10 +192,11 @@ def _add_vanilla(base: list[dict], rows: list[dict], summary: dict) -> None:
     summary["vanilla_identical"] = sum(r["vanilla_identical"] for r in rows)
 
 
-def _add_analytic(m, d, method, ids, max_new_tokens, max_len, summary, log, drafter=None) -> None:
+def _add_analytic(m, d, draft_params, method, ids, max_new_tokens, max_len, summary, log, drafter=None) -> None:
+    """`draft_params`: as the runner's drafter prepared them (EasySpec's stacked groups made once, not again)."""
     from jaxspec.speculative.costs import analytic_speedup, step_costs
     context = int(np.mean([len(i) for i in ids])) + max_new_tokens // 2  # a typical cache fill mid-generation
-    costs = step_costs(m.params, m.cfg, d.params, d.cfg, method.shape, context=context, max_len=max_len,
+    costs = step_costs(m.params, m.cfg, draft_params, d.cfg, method.shape, context=context, max_len=max_len,
                        drafter=drafter)
     summary["step_costs"] = costs
     summary.update(analytic_speedup(costs, summary["mean_accepted_length"], summary["mean_drafted_depth"]))

@@ -107,6 +107,11 @@ def project_qkv(p: dict, x: jax.Array, positions: jax.Array, cfg: ModelConfig):
 def attend(p: dict, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
     """Attention of q f32[B, T, H, K] over the first W = mask.shape[-1] cache slots (new entries already
     written), then the output projection: → delta f32[B, T, D]."""
+    return linear(attention_mix(q, k_cache, v_cache, mask, cfg), p["wo"])
+
+
+def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
+    """`attend` before its output projection: the heads' mixed values, f32[B, T, H*K]."""
     B, T = q.shape[:2]
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     W = mask.shape[-1]
@@ -119,8 +124,7 @@ def attend(p: dict, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: 
     s = jnp.where(mask[:, None, None], s.reshape(B, Hkv, G, T, W), -jnp.inf)  # [B, Hkv, G, T, W]
     w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype).reshape(B, Hkv, G * T, W)
     o = jnp.einsum("bnms,bnsk->bnmk", w, vw)  # [B, Hkv, G*T, K]
-    o = jnp.transpose(o.reshape(B, Hkv, G, T, K), (0, 3, 1, 2, 4)).reshape(B, T, Hkv * G * K)
-    return linear(o, p["wo"])
+    return jnp.transpose(o.reshape(B, Hkv, G, T, K), (0, 3, 1, 2, 4)).reshape(B, T, Hkv * G * K)
 
 
 def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions: jax.Array,

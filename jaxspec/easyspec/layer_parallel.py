@@ -15,9 +15,9 @@ replicated and exact wherever calibration rewrote it) and runs the MLPs (ATTN_ON
 (DIRECT_MLP, whose MLP also ran on device j). Calibration therefore needs no communication at all.
 Per group step the all-gather moves N · B·T·(D + 2·Hkv·K) floats; the README gives the figures.
 
-Single device: the N attention blocks are vmapped over the group's attention weights, stacked once by
-`stack_group_weights` (extra memory: the grouped layers' attention weights, ~12% of the Qwen-0.5B
-draft's layer bytes)."""
+Single device: the N attention blocks' projections (q/k/v, output) are vmapped over the group's
+attention weights, stacked once by `stack_group_weights` (extra memory: the grouped layers' attention
+weights, ~12% of the Qwen-0.5B draft's layer bytes); each member's softmax reads its own cache in place."""
 from __future__ import annotations
 
 import functools
@@ -29,7 +29,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
-from jaxspec.layers import attend, mlp_block, project_qkv, write_kv
+from jaxspec.layers import attend, attention_mix, linear, mlp_block, project_qkv, write_kv
 from jaxspec.model import decoder_layer, embed, head
 
 ATTN_ONLY, DIRECT_MLP = "attn_only", "direct_mlp"
@@ -56,14 +56,20 @@ def member_attention(p: dict, h, k_cache, v_cache, positions, write_at, mask, cf
 
 
 def _vmapped_members(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg, policy):
-    """Single device: the members' attention as one vmapped computation over stacked weights."""
-    kg, vg = jnp.stack([ks[l] for l in group]), jnp.stack([vs[l] for l in group])  # [N, B, Hkv, S, K]
-    run = jax.vmap(functools.partial(member_attention, cfg=cfg), in_axes=(0, None, 0, 0, None, None, None))
-    a, k, v = run(stacked, h, kg, vg, positions, write_at, mask)  # a [N, B, T, D]; k, v [N, B, T, Hkv, K]
+    """Single device: the members' weight-bound projections (q/k/v and output) vmapped over the stacked
+    weights; each member's attention reads its own cache, written in place (stacking the N caches
+    instead would copy N·B·Hkv·S·K floats per step, growing with the context)."""
+    q, k, v = jax.vmap(functools.partial(project_qkv, cfg=cfg), in_axes=(0, None, None))(stacked, h, positions)
+    mixed = []  # q [N, B, T, H, K]; k, v [N, B, T, Hkv, K]
+    for j, l in enumerate(group):
+        ks[l] = write_kv(ks[l], k[j], write_at)
+        vs[l] = write_kv(vs[l], v[j], write_at)
+        mixed.append(attention_mix(q[j], ks[l], vs[l], mask, cfg))
+    a = jax.vmap(linear)(jnp.stack(mixed), stacked["wo"])  # [N, B, T, D]
     outs = [a[j] for j in range(len(group))]
     if policy == DIRECT_MLP:
         outs = [o + mlp_block(params["layers"][l], h + o, cfg) for o, l in zip(outs, group)]
-    return outs, [k[j] for j in range(len(group))], [v[j] for j in range(len(group))]
+    return outs
 
 
 def _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, policy, mesh: Mesh):
@@ -97,10 +103,10 @@ def _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, p
     gathered = jax.shard_map(body, mesh=mesh, in_specs=(P(),) * 7, out_specs=P(), check_vma=False)(
         layers, h, kcs, vcs, positions, write_at, mask)
     shape = (B, T, cfg.num_kv_heads, cfg.head_dim)
-    outs = [gathered[j, ..., :D] for j in range(N)]
-    kn = [gathered[j, ..., D:D + KV].reshape(shape) for j in range(N)]
-    vn = [gathered[j, ..., D + KV:].reshape(shape) for j in range(N)]
-    return outs, kn, vn
+    for j, l in enumerate(group):  # every device writes every member's new rows: the caches stay replicated
+        ks[l] = write_kv(ks[l], gathered[j, ..., D:D + KV].reshape(shape), write_at)
+        vs[l] = write_kv(vs[l], gathered[j, ..., D + KV:].reshape(shape), write_at)
+    return [gathered[j, ..., :D] for j in range(N)]
 
 
 def group_step(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg: ModelConfig, policy: str,
@@ -108,12 +114,9 @@ def group_step(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg
     """One group: h f32[B, T, D] → x f32[B, T, D]; ks/vs are the per-layer cache lists, updated in place
     at `write_at` for every member."""
     if mesh is None:
-        outs, kn, vn = _vmapped_members(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg, policy)
+        outs = _vmapped_members(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg, policy)
     else:
-        outs, kn, vn = _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, policy, mesh)
-    for j, l in enumerate(group):
-        ks[l] = write_kv(ks[l], kn[j], write_at)
-        vs[l] = write_kv(vs[l], vn[j], write_at)
+        outs = _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, policy, mesh)
     if policy == DIRECT_MLP:
         return h + sum(outs[1:], outs[0])
     x = h
