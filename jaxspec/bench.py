@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec.decode import cache_slots
 from jaxspec.params import param_bytes
 from jaxspec.prompts import encode, load_prompts
 from jaxspec.sampling import GREEDY
@@ -110,9 +111,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
     eos = stop_ids(m.tokenizer, m.cfg)
     extra_slots = method.shape.nodes + 1 if method is not None else 0
-    # one cache size for the whole run (one compiled loop); every decode step's attention reads all of
-    # it, so round up to 128 slots rather than to a power of two
-    max_len = -(-(max(len(i) for i in ids) + max_new_tokens + extra_slots) // 128) * 128
+    max_len = cache_slots(max(len(i) for i in ids) + max_new_tokens + extra_slots)  # one size: one compiled loop
 
     def prepared(meth):
         runner = make_runner(m, d, meth, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos,

@@ -81,7 +81,7 @@ def cmd_generate(args) -> int:
 
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.decode import bucket
+    from jaxspec.decode import cache_slots
     from jaxspec.prompts import Prompt, encode, load_prompts
     from jaxspec.sampling import SamplingConfig
     from jaxspec.sharding import parse_mesh
@@ -106,8 +106,8 @@ def cmd_generate(args) -> int:
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
-    extra = method.shape.nodes + 1 if method is not None else 0
-    max_len = bucket(max(map(len, ids)) + args.max_new_tokens + extra, 64)
+    extra = method.shape.nodes + 1 if method is not None else 0  # one verification block past the end
+    max_len = cache_slots(max(map(len, ids)) + args.max_new_tokens + extra)
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
     runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
     if args.method == "easyspec":

@@ -55,6 +55,13 @@ def bucket(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << (max(n, 1) - 1).bit_length())
 
 
+def cache_slots(need: int) -> int:
+    """The one rounding rule for KV cache sizes (vanilla, speculative, CLI, benchmarks): `need` slots
+    rounded up to a multiple of 128. Every decode step's attention reads the whole cache, so a power of
+    two would cost up to twice the reads; multiples of 128 still bound the recompiles."""
+    return -(-max(need, 1) // 128) * 128
+
+
 def prompt_width(n: int, step: int = 32) -> int:
     """Padded prefill width: a power of two up to `step`, then a multiple of `step`. Prefill is
     compute-bound, so padding 130 tokens to 256 would double its cost; 160 wastes 19%."""
@@ -80,7 +87,7 @@ def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_toke
     if need > cfg.max_position_embeddings:
         raise ValueError(f"prompt too long: {int(lens.max())} prompt + {max_new_tokens} new tokens exceeds the "
                          f"model's {cfg.max_position_embeddings} positions")
-    slots = max_len if max_len is not None else bucket(need, 64)
+    slots = max_len if max_len is not None else cache_slots(need)
     if need > slots:
         raise ValueError(f"prompt too long for the cache: {int(lens.max())} + {max_new_tokens} new tokens "
                          f"> {slots} slots (cache overflow)")

@@ -107,8 +107,8 @@ def test_no_groups_is_draft_model_bit_for_bit():
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
             for l in range(DRAFT.num_layers):  # every committed slot's K/V, to the bit
                 for i, n in enumerate(np.asarray(got.committed) - 2):
-                    for c_got, c_ref in ((got.draft_state.cache.k, ref.draft_state.k),
-                                         (got.draft_state.cache.v, ref.draft_state.v)):
+                    for c_got, c_ref in ((got.draft_state.cache.k, ref.draft_state.cache.k),
+                                         (got.draft_state.cache.v, ref.draft_state.cache.v)):
                         np.testing.assert_array_equal(np.asarray(c_got[l][i, :, :n]), np.asarray(c_ref[l][i, :, :n]))
 
 

@@ -1,6 +1,6 @@
 """Sampling through the speculative engine is lossless: on a tiny vocab, the first three generated tokens
-of chain, adaptive-chain and tree speculation — with the separate draft model and with EasySpec's
-layer-parallel draft (both draft layers in one group) — follow the target's exact joint distribution (enumerated by
+of chain, adaptive-chain and tree speculation — with the separate draft model, with EasySpec's
+layer-parallel draft (both draft layers in one group) and with LayerSkip's self-draft — follow the target's exact joint distribution (enumerated by
 full forwards), with temperature, top-k and top-p. Chi-square over 20k samples on every cell with
 p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
 import itertools
@@ -13,6 +13,7 @@ import pytest
 from jaxspec import forward, init_cache
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
+from jaxspec.selfspec import LayerSkip
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
 from tests.spec_helpers import make_pair
@@ -69,6 +70,13 @@ EASY = [
 ]
 
 
+SELF = [  # (method, sampling, exit layer) of the self-drafter: the target's first layers draft
+    (chain(2), SamplingConfig(1.0), 1),
+    (tree(2, 3), SamplingConfig(0.8, top_k=4), 2),
+    (chain(1, adaptive=True, k_max=3), SamplingConfig(0.7, top_p=0.8), 1),
+]
+
+
 @pytest.mark.parametrize("method,sampling", CASES, ids=lambda x: getattr(x, "name", str(x)))
 def test_speculative_sampling_matches_the_target_joint(method, sampling):
     check_sampling(method, sampling, DraftModel(DRAFT))
@@ -79,9 +87,14 @@ def test_easyspec_sampling_matches_the_target_joint(method, sampling, drafter):
     check_sampling(method, sampling, drafter.bind(DRAFT))
 
 
+@pytest.mark.parametrize("method,sampling,exit_layer", SELF, ids=["chain2-E1", "tree2x3-E2", "adaptive-E1"])
+def test_layerskip_sampling_matches_the_target_joint(method, sampling, exit_layer):
+    check_sampling(method, sampling, LayerSkip(exit_layer).bind(TARGET))
+
+
 def check_sampling(method, sampling, drafter):
     tp, dp = make_pair(4, 1.0, TARGET, DRAFT, scale=0.5)  # lam = 1: draft and target disagree often
-    dp = drafter.prepare(dp)
+    dp = drafter.prepare(None if drafter.writes_target_cache else dp)  # a self-drafter has no params
     p = exact_joint(tp, sampling)
     spec = make_spec(TARGET, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
                      sampling=sampling, max_len=32)

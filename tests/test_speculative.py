@@ -100,7 +100,7 @@ def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
     for i, (p, out) in enumerate(zip(prompts, outs)):
         seq = p + out
         for params, cfg, cache, n in ((tp, TARGET, state.target_cache, len(seq) - 1),
-                                      (dp, DRAFT, state.draft_state, len(seq) - 2)):
+                                      (dp, DRAFT, state.draft_state.cache, len(seq) - 2)):
             # the committed tokens in the cache: all but the newest (target), all but the newest two (draft)
             ref = forward(params, jnp.asarray([seq]), init_cache(cfg, 1, SLOTS), cfg)[1]
             for layer in range(cfg.num_layers):

@@ -25,6 +25,7 @@ from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward_prompt
 from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import Tree, TreeShape
 
 from jaxspec.easyspec import calibration as cal
@@ -42,6 +43,7 @@ class EasySpecState:
     all_accepted: jax.Array  # bool[B] the last round accepted its whole draft
     last_commit: jax.Array  # i32[B] T at the last commit (a row that did not advance since is finished)
     steps: jax.Array  # i32[] depths drafted in the current round (adaptive chains: < D)
+    k: jax.Array  # i32[] depths to draft next round (an adaptive chain's k; else D)
 
 
 def _write(buf, rows, at):  # buf i32[B, S] ← rows i32[B, n] at per-row slot at i32[B]
@@ -53,7 +55,7 @@ def _read(buf, at, n: int):  # n tokens per row from slot at i32[B]
 
 
 @dataclasses.dataclass(frozen=True)
-class EasySpec:
+class EasySpec(Drafter):
     """The configuration; `bind(cfg, mesh)` resolves it for one draft model (speculate does that)."""
     parallel: int = 4  # N, the layer-parallel size of the default partition
     head: int = 1  # leading sequential layers
@@ -140,7 +142,9 @@ class EasySpec:
         return fuzzy_forward(params["model"], params["groups"], self.groups, tokens, cache, positions, mask,
                              self.bound_cfg, self.policy, self.layer_mesh, logits_at=logits_at, advance=advance)
 
-    def init(self, params, prompts: jax.Array, prompt_lens: jax.Array, max_len: int) -> EasySpecState:
+    def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int,
+             method) -> EasySpecState:
+        del target
         cfg = self.bound_cfg
         B, Pw = prompts.shape
         cache = self._constrain(init_cache(cfg, B, max_len))
@@ -154,7 +158,7 @@ class EasySpec:
             precise = prompt_lens
         history = jnp.zeros((B, max_len), jnp.int32).at[:, :Pw].set(prompts)
         return EasySpecState(self._constrain(cache), history, precise, prompt_lens, jnp.zeros((B,), bool),
-                             jnp.zeros((B,), jnp.int32), jnp.int32(1))
+                             jnp.zeros((B,), jnp.int32), jnp.int32(1), jnp.int32(method.k_start))
 
     def _exact_step1(self, params, st: EasySpecState, committed, width: int, rows=None):
         """Calibration fused with step 1: slots [precise, T) exactly, in a block `width` tokens wide. With
@@ -193,11 +197,13 @@ class EasySpec:
                                     logits_at=(committed - 1 - start)[:, None])
         return logits, cache, st.precise
 
-    def propose(self, params, st: EasySpecState, prev, last, committed, key, shape: TreeShape,
-                sampling: SamplingConfig, steps) -> tuple[EasySpecState, Tree]:
+    def propose(self, params, st: EasySpecState, target: Target, rnd: Round, key, *, method,
+                sampling: SamplingConfig) -> tuple[EasySpecState, Tree, KVCache]:
+        shape, committed, steps = method.shape, rnd.committed, adaptive_steps(method, st.k)
         S = st.cache.max_len
         K = shape.width
-        st = dataclasses.replace(st, history=_write(st.history, jnp.stack([prev, last], 1), committed - 2))
+        # `history` holds slot T-2 already (an accepted node, or the previous round's last): add `last`
+        st = dataclasses.replace(st, history=_write(st.history, rnd.last[:, None], committed - 1))
         width = cal.exact_block_width(self.calibration, shape.depth, self.max_fuzzy_rounds)
         if not self.calibrates:
             logits, cache, precise = self._fuzzy_step1(params, st, committed)
@@ -216,15 +222,17 @@ class EasySpec:
         cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, steps)
         st = dataclasses.replace(st, cache=cache.replace(lengths=committed), precise=precise, cached=committed,
                                  steps=jnp.asarray(steps, jnp.int32))
-        return st, tree
+        return st, tree, target.cache
 
-    def commit(self, params, st: EasySpecState, tree: Tree, n, path, committed, shape: TreeShape) -> EasySpecState:
+    def commit(self, params, st: EasySpecState, out: Outcome, *, method) -> EasySpecState:
         """Keep the accepted path's K/V (depths 1..steps-1 were fed) next to the prefix, record its tokens."""
         del params
+        shape, tree, n, path, committed = method.shape, out.tree, out.n, out.path, out.committed
         cache = st.cache
         if shape.width > 1 and shape.depth > 1:
             cache = self._constrain(cache.gather(committed[:, None] + path[:, :shape.depth - 1], committed))
         path_tokens = jnp.take_along_axis(tree.tokens, path, axis=1)  # [B, D]
         return dataclasses.replace(
             st, cache=cache, history=_write(st.history, path_tokens, committed),
-            cached=committed + jnp.minimum(n, st.steps - 1), all_accepted=n >= st.steps, last_commit=committed)
+            cached=committed + jnp.minimum(n, st.steps - 1), all_accepted=n >= st.steps, last_commit=committed,
+            k=next_k(method, st.k, out))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.config import ModelConfig
-from jaxspec.decode import bucket, output_ids, pad_prompts
+from jaxspec.decode import cache_slots, output_ids, pad_prompts
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
 from jaxspec.speculative.drafters import DraftModel
@@ -51,11 +51,14 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
 
 def bind_drafter(drafter, draft):
     """None → `DraftModel` over `draft`; a drafter configuration with `bind` (EasySpec) → bound to the
-    draft's config and mesh; a bound drafter as it is."""
+    draft's config and mesh; a self-drafter (it writes the target cache; `draft` is then the target) →
+    bound to the target's config and sharding plan; a bound drafter as it is."""
     plan = getattr(draft, "plan", None)
     if drafter is None:
         return DraftModel(draft.cfg, plan)
     if getattr(drafter, "cfg", True) is None and hasattr(drafter, "bind"):
+        if drafter.writes_target_cache:
+            return drafter.bind(draft.cfg, plan=plan)
         return drafter.bind(draft.cfg, plan.mesh if plan is not None else None)
     return drafter
 
@@ -70,7 +73,7 @@ def make_spec(target_cfg: ModelConfig, drafter, method: SpecMethod, *, prompt_le
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     need = cache_slots_needed(prompt_len, max_new_tokens, method.shape)
-    slots = bucket(need, 64) if max_len is None else max_len
+    slots = cache_slots(need) if max_len is None else max_len
     if need > slots:
         raise ValueError(f"cache overflow: {prompt_len} prompt + {max_new_tokens} new tokens + one round's "
                          f"{method.shape.nodes + 1}-slot verification block need {need} slots, the cache has {slots}")
@@ -95,8 +98,13 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
 
     target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer);
     `drafter` defaults to `DraftModel(draft.cfg, draft.plan)`; an unbound `EasySpec(...)` is bound to the
-    draft (and the mesh of its plan) here. Greedy output is token-identical to
+    draft (and the mesh of its plan) here. `draft=None` with a `drafter` that needs no draft model (a
+    self-drafter, which reads the target) binds it to the target. Greedy output is token-identical to
     vanilla greedy decoding of the target; sampled output is distributed as the target's samples."""
+    if draft is None:
+        if drafter is None:
+            raise ValueError("speculate needs a draft model or a drafter that works without one (draft=None)")
+        draft = Model(None, target.cfg, getattr(target, "plan", None))  # the drafter's params: none of its own
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
     drafter = bind_drafter(drafter, draft)
     spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,

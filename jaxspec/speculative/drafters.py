@@ -1,27 +1,10 @@
-"""Drafters: what proposes the tokens a speculative round verifies.
+"""`DraftModel`, the separate-draft-model drafter, and `grow_tree`, the tree growth every drafter shares.
+The seam a drafter implements (init / propose / commit, and what the engine hands it) is in seam.py.
 
-The engine never knows which drafter it runs. A drafter is a frozen (hashable, static) dataclass with
-three pure functions over its own state pytree, plus two host-side hooks:
-
-  prepare(params) -> params
-      once, before generation: the param tree the three functions receive (e.g. EasySpec's stacked
-      group weights); DraftModel's is its params;
-  cache_slots(slots, shape) -> int
-      the slots its cache needs next to the target's `slots` (EasySpec: room for a calibration block);
-
-  init(params, prompts, prompt_lens, max_len) -> state
-      prefill on the padded prompts i32[B, P] (true lengths i32[B]);
-  propose(params, state, prev, last, committed, key, shape, sampling, steps) -> (state, Tree)
-      committed i32[B] = T tokens so far per row, whose last two are `prev` and `last`; grow a tree of
-      `shape` (only `steps` ≤ D depths: adaptive chains); `Tree.logq` holds the processed draft
-      distributions children were drawn from (sampling);
-  commit(params, state, tree, n, path, committed, shape) -> state
-      the round accepted the `n` nodes `path` i32[B, D] of the tree after `committed` tokens.
-
-`DraftModel` is a separate small model. Its KV cache is exact: every round first feeds the last two
-committed tokens (T=2 input), which writes the token before `last` — the one missing from the cache when
-the whole previous draft was accepted — without an extra draft forward; a re-written entry is identical.
-EasySpec's layer-parallel draft and DEL's self-draft implement the same three functions."""
+`DraftModel` is a separate small model sharing the target's vocabulary. Its KV cache is exact: every
+round first feeds the last two committed tokens (T=2 input), which writes the token before `last` — the
+one missing from the cache when the whole previous draft was accepted — without an extra draft forward;
+a re-written entry is identical. It keeps that previous token and an adaptive chain's k in its state."""
 from __future__ import annotations
 
 import dataclasses
@@ -36,6 +19,7 @@ from jaxspec.masks import tree_mask
 from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import SamplingConfig, processed_logprobs
 from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import (Tree, TreeShape, add_depth, depth_block, init_tree, ranked_children,
                                       select_children)
 
@@ -80,32 +64,37 @@ def grow_tree(step_fn, carry, lq_root: jax.Array, key, shape: TreeShape, samplin
     return carry, tree
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DraftModel:
+class DraftModelState:
+    cache: KVCache
+    prev: jax.Array  # i32[B] committed token T-2 (fed with `last` at the next round's step 1)
+    k: jax.Array  # i32[] depths to draft next round (an adaptive chain's k; else D)
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftModel(Drafter):
     """A separate (smaller) model sharing the target's vocabulary, with its own exact KV cache."""
     cfg: ModelConfig
     plan: ShardingPlan | None = None
 
-    def prepare(self, params):
-        return params
-
-    def cache_slots(self, slots: int, shape: TreeShape) -> int:
-        del shape
-        return slots
-
-    def init(self, params, prompts: jax.Array, prompt_lens: jax.Array, max_len: int) -> KVCache:
+    def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int,
+             method) -> DraftModelState:
+        del target
         cache = constrain_cache(init_cache(self.cfg, prompts.shape[0], max_len), self.plan)
         _, cache = forward_prompt(params, prompts, prompt_lens, cache, self.cfg)
-        return cache
+        prev = jnp.take_along_axis(prompts, (prompt_lens - 1)[:, None], axis=1)[:, 0]
+        return DraftModelState(cache, prev, jnp.int32(method.k_start))
 
-    def propose(self, params, cache: KVCache, prev, last, committed, key, shape: TreeShape,
-                sampling: SamplingConfig, steps) -> tuple[KVCache, Tree]:
-        B = prev.shape[0]
-        S = cache.max_len
+    def propose(self, params, st: DraftModelState, target: Target, rnd: Round, key, *, method,
+                sampling: SamplingConfig) -> tuple[DraftModelState, Tree, KVCache]:
+        shape, committed = method.shape, rnd.committed
+        B = committed.shape[0]
+        S = st.cache.max_len
         # (prev, last) at slots T-2, T-1: the cache then holds exactly the T committed tokens
         start = committed - 2
-        logits, cache, _ = forward(params, jnp.stack([prev, last], 1), cache.replace(lengths=start), self.cfg,
-                                   positions=start[:, None] + jnp.arange(2, dtype=jnp.int32),
+        logits, cache, _ = forward(params, jnp.stack([st.prev, rnd.last], 1), st.cache.replace(lengths=start),
+                                   self.cfg, positions=start[:, None] + jnp.arange(2, dtype=jnp.int32),
                                    logits_at=jnp.ones((B, 1), jnp.int32))
         cache = constrain_cache(cache, self.plan)
 
@@ -115,13 +104,16 @@ class DraftModel:
             lg, c, _ = forward(params, leaves, c, self.cfg, positions=pos, mask=tree_mask(committed, anc, S))
             return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
 
-        cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, steps)
-        return cache.replace(lengths=committed), tree
+        cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling,
+                                adaptive_steps(method, st.k))
+        return dataclasses.replace(st, cache=cache.replace(lengths=committed)), tree, target.cache
 
-    def commit(self, params, cache: KVCache, tree: Tree, n, path, committed, shape: TreeShape) -> KVCache:
+    def commit(self, params, st: DraftModelState, out: Outcome, *, method) -> DraftModelState:
         """Move the accepted path's draft K/V (depths 1..D-1; the depth-D leaf was never fed) next to the
-        committed prefix. A chain's nodes are already contiguous."""
-        del params, tree, n
-        if shape.width == 1 or shape.depth == 1:
-            return cache
-        return constrain_cache(cache.gather(committed[:, None] + path[:, :shape.depth - 1], committed), self.plan)
+        committed prefix (a chain's nodes are already contiguous); remember the token before `extra`."""
+        del params
+        shape, cache = method.shape, st.cache
+        if shape.width > 1 and shape.depth > 1:
+            cache = constrain_cache(cache.gather(out.committed[:, None] + out.path[:, :shape.depth - 1],
+                                                 out.committed), self.plan)
+        return DraftModelState(cache, jnp.where(out.live, out.emitted_prev, st.prev), next_k(method, st.k, out))

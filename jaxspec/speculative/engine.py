@@ -1,17 +1,19 @@
 """The speculative engine: prefill both models, then rounds of draft → verify → accept → cache update,
-all inside one `lax.while_loop` on device, independent of the drafter (see drafters.py).
+all inside one `lax.while_loop` on device, independent of the drafter (the seam: seam.py).
 
 A row's state between rounds: `committed` = T tokens (prompt + generated); the target cache holds the
 first T-1 (the newest token, `last`, is the input of the next verification); the drafter's state is
-its own business. One round, per row:
-  draft   drafter.propose → a tree of D·K nodes (a chain is K = 1);
+its own business (its previous token, an adaptive chain's k, its cache). One round, per row:
+  draft   drafter.propose(target view, round) → a tree of D·K nodes (a chain is K = 1), as many depths
+          as the drafter chose (the others invalid); a self-drafter may write the target cache at
+          slots >= T-1, which verification overwrites;
   verify  one target pass over [last] + nodes at slots T-1.., positions by depth, causal (chain) or tree
           mask; logits at every node;
   accept  greedy or lossless sampling (verify.py) → n accepted nodes on one root-to-node path + 1 extra
           token; the row emits n + 1 tokens (cut at EOS or max_new_tokens);
   update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
-          drafter.commit; statistics; an adaptive chain's k moves by HF's rule (+2 if every live row
-          accepted its whole draft, else -1, within [1, k_max]).
+          drafter.commit(Outcome: accepted nodes, extra token, verification logits, the hidden states
+          the drafter asked for); statistics (drafted = the depths the drafter offered).
 Finished rows keep computing (static shapes) but change nothing. `draft_phase` and `verify_phase` are
 also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
 from __future__ import annotations
@@ -32,6 +34,7 @@ from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.metrics import SpecStats
+from jaxspec.speculative.seam import Outcome, Round, Target, drafted_depths
 from jaxspec.speculative.tree import Tree, TreeShape, path_nodes, verify_ancestors
 from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tree_greedy, accept_tree_sampling
 
@@ -85,7 +88,7 @@ def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adapt
 class SpecSpec:
     """Static description of one speculative generation (a static jit argument)."""
     target: ModelConfig
-    drafter: Any  # a drafter (drafters.py): frozen dataclass with init / propose / commit
+    drafter: Any  # a drafter (seam.py): frozen dataclass with init / propose / commit
     method: SpecMethod
     max_new_tokens: int
     max_len: int  # target cache slots per row
@@ -110,12 +113,10 @@ class SpecState:
     target_cache: KVCache
     draft_state: Any
     tokens: jax.Array  # i32[B, N + D + 1] generated tokens (PAD after a row's end; room for one overshoot)
-    prev: jax.Array  # i32[B] committed token T-2
     last: jax.Array  # i32[B] committed token T-1 (not yet in the target cache)
     committed: jax.Array  # i32[B] T
     num: jax.Array  # i32[B] tokens generated
     done: jax.Array  # bool[B]
-    k: jax.Array  # i32[] draft length of the next round (adaptive chains; else D)
     stats: SpecStats
     key: jax.Array
 
@@ -123,26 +124,30 @@ class SpecState:
 @functools.partial(jax.jit, static_argnames=("spec",))
 def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
                  spec: SpecSpec) -> SpecState:
-    """Both models read the padded prompts i32[B, P]; the target samples each row's first token."""
+    """The target reads the padded prompts i32[B, P] and samples each row's first token; then the
+    drafter prefills its own state (it sees the target's filled cache)."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
     logits, cache = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target)
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
-    draft = spec.drafter.init(draft_params, prompts, prompt_lens, spec.draft_max_len)
+    draft = spec.drafter.init(draft_params, Target(target_params, cache), prompts, prompt_lens,
+                              max_len=spec.draft_max_len, method=spec.method)
     N, D = spec.max_new_tokens, spec.shape.depth
     tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
-    prev = jnp.take_along_axis(prompts, (prompt_lens - 1)[:, None], axis=1)[:, 0]
     done = _is_eos(first, spec.eos_ids) | (N <= 1)
-    return SpecState(cache, draft, tokens, prev, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
-                     jnp.int32(spec.method.k_start), SpecStats.zeros(B, D), key)
+    return SpecState(cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
+                     SpecStats.zeros(B, D), key)
 
 
-def _draft(draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
+def _draft(target_params, draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
     key, sub = jax.random.split(s.key)
-    dstate, t = spec.drafter.propose(draft_params, s.draft_state, s.prev, s.last, s.committed, sub, spec.shape,
-                                     spec.sampling, s.k if spec.method.adaptive else spec.shape.depth)
-    return dataclasses.replace(s, draft_state=dstate, key=key), t
+    dstate, t, cache = spec.drafter.propose(draft_params, s.draft_state, Target(target_params, s.target_cache),
+                                            Round(s.last, s.committed, ~s.done), sub, method=spec.method,
+                                            sampling=spec.sampling)
+    if not spec.drafter.writes_target_cache:  # the engine's cache, whatever came back
+        cache = s.target_cache
+    return dataclasses.replace(s, target_cache=cache, draft_state=dstate, key=key), t
 
 
 def _accept(key, t: Tree, logits: jax.Array, spec: SpecSpec):
@@ -170,23 +175,27 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     inp = jnp.concatenate([s.last[:, None], t.tokens], axis=1)  # [B, 1+N]
     pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
     mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
-    logits, cache, _ = forward(target_params, inp, s.target_cache.replace(lengths=base), cfg, positions=pos,
-                               mask=mask, advance=jnp.zeros((B,), jnp.int32))
+    want = spec.drafter.hidden_layers
+    logits, cache, hiddens = forward(target_params, inp, s.target_cache.replace(lengths=base), cfg, positions=pos,
+                                     mask=mask, advance=jnp.zeros((B,), jnp.int32), return_hiddens=bool(want))
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
 
     if shape.width > 1:  # the accepted nodes' K/V next to the prefix (slot base+1+j ← node path[j])
         cache = cache.gather(base[:, None] + 1 + path, base + 1)
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
-    return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), t, n, path, extra, spec)
+    out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits,
+                  jnp.stack([hiddens[e - 1] for e in want], axis=2) if want else None)
+    return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
 
 
-def advance(draft_params, s: SpecState, t: Tree, n, path, extra, spec: SpecSpec) -> SpecState:
-    """The round's outcome — n accepted nodes along `path`, then `extra` — applied to everything but the
-    target cache: emitted tokens, the drafter's commit, the adaptive k, statistics."""
-    shape, D = spec.shape, spec.shape.depth
+def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
+    """The round's outcome applied to everything but the target cache: emitted tokens, the drafter's
+    commit, statistics."""
+    t, n, path, extra = out.tree, out.n, out.path, out.extra
+    D = spec.shape.depth
     B = n.shape[0]
-    live = ~s.done
+    live = out.live
     # emitted tokens e[0..n]: the path, then the extra token; cut at the first EOS and at max_new_tokens
     j = jnp.arange(D + 1)[None]
     path_tok = jnp.concatenate([jnp.take_along_axis(t.tokens, path, axis=1), jnp.zeros((B, 1), jnp.int32)], 1)
@@ -200,20 +209,13 @@ def advance(draft_params, s: SpecState, t: Tree, n, path, extra, spec: SpecSpec)
     tokens = jnp.where(live[:, None], written, s.tokens)
     num = s.num + jnp.where(live, cnt, 0)
     done = s.done | (live & (hit | (num >= spec.max_new_tokens)))
-    prev = jnp.where(n > 0, jnp.take_along_axis(path_tok, jnp.maximum(n - 1, 0)[:, None], 1)[:, 0], s.last)
-
-    dstate = spec.drafter.commit(draft_params, s.draft_state, t, n, path, s.committed, shape)
-    steps = s.k if spec.method.adaptive else jnp.int32(D)
-    k = s.k
-    if spec.method.adaptive:  # HF's heuristic, for the batch: +2 when every live row took its whole draft
-        all_in = jnp.all(~live | (n >= steps))
-        k = jnp.clip(jnp.where(all_in, s.k + 2, s.k - 1), 1, D).astype(jnp.int32)
-    return SpecState(s.target_cache, dstate, tokens, jnp.where(live, prev, s.prev), jnp.where(live, extra, s.last),
-                     s.committed + jnp.where(live, n + 1, 0), num, done, k, s.stats.update(live, n, steps), s.key)
+    dstate = spec.drafter.commit(draft_params, s.draft_state, out, method=spec.method)
+    return SpecState(s.target_cache, dstate, tokens, jnp.where(live, extra, s.last),
+                     s.committed + jnp.where(live, n + 1, 0), num, done, s.stats.update(live, n, out.drafted), s.key)
 
 
 def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
-    s, t = _draft(draft_params, s, spec)
+    s, t = _draft(target_params, draft_params, s, spec)
     return _verify(target_params, draft_params, s, t, spec)
 
 
@@ -223,10 +225,10 @@ def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) 
     return lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _round(target_params, draft_params, s, spec), state)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
-def draft_phase(draft_params, state: SpecState, *, spec: SpecSpec) -> tuple[SpecState, Tree]:
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
+def draft_phase(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> tuple[SpecState, Tree]:
     """The drafting half of a round (timing mode)."""
-    return _draft(draft_params, state, spec)
+    return _draft(target_params, draft_params, state, spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))

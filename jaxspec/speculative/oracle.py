@@ -20,6 +20,7 @@ from jaxspec.cache import init_cache
 from jaxspec.decode import PAD, _is_eos
 from jaxspec.speculative.engine import SpecSpec, SpecState, _draft, advance
 from jaxspec.speculative.metrics import SpecStats
+from jaxspec.speculative.seam import Outcome, Target, drafted_depths
 from jaxspec.speculative.tree import path_nodes
 from jaxspec.speculative.verify import accept_greedy_ids, accept_tree_greedy_ids
 
@@ -42,22 +43,26 @@ def oracle_speculation(draft_params, prompts: jax.Array, prompt_lens: jax.Array,
                        spec: SpecSpec) -> SpecState:
     """Greedy speculation of `spec` whose verification reads the known target continuation i32[B, N+D+1]
     (`continuation_buffer`) instead of running the target. Same state and statistics as `run_speculation`;
-    the target cache is a one-slot placeholder."""
+    the target cache is a one-slot placeholder, so drafters that read the target (self-drafters) or the
+    verification's logits / hidden states cannot run here."""
     if not spec.sampling.greedy:
         raise ValueError("oracle verification is exact for greedy decoding only")
+    if spec.drafter.writes_target_cache or spec.drafter.hidden_layers:
+        raise ValueError("oracle verification runs no target: a drafter that uses the target's cache or hidden "
+                         "states needs the real engine")
     B = prompts.shape[0]
     shape, N = spec.shape, spec.max_new_tokens
-    draft = spec.drafter.init(draft_params, prompts, prompt_lens, spec.draft_max_len)
+    placeholder = init_cache(spec.target, B, 1, layers=1)
+    draft = spec.drafter.init(draft_params, Target(None, placeholder), prompts, prompt_lens,
+                              max_len=spec.draft_max_len, method=spec.method)
     first = continuation[:, 0]
     tokens = jnp.full((B, N + shape.depth + 1), PAD, jnp.int32).at[:, 0].set(first)
-    prev = jnp.take_along_axis(prompts, (prompt_lens - 1)[:, None], axis=1)[:, 0]
-    state = SpecState(init_cache(spec.target, B, 1, layers=1), draft, tokens, prev, first, prompt_lens + 1,
-                      jnp.ones((B,), jnp.int32), _is_eos(first, spec.eos_ids) | (N <= 1),
-                      jnp.int32(spec.method.k_start), SpecStats.zeros(B, shape.depth), jax.random.key(0))
+    state = SpecState(placeholder, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32),
+                      _is_eos(first, spec.eos_ids) | (N <= 1), SpecStats.zeros(B, shape.depth), jax.random.key(0))
     depths = jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])  # root, then every node
 
     def round_(s: SpecState) -> SpecState:
-        s, t = _draft(draft_params, s, spec)
+        s, t = _draft(None, draft_params, s, spec)
         best = jnp.take_along_axis(continuation, jnp.minimum(s.num[:, None] + depths[None], continuation.shape[1] - 1),
                                    axis=1)  # the target's argmax at the root and after every node (if accepted)
         if shape.width == 1:
@@ -66,6 +71,7 @@ def oracle_speculation(draft_params, prompts: jax.Array, prompt_lens: jax.Array,
         else:
             n, end, extra = accept_tree_greedy_ids(t, best, shape)
             path = path_nodes(t, end, shape)
-        return advance(draft_params, s, t, n, path, extra, spec)
+        out = Outcome(t, n, path, extra, s.last, s.committed, ~s.done, drafted_depths(t, shape), None, None)
+        return advance(draft_params, s, out, spec)
 
     return lax.while_loop(lambda s: ~jnp.all(s.done), round_, state)

@@ -41,9 +41,9 @@ class SpecRunner(AotRunner):
     def _compile_loop(self, state, streaming: bool):
         if not streaming:
             return spec_loop.lower(*self.args, state, spec=self.spec).compile()
-        _, dp = self.args
-        draft = draft_phase.lower(dp, state, spec=self.spec).compile()
-        _, t = jax.eval_shape(lambda s: draft_phase(dp, s, spec=self.spec), state)
+        tp, dp = self.args
+        draft = draft_phase.lower(tp, dp, state, spec=self.spec).compile()
+        _, t = jax.eval_shape(lambda a, b, s: draft_phase(a, b, s, spec=self.spec), tp, dp, state)
         return draft, verify_phase.lower(*self.args, state, t, spec=self.spec).compile()
 
     def _result(self, state, prefill_s, decode_s, compile_s) -> RunResult:
@@ -66,7 +66,7 @@ class SpecRunner(AotRunner):
         draft, verify = self._step[toks.shape[0]]
         tp, dp = self.args
         while not bool(np.all(state.done)):
-            (state, t), dt_draft = _timed(draft, dp, state)
+            (state, t), dt_draft = _timed(draft, tp, dp, state)
             state, dt_verify = _timed(verify, tp, dp, state, t)
             timing = (res.draft_s + dt_draft, res.verify_s + dt_verify)
             res = self._result(state, prefill_s, sum(timing), compile_s)
@@ -82,8 +82,9 @@ def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int
     if method is None:
         return VanillaRunner(target.params, target.cfg, max_new_tokens=max_new_tokens, max_len=max_len,
                              sampling=sampling, eos_ids=eos_ids, plan=target.plan)
-    if draft is None:
+    if draft is None and drafter is None:
         raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
-    return SpecRunner(target.params, target.cfg, draft.params, draft.cfg, method=method,
-                      max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids,
-                      plan=target.plan, draft_plan=draft.plan, drafter=bind_drafter(drafter, draft))
+    source = target if draft is None else draft  # a self-drafter (no draft model) binds to the target
+    return SpecRunner(target.params, target.cfg, None if draft is None else draft.params, source.cfg,
+                      method=method, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling,
+                      eos_ids=eos_ids, plan=target.plan, draft_plan=source.plan, drafter=bind_drafter(drafter, source))

@@ -1,0 +1,98 @@
+"""`LayerSkip` (LS): self-speculation with a static exit — the target's first E layers, its final norm
+and LM head draft; all L layers verify (LayerSkip, arXiv 2404.16710; DEL's LS baseline).
+
+    speculate(target, None, prompts, method=chain(6), drafter=LayerSkip(exit_layer=3))
+
+One KV cache, the target's: a round writes the shallow layers' K/V of `last` (slot T-1) and of the
+drafts (slots T..) while drafting — legal under the seam's invariant (slots >= committed - 1) — and
+verification then runs every layer over [last] + drafts from slot T-1, overwriting them with the same
+values for the accepted prefix (the shallow layers see the same tokens either way). Rollback is the
+engine's: `lengths` = T + n for every layer at once, so E could change every round.
+
+Verification recomputes the drafted tokens' shallow layers instead of reusing LayerSkip's exit states:
+at batch 1 a forward is bound by its weight reads, which are the same (every layer is read once per
+verification either way), and reuse would cost a second, ragged code path through the deep layers."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec.cache import KVCache
+from jaxspec.config import ModelConfig
+from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.model import embed, head, run_layers
+from jaxspec.sampling import SamplingConfig
+from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
+from jaxspec.speculative.tree import Tree
+
+
+def check_exit(exit_layer: int, cfg: ModelConfig) -> int:
+    """An exit is a layer count E in 1..L-1 (E = L would be the target itself)."""
+    L = cfg.num_layers
+    if not isinstance(exit_layer, int) or not 1 <= exit_layer <= L - 1:
+        raise ValueError(f"exit layer {exit_layer!r} is outside 1..{L - 1} (the target has {L} layers; the draft "
+                         f"runs the first E of them)")
+    return exit_layer
+
+
+def shallow_logits(params, tokens, cache: KVCache, positions, mask, exit_layer: int, cfg: ModelConfig):
+    """The first `exit_layer` layers over tokens i32[B, T] at slots `cache.lengths` (writing their K/V
+    into the target's cache), then the final norm and LM head: (logits f32[B, T, V], cache, h f32[B, T, D])."""
+    x, cache, _ = run_layers(params, embed(params, tokens), cache, positions, mask, cfg, 0, exit_layer)
+    return head(params, x, cfg), cache, x
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSkip(Drafter):
+    """The static-exit self-drafter; `cfg` (the target's) and `plan` are bound by `speculate`."""
+    exit_layer: int
+    cfg: ModelConfig | None = None
+    plan: ShardingPlan | None = None
+    writes_target_cache = True
+
+    def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None) -> "LayerSkip":
+        del mesh
+        check_exit(self.exit_layer, cfg)
+        return dataclasses.replace(self, cfg=cfg, plan=plan)
+
+    @property
+    def bound_cfg(self) -> ModelConfig:
+        if self.cfg is None:
+            raise ValueError("LayerSkip is not bound to a target: pass it to speculate / make_runner, or .bind(cfg)")
+        return self.cfg
+
+    def prepare(self, params):
+        if params is not None:
+            raise ValueError("LayerSkip drafts with the target's own layers: give no draft model (draft=None)")
+        return None
+
+    def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> jax.Array:
+        del params, target, prompts, prompt_lens, max_len
+        return jnp.int32(method.k_start)  # the state: an adaptive chain's k
+
+    def propose(self, params, k, target: Target, rnd: Round, key, *, method,
+                sampling: SamplingConfig) -> tuple[jax.Array, Tree, KVCache]:
+        cfg, E, tp = self.bound_cfg, self.exit_layer, target.params
+        shape, T = method.shape, rnd.committed
+        S, K = target.cache.max_len, shape.width
+        # `last` at slot T-1 through the shallow layers: depth 1's distribution
+        c = target.cache.replace(lengths=T - 1)
+        logits, c, _ = shallow_logits(tp, rnd.last[:, None], c, (T - 1)[:, None], causal_mask(T - 1, 1, S), E, cfg)
+
+        def step(c, leaves, anc, d):  # as DraftModel: the depth-(d-1) leaves at slots T + (d-2)K..
+            c = c.replace(lengths=T + (d - 2) * K)
+            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
+            lg, c, _ = shallow_logits(tp, leaves, c, pos, tree_mask(T, anc, S), E, cfg)
+            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
+
+        c, tree = grow_tree(step, constrain_cache(c, self.plan), draft_logprobs(logits[:, 0], sampling), key, shape,
+                            sampling, adaptive_steps(method, k))
+        return k, tree, c.replace(lengths=target.cache.lengths)
+
+    def commit(self, params, k, out: Outcome, *, method) -> jax.Array:
+        del params
+        return next_k(method, k, out)

@@ -1,0 +1,117 @@
+"""The drafter seam: what the engine tells a drafter, and what a drafter may touch.
+
+A drafter is a frozen (hashable, static) dataclass. The engine never knows which one it runs; it calls
+
+  prepare(params) -> params
+      once, on the host: the param tree the three functions below receive (EasySpec: stacked group
+      weights; a self-drafter, which reads the target's params, gets None);
+  cache_slots(slots, shape) -> int
+      slots of its own cache next to the target's `slots` (EasySpec: room for a calibration block);
+  init(params, target: Target, prompts, prompt_lens, *, max_len, method) -> state
+      after the target's prefill (`target.cache` holds the prompts): prefill its own state;
+  propose(params, state, target: Target, rnd: Round, key, *, method, sampling) -> (state, Tree, target cache)
+      grow a tree of `method.shape` — as many depths as it likes (adaptive chains, confidence stops):
+      nodes it did not draft stay invalid. Returns the target cache, changed only by a drafter that
+      `writes_target_cache`;
+  commit(params, state, out: Outcome, *, method) -> state
+      the round's outcome: accepted nodes, emitted extra token, the verification's logits and, for a
+      drafter that asks for them (`hidden_layers`), its hidden states.
+
+Static declarations (class attributes of `Drafter`, overridden per drafter):
+  hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
+                                   block, handed to `commit` as Outcome.hiddens; () costs nothing;
+  writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
+                                   shallow layers ARE the target's).
+
+The invariant a target-cache writer keeps: it writes only slots >= committed - 1 (the slot of `last` and
+beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
+slots, and rollback is lowering `lengths`, so after a round the target cache equals vanilla decoding's
+whatever the drafter wrote there (tests/test_seam.py checks it with a drafter that writes garbage)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec.cache import KVCache
+from jaxspec.speculative.tree import Tree, TreeShape
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The target as a drafter sees it: its params and its one KV cache (slots [0, committed - 1) hold
+    the committed prefix; `lengths` = committed - 1 during a round)."""
+    params: Any
+    cache: KVCache
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """A round's starting point, per row: T = `committed` tokens, the newest (`last`) not yet in the
+    target cache; rows that are not `live` (finished) compute but change nothing."""
+    last: jax.Array  # i32[B]
+    committed: jax.Array  # i32[B]
+    live: jax.Array  # bool[B]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A round's result: `n` accepted nodes along `path` of `tree`, then the `extra` token (correction or
+    bonus); the row now holds committed + n + 1 tokens (when live)."""
+    tree: Tree
+    n: jax.Array  # i32[B]
+    path: jax.Array  # i32[B, D] the accepted path's node per depth (meaningful below n)
+    extra: jax.Array  # i32[B]
+    last: jax.Array  # i32[B] the round's root (committed token T-1)
+    committed: jax.Array  # i32[B] T before the round
+    live: jax.Array  # bool[B]
+    drafted: jax.Array  # i32[B] depths drafted (nodes a chain offered; a tree's deepest valid depth)
+    logits: jax.Array | None  # f32[B, 1 + N, V] the verification's logits at [last] + nodes (None: oracle)
+    hiddens: jax.Array | None  # f32[B, 1 + N, len(hidden_layers), D], or None when none were asked for
+
+    @property
+    def emitted_prev(self) -> jax.Array:
+        """The committed token before `extra` afterwards: the last accepted node, or `last`."""
+        path_tok = jnp.take_along_axis(self.tree.tokens, self.path, axis=1)
+        prev = jnp.take_along_axis(path_tok, jnp.maximum(self.n - 1, 0)[:, None], axis=1)[:, 0]
+        return jnp.where(self.n > 0, prev, self.last)
+
+
+class Drafter:
+    """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
+    hidden_layers: tuple[int, ...] = ()
+    writes_target_cache: bool = False
+
+    def prepare(self, params):
+        return params
+
+    def cache_slots(self, slots: int, shape: TreeShape) -> int:
+        del shape
+        return slots
+
+
+def drafted_depths(tree: Tree, shape: TreeShape) -> jax.Array:
+    """i32[B]: the deepest depth with a valid node (a chain: its drafted length; at most D of a tree's
+    nodes can be accepted in a round, so a tree counts its depth, as vLLM does)."""
+    B = tree.valid.shape[0]
+    any_valid = jnp.any(tree.valid.reshape(B, shape.depth, shape.width), axis=2)  # [B, D]
+    return jnp.max(jnp.where(any_valid, jnp.arange(1, shape.depth + 1, dtype=jnp.int32)[None], 0), axis=1)
+
+
+def adaptive_steps(method, k: jax.Array) -> jax.Array:
+    """The depths to draft this round: an adaptive chain's current k, else the method's depth."""
+    return k if method.adaptive else jnp.int32(method.shape.depth)
+
+
+def next_k(method, k: jax.Array, out: Outcome) -> jax.Array:
+    """HF's heuristic for adaptive chains, for the batch: +2 when every live row accepted its whole
+    draft, else -1, within [1, k_max]. Other methods keep k."""
+    if not method.adaptive:
+        return k
+    all_in = jnp.all(~out.live | (out.n >= out.drafted))
+    return jnp.clip(jnp.where(all_in, k + 2, k - 1), 1, method.shape.depth).astype(jnp.int32)
