@@ -102,7 +102,11 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     prompts = load_prompts(prompts_source, limit)
     m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, dtype=dtype), None)
     log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
-    if method is not None:
+    self_draft = drafter is not None and drafter.writes_target_cache  # drafts with the target's own layers
+    if method is not None and self_draft:
+        if draft is not None:
+            raise ValueError(f"{type(drafter).__name__} drafts with the target's own layers: give no draft model")
+    elif method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
         d = d if d is not None else load_model(draft, mesh=mesh, dtype=dtype, replicated=drafter is not None)
@@ -140,8 +144,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     else:
         summary.update(merge([r["stats"] for r in rows]))
         summary["mean_drafted_depth"] = summary["drafted"] / summary["rounds"] if summary["rounds"] else None
-        if drafter is not None:
-            summary["easyspec"] = runner.spec.drafter.describe()
+        if drafter is not None:  # "easyspec" / "layerskip": the drafter's own settings
+            summary[type(drafter).__name__.lower()] = runner.spec.drafter.describe()
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9
@@ -159,7 +163,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
     if hf_baseline:
-        _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log)
+        _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log,
+                         runner.spec.drafter.exit_layer if self_draft and method is not None else None)
     return {"prompts": rows, "summary": summary, "env": environment()}
 
 
@@ -195,7 +200,7 @@ def _add_analytic(m, d, draft_params, method, ids, max_new_tokens, max_len, summ
     """`draft_params`: as the runner's drafter prepared them (EasySpec's stacked groups made once, not again)."""
     from jaxspec.speculative.costs import analytic_speedup, step_costs
     context = int(np.mean([len(i) for i in ids])) + max_new_tokens // 2  # a typical cache fill mid-generation
-    costs = step_costs(m.params, m.cfg, draft_params, d.cfg, method.shape, context=context, max_len=max_len,
+    costs = step_costs(m.params, m.cfg, draft_params, (d or m).cfg, method.shape, context=context, max_len=max_len,
                        drafter=drafter)
     summary["step_costs"] = costs
     summary.update(analytic_speedup(costs, summary["mean_accepted_length"], summary["mean_drafted_depth"]))
@@ -205,22 +210,23 @@ def _add_analytic(m, d, draft_params, method, ids, max_new_tokens, max_len, summ
         f"target steps)")
 
 
-def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log) -> None:
+def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log, early_exit=None) -> None:
     from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
     hf = load_hf_model(source)
     assistant = load_hf_model(draft_source) if draft_source is not None else None
-    if assistant is not None:
-        summary["hf_assistant_settings"] = assistant_settings(assistant)
-    hf_generate(hf, ids[0], min(8, max_new_tokens), eos, assistant)  # warm-up, not timed
+    if assistant is not None or early_exit is not None:
+        summary["hf_assistant_settings"] = assistant_settings(assistant if assistant is not None else hf)
+    hf_generate(hf, ids[0], min(8, max_new_tokens), eos, assistant, early_exit)  # warm-up, not timed
     hf_new = hf_s = 0
     for row, pid in zip(rows, ids):
-        out, dt = hf_generate(hf, pid, max_new_tokens, eos, assistant)
+        out, dt = hf_generate(hf, pid, max_new_tokens, eos, assistant, early_exit)
         row["hf_tok_per_s"] = len(out) / dt
         row["hf_identical"] = out == row["output_ids"]
         hf_new, hf_s = hf_new + len(out), hf_s + dt
-        log(f"  HF{' assisted' if assistant is not None else ''} {row['id']}: {len(out)} tokens, "
-            f"{len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
-    summary["hf_method"] = "assisted" if assistant is not None else "vanilla"
+        log(f"  HF{' assisted' if assistant is not None else ' early-exit' if early_exit else ''} {row['id']}: "
+            f"{len(out)} tokens, {len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
+    summary["hf_method"] = ("assisted" if assistant is not None else
+                            f"assistant_early_exit={early_exit}" if early_exit is not None else "vanilla")
     summary["hf_tok_per_s"] = hf_new / hf_s
     summary["speedup_vs_hf"] = summary["tok_per_s"] / summary["hf_tok_per_s"]
     summary["hf_identical"] = sum(r["hf_identical"] for r in rows)

@@ -13,10 +13,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
                         "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
-                        "(with --width 1 a chain of -k)")
+                        "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
+                        "(the model's first --exit-layer layers draft a chain of -k)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("-k", type=int, default=7, help="chain: draft tokens per round (default 7)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
@@ -31,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    choices=["every_round", "every_mismatch", "never", "prefill_only"])
     e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
     e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
+    s = p.add_argument_group("self-speculation (ls)")
+    s.add_argument("--exit-layer", type=int, default=None, help="draft with the model's first E layers (1..L-1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -68,7 +71,23 @@ def _method(args):
     return parse_method(args.method, k=args.k, depth=args.depth, width=args.width, adaptive=args.adaptive)
 
 
+SELF_METHODS = ("ls",)  # draft with the model's own layers: no --draft
+
+
+def _check_draft(args) -> None:
+    if args.method in SELF_METHODS:
+        if args.draft:
+            raise ValueError(f"--method {args.method} drafts with the model's own first layers: drop --draft")
+        if args.exit_layer is None:
+            raise ValueError(f"--method {args.method} needs --exit-layer E (the model's first E layers draft)")
+    elif args.method != "vanilla" and not args.draft:
+        raise ValueError(f"--method {args.method} needs --draft NAME")
+
+
 def _drafter(args):
+    if args.method == "ls":
+        from jaxspec.selfspec import LayerSkip
+        return LayerSkip(args.exit_layer)
     if args.method != "easyspec":
         return None
     from jaxspec.easyspec import EasySpec
@@ -93,15 +112,14 @@ def cmd_generate(args) -> int:
     if not prompts:
         raise ValueError("give --prompt TEXT or --prompts SOURCE")
     method = _method(args)
-    if method is not None and not args.draft:
-        raise ValueError(f"--method {args.method} needs --draft NAME")
+    _check_draft(args)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
     m = load_model(args.model, mesh=mesh, dtype=args.dtype)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
     d = None
-    if method is not None:
+    if method is not None and args.method not in SELF_METHODS:
         d = load_model(args.draft, mesh=mesh, dtype=args.dtype, replicated=args.method == "easyspec")
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
@@ -110,6 +128,9 @@ def cmd_generate(args) -> int:
     max_len = cache_slots(max(map(len, ids)) + args.max_new_tokens + extra)
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
     runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
+    if args.method == "ls":
+        e = runner.spec.drafter.describe()
+        print(f"ls: the first {e['exit_layer']} of {e['layers']} layers draft, in the model's own KV cache", file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
@@ -165,6 +186,7 @@ def cmd_bench(args) -> int:
 
     from jaxspec.sampling import SamplingConfig
 
+    _check_draft(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
                        chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
                        draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),

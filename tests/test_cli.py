@@ -142,3 +142,27 @@ def test_speculative_user_errors(capsys):
     assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--parallel", "0",
                  "--prompt", "x"]) == 2
     assert "invalid layer groups: parallel size must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys):
+    """SmolLM2 drafting with its own first 20 of 30 layers, tensor-parallel over tp=3 (the self-drafter
+    shares the target's plan and cache): identical to vanilla, the layerskip summary and HF's
+    assistant_early_exit baseline in the JSON."""
+    out = tmp_path / "ls.json"
+    assert main(["bench", "--model", MODEL, "--method", "ls", "--exit-layer", "20", "-k", "3", "--mesh", "tp=3",
+                 "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
+                 "--compare-vanilla", "--hf-baseline"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 20, "layers": 30}
+    assert s["hf_method"] == "assistant_early_exit=20" and s["hf_identical"] == 2
+    assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"] and s["step_costs"]["draft_step_s"] > 0
+
+
+def test_layerskip_user_errors(capsys):
+    assert main(["generate", "--model", MODEL, "--method", "ls", "--exit-layer", "3", "--draft", MODEL,
+                 "--prompt", "x"]) == 2
+    assert "--method ls drafts with the model's own first layers: drop --draft" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--method", "ls", "--prompt", "x"]) == 2
+    assert "--method ls needs --exit-layer E" in capsys.readouterr().err
+    assert main(["generate", "--model", MODEL, "--method", "ls", "--exit-layer", "30", "--prompt", "x"]) == 2
+    assert "exit layer 30 is outside 1..29" in capsys.readouterr().err

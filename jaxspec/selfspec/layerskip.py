@@ -65,6 +65,19 @@ class LayerSkip(Drafter):
             raise ValueError("LayerSkip is not bound to a target: pass it to speculate / make_runner, or .bind(cfg)")
         return self.cfg
 
+    def describe(self) -> dict:
+        return {"exit_layer": self.exit_layer, "layers": self.bound_cfg.num_layers}
+
+    def draft_costs(self, params, shape, *, context: int, max_len: int, repeats: int = 5) -> dict:
+        """Measured seconds of a round's first draft forward (`last`, 1 token) and of each later one (K
+        tokens): the target truncated to its first E layers, with its head (the analytic speedup's inputs)."""
+        from jaxspec.speculative.costs import time_forward
+        cfg = dataclasses.replace(self.bound_cfg, num_layers=self.exit_layer)
+        shallow = dict(params, layers=params["layers"][:self.exit_layer])
+        kw = dict(context=context, max_len=max_len, repeats=repeats)
+        return {"draft_first_s": time_forward(shallow, cfg, 1, **kw),
+                "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw)}
+
     def prepare(self, params):
         if params is not None:
             raise ValueError("LayerSkip drafts with the target's own layers: give no draft model (draft=None)")

@@ -46,7 +46,8 @@ def step_costs(target_params, target_cfg: ModelConfig, draft_params, draft_cfg: 
                context: int, max_len: int, repeats: int = 5, drafter=None) -> dict:
     """Seconds of the forwards a round is made of (see the module docstring). `draft_params` are the
     drafter's prepared params (`drafter.prepare`; a DraftModel's are the model's own). A `drafter` with
-    its own `draft_costs` (EasySpec: calibration pass, layer-parallel steps) times its forwards itself."""
+    its own `draft_costs` (EasySpec: calibration pass, layer-parallel steps; LayerSkip: the shallow layers)
+    times its forwards itself, on its prepared params or, for a self-drafter, the target's."""
     tree = shape.width > 1
     if drafter is not None and hasattr(drafter, "draft_costs"):
         return {"context": context,
@@ -54,7 +55,7 @@ def step_costs(target_params, target_cfg: ModelConfig, draft_params, draft_cfg: 
                                               repeats=repeats),
                 "verify_s": time_forward(target_params, target_cfg, 1 + shape.nodes, context=context,
                                          max_len=max_len, tree=tree, repeats=repeats),
-                **drafter.draft_costs(draft_params, shape, context=context, max_len=max_len,
+                **drafter.draft_costs(target_params if drafter.writes_target_cache else draft_params, shape, context=context, max_len=max_len,
                                       repeats=repeats)}
     return {
         "context": context,
