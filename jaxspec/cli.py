@@ -13,11 +13,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "dv"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
                         "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
                         "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
-                        "(the model's first --exit-layer layers draft a chain of -k)")
+                        "(the model's first --exit-layer layers draft a chain of -k), dv: Draft & Verify (the same "
+                        "self-draft stopped at the first token below an adapted confidence threshold, at most -k)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("-k", type=int, default=7, help="chain: draft tokens per round (default 7)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
@@ -32,7 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    choices=["every_round", "every_mismatch", "never", "prefill_only"])
     e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
     e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
-    s = p.add_argument_group("self-speculation (ls)")
+    s = p.add_argument_group("self-speculation (ls, dv)")
     s.add_argument("--exit-layer", type=int, default=None, help="draft with the model's first E layers (1..L-1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
@@ -71,7 +72,7 @@ def _method(args):
     return parse_method(args.method, k=args.k, depth=args.depth, width=args.width, adaptive=args.adaptive)
 
 
-SELF_METHODS = ("ls",)  # draft with the model's own layers: no --draft
+SELF_METHODS = ("ls", "dv")  # draft with the model's own layers: no --draft
 
 
 def _check_draft(args) -> None:
@@ -85,9 +86,9 @@ def _check_draft(args) -> None:
 
 
 def _drafter(args):
-    if args.method == "ls":
-        from jaxspec.selfspec import LayerSkip
-        return LayerSkip(args.exit_layer)
+    if args.method in SELF_METHODS:
+        from jaxspec.selfspec import DraftVerify, LayerSkip
+        return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)
     if args.method != "easyspec":
         return None
     from jaxspec.easyspec import EasySpec
@@ -128,9 +129,10 @@ def cmd_generate(args) -> int:
     max_len = cache_slots(max(map(len, ids)) + args.max_new_tokens + extra)
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
     runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
-    if args.method == "ls":
+    if args.method in SELF_METHODS:
         e = runner.spec.drafter.describe()
-        print(f"ls: the first {e['exit_layer']} of {e['layers']} layers draft, in the model's own KV cache", file=sys.stderr)
+        print(f"{args.method}: the first {e['exit_layer']} of {e['layers']} layers draft, in the model's own KV cache",
+              file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",

@@ -166,3 +166,10 @@ def test_layerskip_user_errors(capsys):
     assert "--method ls needs --exit-layer E" in capsys.readouterr().err
     assert main(["generate", "--model", MODEL, "--method", "ls", "--exit-layer", "30", "--prompt", "x"]) == 2
     assert "exit layer 30 is outside 1..29" in capsys.readouterr().err
+
+
+def test_generate_draft_verify(capsys):
+    assert main(["generate", "--model", MODEL, "--method", "dv", "--exit-layer", "24", "-k", "10", "--prompt",
+                 "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
+    err = capsys.readouterr().err
+    assert "dv: the first 24 of 30 layers draft" in err and "identical outputs 1/1" in err

@@ -1,6 +1,7 @@
 """Sampling through the speculative engine is lossless: on a tiny vocab, the first three generated tokens
 of chain, adaptive-chain and tree speculation — with the separate draft model, with EasySpec's
-layer-parallel draft (both draft layers in one group) and with LayerSkip's self-draft — follow the target's exact joint distribution (enumerated by
+layer-parallel draft (both draft layers in one group), with LayerSkip's self-draft and with Draft & Verify's
+confidence-stopped self-draft — follow the target's exact joint distribution (enumerated by
 full forwards), with temperature, top-k and top-p. Chi-square over 20k samples on every cell with
 p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
 import itertools
@@ -13,7 +14,7 @@ import pytest
 from jaxspec import forward, init_cache
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
-from jaxspec.selfspec import LayerSkip
+from jaxspec.selfspec import DraftVerify, LayerSkip
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
 from tests.spec_helpers import make_pair
@@ -90,6 +91,12 @@ def test_easyspec_sampling_matches_the_target_joint(method, sampling, drafter):
 @pytest.mark.parametrize("method,sampling,exit_layer", SELF, ids=["chain2-E1", "tree2x3-E2", "adaptive-E1"])
 def test_layerskip_sampling_matches_the_target_joint(method, sampling, exit_layer):
     check_sampling(method, sampling, LayerSkip(exit_layer).bind(TARGET))
+
+
+@pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.8, top_k=4)], ids=["t1", "t0.8-top4"])
+def test_draft_verify_sampling_matches_the_target_joint(sampling):
+    """Draft lengths stopped by the draft's own confidence (a stopping time of the draft's draws)."""
+    check_sampling(chain(3), sampling, DraftVerify(1, start=0.3).bind(TARGET))
 
 
 def check_sampling(method, sampling, drafter):

@@ -87,22 +87,31 @@ class LayerSkip(Drafter):
         del params, target, prompts, prompt_lens, max_len
         return jnp.int32(method.k_start)  # the state: an adaptive chain's k
 
+    def _root(self, target: Target, rnd: Round, sampling: SamplingConfig):
+        """`last` at slot T-1 through the shallow layers: (depth 1's distribution f32[B, V], target cache)."""
+        cfg, T = self.bound_cfg, rnd.committed
+        c = target.cache.replace(lengths=T - 1)
+        logits, c, _ = shallow_logits(target.params, rnd.last[:, None], c, (T - 1)[:, None],
+                                      causal_mask(T - 1, 1, c.max_len), self.exit_layer, cfg)
+        return draft_logprobs(logits[:, 0], sampling), constrain_cache(c, self.plan)
+
+    def _step(self, target: Target, rnd: Round, width: int, sampling: SamplingConfig):
+        """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
+        slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
+        cfg, T, S = self.bound_cfg, rnd.committed, target.cache.max_len
+
+        def step(c, leaves, anc, d):
+            c = c.replace(lengths=T + (d - 2) * width)
+            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
+            mask = tree_mask(T, anc, S) if anc is not None else causal_mask(T + d - 2, 1, S)
+            lg, c, _ = shallow_logits(target.params, leaves, c, pos, mask, self.exit_layer, cfg)
+            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
+        return step
+
     def propose(self, params, k, target: Target, rnd: Round, key, *, method,
                 sampling: SamplingConfig) -> tuple[jax.Array, Tree, KVCache]:
-        cfg, E, tp = self.bound_cfg, self.exit_layer, target.params
-        shape, T = method.shape, rnd.committed
-        S, K = target.cache.max_len, shape.width
-        # `last` at slot T-1 through the shallow layers: depth 1's distribution
-        c = target.cache.replace(lengths=T - 1)
-        logits, c, _ = shallow_logits(tp, rnd.last[:, None], c, (T - 1)[:, None], causal_mask(T - 1, 1, S), E, cfg)
-
-        def step(c, leaves, anc, d):  # as DraftModel: the depth-(d-1) leaves at slots T + (d-2)K..
-            c = c.replace(lengths=T + (d - 2) * K)
-            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
-            lg, c, _ = shallow_logits(tp, leaves, c, pos, tree_mask(T, anc, S), E, cfg)
-            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
-
-        c, tree = grow_tree(step, constrain_cache(c, self.plan), draft_logprobs(logits[:, 0], sampling), key, shape,
+        lq_root, c = self._root(target, rnd, sampling)
+        c, tree = grow_tree(self._step(target, rnd, method.shape.width, sampling), c, lq_root, key, method.shape,
                             sampling, adaptive_steps(method, k))
         return k, tree, c.replace(lengths=target.cache.lengths)
 

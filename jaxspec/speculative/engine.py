@@ -74,15 +74,15 @@ def tree(depth: int, width: int) -> SpecMethod:
 def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False
                  ) -> SpecMethod | None:
     """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
-    a tree (depth, width), or a chain of k with width 1; ls (LayerSkip self-speculation) a chain of k
-    (the drafter is chosen apart: cli.py)."""
+    a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
+    dv (Draft & Verify) a chain of at most k (the drafter is chosen apart: cli.py)."""
     if name == "vanilla":
         return None
-    if name in ("chain", "ls") or (name == "easyspec" and width == 1):
+    if name in ("chain", "ls", "dv") or (name == "easyspec" and width == 1):
         return chain(k, adaptive=adaptive)
     if name in ("tree", "easyspec"):
         return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec or ls")
+    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls or dv")
 
 
 @dataclasses.dataclass(frozen=True)
