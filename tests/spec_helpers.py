@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxspec import init_params
+from jaxspec import forward, init_cache, init_params
 from tests.helpers import tiny_cfg
 
 TARGET = tiny_cfg(num_layers=3)
@@ -33,3 +34,16 @@ def flipped_draft(dp):
 
 def to_device(tree):
     return jax.tree.map(jnp.asarray, tree)
+
+
+def assert_target_cache_is_vanillas(cache, tp, cfg, prompts, outputs, slots: int) -> None:
+    """Each row's target cache holds exactly what vanilla decoding would: the K/V of every committed token
+    but the newest (prompt + output minus one), per layer, as one forward over the sequence computes them."""
+    for i, (p, out) in enumerate(zip(prompts, outputs)):
+        seq = p + out
+        n = len(seq) - 1
+        ref = forward(tp, jnp.asarray([seq]), init_cache(cfg, 1, slots), cfg)[1]
+        for layer in range(cfg.num_layers):
+            for got, want in ((cache.k, ref.k), (cache.v, ref.v)):
+                np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),
+                                           atol=2e-5)

@@ -2,19 +2,18 @@
 random tiny targets × exit layer × chain / adaptive chain / tree × batch, the target's one cache left
 exactly as vanilla decoding leaves it, acceptance rising with the exit, and its input errors."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxspec import forward, init_cache, init_params, output_ids
+from jaxspec import init_params, output_ids
 from jaxspec.selfspec import LayerSkip
-from jaxspec.speculative import Model, chain, make_runner, speculate, summarize, tree
+from jaxspec.speculative import Model, chain, make_runner, speculate, tree
 from tests.helpers import random_prompts, tiny_cfg
 from tests.test_seam import _run
 from tests.test_speculative import N_NEW, SLOTS, vanilla_rows
-from tests.spec_helpers import TARGET
+from tests.spec_helpers import TARGET, assert_target_cache_is_vanillas
 
 METHODS = [chain(1), chain(3), chain(6), chain(2, adaptive=True, k_max=6), tree(3, 2), tree(2, 3)]
 
@@ -41,14 +40,7 @@ def test_the_one_cache_equals_vanilla_decoding(method):
     state = _run(tp, None, prompts, method, LayerSkip(1).bind(TARGET))
     outs = output_ids(state)
     assert outs == vanilla_rows(tp, prompts, eos=())
-    for i, (p, out) in enumerate(zip(prompts, outs)):
-        seq = p + out
-        n = len(seq) - 1
-        ref = forward(tp, jnp.asarray([seq]), init_cache(TARGET, 1, SLOTS), TARGET)[1]
-        for layer in range(TARGET.num_layers):
-            for got, want in ((state.target_cache.k, ref.k), (state.target_cache.v, ref.v)):
-                np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),
-                                           atol=2e-5)
+    assert_target_cache_is_vanillas(state.target_cache, tp, TARGET, prompts, outs, SLOTS)
 
 
 def test_deeper_exits_accept_more():

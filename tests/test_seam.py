@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import forward, init_cache, output_ids
+from jaxspec import forward, output_ids
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
@@ -25,7 +25,7 @@ from jaxspec.speculative import DraftModel, Model, chain, make_spec, run_specula
 from jaxspec.speculative.drafters import draft_logprobs, grow_tree
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
 from tests.helpers import random_prompts
-from tests.spec_helpers import DRAFT, TARGET, make_pair
+from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair
 from tests.test_speculative import N_NEW, SLOTS, WIDTH, vanilla_rows
 
 
@@ -178,14 +178,7 @@ def test_target_cache_writes_above_the_committed_prefix_change_nothing(method):
     ref_state = _run(tp, dp, PROMPTS, method, DraftModel(DRAFT))
     for a, b in zip(jax.tree.leaves(state.stats), jax.tree.leaves(ref_state.stats)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for i, (p, out) in enumerate(zip(PROMPTS, outs)):
-        seq = p + out
-        n = len(seq) - 1  # the committed tokens but the newest: what vanilla decoding would hold
-        ref = forward(tp, jnp.asarray([seq]), init_cache(TARGET, 1, SLOTS), TARGET)[1]
-        for layer in range(TARGET.num_layers):
-            for got, want in ((state.target_cache.k, ref.k), (state.target_cache.v, ref.v)):
-                np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),
-                                           atol=2e-5)
+    assert_target_cache_is_vanillas(state.target_cache, tp, TARGET, PROMPTS, outs, SLOTS)
 
 
 def test_drafted_counts_come_from_the_tree_and_adaptive_k_lives_in_the_drafter():
