@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import forward, output_ids
+from jaxspec import forward, init_cache, output_ids
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
@@ -34,7 +34,6 @@ from tests.test_speculative import N_NEW, SLOTS, WIDTH, vanilla_rows
 class _Seen:
     hiddens: jax.Array  # the last outcome's hidden states and logits, for the test to compare
     logits: jax.Array
-    writes: jax.Array  # i32[B] the lowest target slot the drafter wrote, minus (committed - 1), over rounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,7 @@ class TargetOracle(Drafter):
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
         B, N, V, D = prompts.shape[0], method.shape.nodes, self.cfg.vocab_size, self.cfg.hidden_size
-        return _Seen(jnp.zeros((B, 1 + N, 2, D)), jnp.zeros((B, 1 + N, V)), jnp.full((B,), 10**6, jnp.int32))
+        return _Seen(jnp.zeros((B, 1 + N, 2, D)), jnp.zeros((B, 1 + N, V)))
 
     def propose(self, params, st, target: Target, rnd: Round, key, *, method, sampling):
         shape, T = method.shape, rnd.committed
@@ -63,11 +62,33 @@ class TargetOracle(Drafter):
             return c, draft_logprobs(lg, sampling)
 
         cache, t = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, shape.depth)
-        st = dataclasses.replace(st, writes=jnp.minimum(st.writes, 0))  # it wrote from slot T - 1 on
-        return st, t, cache.replace(lengths=T - 1)
+        return st, t, cache.replace(lengths=T - 1)  # it wrote the slots from T - 1 on
 
     def commit(self, params, st, out: Outcome, *, method):
         return dataclasses.replace(st, hiddens=out.hiddens, logits=out.logits)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _FirstShadow:
+    rounds: jax.Array
+    tokens: jax.Array  # the first round's shadow tokens and probabilities
+    conf: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowOracle(TargetOracle):
+    """TargetOracle asking for shadow tokens after layers 1 and 2; keeps the first round's."""
+    shadow_layers = (1, 2)
+
+    def init(self, params, target, prompts, prompt_lens, *, max_len, method):
+        B, N = prompts.shape[0], method.shape.nodes
+        return _FirstShadow(jnp.int32(0), jnp.zeros((B, 1 + N, 2), jnp.int32), jnp.zeros((B, 1 + N, 2)))
+
+    def commit(self, params, st, out: Outcome, *, method):
+        first = st.rounds == 0
+        return _FirstShadow(st.rounds + 1, jnp.where(first, out.shadow_tokens, st.tokens),
+                            jnp.where(first, out.shadow_conf, st.conf))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +166,6 @@ def test_oracle_self_drafter_accepts_every_draft(method):
     assert seen.hiddens.shape == (len(PROMPTS), 1 + method.shape.nodes, 2, TARGET.hidden_size)
     np.testing.assert_allclose(np.asarray(head(tp, seen.hiddens[:, :, 1], TARGET)), np.asarray(seen.logits),
                                atol=1e-4)  # the final layer's hidden states are the verification's
-    assert np.all(np.asarray(seen.writes) >= 0)
 
 
 def test_speculate_without_a_draft_model():
@@ -189,3 +209,22 @@ def test_drafted_counts_come_from_the_tree_and_adaptive_k_lives_in_the_drafter()
     s = summarize(state.stats)
     assert s["drafted"] < s["rounds"] * 6  # adaptive rounds drafted fewer than k_max
     assert 1 <= int(state.draft_state.k) <= 6
+
+
+def test_shadow_tokens_equal_a_teacher_forced_reference():
+    """The first round verifies [first token] + D drafts that are the target's own greedy tokens, i.e. the
+    output's first D + 1 tokens: a full forward over prompt + those tokens, with the head applied after
+    layers 1 and 2, must give the same shadow tokens and probabilities at their positions."""
+    tp, _ = make_pair(1, 0.3)
+    D = 4
+    state = _run(tp, None, PROMPTS, chain(D), ShadowOracle(TARGET))
+    outs = output_ids(state)
+    assert outs == vanilla_rows(tp, PROMPTS, eos=())
+    for i, (p, out) in enumerate(zip(PROMPTS, outs)):
+        seq = jnp.asarray([p + out[:D + 1]])
+        _, _, hid = forward(tp, seq, init_cache(TARGET, 1, SLOTS), TARGET, return_hiddens=True)
+        for j, layer in enumerate((1, 2)):
+            lg = head(tp, hid[layer - 1][:, len(p):len(p) + D + 1], TARGET)[0]  # the block: positions P..P+D
+            np.testing.assert_array_equal(np.asarray(state.draft_state.tokens[i, :, j]), np.asarray(lg.argmax(-1)))
+            np.testing.assert_allclose(np.asarray(state.draft_state.conf[i, :, j]),
+                                       np.asarray(jax.nn.softmax(lg, -1).max(-1)), atol=1e-5)

@@ -30,7 +30,7 @@ from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
 from jaxspec.decode import PAD, _is_eos
 from jaxspec.masks import causal_mask, tree_mask
-from jaxspec.model import forward, forward_prompt
+from jaxspec.model import embed, forward_prompt, head, run_layers
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.metrics import SpecStats
@@ -176,18 +176,36 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     inp = jnp.concatenate([s.last[:, None], t.tokens], axis=1)  # [B, 1+N]
     pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
     mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
-    want = spec.drafter.hidden_layers
-    logits, cache, hiddens = forward(target_params, inp, s.target_cache.replace(lengths=base), cfg, positions=pos,
-                                     mask=mask, advance=jnp.zeros((B,), jnp.int32), return_hiddens=bool(want))
+    logits, cache, hiddens, shadow = verification_pass(target_params, inp, s.target_cache.replace(lengths=base), pos,
+                                                       mask, cfg, spec.drafter.hidden_layers, spec.drafter.shadow_layers)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
 
     if shape.width > 1:  # the accepted nodes' K/V next to the prefix (slot base+1+j ← node path[j])
         cache = cache.gather(base[:, None] + 1 + path, base + 1)
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
-    out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits,
-                  jnp.stack([hiddens[e - 1] for e in want], axis=2) if want else None)
+    out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits, hiddens, *shadow)
     return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
+
+
+def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: ModelConfig,
+                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = ()):
+    """The target over the verified block tokens i32[B, T], writing K/V at `cache.lengths` (not advanced):
+    (logits f32[B, T, V], cache, hiddens f32[B, T, len(hidden_layers), D] or None, (shadow tokens
+    i32[B, T, m], their probabilities f32[B, T, m]) or (None, None)). The shadow rows — the greedy token
+    an exit after each of `shadow_layers` would give (final norm + LM head on that layer's output) —
+    go through the head in one call with the final layer's rows, so the head's weights are read once."""
+    want = tuple(hidden_layers) + tuple(shadow_layers)
+    x, cache, hid = run_layers(params, embed(params, tokens), cache, positions, mask, cfg,
+                               return_hiddens=bool(want))
+    hiddens = jnp.stack([hid[e - 1] for e in hidden_layers], axis=2) if hidden_layers else None
+    if not shadow_layers:
+        return head(params, x, cfg), cache, hiddens, (None, None)
+    rows = jnp.stack([x] + [hid[e - 1] for e in shadow_layers], axis=2)  # [B, T, 1 + m, D]
+    lg = head(params, rows, cfg)  # [B, T, 1 + m, V]
+    sl = lg[:, :, 1:]
+    conf = jnp.exp(jnp.max(sl, axis=-1) - jax.nn.logsumexp(sl, axis=-1))  # max softmax probability, T = 1
+    return lg[:, :, 0], cache, hiddens, (jnp.argmax(sl, axis=-1).astype(jnp.int32), conf)
 
 
 def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:

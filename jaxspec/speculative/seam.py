@@ -20,6 +20,9 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
 Static declarations (class attributes of `Drafter`, overridden per drafter):
   hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
                                    block, handed to `commit` as Outcome.hiddens; () costs nothing;
+  shadow_layers: tuple[int, ...]   "shadow tokens" (DEL): the greedy token and its probability that an
+                                   exit after each of these layers gives over the verified block, its
+                                   rows through the LM head in one call with the verification's own;
   writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
                                    shallow layers ARE the target's).
 
@@ -73,6 +76,8 @@ class Outcome:
     drafted: jax.Array  # i32[B] depths drafted (nodes a chain offered; a tree's deepest valid depth)
     logits: jax.Array | None  # f32[B, 1 + N, V] the verification's logits at [last] + nodes (None: oracle)
     hiddens: jax.Array | None  # f32[B, 1 + N, len(hidden_layers), D], or None when none were asked for
+    shadow_tokens: jax.Array | None = None  # i32[B, 1 + N, len(shadow_layers)] an exit's greedy token there
+    shadow_conf: jax.Array | None = None  # f32[B, 1 + N, len(shadow_layers)] its softmax probability
 
     @property
     def emitted_prev(self) -> jax.Array:
@@ -85,6 +90,7 @@ class Outcome:
 class Drafter:
     """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
     hidden_layers: tuple[int, ...] = ()
+    shadow_layers: tuple[int, ...] = ()
     writes_target_cache: bool = False
 
     def prepare(self, params):
