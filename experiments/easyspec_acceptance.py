@@ -149,18 +149,22 @@ def table() -> str:
                 cells.append(f"{r['acceptance_rate']:.3f} / {r['mean_accepted_length']:.2f}{rel}")
             lines.append(f"| {pol} | {w} | {c} | " + " | ".join(cells) + " |")
         lines.append("")
-    text = "\n".join(lines)
+    text = "\n".join(lines) + "\n" + spec_bench_table(rows)
     (RESULTS / "easyspec_acceptance.md").write_text(text)
     return text
 
 
 def plot() -> None:
+    """One panel per HumanEval source (α over N, per width and calibration) and one for the Spec-Bench
+    categories (α of the sequential draft and of N = 4 with and without calibration, chain)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = json.loads(OUT.read_text())["rows"]
-    sources = sorted({r["source"] for r in rows})
-    fig, axes = plt.subplots(1, len(sources), figsize=(6 * len(sources), 4.2), squeeze=False)
+    sources = sorted({r["source"] for r in rows if not r["source"].startswith("spec-bench:")})
+    spec = sorted({r["source"] for r in rows if r["source"].startswith("spec-bench:")})
+    panels = len(sources) + bool(spec)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
     for ax, src in zip(axes[0], sources):
         sel = [r for r in rows if r["source"] == src and r["policy"] == "attn_only"]
         base = {r["width"]: r["acceptance_rate"] for r in sel if r["parallel"] == 1}
@@ -175,9 +179,49 @@ def plot() -> None:
                      ", ".join(f"w{w} {a:.2f}" for w, a in sorted(base.items())) + ")", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if spec:
+        ax = axes[0][-1]
+        cells = spec_bench_cells(rows)
+        x = range(len(cells))
+        for i, (key, label) in enumerate((("seq", "sequential draft (N = 1)"), ("every_round", "N = 4, every_round"),
+                                          ("never", "N = 4, never"))):
+            ax.bar([j + (i - 1) * 0.27 for j in x], [c.get(key, 0) for c in cells.values()], 0.27, label=label)
+        ax.set_xticks(list(x), [k.split(":", 1)[1] for k in cells], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("acceptance rate α (chain, D = 5)")
+        ax.set_title("Spec-Bench categories (10 prompts each)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "easyspec_acceptance.png", dpi=120)
     log(f"wrote {RESULTS / 'easyspec_acceptance.png'}")
+
+
+def spec_bench_cells(rows) -> dict:
+    """Per Spec-Bench category (chain, ATTN_ONLY): α of the sequential draft and of N = 4 per calibration,
+    and the sequential draft's τ."""
+    out: dict = {}
+    for r in rows:
+        if not r["source"].startswith("spec-bench:") or r["width"] != 1 or r["policy"] != "attn_only":
+            continue
+        cell = out.setdefault(r["source"], {})
+        if r["parallel"] == 1:
+            cell["seq"], cell["seq_tau"] = r["acceptance_rate"], r["mean_accepted_length"]
+        elif r["parallel"] == 4:
+            cell[r["calibration"]] = r["acceptance_rate"]
+    return dict(sorted(out.items()))
+
+
+def spec_bench_table(rows) -> str:
+    cells = spec_bench_cells(rows)
+    if not cells:
+        return ""
+    lines = ["Spec-Bench, chain (D = 5), ATTN_ONLY: α (τ) of the sequential draft, α at N = 4 and its change", "",
+             "| category | sequential α (τ) | N = 4, every_round | N = 4, never |", "|---|---|---|---|"]
+    for src, c in cells.items():
+        f = lambda k: f"{c[k]:.3f} ({c[k] / c['seq'] - 1:+.0%})" if k in c and "seq" in c else ""  # noqa: E731
+        lines.append(f"| {src.split(':', 1)[1]} | {c.get('seq', float('nan')):.3f} ({c.get('seq_tau', float('nan')):.2f}) "
+                     f"| {f('every_round')} | {f('never')} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

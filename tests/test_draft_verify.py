@@ -65,7 +65,7 @@ def target(seed):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(exit_layer=st.integers(1, TARGET.num_layers - 1), cap=st.sampled_from([1, 4, 9]),
        start=st.sampled_from([0.0, 0.3, 0.6, 0.95]), batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
 def test_greedy_draft_verify_equals_vanilla(exit_layer, cap, start, batch, seed, data):

@@ -22,7 +22,7 @@ def target(seed: int):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(method=st.sampled_from(range(len(METHODS))), exit_layer=st.integers(1, TARGET.num_layers - 1),
        batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
 def test_greedy_layerskip_equals_vanilla(method, exit_layer, batch, seed, data):
