@@ -70,9 +70,23 @@ def _rows(runner, prompts, ids, seed: int, log, tag: str = "") -> list[dict]:
         if r.stats is not None:
             row["stats"] = {k: v for k, v in r.stats.items() if k != "per_row"}
             line += f", mean accepted length {r.stats['mean_accepted_length']:.2f}"
+        if r.drafter:
+            row["drafter"] = r.drafter  # DEL: exit layer, d*, τ per round
         rows.append(row)
         log(line)
     return rows
+
+
+def _exit_shares(rows: list[dict]) -> dict:
+    """DEL over a prompt set: the share of rounds each exit was in effect ("0": plain decoding steps),
+    the mean τ and the mean drafted length."""
+    from collections import Counter
+    exits = Counter(e for r in rows for e in r["drafter"]["exit_layer"])
+    n = sum(exits.values())
+    taus = [t for r in rows for t in r["drafter"]["tau"] if t == t]
+    drafted = [d for r in rows for d in r["drafter"]["drafted"]]
+    return {"share": {str(e): c / n for e, c in sorted(exits.items())}, "rounds": n,
+            "mean_tau": float(np.mean(taus)) if taus else None, "mean_drafted": float(np.mean(drafted)) if drafted else None}
 
 
 def _totals(rows: list[dict]) -> dict:
@@ -146,6 +160,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         summary["mean_drafted_depth"] = summary["drafted"] / summary["rounds"] if summary["rounds"] else None
         if drafter is not None:  # "easyspec" / "layerskip": the drafter's own settings
             summary[type(drafter).__name__.lower()] = runner.spec.drafter.describe()
+        if any("drafter" in r for r in rows):
+            summary["exit_layers"] = _exit_shares(rows)
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9
@@ -159,12 +175,12 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     if compare_vanilla or vanilla is not None:
         base = vanilla["prompts"] if vanilla is not None else _rows(prepared(None)[0], prompts, ids, seed, log, "vanilla ")
         _add_vanilla(base, rows, summary)
-    if method is not None:
+    if method is not None and not runner.spec.drafter.variable_depth:  # a round's shape varies otherwise
         _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
     if hf_baseline:
         _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log,
-                         runner.spec.drafter.exit_layer if self_draft and method is not None else None)
+                         getattr(runner.spec.drafter, "exit_layer", None) if self_draft and method is not None else None)
     return {"prompts": rows, "summary": summary, "env": environment()}
 
 

@@ -13,14 +13,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "dv"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
                         "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
                         "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
-                        "(the model's first --exit-layer layers draft a chain of -k), dv: Draft & Verify (the same "
-                        "self-draft stopped at the first token below an adapted confidence threshold, at most -k)")
+                        "(the model's first --exit-layer layers draft a chain of -k), fs: the same with the chain's length "
+                        "moved +1/-1 after each round (starts at -k, at most 18), dv: Draft & Verify (the same "
+                        "self-draft stopped at the first token below an adapted confidence threshold, at most -k), "
+                        "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
-    p.add_argument("-k", type=int, default=7, help="chain: draft tokens per round (default 7)")
+    p.add_argument("-k", type=int, default=None, help="chain: draft tokens per round (default 7; dv, del: the cap, "
+                                                       "default 18 as in DEL's paper; fs: the first round's)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
@@ -33,8 +36,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    choices=["every_round", "every_mismatch", "never", "prefill_only"])
     e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
     e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
-    s = p.add_argument_group("self-speculation (ls, dv)")
-    s.add_argument("--exit-layer", type=int, default=None, help="draft with the model's first E layers (1..L-1)")
+    s = p.add_argument_group("self-speculation (ls, fs, dv, del)")
+    s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv: draft with the model's first E "
+                                                                "layers (1..L-1)")
+    s.add_argument("--exits", default=None, help="del: candidate exit layers, comma-separated, 'spread' (default: "
+                                                 "up to 8 over the depth) or 'all' (1..L-1, the official set)")
+    s.add_argument("--faithful", action="store_true", help="del: reproduce the official code's quirks (draft "
+                                                           "even when TPL says plain decoding, NaN τ, no clipping)")
+    s.add_argument("--head-cost", type=float, default=None, help="del: the LM head's cost in layers in TPL's "
+                                                                 "denominator (default 0, as the official cost model)")
+    s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
+                                                                                     "device")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -67,27 +79,60 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+FS_CAP = 18  # fs: the chain's static cap (the official FS has none; its γ rarely passes ~10)
+
+
+def _k(args) -> int:
+    k = args.k if args.k is not None else (18 if args.method in ("dv", "del") else 7)
+    if k < (0 if args.method == "fs" else 1):
+        raise ValueError(f"-k must be >= {0 if args.method == 'fs' else 1} for --method {args.method}, got {k}")
+    return k
+
+
 def _method(args):
-    from jaxspec.speculative import parse_method
-    return parse_method(args.method, k=args.k, depth=args.depth, width=args.width, adaptive=args.adaptive)
+    from jaxspec.speculative import chain, parse_method
+    if args.method == "fs":
+        return chain(max(FS_CAP, _k(args)))
+    return parse_method(args.method, k=_k(args), depth=args.depth, width=args.width, adaptive=args.adaptive)
 
 
-SELF_METHODS = ("ls", "dv")  # draft with the model's own layers: no --draft
+SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "dispatch")
 
 
 def _check_draft(args) -> None:
+    given = [o for o in DEL_OPTIONS if getattr(args, o) not in (None, False)]
+    if given and args.method != "del":
+        raise ValueError(f"--{given[0].replace('_', '-')} is a DEL option: it does nothing for --method {args.method}")
     if args.method in SELF_METHODS:
         if args.draft:
             raise ValueError(f"--method {args.method} drafts with the model's own first layers: drop --draft")
-        if args.exit_layer is None:
+        if args.method == "del" and args.exit_layer is not None:
+            raise ValueError("--method del chooses its exit layer itself: drop --exit-layer (--exits sets the "
+                             "candidates)")
+        if args.method != "del" and args.exit_layer is None:
             raise ValueError(f"--method {args.method} needs --exit-layer E (the model's first E layers draft)")
     elif args.method != "vanilla" and not args.draft:
         raise ValueError(f"--method {args.method} needs --draft NAME")
 
 
+def _exits(text):
+    if text is None or text in ("spread", "all"):
+        return text or "spread"
+    try:
+        return tuple(int(e) for e in text.split(","))
+    except ValueError:
+        raise ValueError(f"--exits {text!r}: comma-separated layer counts, 'spread' or 'all'") from None
+
+
 def _drafter(args):
     if args.method in SELF_METHODS:
-        from jaxspec.selfspec import DraftVerify, LayerSkip
+        from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
+        if args.method == "del":
+            return DEL(exits=_exits(args.exits), faithful=args.faithful, head_cost=args.head_cost or 0.0,
+                       dispatch=args.dispatch or "segments")
+        if args.method == "fs":
+            return FSM(args.exit_layer, start=_k(args))
         return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)
     if args.method != "easyspec":
         return None
@@ -131,8 +176,9 @@ def cmd_generate(args) -> int:
     runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
     if args.method in SELF_METHODS:
         e = runner.spec.drafter.describe()
-        print(f"{args.method}: the first {e['exit_layer']} of {e['layers']} layers draft, in the model's own KV cache",
-              file=sys.stderr)
+        which = (f"the first {e['exit_layer']}" if "exit_layer" in e else
+                 f"the first E (chosen every round among {e['exits']})")
+        print(f"{args.method}: {which} of {e['layers']} layers draft, in the model's own KV cache", file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
@@ -160,6 +206,8 @@ def cmd_generate(args) -> int:
         print(f"acceptance: {s['accepted']}/{s['drafted']} drafts accepted ({s['acceptance_rate']:.1%}), mean accepted "
               f"length {s['mean_accepted_length']:.2f} tokens/round over {s['rounds']} rounds; per depth "
               f"{' '.join(f'{x:.2f}' for x in s['per_position'])}", file=sys.stderr)
+        if res.drafter:
+            print(f"{args.method}: {_report_line(res.drafter)}", file=sys.stderr)
         if res.draft_s is not None:
             print(f"time split: drafting {res.draft_s:.2f}s, verification {res.verify_s:.2f}s", file=sys.stderr)
     if args.compare_vanilla and method is not None:
@@ -173,6 +221,16 @@ def cmd_generate(args) -> int:
         print(f"speedup {base.wall_s / res.wall_s * res.new_tokens / base.new_tokens:.2f}x end-to-end "
               f"(compile excluded); identical outputs {same}/{len(ids)}", file=sys.stderr)
     return 0
+
+
+def _report_line(report: dict) -> str:
+    """DEL's traces in one line: how often each exit was in effect, plain steps, mean τ."""
+    from collections import Counter
+    exits = Counter(report["exit_layer"])
+    taus = [t for t in report["tau"] if t == t]
+    rounds = sum(exits.values())
+    shares = ", ".join(f"E{e}: {n / rounds:.0%}" if e else f"plain: {n / rounds:.0%}" for e, n in sorted(exits.items()))
+    return f"exit in effect over {rounds} rounds: {shares}; mean τ {sum(taus) / max(len(taus), 1):.2f}"
 
 
 def _timing_line(res) -> str:
@@ -198,8 +256,13 @@ def cmd_bench(args) -> int:
     s = result["summary"]
     line = f"{s['method']}: {s['tok_per_s']:.2f} tok/s, compile {s['compile_s']:.1f}s, prefill {s['prefill_s']:.2f}s"
     if "mean_accepted_length" in s:
-        line += (f" | mean accepted length {s['mean_accepted_length']:.2f}, acceptance {s['acceptance_rate']:.1%}, "
-                 f"analytic {s['analytic_speedup']:.2f}x")
+        line += f" | mean accepted length {s['mean_accepted_length']:.2f}, acceptance {s['acceptance_rate'] or 0:.1%}"
+        if "analytic_speedup" in s:
+            line += f", analytic {s['analytic_speedup']:.2f}x"
+    if "exit_layers" in s:
+        e = s["exit_layers"]
+        line += (f" | exits {', '.join(f'{k}: {v:.0%}' for k, v in e['share'].items())} (0 = plain step), "
+                 f"mean τ {e['mean_tau'] or float('nan'):.2f}")
     if "vanilla_tok_per_s" in s:
         line += (f" | vanilla {s['vanilla_tok_per_s']:.2f} tok/s, speedup {s['speedup']:.2f}x "
                  f"(decode {s['decode_speedup']:.2f}x), identical {s['vanilla_identical']}/{s['total']['prompts']}")

@@ -29,6 +29,7 @@ class RunResult:
     stats: dict | None = None  # speculative methods: acceptance statistics per row (metrics.summarize)
     draft_s: float | None = None  # timing mode (stream) of speculative methods: drafting vs verification
     verify_s: float | None = None
+    drafter: dict | None = None  # what the drafter reports of its own run (DEL: per-round exit and τ traces)
 
     @property
     def new_tokens(self) -> int:

@@ -173,3 +173,44 @@ def test_generate_draft_verify(capsys):
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
     err = capsys.readouterr().err
     assert "dv: the first 24 of 30 layers draft" in err and "identical outputs 1/1" in err
+
+
+def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
+    """DEL on SmolLM2 over three candidate exits: identical to vanilla; the JSON carries its settings,
+    the share of rounds each exit (or a plain step) was in effect, and per prompt the per-round traces."""
+    out = tmp_path / "del.json"
+    assert main(["bench", "--model", MODEL, "--method", "del", "--exits", "20,25,29", "-k", "6", "--prompts",
+                 "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
+                 "--compare-vanilla"]) == 0
+    res = json.loads(out.read_text())
+    s = res["summary"]
+    assert s["vanilla_identical"] == 2 and s["del"]["exits"] == [20, 25, 29] and not s["del"]["faithful"]
+    assert set(s["exit_layers"]["share"]) <= {"0", "20", "25", "29"}
+    assert sum(s["exit_layers"]["share"].values()) == pytest.approx(1.0)
+    for row in res["prompts"]:
+        tr = row["drafter"]
+        assert len(tr["exit_layer"]) == len(tr["tau"]) == row["stats"]["rounds"]
+        assert all(e == 0 or d >= 1 for e, d in zip(tr["exit_layer"], tr["drafted"]))  # 0: a plain step
+    assert "exits " in capsys.readouterr().out
+
+
+def test_generate_fs(capsys):
+    assert main(["generate", "--model", MODEL, "--method", "fs", "--exit-layer", "26", "-k", "2", "--prompt",
+                 "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
+    err = capsys.readouterr().err
+    assert "fs: the first 26 of 30 layers draft" in err and "identical outputs 1/1" in err
+
+
+def test_del_user_errors(capsys):
+    cases = [(["--method", "del", "--draft", MODEL], "--method del drafts with the model's own first layers"),
+             (["--method", "del", "--exit-layer", "4"], "--method del chooses its exit layer itself"),
+             (["--method", "ls", "--exit-layer", "4", "--faithful"], "--faithful is a DEL option"),
+             (["--method", "chain", "--draft", MODEL, "--exits", "3,4"], "--exits is a DEL option"),
+             (["--method", "del", "--exits", "3,x"], "comma-separated layer counts"),
+             (["--method", "del", "--exits", "4,3"], "strictly increasing"),
+             (["--method", "del", "--exits", "3,30"], "outside 1..29"),
+             (["--method", "fs", "--exit-layer", "4", "-k", "-1"], "-k must be >= 0"),
+             (["--method", "dv", "--exit-layer", "4", "-k", "0"], "-k must be >= 1")]
+    for args, msg in cases:
+        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert msg in capsys.readouterr().err, args

@@ -1,7 +1,8 @@
 """Sampling through the speculative engine is lossless: on a tiny vocab, the first three generated tokens
 of chain, adaptive-chain and tree speculation — with the separate draft model, with EasySpec's
 layer-parallel draft (both draft layers in one group), with LayerSkip's self-draft and with Draft & Verify's
-confidence-stopped self-draft — follow the target's exact joint distribution (enumerated by
+confidence-stopped self-draft, with DEL (its exit forced to alternate, its own, and its plain steps) and FS —
+follow the target's exact joint distribution (enumerated by
 full forwards), with temperature, top-k and top-p. Chi-square over 20k samples on every cell with
 p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
 import itertools
@@ -14,10 +15,11 @@ import pytest
 from jaxspec import forward, init_cache
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
-from jaxspec.selfspec import DraftVerify, LayerSkip
+from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
 from tests.spec_helpers import make_pair
+from tests.test_del import CyclingDEL
 
 V = 8
 TARGET = tiny_cfg(vocab_size=V, num_layers=3)
@@ -99,7 +101,7 @@ def test_draft_verify_sampling_matches_the_target_joint(sampling):
     check_sampling(chain(3), sampling, DraftVerify(1, start=0.3).bind(TARGET))
 
 
-def check_sampling(method, sampling, drafter):
+def check_sampling(method, sampling, drafter, both_outcomes: bool = True):
     tp, dp = make_pair(4, 1.0, TARGET, DRAFT, scale=0.5)  # lam = 1: draft and target disagree often
     dp = drafter.prepare(None if drafter.writes_target_cache else dp)  # a self-drafter has no params
     p = exact_joint(tp, sampling)
@@ -115,5 +117,20 @@ def check_sampling(method, sampling, drafter):
         assert (np.asarray(state.num) == N_NEW).all()
         np.add.at(counts, (out[:, 0], out[:, 1], out[:, 2]), 1)
         accepted += int(state.stats.accepted.sum())
-    assert 0 < accepted < ROWS * BATCHES * N_NEW  # the test exercises both acceptance and rejection
+    if both_outcomes:  # the test exercises both acceptance and rejection
+        assert 0 < accepted < ROWS * BATCHES * N_NEW
     chi2_ok(counts, p)
+
+
+SELF_ADAPTIVE = [  # DEL's exit and length follow statistics of the sampled history; FS's length its acceptances
+    (chain(3), SamplingConfig(1.0), CyclingDEL(exits=(1, 2)), True),  # exit forced to alternate, τ stops
+    (chain(3), SamplingConfig(0.8, top_k=4), DEL(faithful=True), True),  # always drafts, exit and τ its own
+    (chain(3), SamplingConfig(1.0), DEL(), False),  # on these weights TPL chooses plain steps (no drafts)
+    (chain(2), SamplingConfig(1.0), FSM(1, start=1), True),
+]
+
+
+@pytest.mark.parametrize("method,sampling,drafter,drafts", SELF_ADAPTIVE,
+                         ids=["del-cycling", "del-faithful", "del-plain-steps", "fsm"])
+def test_dynamic_self_drafters_sampling_matches_the_target_joint(method, sampling, drafter, drafts):
+    check_sampling(method, sampling, drafter.bind(TARGET), both_outcomes=drafts)

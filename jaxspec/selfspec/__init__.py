@@ -1,8 +1,13 @@
 """Self-speculation: drafters that draft with the target's own first layers in the target's own KV cache
-(no draft model): LayerSkip's static exit (`LayerSkip`, the LS baseline), Draft & Verify's confidence-stopped
-chain with an adapted threshold (`DraftVerify`, DV); DEL's dynamic exit builds on them."""
+(no draft model): LayerSkip's static exit (`LayerSkip`, the LS baseline), its draft length moved by ±1
+(`FSM`, FS), Draft & Verify's confidence-stopped chain with an adapted threshold (`DraftVerify`, DV),
+and DEL's dynamic exit and draft length chosen by tokens per layer (`DEL`)."""
 from jaxspec.selfspec.chain import draft_chain
+from jaxspec.selfspec.del_drafter import DEL, DELState, DELTrace, spread_exits
 from jaxspec.selfspec.draft_verify import DraftVerify, DVState
-from jaxspec.selfspec.layerskip import LayerSkip, check_exit
+from jaxspec.selfspec.exit_stats import ExitStats
+from jaxspec.selfspec.fsm import FSM
+from jaxspec.selfspec.layerskip import LayerSkip, SelfDrafter, check_exit
 
-__all__ = ["LayerSkip", "DraftVerify", "DVState", "check_exit", "draft_chain"]
+__all__ = ["LayerSkip", "FSM", "DraftVerify", "DVState", "DEL", "DELState", "DELTrace", "ExitStats", "SelfDrafter",
+           "check_exit", "draft_chain", "spread_exits"]

@@ -41,6 +41,7 @@ class DraftVerify(LayerSkip):
     target_rate: float = 0.8
     start: float = 0.6
     epsilon: float = 0.01
+    variable_depth = True
 
     def describe(self) -> dict:
         return {**super().describe(), "threshold_start": self.start, "target_rate": self.target_rate}
@@ -49,6 +50,7 @@ class DraftVerify(LayerSkip):
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DraftVerify drafts a chain whose length its confidence threshold decides: use "
                              "chain(cap), not a tree or an adaptive chain")
+        self.check_head(target.params)
         B = prompts.shape[0]
         return DVState(jnp.full((B,), self.start, jnp.float32), jnp.full((B,), jnp.nan, jnp.float32),
                        jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))

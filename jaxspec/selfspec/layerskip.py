@@ -47,23 +47,82 @@ def shallow_logits(params, tokens, cache: KVCache, positions, mask, exit_layer: 
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerSkip(Drafter):
-    """The static-exit self-drafter; `cfg` (the target's) and `plan` are bound by `speculate`."""
-    exit_layer: int
-    cfg: ModelConfig | None = None
-    plan: ShardingPlan | None = None
+class SelfDrafter(Drafter):
+    """What every self-drafter shares: it is bound to the target's config and sharding plan (by
+    `speculate`), takes no draft model, and drafts through `_shallow` — the target's first layers up to
+    its exit — in the target's own cache (`_root` for `last`, `_step` for the later depths)."""
+    cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
+    plan: ShardingPlan | None = dataclasses.field(default=None, kw_only=True)
     writes_target_cache = True
 
-    def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None) -> "LayerSkip":
+    def check(self, cfg: ModelConfig) -> None:
+        """Raise ValueError for options that do not fit the target `cfg`."""
+
+    def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None):
         del mesh
-        check_exit(self.exit_layer, cfg)
+        self.check(cfg)
         return dataclasses.replace(self, cfg=cfg, plan=plan)
 
     @property
     def bound_cfg(self) -> ModelConfig:
         if self.cfg is None:
-            raise ValueError("LayerSkip is not bound to a target: pass it to speculate / make_runner, or .bind(cfg)")
+            raise ValueError(f"{type(self).__name__} is not bound to a target: pass it to speculate / make_runner, "
+                             f"or .bind(cfg)")
         return self.cfg
+
+    def prepare(self, params):
+        if params is not None:
+            raise ValueError(f"{type(self).__name__} drafts with the target's own layers: give no draft model "
+                             f"(draft=None)")
+        return None
+
+    def check_head(self, target_params) -> None:
+        """A self-drafter's exits read through the target's final norm and LM head: both must be there."""
+        need = ["final_norm", "embed"] + ([] if self.bound_cfg.tie_embeddings else ["lm_head"])
+        missing = [k for k in need if k not in target_params]
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs the target's final norm and LM head; its params lack "
+                             f"{missing}")
+
+    def _shallow(self, params, tokens, cache: KVCache, positions, mask, exit_state):
+        """(logits f32[B, T, V], cache) of the first layers up to the exit (`exit_state`: the drafter's
+        choice for this round, None for a static exit)."""
+        raise NotImplementedError
+
+    def _root(self, target: Target, rnd: Round, sampling: SamplingConfig, exit_state=None):
+        """`last` at slot T-1 through the shallow layers: (depth 1's distribution f32[B, V], target cache)."""
+        T = rnd.committed
+        c = target.cache.replace(lengths=T - 1)
+        logits, c = self._shallow(target.params, rnd.last[:, None], c, (T - 1)[:, None],
+                                  causal_mask(T - 1, 1, c.max_len), exit_state)
+        return draft_logprobs(logits[:, 0], sampling), constrain_cache(c, self.plan)
+
+    def _step(self, target: Target, rnd: Round, width: int, sampling: SamplingConfig, exit_state=None):
+        """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
+        slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
+        T, S = rnd.committed, target.cache.max_len
+
+        def step(c, leaves, anc, d):
+            c = c.replace(lengths=T + (d - 2) * width)
+            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
+            mask = tree_mask(T, anc, S) if anc is not None else causal_mask(T + d - 2, 1, S)
+            lg, c = self._shallow(target.params, leaves, c, pos, mask, exit_state)
+            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
+        return step
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSkip(SelfDrafter):
+    """The static-exit self-drafter; `cfg` (the target's) and `plan` are bound by `speculate`."""
+    exit_layer: int
+
+    def check(self, cfg: ModelConfig) -> None:
+        check_exit(self.exit_layer, cfg)
+
+    def _shallow(self, params, tokens, cache, positions, mask, exit_state):
+        del exit_state
+        logits, cache, _ = shallow_logits(params, tokens, cache, positions, mask, self.exit_layer, self.bound_cfg)
+        return logits, cache
 
     def describe(self) -> dict:
         return {"exit_layer": self.exit_layer, "layers": self.bound_cfg.num_layers}
@@ -78,35 +137,10 @@ class LayerSkip(Drafter):
         return {"draft_first_s": time_forward(shallow, cfg, 1, **kw),
                 "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw)}
 
-    def prepare(self, params):
-        if params is not None:
-            raise ValueError("LayerSkip drafts with the target's own layers: give no draft model (draft=None)")
-        return None
-
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> jax.Array:
-        del params, target, prompts, prompt_lens, max_len
+        del params, prompts, prompt_lens, max_len
+        self.check_head(target.params)
         return jnp.int32(method.k_start)  # the state: an adaptive chain's k
-
-    def _root(self, target: Target, rnd: Round, sampling: SamplingConfig):
-        """`last` at slot T-1 through the shallow layers: (depth 1's distribution f32[B, V], target cache)."""
-        cfg, T = self.bound_cfg, rnd.committed
-        c = target.cache.replace(lengths=T - 1)
-        logits, c, _ = shallow_logits(target.params, rnd.last[:, None], c, (T - 1)[:, None],
-                                      causal_mask(T - 1, 1, c.max_len), self.exit_layer, cfg)
-        return draft_logprobs(logits[:, 0], sampling), constrain_cache(c, self.plan)
-
-    def _step(self, target: Target, rnd: Round, width: int, sampling: SamplingConfig):
-        """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
-        slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
-        cfg, T, S = self.bound_cfg, rnd.committed, target.cache.max_len
-
-        def step(c, leaves, anc, d):
-            c = c.replace(lengths=T + (d - 2) * width)
-            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
-            mask = tree_mask(T, anc, S) if anc is not None else causal_mask(T + d - 2, 1, S)
-            lg, c, _ = shallow_logits(target.params, leaves, c, pos, mask, self.exit_layer, cfg)
-            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
-        return step
 
     def propose(self, params, k, target: Target, rnd: Round, key, *, method,
                 sampling: SamplingConfig) -> tuple[jax.Array, Tree, KVCache]:

@@ -8,7 +8,8 @@ its own business (its previous token, an adaptive chain's k, its cache). One rou
           as the drafter chose (the others invalid); a self-drafter may write the target cache at
           slots >= T-1, which verification overwrites;
   verify  one target pass over [last] + nodes at slots T-1.., positions by depth, causal (chain) or tree
-          mask; logits at every node;
+          mask; logits at every node (chains of varying length: only as wide as the round's drafts,
+          `verify_widths`);
   accept  greedy or lossless sampling (verify.py) → n accepted nodes on one root-to-node path + 1 extra
           token; the row emits n + 1 tokens (cut at EOS or max_new_tokens);
   update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
@@ -75,14 +76,14 @@ def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adapt
                  ) -> SpecMethod | None:
     """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
     a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
-    dv (Draft & Verify) a chain of at most k (the drafter is chosen apart: cli.py)."""
+    fs, dv (Draft & Verify) and del (DEL) a chain of at most k (the drafter is chosen apart: cli.py)."""
     if name == "vanilla":
         return None
-    if name in ("chain", "ls", "dv") or (name == "easyspec" and width == 1):
+    if name in ("chain", "ls", "fs", "dv", "del") or (name == "easyspec" and width == 1):
         return chain(k, adaptive=adaptive)
     if name in ("tree", "easyspec"):
         return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls or dv")
+    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv or del")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +177,17 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     inp = jnp.concatenate([s.last[:, None], t.tokens], axis=1)  # [B, 1+N]
     pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
     mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
-    logits, cache, hiddens, shadow = verification_pass(target_params, inp, s.target_cache.replace(lengths=base), pos,
-                                                       mask, cfg, spec.drafter.hidden_layers, spec.drafter.shadow_layers)
+    cache = s.target_cache.replace(lengths=base)
+    widths = verify_widths(spec)
+    if len(widths) == 1:
+        logits, cache, hiddens, shadow = verification_pass(target_params, inp, cache, pos, mask, cfg,
+                                                           spec.drafter.hidden_layers, spec.drafter.shadow_layers)
+    else:  # the narrowest block that holds every live row's drafts
+        need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
+        which = jnp.sum(jnp.asarray(widths) < need)
+        branches = [functools.partial(_narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
+                                      shadow_layers=spec.drafter.shadow_layers) for w in widths]
+        logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
 
@@ -186,6 +196,28 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
     out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits, hiddens, *shadow)
     return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
+
+
+def verify_widths(spec: SpecSpec) -> tuple[int, ...]:
+    """The verification block's widths: [last] + every node, or — for chains whose drafted depth varies
+    from round to round (adaptive chains, confidence stops, DEL's plain steps) — the narrowest of 1, 2, 4,
+    8, … , 1 + N that holds the round's drafts (a `lax.switch`): a round that drafted 2 tokens verifies 3
+    positions, not 19, which matters wherever the block's compute, not the weight reads, sets its cost."""
+    full = 1 + spec.shape.nodes
+    if spec.shape.width != 1 or not (spec.method.adaptive or spec.drafter.variable_depth):
+        return (full,)
+    return tuple(w for w in (1, 2, 4, 8, 16, 32, 64) if w < full) + (full,)
+
+
+def _narrow_pass(width: int, params, tokens, cache, positions, mask, *, cfg, hidden_layers, shadow_layers):
+    """`verification_pass` over the first `width` positions, its outputs padded back to the full block
+    (logits 0, shadow tokens −1: the padded nodes are invalid, never accepted nor counted)."""
+    full = tokens.shape[1]
+    logits, cache, hiddens, (sh, conf) = verification_pass(params, tokens[:, :width], cache, positions[:, :width],
+                                                           mask[:, :width], cfg, hidden_layers, shadow_layers)
+    pad = lambda x, v=0: None if x is None else jnp.pad(x, [(0, 0), (0, full - width)] + [(0, 0)] * (x.ndim - 2),  # noqa: E731
+                                                         constant_values=v)
+    return pad(logits), cache, pad(hiddens), (pad(sh, -1), pad(conf))
 
 
 def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: ModelConfig,

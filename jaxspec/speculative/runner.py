@@ -50,6 +50,7 @@ class SpecRunner(AotRunner):
         res = super()._result(state, prefill_s, decode_s, compile_s)
         res.stats = summarize(state.stats)
         res.stats["per_row"] = [summarize(state.stats, [i]) for i in range(len(res.output_ids))]
+        res.drafter = self.spec.drafter.report(jax.device_get(state.draft_state)) or None
         return res
 
     def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None

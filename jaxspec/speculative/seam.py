@@ -15,7 +15,9 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
       `writes_target_cache`;
   commit(params, state, out: Outcome, *, method) -> state
       the round's outcome: accepted nodes, emitted extra token, the verification's logits and, for a
-      drafter that asks for them (`hidden_layers`), its hidden states.
+      drafter that asks for them (`hidden_layers`), its hidden states;
+  report(state) -> dict
+      on the host after a run: the drafter's own account of it (DEL: exit and τ per round).
 
 Static declarations (class attributes of `Drafter`, overridden per drafter):
   hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
@@ -24,7 +26,10 @@ Static declarations (class attributes of `Drafter`, overridden per drafter):
                                    exit after each of these layers gives over the verified block, its
                                    rows through the LM head in one call with the verification's own;
   writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
-                                   shallow layers ARE the target's).
+                                   shallow layers ARE the target's);
+  variable_depth: bool             a chain whose drafted depth varies between rounds (confidence stops,
+                                   DEL's plain steps): verification then runs the narrowest block that
+                                   holds the round's drafts (engine.verify_widths).
 
 The invariant a target-cache writer keeps: it writes only slots >= committed - 1 (the slot of `last` and
 beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
@@ -92,6 +97,7 @@ class Drafter:
     hidden_layers: tuple[int, ...] = ()
     shadow_layers: tuple[int, ...] = ()
     writes_target_cache: bool = False
+    variable_depth: bool = False  # drafts fewer depths in some rounds (the engine then verifies narrower)
 
     def prepare(self, params):
         return params
@@ -99,6 +105,11 @@ class Drafter:
     def cache_slots(self, slots: int, shape: TreeShape) -> int:
         del shape
         return slots
+
+    def report(self, state) -> dict:
+        """On the host after a run: what the drafter has to say about it (JSON-able; {}: nothing)."""
+        del state
+        return {}
 
 
 def drafted_depths(tree: Tree, shape: TreeShape) -> jax.Array:

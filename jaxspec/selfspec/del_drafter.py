@@ -1,0 +1,221 @@
+"""`DEL`: self-speculation whose exit layer and draft length follow the context (Entezari Zarch et al.,
+"DEL: Context-Aware Dynamic Exit Layer for Efficient Self-Speculative Decoding", COLM 2025).
+
+    speculate(target, None, prompts, method=chain(18), drafter=DEL())
+
+A round, on device (the engine's round with this drafter):
+  draft    the first E layers (E among static candidate exits, dynamic_exit.py) + final norm + LM head
+           draft a chain that stops after the first token whose probability is below τ (that token is
+           kept), at most `depth` (18) tokens; K/V go into the target's one cache (layers < E);
+  verify   the engine's pass over [last] + drafts; the candidate exits are its `shadow_layers`, so it
+           returns each exit's would-be token and probability at every verified position, their rows
+           through the LM head in one call with the final layer's;
+  commit   the shadow tokens vs the full model's greedy tokens update the decayed statistics over the
+           valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
+Before round 1 the statistics are seeded from the prompt: one pass over its last `context` (32)
+positions and the first output position, as the official round 1 does with its own draft pass.
+
+The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
+  1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
+     tokens at the argmax's exit (the smallest one: every exit ties at 1/L when d = 0). Fixed: d* = 0 is a
+     plain decoding step (no drafts; the verification block has only `last`).
+  2. τ is NaN while the exit has no matched or no mismatched observation: the official code then never
+     stops drafting. Fixed: an empty class takes its extreme (matched 1, mismatched 0), exit_stats.threshold.
+  3. No clipping when d* = 0: that round's statistics include columns after the first rejection. Fixed:
+     always clipped (moot when d* = 0 drafts nothing).
+`faithful=True` reproduces all three. Both seed from the prompt (the official round 1 drafts one token
+at exit 1 to get there; output is the same, the seeded columns shift by one position).
+
+Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
+code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
+single run in speed (its output is always the target's)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxspec.cache import KVCache
+from jaxspec.config import ModelConfig
+from jaxspec.masks import causal_mask
+from jaxspec.sampling import SamplingConfig
+from jaxspec.selfspec import exit_stats
+from jaxspec.selfspec.chain import draft_chain
+from jaxspec.selfspec.dynamic_exit import DISPATCHES, exit_logits
+from jaxspec.selfspec.exit_stats import ExitStats
+from jaxspec.selfspec.layerskip import SelfDrafter
+from jaxspec.speculative.seam import Outcome, Round, Target
+from jaxspec.speculative.tree import Tree, init_tree
+
+
+def spread_exits(num_layers: int, count: int = 8) -> tuple[int, ...]:
+    """Up to `count` exits spread evenly over 1..L−1, the deepest (L−1) always among them."""
+    top = num_layers - 1
+    step = max(1.0, top / count)
+    return tuple(sorted({max(1, round(top - i * step)) for i in range(count) if top - i * step >= 0.5}))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DELTrace:
+    """Per round (index = round number; rows past the last round keep −1 / NaN): the exit in effect (a
+    layer count, 0 for a plain decoding step), d*, τ, and the live rows' mean drafted and accepted."""
+    exit_layer: jax.Array  # i32[R]
+    gamma: jax.Array  # i32[R]
+    tau: jax.Array  # f32[R]
+    drafted: jax.Array  # f32[R]
+    accepted: jax.Array  # f32[R]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DELState:
+    stats: ExitStats
+    exit: jax.Array  # i32 index into the candidate exits for the next round
+    gamma: jax.Array  # i32 the TPL's d* for the next round
+    tau: jax.Array  # f32 the next round's confidence threshold at that exit
+    rounds: jax.Array  # i32
+    trace: DELTrace
+
+
+@dataclasses.dataclass(frozen=True)
+class DEL(SelfDrafter):
+    """exits: candidate exits (layer counts, sorted, in 1..L−1), "spread" (default: up to 8 over the
+    depth, the deepest included) or "all" (1..L−1, the official set; the shadow head then costs L−1 rows
+    per position); omega: the statistics' decay; context: prompt positions seeding them; head_cost: the
+    LM head's cost in layers in TPL's denominator (official: 0; `measure_head_cost` gives this machine's);
+    faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
+    device ("segments" or "switch", dynamic_exit.py)."""
+    exits: tuple[int, ...] | str = "spread"
+    omega: float = 0.95
+    context: int = 32
+    head_cost: float = 0.0
+    faithful: bool = False
+    dispatch: str = "segments"
+    variable_depth = True
+
+    def check(self, cfg: ModelConfig) -> None:
+        L = cfg.num_layers
+        ex = self._resolve(cfg)
+        if not ex:
+            raise ValueError("DEL needs at least one candidate exit layer")
+        if list(ex) != sorted(set(ex)):
+            raise ValueError(f"candidate exit layers must be strictly increasing, got {list(ex)}")
+        if ex[0] < 1 or ex[-1] > L - 1:
+            raise ValueError(f"candidate exit layers {list(ex)} are outside 1..{L - 1} (the target has {L} layers)")
+        if not 0 < self.omega <= 1:
+            raise ValueError(f"omega (the statistics' decay) must be in (0, 1], got {self.omega}")
+        if self.context < 0 or self.head_cost < 0:
+            raise ValueError(f"context and head_cost must be >= 0, got {self.context}, {self.head_cost}")
+        if self.dispatch not in DISPATCHES:
+            raise ValueError(f"unknown exit dispatch {self.dispatch!r}: one of {DISPATCHES}")
+
+    def _resolve(self, cfg: ModelConfig) -> tuple[int, ...]:
+        if self.exits == "spread":
+            return spread_exits(cfg.num_layers)
+        if self.exits == "all":
+            return tuple(range(1, cfg.num_layers))
+        if isinstance(self.exits, str):
+            raise ValueError(f"candidate exits {self.exits!r}: a tuple of layer counts, 'spread' or 'all'")
+        return tuple(int(e) for e in self.exits)
+
+    def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "DEL":
+        bound = super().bind(cfg, mesh, plan)
+        return dataclasses.replace(bound, exits=self._resolve(cfg))
+
+    @property
+    def shadow_layers(self) -> tuple[int, ...]:
+        return self._resolve(self.bound_cfg)
+
+    def describe(self) -> dict:
+        return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
+                "context": self.context, "head_cost": self.head_cost, "faithful": self.faithful,
+                "dispatch": self.dispatch}
+
+    def report(self, st: DELState) -> dict:
+        """The per-round traces up to the last round (pooled over the batch: one exit per batch)."""
+        r = int(st.rounds)
+        tr = st.trace
+        alpha = exit_stats.acceptance(st.stats)
+        return {"exit_layer": [int(x) for x in tr.exit_layer[:r]], "gamma": [int(x) for x in tr.gamma[:r]],
+                "tau": [float(x) for x in tr.tau[:r]], "drafted": [float(x) for x in tr.drafted[:r]],
+                "accepted": [float(x) for x in tr.accepted[:r]],
+                "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha)))}
+
+    def _shallow(self, params, tokens, cache, positions, mask, exit_state):
+        return exit_logits(params, tokens, cache, positions, mask, self.bound_cfg, self.shadow_layers, exit_state,
+                           self.dispatch)
+
+    def _decide(self, stats: ExitStats, depth: int):
+        idx, gamma = exit_stats.choose(stats, self.shadow_layers, self.bound_cfg.num_layers, depth, self.head_cost)
+        return idx, gamma, exit_stats.threshold(stats, idx, self.faithful).astype(jnp.float32)
+
+    def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
+        from jaxspec.speculative.engine import verification_pass  # the engine imports drafters, not back
+        del params
+        if method.shape.width != 1 or method.adaptive:
+            raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
+                             "(cap 18 in the paper), not a tree or an adaptive chain")
+        self.check_head(target.params)
+        B, P = prompts.shape
+        W = min(self.context + 1, P)  # the last `context` prompt positions + the one that gives token 1
+        start = jnp.maximum(prompt_lens - W, 0)
+        cols = start[:, None] + jnp.arange(W, dtype=jnp.int32)[None]  # [B, W] positions (= slots)
+        toks = jnp.take_along_axis(prompts, jnp.minimum(cols, P - 1), axis=1)
+        real = cols < prompt_lens[:, None]
+        c = target.cache.replace(lengths=start)  # rewrites the same K/V into a copy that is dropped
+        logits, _, _, (shadow, conf) = verification_pass(target.params, toks, c, cols,
+                                                         causal_mask(start, W, c.max_len), self.bound_cfg, (),
+                                                         self.shadow_layers)
+        y = jnp.argmax(logits, axis=-1)
+        stats = exit_stats.update(ExitStats.zeros(len(self.shadow_layers)), shadow == y[..., None], conf, real,
+                                  self.omega)
+        idx, gamma, tau = self._decide(stats, method.shape.depth)
+        R = max_len  # a round emits >= 1 token per live row: never more rounds than slots
+        trace = DELTrace(jnp.full((R,), -1, jnp.int32), jnp.full((R,), -1, jnp.int32),
+                         jnp.full((R,), jnp.nan, jnp.float32), jnp.full((R,), jnp.nan, jnp.float32),
+                         jnp.full((R,), jnp.nan, jnp.float32))
+        return DELState(stats, idx, gamma, tau, jnp.int32(0), trace)
+
+    def propose(self, params, st: DELState, target: Target, rnd: Round, key, *, method,
+                sampling: SamplingConfig) -> tuple[DELState, Tree, KVCache]:
+        B, shape = rnd.last.shape[0], method.shape
+        tau = jnp.where(jnp.isnan(st.tau), 0.0, st.tau)  # NaN (faithful): `conf < τ` never holds
+        thr = jnp.broadcast_to(tau, (B,))
+
+        def draft(_):
+            lq_root, c = self._root(target, rnd, sampling, st.exit)
+            step = self._step(target, rnd, 1, sampling, st.exit)
+            c, t = draft_chain(lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, shape, sampling,
+                               jnp.int32(shape.depth), thr)
+            return t, c.replace(lengths=target.cache.lengths)
+
+        def plain(_):  # d* = 0: no drafts, the round is one decoding step
+            vocab = None if sampling.greedy else self.bound_cfg.vocab_size
+            return init_tree(B, shape, vocab), target.cache
+
+        t, c = draft(None) if self.faithful else lax.cond(st.gamma > 0, draft, plain, None)
+        return st, t, c
+
+    def commit(self, params, st: DELState, out: Outcome, *, method) -> DELState:
+        del params
+        y = jnp.argmax(out.logits, axis=-1)  # the full model's greedy tokens (also when sampling, as official)
+        match = out.shadow_tokens == y[..., None]  # [B, 1 + N, m]
+        t = jnp.arange(match.shape[1])[None]
+        real = (t <= out.drafted[:, None]) & out.live[:, None]  # [last] + the drafted depths
+        at_exit = jnp.take(match, st.exit, axis=2)
+        valid = exit_stats.valid_columns(at_exit, real, (st.gamma > 0) if self.faithful else True)
+        stats = exit_stats.update(st.stats, match, out.shadow_conf, valid, self.omega)
+        idx, gamma, tau = self._decide(stats, method.shape.depth)
+
+        live = out.live.astype(jnp.float32)
+        mean = lambda x: jnp.sum(x * live) / jnp.maximum(jnp.sum(live), 1)  # noqa: E731
+        plain_step = (st.gamma == 0) & (not self.faithful)
+        layer = jnp.where(plain_step, 0, jnp.asarray(self.shadow_layers, jnp.int32)[st.exit])
+        r, tr = st.rounds, st.trace
+        trace = DELTrace(tr.exit_layer.at[r].set(layer, mode="drop"), tr.gamma.at[r].set(st.gamma, mode="drop"),
+                         tr.tau.at[r].set(st.tau, mode="drop"), tr.drafted.at[r].set(mean(out.drafted), mode="drop"),
+                         tr.accepted.at[r].set(mean(out.n), mode="drop"))
+        return DELState(stats, idx, gamma, tau, r + 1, trace)
