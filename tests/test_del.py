@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, forward, generate, init_cache, init_params, output_ids
 from jaxspec.model import head
-from jaxspec.selfspec import DEL, FSM, DELState, DELTrace, ExitStats, exit_stats, spread_exits
+from jaxspec.selfspec import DEL, FSM, LayerSkip, DELState, DELTrace, ExitStats, exit_stats, spread_exits
 from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.layerskip import shallow_logits
 from jaxspec.masks import causal_mask
-from jaxspec.speculative import chain, make_spec, run_speculation, summarize, tree
+from jaxspec.speculative import Model, chain, make_spec, run_speculation, speculate, summarize, tree
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import init_tree
 from tests.helpers import random_prompts, tiny_cfg
@@ -329,9 +329,10 @@ def test_del_errors():
         run(tp, [[1, 2, 3]], chain(2, adaptive=True), DEL())
     with pytest.raises(ValueError, match="starting draft length"):
         run(tp, [[1, 2, 3]], chain(2), FSM(1, start=3))
-    with pytest.raises(ValueError, match="lm_head"):
-        headless = {k: v for k, v in tp.items() if k != "lm_head"}
-        run(headless, [[1, 2, 3]], chain(2), DEL())
+    headless = {k: v for k, v in tp.items() if k != "lm_head"}
+    for drafter in (DEL(), LayerSkip(2)):
+        with pytest.raises(ValueError, match="needs the target's final norm and LM head; its params lack .'lm_head'."):
+            speculate(Model(headless, CFG), None, [[1, 2, 3]], method=chain(2), max_new_tokens=2, drafter=drafter)
     with pytest.raises(ValueError, match="draft=None"):
         DEL().bind(CFG).prepare({"embed": 0})
 

@@ -158,7 +158,6 @@ class DEL(SelfDrafter):
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
                              "(cap 18 in the paper), not a tree or an adaptive chain")
-        self.check_head(target.params)
         B, P = prompts.shape
         W = min(self.context + 1, P)  # the last `context` prompt positions + the one that gives token 1
         start = jnp.maximum(prompt_lens - W, 0)

@@ -50,7 +50,6 @@ class DraftVerify(LayerSkip):
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DraftVerify drafts a chain whose length its confidence threshold decides: use "
                              "chain(cap), not a tree or an adaptive chain")
-        self.check_head(target.params)
         B = prompts.shape[0]
         return DVState(jnp.full((B,), self.start, jnp.float32), jnp.full((B,), jnp.nan, jnp.float32),
                        jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))

@@ -138,8 +138,7 @@ class LayerSkip(SelfDrafter):
                 "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw)}
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> jax.Array:
-        del params, prompts, prompt_lens, max_len
-        self.check_head(target.params)
+        del params, target, prompts, prompt_lens, max_len
         return jnp.int32(method.k_start)  # the state: an adaptive chain's k
 
     def propose(self, params, k, target: Target, rnd: Round, key, *, method,

@@ -49,7 +49,7 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
                              f"({eg}); a draft model must share the target's vocabulary")
 
 
-def bind_drafter(drafter, draft):
+def bind_drafter(drafter, draft, target_params=None):
     """None → `DraftModel` over `draft`; a drafter configuration with `bind` (EasySpec) → bound to the
     draft's config and mesh; a self-drafter (it writes the target cache; `draft` is then the target) →
     bound to the target's config and sharding plan; a bound drafter as it is."""
@@ -57,9 +57,11 @@ def bind_drafter(drafter, draft):
     if drafter is None:
         return DraftModel(draft.cfg, plan)
     if getattr(drafter, "cfg", True) is None and hasattr(drafter, "bind"):
-        if drafter.writes_target_cache:
-            return drafter.bind(draft.cfg, plan=plan)
-        return drafter.bind(draft.cfg, plan.mesh if plan is not None else None)
+        if not drafter.writes_target_cache:
+            return drafter.bind(draft.cfg, plan.mesh if plan is not None else None)
+        drafter = drafter.bind(draft.cfg, plan=plan)
+    if target_params is not None and hasattr(drafter, "check_head"):  # a self-drafter reads the target's head:
+        drafter.check_head(target_params)  # missing, it says so before anything runs
     return drafter
 
 
@@ -106,7 +108,7 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
             raise ValueError("speculate needs a draft model or a drafter that works without one (draft=None)")
         draft = Model(None, target.cfg, getattr(target, "plan", None))  # the drafter's params: none of its own
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
-    drafter = bind_drafter(drafter, draft)
+    drafter = bind_drafter(drafter, draft, target.params)
     spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,
                      max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
                      plan=getattr(target, "plan", None))

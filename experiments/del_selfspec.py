@@ -1,0 +1,289 @@
+"""DEL against its baselines on models that were not trained for early exit (issue 14 §5), one CPU device,
+fp32, greedy, batch 1: vanilla, LS (static exit E, chain γ), FS (E, γ ±1), DV (E, adapted confidence
+stop), DEL (the fixed default) and DEL `faithful` (the official quirks), optionally HF's
+`assistant_early_exit` — every method on the same prompts in one process, each ratio from one run,
+compile and warm-up excluded (the `bench` JSON contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
+over rounds (a plain step costs L); DEL's from its per-round traces.
+
+    python experiments/del_selfspec.py run --model smollm2-135m-instruct --ls 24:2 --fs 24:2 --dv 24 --hf-exit 24
+    python experiments/del_selfspec.py sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
+    python experiments/del_selfspec.py costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
+    python experiments/del_selfspec.py plot                                          # redraw every PNG
+
+Writes results/del_<model>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
+results/del_sweep_<model>.json (+ .png: tokens/s contour over (E, γ), as the official sweep.py) and
+results/del_costs_<model>.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SETS = ("humaneval:20", "spec-bench:summarization:10", "spec-bench:math_reasoning:10", "spec-bench:translation:10",
+        "spec-bench:qa:10")
+
+
+def log(s: str) -> None:
+    print(s, file=sys.stderr, flush=True)
+
+
+def _source(spec: str) -> tuple[str, int]:
+    source, limit = spec.rsplit(":", 1)
+    return source, int(limit)
+
+
+def _etpl(summary: dict, rows: list[dict], layers: int, exit_layer: int | None) -> float:
+    """Tokens per layer run: DEL from its traces, a static exit from the totals, vanilla 1/L."""
+    if "exit_layers" in summary:
+        tok = cost = 0.0
+        for r in rows:
+            tr = r["drafter"]
+            tok += sum(a + 1 for a in tr["accepted"])
+            cost += sum(e * d + layers for e, d in zip(tr["exit_layer"], tr["drafted"]))
+        return tok / cost
+    if exit_layer is None:
+        return 1 / layers
+    return (summary["accepted"] + summary["rounds"]) / (exit_layer * summary["drafted"] + layers * summary["rounds"])
+
+
+def _methods(args, L: int):
+    from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
+    from jaxspec.speculative import chain
+    out = [("del", chain(18), DEL(head_cost=args.head_cost), None),
+           ("del-faithful", chain(18), DEL(faithful=True), None)]
+    for spec in args.ls:
+        e, g = map(int, spec.split(":"))
+        out.append((f"ls-E{e}-g{g}", chain(g), LayerSkip(e), e))
+    for spec in args.fs:
+        e, g = map(int, spec.split(":"))
+        out.append((f"fs-E{e}-g{g}", chain(18), FSM(e, start=g), e))
+    for e in args.dv:
+        out.append((f"dv-E{e}", chain(18), DraftVerify(int(e)), int(e)))
+    return out
+
+
+def cmd_run(args) -> None:
+    from conversion.loader import load_model
+    from jaxspec.bench import run_bench, write_json
+    from jaxspec.selfspec import LayerSkip
+    from jaxspec.speculative import chain
+
+    m = load_model(args.model)
+    L = m.cfg.num_layers
+    out = {"model": args.model, "layers": L, "max_new_tokens": args.max_new_tokens, "sets": {}}
+    path = RESULTS / f"del_{args.model}.json"
+    for spec in args.sets:
+        source, limit = _source(spec)
+        common = dict(max_new_tokens=args.max_new_tokens, limit=limit, loaded=(m, None), log=log)
+        van = run_bench(args.model, source, **common)
+        rows = {"vanilla": {"tok_per_s": van["summary"]["tok_per_s"], "speedup": 1.0, "etpl": 1 / L}}
+        traces = {}
+        for name, meth, drafter, e in _methods(args, L):
+            t0 = time.perf_counter()
+            r = run_bench(args.model, source, method=meth, vanilla=van, drafter=drafter, **common)
+            s = r["summary"]
+            rows[name] = {k: s.get(k) for k in ("tok_per_s", "speedup", "decode_speedup", "acceptance_rate",
+                                                "mean_accepted_length", "mean_drafted_depth", "vanilla_identical",
+                                                "compile_s", "exit_layers")}
+            rows[name]["etpl"] = _etpl(s, r["prompts"], L, e)
+            if "exit_layers" in s:
+                traces[name] = [p["drafter"] for p in r["prompts"][:3]]
+            log(f"[{spec}] {name}: {s['tok_per_s']:.2f} tok/s, speedup {s['speedup']:.3f}x, acceptance "
+                f"{s['acceptance_rate'] or 0:.2f}, eTPL {rows[name]['etpl']:.4f}, identical {s['vanilla_identical']}"
+                f"/{limit} ({time.perf_counter() - t0:.0f}s)")
+        if args.hf_exit is not None and spec == args.sets[0]:
+            r = run_bench(args.model, source, method=chain(args.hf_gamma), vanilla=van, hf_baseline=True,
+                          drafter=LayerSkip(args.hf_exit), **common)
+            rows["hf_early_exit"] = {"exit_layer": args.hf_exit, "hf_tok_per_s": r["summary"]["hf_tok_per_s"],
+                                     "speedup": r["summary"]["hf_tok_per_s"] / van["summary"]["tok_per_s"],
+                                     "hf_identical": r["summary"]["hf_identical"],
+                                     "hf_settings": r["summary"].get("hf_assistant_settings")}
+            log(f"[{spec}] HF assistant_early_exit={args.hf_exit}: {r['summary']['hf_tok_per_s']:.2f} tok/s")
+        out["sets"][spec] = {"rows": rows, "del_traces": traces}
+        out["env"] = van["env"]
+        write_json(out, path)  # after every set: a crash keeps what was measured
+    plot()
+
+
+def cmd_sweep(args) -> None:
+    """LS over (E, γ) on one prompt set: tokens/s, acceptance and eTPL per cell (official sweep.py)."""
+    from conversion.loader import load_model
+    from jaxspec.bench import run_bench, write_json
+    from jaxspec.selfspec import LayerSkip
+    from jaxspec.speculative import chain
+
+    m = load_model(args.model)
+    source, limit = _source(args.set)
+    common = dict(max_new_tokens=args.max_new_tokens, limit=limit, loaded=(m, None), log=log)
+    van = run_bench(args.model, source, **common)
+    cells = []
+    for e in map(int, args.exits.split(",")):
+        for g in map(int, args.gammas.split(",")):
+            s = run_bench(args.model, source, method=chain(g), vanilla=van, drafter=LayerSkip(e), **common)["summary"]
+            cells.append({"exit_layer": e, "gamma": g, "tok_per_s": s["tok_per_s"], "speedup": s["speedup"],
+                          "acceptance_rate": s["acceptance_rate"], "etpl": _etpl(s, [], m.cfg.num_layers, e)})
+            log(f"E{e} γ{g}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x), acceptance {s['acceptance_rate']:.2f}")
+    write_json({"model": args.model, "set": args.set, "max_new_tokens": args.max_new_tokens, "layers": m.cfg.num_layers,
+                "vanilla_tok_per_s": van["summary"]["tok_per_s"], "cells": cells, "env": van["env"]},
+               RESULTS / f"del_sweep_{args.model}.json")
+    plot()
+
+
+def cmd_costs(args) -> None:
+    """DEL's overheads and the exit dispatch, best of 5 after warm-up, cache holding 256 tokens:
+    the verification block with and without the shadow rows (spread and all exits) at block widths 1, 3,
+    8, 19; the statistics update + TPL choice; one draft forward at an exit — the static (compiled
+    variant, LayerSkip), `segments` and `switch` dispatches — with their compile times; and the LM head
+    against one layer (the `head_cost` TPL option in layers)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from conversion.loader import load_model
+    from jaxspec.bench import write_json
+    from jaxspec.cache import init_cache
+    from jaxspec.masks import causal_mask
+    from jaxspec.model import decoder_layer, head
+    from jaxspec.selfspec import DEL, exit_stats, spread_exits
+    from jaxspec.selfspec.dynamic_exit import exit_logits
+    from jaxspec.selfspec.exit_stats import ExitStats
+    from jaxspec.selfspec.layerskip import shallow_logits
+    from jaxspec.speculative.engine import verification_pass
+    from jaxspec.timing import best_time
+
+    m = load_model(args.model)
+    cfg, p = m.cfg, m.params
+    L, ctx, S = cfg.num_layers, 256, 512
+    cache = init_cache(cfg, 1, S).replace(lengths=jnp.asarray([ctx], jnp.int32))
+    out = {"model": args.model, "layers": L, "context": ctx, "verify_ms": {}, "draft_ms": {}, "compile_s": {}}
+
+    def timed(fn, *a):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*a))
+        return 1e3 * best_time(fn, *a), time.perf_counter() - t0
+
+    for T in (1, 3, 8, 19):
+        toks, pos = jnp.ones((1, T), jnp.int32), ctx + jnp.arange(T)[None]
+        mask = causal_mask(cache.lengths, T, S)
+        for name, shadow in (("none", ()), ("spread", spread_exits(L)), ("all", tuple(range(1, L)))):
+            f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
+            out["verify_ms"][f"T{T}-{name}"], _ = timed(f, p, toks, cache, pos, mask)
+        log(f"verify T={T}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out["verify_ms"].items() if k.startswith(f"T{T}-")))
+    step = out["verify_ms"]["T1-none"]
+
+    exits = spread_exits(L)
+    d = DEL().bind(cfg)
+    stats = ExitStats(jnp.ones((len(exits), 2)), jnp.ones((len(exits), 2)) * 0.5)
+    match = jnp.zeros((1, 19, len(exits)), bool)
+    conf = jnp.full((1, 19, len(exits)), 0.5)
+    valid = jnp.ones((1, 19), bool)
+    upd = jax.jit(lambda s: d._decide(exit_stats.update(s, match, conf, valid, 0.95), 18))
+    out["stats_update_ms"], _ = timed(upd, stats)
+
+    toks, pos, mask = jnp.ones((1, 1), jnp.int32), jnp.asarray([[ctx]]), causal_mask(cache.lengths, 1, S)
+    for e_idx in (len(exits) - 1, len(exits) // 2):
+        E = exits[e_idx]
+        static = jax.jit(lambda p, c, E=E: shallow_logits(p, toks, c, pos, mask, E, cfg)[0])
+        out["draft_ms"][f"E{E}-static"], out["compile_s"][f"E{E}-static"] = timed(static, p, cache)
+        for disp in ("segments", "switch"):
+            f = jax.jit(lambda p, c, i, disp=disp: exit_logits(p, toks, c, pos, mask, cfg, exits, i, disp)[0])
+            out["draft_ms"][f"E{E}-{disp}"], out["compile_s"][f"E{E}-{disp}"] = timed(f, p, cache, jnp.int32(e_idx))
+        log(f"draft at E{E}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out["draft_ms"].items() if k.startswith(f"E{E}-")))
+
+    x = jnp.ones((1, 1, cfg.hidden_size), jnp.float32)
+    layer = jax.jit(lambda p, c: decoder_layer(p["layers"][0], x, c.k[0], c.v[0], pos, c.lengths, mask, cfg)[0])
+    out["layer_ms"], _ = timed(layer, p, cache)
+    out["head_ms"], _ = timed(jax.jit(lambda p: head(p, x, cfg)), p)
+    out["head_cost_in_layers"] = out["head_ms"] / out["layer_ms"]
+    out["target_step_ms"] = step
+    out["shadow_overhead_1tok"] = {k: out["verify_ms"][f"T1-{k}"] / step - 1 for k in ("spread", "all")}
+    out["stats_overhead"] = out["stats_update_ms"] / step
+    write_json(out, RESULTS / f"del_costs_{args.model}.json")
+    log(json.dumps({k: v for k, v in out.items() if k not in ("verify_ms", "draft_ms", "compile_s")}, indent=1))
+
+
+def plot() -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    for path in sorted(RESULTS.glob("del_*.json")):
+        d = json.loads(path.read_text())
+        if path.name.startswith("del_sweep_"):
+            es = sorted({c["exit_layer"] for c in d["cells"]})
+            gs = sorted({c["gamma"] for c in d["cells"]})
+            z = np.full((len(gs), len(es)), np.nan)
+            for c in d["cells"]:
+                z[gs.index(c["gamma"]), es.index(c["exit_layer"])] = c["speedup"]
+            fig, ax = plt.subplots(figsize=(6, 4.2))
+            cs = ax.contourf(es, gs, z, levels=12, cmap="viridis")
+            ax.contour(es, gs, z, levels=[1.0], colors="white", linewidths=1.5)
+            fig.colorbar(cs, label="speedup over vanilla (white: 1.0)")
+            ax.set_xlabel("exit layer E"), ax.set_ylabel("γ (drafts per round)")
+            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens)", fontsize=9)
+        elif "sets" in d:
+            sets = list(d["sets"])
+            names = [n for n in d["sets"][sets[0]]["rows"] if n != "hf_early_exit"]
+            fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+            ax = axes[0]
+            w = 0.8 / len(names)
+            for i, n in enumerate(names):
+                ys = [d["sets"][s]["rows"].get(n, {}).get("speedup") or np.nan for s in sets]
+                ax.bar(np.arange(len(sets)) + i * w, ys, w, label=n)
+            ax.axhline(1.0, color="k", lw=0.8), ax.axhline(0.95, color="r", lw=0.6, ls="--")
+            ax.set_xticks(np.arange(len(sets)) + 0.4, [s.split(":")[-2] for s in sets], fontsize=8)
+            ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
+            ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
+            ax = axes[1]
+            tr = next((t for s in sets for t in d["sets"][s]["del_traces"].get("del-faithful", [])), None)
+            tr0 = next((t for s in sets for t in d["sets"][s]["del_traces"].get("del", [])), None)
+            for t, name, c in ((tr0, "DEL", "tab:blue"), (tr, "DEL faithful", "tab:orange")):
+                if t:
+                    ax.plot(t["exit_layer"], color=c, label=f"{name}: exit (0 = plain step)")
+            ax.set_xlabel("round (first prompt)"), ax.set_ylabel("exit layer")
+            ax2 = ax.twinx()
+            for t, name, c in ((tr0, "DEL", "tab:blue"), (tr, "DEL faithful", "tab:orange")):
+                if t:
+                    ax2.plot(t["tau"], color=c, ls=":", label=f"{name}: τ")
+            ax2.set_ylabel("τ (dotted)")
+            ax.legend(fontsize=7, loc="upper left"), ax2.legend(fontsize=7, loc="upper right")
+        else:
+            continue
+        fig.tight_layout()
+        fig.savefig(path.with_suffix(".png"), dpi=120)
+        plt.close(fig)
+        log(f"wrote {path.with_suffix('.png')}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--model", required=True)
+    r.add_argument("--sets", nargs="+", default=list(SETS), help="SOURCE:LIMIT, e.g. spec-bench:qa:10")
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--ls", nargs="*", default=[], help="E:γ")
+    r.add_argument("--fs", nargs="*", default=[], help="E:γ0")
+    r.add_argument("--dv", nargs="*", default=[], help="E")
+    r.add_argument("--head-cost", type=float, default=0.0)
+    r.add_argument("--hf-exit", type=int, default=None, help="also HF assistant_early_exit=E on the first set")
+    r.add_argument("--hf-gamma", type=int, default=3)
+    s = sub.add_parser("sweep")
+    s.add_argument("--model", required=True)
+    s.add_argument("--set", default="humaneval:5")
+    s.add_argument("--exits", required=True)
+    s.add_argument("--gammas", default="1,2,4,6")
+    s.add_argument("--max-new-tokens", type=int, default=48)
+    c = sub.add_parser("costs")
+    c.add_argument("--model", required=True)
+    sub.add_parser("plot")
+    args = ap.parse_args()
+    {"run": cmd_run, "sweep": cmd_sweep, "costs": cmd_costs, "plot": lambda a: plot()}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
