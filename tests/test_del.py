@@ -353,3 +353,18 @@ def test_narrow_verification_changes_nothing_but_the_block():
     assert summarize(a.stats) == summarize(b.stats)
     for x, y in zip(jax.tree.leaves(a.draft_state), jax.tree.leaves(b.draft_state)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5)
+
+
+@pytest.mark.parametrize("probe", [1, 4])
+def test_plain_rounds_gather_statistics_every_probe_th_round(probe):
+    """Random weights: TPL prefers plain decoding every round; with ω = 1 the counts are the seeded
+    columns plus one column per round that computed the shadow rows (every `probe`-th)."""
+    tp = init_params(jax.random.key(0), CFG, scale=0.15)
+    prompts = random_prompts(np.random.default_rng(1), [20])
+    state = run(tp, prompts, chain(6), DEL(exits=(2, 4), omega=1.0, probe=probe))
+    assert output_ids(state) == vanilla(tp, prompts)
+    ds = state.draft_state
+    R = int(ds.rounds)
+    assert (np.asarray(ds.trace.exit_layer[:R]) == 0).all() and R == N_NEW - 1  # plain steps only
+    seeded = min(DEL().context + 1, 20)
+    np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + -(-R // probe))

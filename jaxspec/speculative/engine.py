@@ -178,16 +178,18 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
     mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
     cache = s.target_cache.replace(lengths=base)
+    shadow_now = spec.drafter.wants_shadows(s.draft_state) if spec.drafter.shadow_layers else None
     widths = verify_widths(spec)
     if len(widths) == 1:
         logits, cache, hiddens, shadow = verification_pass(target_params, inp, cache, pos, mask, cfg,
-                                                           spec.drafter.hidden_layers, spec.drafter.shadow_layers)
+                                                           spec.drafter.hidden_layers, spec.drafter.shadow_layers,
+                                                           shadow_now)
     else:  # the narrowest block that holds every live row's drafts
         need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
         which = jnp.sum(jnp.asarray(widths) < need)
         branches = [functools.partial(_narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
                                       shadow_layers=spec.drafter.shadow_layers) for w in widths]
-        logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask)
+        logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask, shadow_now)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
 
@@ -209,24 +211,29 @@ def verify_widths(spec: SpecSpec) -> tuple[int, ...]:
     return tuple(w for w in (1, 2, 4, 8, 16, 32, 64) if w < full) + (full,)
 
 
-def _narrow_pass(width: int, params, tokens, cache, positions, mask, *, cfg, hidden_layers, shadow_layers):
+def _narrow_pass(width: int, params, tokens, cache, positions, mask, shadow_now, *, cfg, hidden_layers,
+                 shadow_layers):
     """`verification_pass` over the first `width` positions, its outputs padded back to the full block
     (logits 0, shadow tokens −1: the padded nodes are invalid, never accepted nor counted)."""
     full = tokens.shape[1]
     logits, cache, hiddens, (sh, conf) = verification_pass(params, tokens[:, :width], cache, positions[:, :width],
-                                                           mask[:, :width], cfg, hidden_layers, shadow_layers)
+                                                           mask[:, :width], cfg, hidden_layers, shadow_layers,
+                                                           shadow_now)
     pad = lambda x, v=0: None if x is None else jnp.pad(x, [(0, 0), (0, full - width)] + [(0, 0)] * (x.ndim - 2),  # noqa: E731
                                                          constant_values=v)
     return pad(logits), cache, pad(hiddens), (pad(sh, -1), pad(conf))
 
 
 def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: ModelConfig,
-                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = ()):
+                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = (), shadow_now=None):
     """The target over the verified block tokens i32[B, T], writing K/V at `cache.lengths` (not advanced):
     (logits f32[B, T, V], cache, hiddens f32[B, T, len(hidden_layers), D] or None, (shadow tokens
     i32[B, T, m], their probabilities f32[B, T, m]) or (None, None)). The shadow rows — the greedy token
     an exit after each of `shadow_layers` would give (final norm + LM head on that layer's output) —
-    go through the head in one call with the final layer's rows, so the head's weights are read once."""
+    go through the head in one call with the final layer's rows, so the head's weights are read once.
+    `shadow_now` (traced bool, None: always): without it the head runs on the final rows only and the
+    shadow outputs are placeholders (tokens −1, probabilities 0) — a drafter that skips a round's
+    statistics does not pay for them."""
     want = tuple(hidden_layers) + tuple(shadow_layers)
     x, cache, hid = run_layers(params, embed(params, tokens), cache, positions, mask, cfg,
                                return_hiddens=bool(want))
@@ -234,10 +241,21 @@ def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: Mode
     if not shadow_layers:
         return head(params, x, cfg), cache, hiddens, (None, None)
     rows = jnp.stack([x] + [hid[e - 1] for e in shadow_layers], axis=2)  # [B, T, 1 + m, D]
-    lg = head(params, rows, cfg)  # [B, T, 1 + m, V]
-    sl = lg[:, :, 1:]
-    conf = jnp.exp(jnp.max(sl, axis=-1) - jax.nn.logsumexp(sl, axis=-1))  # max softmax probability, T = 1
-    return lg[:, :, 0], cache, hiddens, (jnp.argmax(sl, axis=-1).astype(jnp.int32), conf)
+
+    def with_shadows(rows):
+        lg = head(params, rows, cfg)  # [B, T, 1 + m, V]
+        sl = lg[:, :, 1:]
+        conf = jnp.exp(jnp.max(sl, axis=-1) - jax.nn.logsumexp(sl, axis=-1))  # max softmax probability, T = 1
+        return lg[:, :, 0], jnp.argmax(sl, axis=-1).astype(jnp.int32), conf
+
+    def without(rows):
+        m = rows.shape[2] - 1
+        return (head(params, rows[:, :, 0], cfg), jnp.full(rows.shape[:2] + (m,), -1, jnp.int32),
+                jnp.zeros(rows.shape[:2] + (m,), jnp.float32))
+
+    logits, tokens, conf = with_shadows(rows) if shadow_now is None else lax.cond(shadow_now, with_shadows,
+                                                                                  without, rows)
+    return logits, cache, hiddens, (tokens, conf)
 
 
 def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:

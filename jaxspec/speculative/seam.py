@@ -106,6 +106,12 @@ class Drafter:
         del shape
         return slots
 
+    def wants_shadows(self, state) -> jax.Array | None:
+        """Traced bool, read after `propose`: whether this round's verification computes the shadow rows
+        (a drafter with `shadow_layers` may skip rounds); None (the default): every round."""
+        del state
+        return None
+
     def report(self, state) -> dict:
         """On the host after a run: what the drafter has to say about it (JSON-able; {}: nothing)."""
         del state
