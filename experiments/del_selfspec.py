@@ -239,17 +239,19 @@ def plot() -> None:
             ax.set_xticks(np.arange(len(sets)) + 0.4, [s.split(":")[-2] for s in sets], fontsize=8)
             ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
             ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
-            ax = axes[1]
-            tr = next((t for s in sets for t in d["sets"][s]["del_traces"].get("del-faithful", [])), None)
-            tr0 = next((t for s in sets for t in d["sets"][s]["del_traces"].get("del", [])), None)
-            for t, name, c in ((tr0, "DEL", "tab:blue"), (tr, "DEL faithful", "tab:orange")):
-                if t:
-                    ax.plot(t["exit_layer"], color=c, label=f"{name}: exit (0 = plain step)")
-            ax.set_xlabel("round (first prompt)"), ax.set_ylabel("exit layer")
-            ax2 = ax.twinx()
-            for t, name, c in ((tr0, "DEL", "tab:blue"), (tr, "DEL faithful", "tab:orange")):
-                if t:
-                    ax2.plot(t["tau"], color=c, ls=":", label=f"{name}: τ")
+            ax, ax2 = axes[1], axes[1].twinx()
+            for name, c in (("del", "tab:blue"), ("del-faithful", "tab:orange")):
+                xs = 0  # every stored trace (3 prompts per set) one after another
+                for s in sets:
+                    for t in d["sets"][s]["del_traces"].get(name, []):
+                        r = range(xs, xs + len(t["exit_layer"]))
+                        ax.step(r, t["exit_layer"], color=c, where="post", lw=1,
+                                label=f"{name}: exit (0 = plain step)" if xs == 0 else None)
+                        ax2.plot(r, t["tau"], color=c, ls=":", lw=1, label=f"{name}: τ" if xs == 0 else None)
+                        xs += len(t["exit_layer"])
+                        if name == "del":
+                            ax.axvline(xs, color="0.85", lw=0.5)
+            ax.set_xlabel("round (3 prompts per set, sets in order)"), ax.set_ylabel("exit layer in effect")
             ax2.set_ylabel("τ (dotted)")
             ax.legend(fontsize=7, loc="upper left"), ax2.legend(fontsize=7, loc="upper right")
         else:

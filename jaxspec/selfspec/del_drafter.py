@@ -14,8 +14,8 @@ A round, on device (the engine's round with this drafter):
            valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
 Before round 1 the statistics are seeded from the prompt: one pass over its last `context` positions
 and the first output position, as the official round 1 does with its own draft pass over 32. Default 8,
-not 32: each seeded position costs the LM head over 1 + m rows, which on this CPU is 0.16 s per
-prompt for SmolLM2 and ~1.5 s for the 1.5B at 32 (a plain decoding step is 19 ms / 160 ms).
+not 32: each seeded position costs the LM head over 1 + m rows — at 32 on this CPU SmolLM2's prefill
+went from 121 to 282 ms per prompt (a plain decoding step: 19 ms), at 8 to 164 ms.
 
 The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
   1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
@@ -25,11 +25,12 @@ The official code's quirks (spec del.md §4.4) and what `faithful=False` (the de
      stops drafting. Fixed: an empty class takes its extreme (matched 1, mismatched 0), exit_stats.threshold.
   3. No clipping when d* = 0: that round's statistics include columns after the first rejection. Fixed:
      always clipped (moot when d* = 0 drafts nothing).
+`faithful=True` reproduces all three. Both seed from the prompt (the official round 1 drafts one token
+at exit 1 to get there; output is the same, the seeded columns shift by one position).
+
 Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` implies it): while TPL
 prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
 the statistics decayed and updated, only every `probe`-th (8) round; a drafting round always has them.
-`faithful=True` reproduces all three. Both seed from the prompt (the official round 1 drafts one token
-at exit 1 to get there; output is the same, the seeded columns shift by one position).
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
