@@ -14,8 +14,8 @@ A round, on device (the engine's round with this drafter):
            valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
 Before round 1 the statistics are seeded from the prompt: one pass over its last `context` positions
 and the first output position, as the official round 1 does with its own draft pass over 32. Default 8,
-not 32: each seeded position costs the LM head over 1 + m rows — at 32 on this CPU SmolLM2's prefill
-went from 121 to 282 ms per prompt (a plain decoding step: 19 ms), at 8 to 164 ms.
+not 32: each seeded position costs the LM head over 1 + m rows, which on this CPU's compute-bound head
+is most of DEL's per-prompt overhead (README, "Results (DEL)").
 
 The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
   1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
