@@ -3,14 +3,16 @@
 Two drivers over the same step, as in gemma's sampler:
   * `generate` — one jitted call (prefill + loop); `prefill` and `decode_loop` are its two halves,
     jitted separately so that benchmarks can time prefill apart (state donated between them);
-  * `stream` — a Python loop over the jitted `decode_step` (cache donated), for the CLI's progress bar.
+  * streaming — a Python loop over the jitted `decode_step` (cache donated): not here but the one
+    streaming driver of every method, `runner.AotRunner.stream` (`VanillaRunner(...).stream(prompts)`),
+    which the library, the CLI's progress bar and the benchmarks share.
 
 Lower bound of a decode step: (weight bytes + KV bytes read) / memory bandwidth."""
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +141,7 @@ def decode_loop(params: Params, state: DecodeState, *, spec: DecodeSpec) -> Deco
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
 def decode_step(params: Params, state: DecodeState, *, spec: DecodeSpec) -> DecodeState:
-    """One token for every row (the streaming driver's step); the state, cache included, is donated."""
+    """One token for every row (the step of `VanillaRunner.stream`); the state, cache included, is donated."""
     return _step(params, state, spec)
 
 
@@ -150,16 +152,6 @@ def generate(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: ja
     (PAD after each row's end) and `.num` i32[B]."""
     state = prefill.__wrapped__(params, prompts, prompt_lens, key, spec=spec)
     return decode_loop.__wrapped__(params, state, spec=spec)
-
-
-def stream(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
-           spec: DecodeSpec) -> Iterator[DecodeState]:
-    """Yield the state after prefill and after every step (one host sync per token, by design)."""
-    state = prefill(params, prompts, prompt_lens, key, spec=spec)
-    yield state
-    while int(state.step) < spec.max_new_tokens and not bool(jnp.all(state.done)):
-        state = decode_step(params, state, spec=spec)
-        yield state
 
 
 def output_ids(state: DecodeState) -> list[list[int]]:

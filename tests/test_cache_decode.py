@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, SamplingConfig, forward, generate, init_cache, init_params, output_ids, pad_prompts
-from jaxspec.decode import bucket, prompt_width, stream
+from jaxspec.decode import bucket, prompt_width
+from jaxspec.runner import VanillaRunner
 from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward_prompt
 from tests.helpers import random_prompts, tiny_cfg
@@ -133,12 +134,24 @@ def test_generate_stops_at_eos_per_row():
 
 
 def test_stream_equals_generate():
-    arr, lens, slots = pad_prompts([[5, 6, 7]], CFG, 8)
-    spec = DecodeSpec(CFG, 8, slots, sampling=SamplingConfig(temperature=0.9, top_k=20))
+    """The one streaming driver (`AotRunner.stream`, the library's and the CLI's), sampled, with a row
+    stopped by EOS: after prefill every yield adds one token to each live row, and the last equals the
+    jitted `generate` for the same key."""
+    prompts, n = [[5, 6, 7], [9, 1, 4, 4, 2]], 8
+    arr, lens, slots = pad_prompts(prompts, CFG, n)
+    sampling = SamplingConfig(temperature=0.9, top_k=20)
     key = jax.random.key(7)
-    whole = output_ids(generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), key, spec=spec))
-    *_, last = stream(PARAMS, jnp.asarray(arr), jnp.asarray(lens), key, spec=spec)
-    assert output_ids(last) == whole
+    gen = lambda eos: output_ids(generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), key,  # noqa: E731
+                                          spec=DecodeSpec(CFG, n, slots, sampling=sampling, eos_ids=eos)))
+    eos = (gen(())[0][2],)  # row 0 stops at its third token (or before)
+    whole = gen(eos)
+    assert len(whole[0]) <= 3 < len(whole[1])  # the rows stop at different steps
+    runner = VanillaRunner(PARAMS, CFG, max_new_tokens=n, max_len=slots, sampling=sampling, eos_ids=eos)
+    outs = [out for out, _ in runner.stream(prompts, key)]
+    assert outs[-1] == whole
+    assert len(outs) == max(map(len, whole))  # prefill's yield, then one per step until every row is done
+    for k, out in enumerate(outs):
+        assert out == [row[:k + 1] for row in whole]
 
 
 def test_sampling_is_reproducible_and_key_dependent():
@@ -179,12 +192,28 @@ def test_generate_equals_stepwise_greedy_property(prompts):
 
 
 def test_runner_matches_generate_and_compiles_once():
-    from jaxspec.runner import VanillaRunner
     prompts = random_prompts(np.random.default_rng(5), [4, 9])
     runner = VanillaRunner(PARAMS, CFG, max_new_tokens=7, max_len=64)
     first, again = runner.run(prompts), runner.run(prompts)
     assert first.compile_s > 0 and again.compile_s == 0.0  # ahead-of-time, once per shape
     assert first.output_ids == again.output_ids == [reference_greedy(p, 7) for p in prompts]
     assert first.new_tokens == 14 and first.prefill_s > 0 and first.decode_s > 0
-    *_, (streamed, res) = runner.stream(prompts)
-    assert streamed == first.output_ids and res.decode_s > 0
+
+
+def test_runner_stream_yields_tokens_and_timings_so_far():
+    """The streaming driver on the runner's own compiled step: the run's tokens, one more per yield; the
+    result so far at every yield (timings accumulate, the step compiles once per batch size)."""
+    prompts = random_prompts(np.random.default_rng(5), [4, 9])
+    runner = VanillaRunner(PARAMS, CFG, max_new_tokens=7, max_len=64)
+    ran = runner.run(prompts)
+    streamed = list(runner.stream(prompts))
+    assert len(streamed) == 7  # prefill + 6 steps (no EOS: every row runs to the budget)
+    for k, (out, res) in enumerate(streamed):
+        assert out == res.output_ids == [row[:k + 1] for row in ran.output_ids]
+        assert res.draft_s is None and res.verify_s is None and res.wall_s == res.prefill_s + res.decode_s
+    results = [res for _, res in streamed]
+    assert results[0].decode_s == 0.0 and all(b.decode_s > a.decode_s for a, b in zip(results, results[1:]))
+    assert len({res.prefill_s for res in results}) == 1  # prefill ran once
+    assert results[0].compile_s > 0  # the step's compile (prefill was compiled by `run`) ...
+    *_, (_, again) = runner.stream(prompts)
+    assert again.compile_s == 0.0 and again.output_ids == ran.output_ids  # ... once

@@ -184,3 +184,29 @@ def test_method_and_runner_errors():
         make_runner(Model(tp, TARGET), None, chain(2), max_new_tokens=4, max_len=64)
     with pytest.raises(ValueError, match="the vanilla baseline ran other prompts"):
         _add_vanilla([{"id": "a"}], [{"id": "b"}], {})
+
+
+@pytest.mark.parametrize("method,temperature", [(chain(3), 0.0), (tree(2, 2), 0.8)])
+def test_spec_runner_stream_equals_its_run(method, temperature):
+    """SpecRunner streams through the one driver (`AotRunner.stream`), a round per yield, drafting and
+    verification as two timed phases: for the same key it reaches the tokens and acceptance statistics
+    of its on-device run, and the two phases' seconds add up to the decode time."""
+    from jaxspec import SamplingConfig
+    from jaxspec.speculative import make_runner
+    tp, dp = make_pair(1, 0.3)  # partial agreement: rounds of different lengths
+    prompts = random_prompts(np.random.default_rng(4), [5, 11])
+    runner = make_runner(Model(tp, TARGET), Model(dp, DRAFT), method, max_new_tokens=N_NEW, max_len=SLOTS,
+                         sampling=SamplingConfig(temperature=temperature), eos_ids=EOS)
+    key = jax.random.key(3)
+    ran = runner.run(prompts, key)
+    streamed = [res for _, res in runner.stream(prompts, key)]
+    last = streamed[-1]
+    assert last.output_ids == ran.output_ids and last.stats == ran.stats
+    assert 1 < ran.stats["mean_accepted_length"] < method.shape.depth + 1
+    assert len(streamed) == 1 + max(row["rounds"] for row in ran.stats["per_row"])  # prefill, then a round each
+    assert streamed[0].draft_s == streamed[0].verify_s == streamed[0].decode_s == 0.0
+    for a, b in zip(streamed, streamed[1:]):
+        assert b.draft_s > a.draft_s and b.verify_s > a.verify_s
+        assert all(x == y[:len(x)] for x, y in zip(a.output_ids, b.output_ids))  # rows only grow
+    for res in streamed:
+        assert res.decode_s == pytest.approx(res.draft_s + res.verify_s)

@@ -1,15 +1,15 @@
-"""`SpecRunner`: the timed, AOT-compiled driver of speculative generation (CLI and benchmarks), with the
-same interface as `VanillaRunner`. `run` is one on-device loop; `stream` is the timing mode: one host
-sync per round, drafting and verification timed apart."""
+"""`SpecRunner`: the timed, AOT-compiled driver of speculative generation (library, CLI and benchmarks),
+with the same interface as `VanillaRunner`: it supplies only the compiled round loop and the two phases
+of a round; `run` (one on-device loop) and `stream` (the timing mode: one host sync per round, drafting
+and verification timed apart) are `AotRunner`'s."""
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import jax
-import numpy as np
 
 from jaxspec.config import ModelConfig
-from jaxspec.runner import AotRunner, RunResult, _timed
+from jaxspec.runner import AotRunner, Phases, RunResult
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
 from jaxspec.speculative.api import bind_drafter, make_spec
@@ -38,13 +38,15 @@ class SpecRunner(AotRunner):
                   max_len=s.max_len)
         return super()._inputs(prompts)
 
-    def _compile_loop(self, state, streaming: bool):
-        if not streaming:
-            return spec_loop.lower(*self.args, state, spec=self.spec).compile()
+    def _compile_loop(self, state):
+        return spec_loop.lower(*self.args, state, spec=self.spec).compile()
+
+    def _compile_phases(self, state) -> Phases:
+        """A round as two phases, so that the stream times drafting and verification apart."""
         tp, dp = self.args
         draft = draft_phase.lower(tp, dp, state, spec=self.spec).compile()
         _, t = jax.eval_shape(lambda a, b, s: draft_phase(a, b, s, spec=self.spec), tp, dp, state)
-        return draft, verify_phase.lower(*self.args, state, t, spec=self.spec).compile()
+        return ("draft", draft), ("verify", verify_phase.lower(tp, dp, state, t, spec=self.spec).compile())
 
     def _result(self, state, prefill_s, decode_s, compile_s) -> RunResult:
         res = super()._result(state, prefill_s, decode_s, compile_s)
@@ -52,27 +54,6 @@ class SpecRunner(AotRunner):
         res.stats["per_row"] = [summarize(state.stats, [i]) for i in range(len(res.output_ids))]
         res.drafter = self.spec.drafter.report(jax.device_get(state.draft_state)) or None
         return res
-
-    def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
-               ) -> Iterator[tuple[list[list[int]], RunResult]]:
-        """Timing mode: yield (tokens so far per row, result so far) after prefill and after every round;
-        `draft_s` / `verify_s` split the decode time."""
-        key = jax.random.key(0) if key is None else key
-        toks, lens = self._inputs(prompts)
-        compile_s = self._compile(toks, lens, key, streaming=True)
-        state, prefill_s = _timed(self._prefill[toks.shape], *self.args, toks, lens, key)
-        res = self._result(state, prefill_s, 0.0, compile_s)
-        res.draft_s = res.verify_s = 0.0
-        yield res.output_ids, res
-        draft, verify = self._step[toks.shape[0]]
-        tp, dp = self.args
-        while not bool(np.all(state.done)):
-            (state, t), dt_draft = _timed(draft, tp, dp, state)
-            state, dt_verify = _timed(verify, tp, dp, state, t)
-            timing = (res.draft_s + dt_draft, res.verify_s + dt_verify)
-            res = self._result(state, prefill_s, sum(timing), compile_s)
-            res.draft_s, res.verify_s = timing
-            yield res.output_ids, res
 
 
 def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int, max_len: int,
