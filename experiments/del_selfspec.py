@@ -52,8 +52,9 @@ def _etpl(summary: dict, rows: list[dict], layers: int, exit_layer: int | None) 
 def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
-    out = [("del", chain(18), DEL(head_cost=args.head_cost), None),
-           ("del-faithful", chain(18), DEL(faithful=True, context=32), None)]  # + the official seeding
+    out = [("del", chain(18), DEL(head_cost=args.head_cost, probe=args.probe, context=args.context), None)]
+    if not args.no_faithful:
+        out.append(("del-faithful", chain(18), DEL(faithful=True, context=32), None))  # + the official seeding
     for spec in args.ls:
         e, g = map(int, spec.split(":"))
         out.append((f"ls-E{e}-g{g}", chain(g), LayerSkip(e), e))
@@ -152,7 +153,7 @@ def cmd_costs(args) -> None:
     from jaxspec.selfspec.dynamic_exit import exit_logits
     from jaxspec.selfspec.exit_stats import ExitStats
     from jaxspec.selfspec.layerskip import shallow_logits
-    from jaxspec.speculative.engine import verification_pass
+    from jaxspec.speculative.verification import verification_pass
     from jaxspec.timing import best_time
 
     m = load_model(args.model)
@@ -273,6 +274,9 @@ def main() -> None:
     r.add_argument("--fs", nargs="*", default=[], help="E:γ0")
     r.add_argument("--dv", nargs="*", default=[], help="E")
     r.add_argument("--head-cost", type=float, default=0.0)
+    r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
+    r.add_argument("--context", type=int, default=8, help="DEL: prompt positions seeding the statistics")
+    r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
     r.add_argument("--hf-exit", type=int, default=None, help="also HF assistant_early_exit=E on the first set")
     r.add_argument("--hf-gamma", type=int, default=3)
     s = sub.add_parser("sweep")

@@ -22,7 +22,6 @@ import json
 import time
 
 import jax
-import numpy as np
 
 from easyspec_data import RESULTS, load_pair, log, padded, prompt_ids, continuations
 

@@ -20,6 +20,7 @@ from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.layerskip import shallow_logits
 from jaxspec.masks import causal_mask
 from jaxspec.speculative import Model, chain, make_spec, run_speculation, speculate, summarize, tree
+from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import init_tree
 from tests.helpers import random_prompts, tiny_cfg
@@ -35,14 +36,22 @@ def damped(seed: int, damp=(1, 1, .5, .3, .2, .1)):
     return dict(tp, layers=[dict(l, wo=l["wo"] * s, w_down=l["w_down"] * s) for l, s in zip(tp["layers"], damp)])
 
 
-def run(tp, prompts, method, drafter, eos=(), n_new=N_NEW):
+def run(tp, prompts, method, drafter, eos=(), n_new=N_NEW, streaming=False):
+    """The on-device generation, or (`streaming`) the timing mode's rounds: prefill, then draft and
+    verify phases one round at a time — full rounds throughout, no plain-step inner loop."""
     spec = make_spec(CFG, drafter.bind(CFG), method, prompt_len=WIDTH, max_new_tokens=n_new, eos_ids=eos,
                      max_len=SLOTS)
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
         toks[i, :len(p)] = p
-    return run_speculation(tp, None, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32),
-                           jax.random.key(0), spec=spec)
+    args = (tp, None, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32), jax.random.key(0))
+    if not streaming:
+        return run_speculation(*args, spec=spec)
+    state = spec_prefill(*args, spec=spec)
+    while not bool(np.all(state.done)):
+        state, t = draft_phase(tp, None, state, spec=spec)
+        state = verify_phase(tp, None, state, t, spec=spec)
+    return state
 
 
 def vanilla(tp, prompts, eos=(), n_new=N_NEW):
@@ -263,7 +272,7 @@ def _state(d: DEL, counts, gamma, exit=0, tau=0.0) -> DELState:
     m = len(d.shadow_layers)
     trace = DELTrace(*(jnp.zeros((4,), t) for t in (jnp.int32, jnp.int32, jnp.float32, jnp.float32, jnp.float32)))
     return DELState(ExitStats(jnp.asarray(counts, jnp.float32), jnp.ones((m, 2), jnp.float32)), jnp.int32(exit),
-                    jnp.int32(gamma), jnp.float32(tau), jnp.int32(0), trace)
+                    jnp.int32(gamma), jnp.float32(tau), jnp.int32(0), jnp.int32(1), jnp.int32(0), trace)
 
 
 def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
@@ -345,7 +354,7 @@ class FullBlockDEL(DEL):
 def test_narrow_verification_changes_nothing_but_the_block():
     tp = damped(4, (1, 1, .3, .2, .1, .05))
     prompts = random_prompts(np.random.default_rng(9), [7, 25])
-    from jaxspec.speculative.engine import verify_widths
+    from jaxspec.speculative.verification import verify_widths
     spec = make_spec(CFG, DEL().bind(CFG), chain(18), prompt_len=WIDTH, max_new_tokens=4, max_len=SLOTS)
     assert verify_widths(spec) == (1, 2, 4, 8, 16, 19)
     a, b = run(tp, prompts, chain(18), DEL()), run(tp, prompts, chain(18), FullBlockDEL())
@@ -355,16 +364,47 @@ def test_narrow_verification_changes_nothing_but_the_block():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5)
 
 
-@pytest.mark.parametrize("probe", [1, 4])
-def test_plain_rounds_gather_statistics_every_probe_th_round(probe):
+def probe_rounds(rounds: int, longest: int) -> int:
+    """Probe rounds among the first `rounds` while every probe chooses plain decoding: the seeding counts
+    as one, then the gaps double, 2, 4, … up to `longest` (1: every round)."""
+    n, r, gap = 0, 0, 1
+    while True:
+        gap = min(2 * gap, longest)
+        r += gap - 1  # the plain rounds before the next probe
+        if r >= rounds:
+            return n
+        n, r = n + 1, r + 1
+
+
+@pytest.mark.parametrize("probe", [1, 4, 32])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
     """Random weights: TPL prefers plain decoding every round; with ω = 1 the counts are the seeded
-    columns plus one column per round that computed the shadow rows (every `probe`-th)."""
+    columns plus one column per probe round (gaps 2, 4, … up to `probe`) — whether the engine runs the
+    rounds between probes as plain steps in its inner loop (spec_loop) or as full rounds (streaming)."""
     tp = init_params(jax.random.key(0), CFG, scale=0.15)
     prompts = random_prompts(np.random.default_rng(1), [20])
-    state = run(tp, prompts, chain(6), DEL(exits=(2, 4), omega=1.0, probe=probe))
+    state = run(tp, prompts, chain(6), DEL(exits=(2, 4), omega=1.0, probe=probe), streaming=streaming)
     assert output_ids(state) == vanilla(tp, prompts)
     ds = state.draft_state
     R = int(ds.rounds)
     assert (np.asarray(ds.trace.exit_layer[:R]) == 0).all() and R == N_NEW - 1  # plain steps only
     seeded = min(DEL().context + 1, 20)
-    np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + -(-R // probe))
+    np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + probe_rounds(R, probe))
+
+
+@pytest.mark.parametrize("seed, damp", [(0, (1, 1, 1, .6, .3, .1)), (1, (1, 1, .8, .5, .3, .2))])
+def test_plain_step_inner_loop_equals_full_rounds(seed, damp):
+    """The rounds DEL sits out, run as plain steps in the engine's inner loop, change nothing: tokens,
+    acceptance statistics, DEL's statistics, decisions and traces equal the streaming mode's, which runs
+    every round in full (a model that drafts in some rounds and decodes plainly in others)."""
+    tp = damped(seed, damp)
+    prompts = random_prompts(np.random.default_rng(seed), [9, 14])
+    d = DEL(exits=(2, 4, 5), probe=4, head_cost=6.0)  # a costly head: plain decoding wins some rounds
+    a, b = run(tp, prompts, chain(6), d), run(tp, prompts, chain(6), d, streaming=True)
+    assert output_ids(a) == output_ids(b) == vanilla(tp, prompts)
+    assert summarize(a.stats) == summarize(b.stats)
+    tr = np.asarray(a.draft_state.trace.exit_layer[:int(a.draft_state.rounds)])
+    assert (tr == 0).any() and (tr > 0).any()  # plain rounds (the inner loop's when not streaming) and drafts
+    for x, y in zip(jax.tree.leaves(a.draft_state), jax.tree.leaves(b.draft_state)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5)

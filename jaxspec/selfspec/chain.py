@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative.tree import Tree, TreeShape, add_depth, init_tree, ranked_children
+from jaxspec.speculative.tree import TreeShape, add_depth, init_tree, ranked_children
 
 
 def draft_chain(step_fn, carry, lq_root: jax.Array, key, shape: TreeShape, sampling: SamplingConfig, cap,

@@ -12,10 +12,11 @@ A round, on device (the engine's round with this drafter):
            through the LM head in one call with the final layer's;
   commit   the shadow tokens vs the full model's greedy tokens update the decayed statistics over the
            valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
-Before round 1 the statistics are seeded from the prompt: one pass over its last `context` positions
-and the first output position, as the official round 1 does with its own draft pass over 32. Default 8,
-not 32: each seeded position costs the LM head over 1 + m rows, which on this CPU's compute-bound head
-is most of DEL's per-prompt overhead (README, "Results (DEL)").
+Before round 1 the statistics are seeded from the prompt: its last `context` positions and the first
+output position, as the official round 1 does with its own draft pass over 32 — here from the hidden
+states the target's prefill computes anyway (seam `prompt_shadows`), so seeding costs only the LM head
+over (context + 1) × (1 + m) rows. Default 8, not 32: on this CPU the head is compute-bound, and those
+rows are most of DEL's per-prompt overhead (README, "Results (DEL)").
 
 The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
   1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
@@ -30,7 +31,10 @@ at exit 1 to get there; output is the same, the seeded columns shift by one posi
 
 Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` implies it): while TPL
 prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
-the statistics decayed and updated, only every `probe`-th (8) round; a drafting round always has them.
+the statistics decayed and updated, only in probe rounds, whose spacing doubles while the probes keep
+choosing plain decoding (1, 2, 4, … up to `probe` = 32 rounds) and restarts at 1 once DEL drafts; a
+drafting round always has them. The rounds between probes the engine runs as plain decoding steps
+(seam `plain_rounds`): at vanilla decoding's cost.
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
@@ -45,7 +49,6 @@ from jax import lax
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
-from jaxspec.masks import causal_mask
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec import exit_stats
 from jaxspec.selfspec.chain import draft_chain
@@ -83,6 +86,8 @@ class DELState:
     gamma: jax.Array  # i32 the TPL's d* for the next round
     tau: jax.Array  # f32 the next round's confidence threshold at that exit
     rounds: jax.Array  # i32
+    gap: jax.Array  # i32 rounds between the last two probes (doubles while they choose plain decoding)
+    wait: jax.Array  # i32 plain rounds left before the next probe
     trace: DELTrace
 
 
@@ -94,7 +99,8 @@ class DEL(SelfDrafter):
     LM head's cost in layers in TPL's denominator (official: 0; `measure_head_cost` gives this machine's);
     faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
     device ("segments" or "switch", dynamic_exit.py); probe: while TPL chooses plain decoding, the
-    statistics are gathered (and decayed) every `probe`-th round only, the others skipping the shadow
+    statistics are gathered (and decayed) in probe rounds only, at most `probe` rounds apart (the gap
+    doubles from 1 while the probes choose plain decoding), the others skipping the shadow
     rows (1: every round, as the official code and `faithful`)."""
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
@@ -102,7 +108,7 @@ class DEL(SelfDrafter):
     head_cost: float = 0.0
     faithful: bool = False
     dispatch: str = "segments"
-    probe: int = 8
+    probe: int = 32
     variable_depth = True
 
     def check(self, cfg: ModelConfig) -> None:
@@ -163,31 +169,33 @@ class DEL(SelfDrafter):
         idx, gamma = exit_stats.choose(stats, self.shadow_layers, self.bound_cfg.num_layers, depth, self.head_cost)
         return idx, gamma, exit_stats.threshold(stats, idx, self.faithful).astype(jnp.float32)
 
+    @property
+    def prompt_shadows(self) -> int:
+        """The prompt positions the target's prefill computes shadow tokens over: the last `context` and
+        the one that gives token 1."""
+        return self.context + 1
+
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
-        from jaxspec.speculative.engine import verification_pass  # the engine imports drafters, not back
-        del params
+        del params, prompts, prompt_lens
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
                              "(cap 18 in the paper), not a tree or an adaptive chain")
-        B, P = prompts.shape
-        W = min(self.context + 1, P)  # the last `context` prompt positions + the one that gives token 1
-        start = jnp.maximum(prompt_lens - W, 0)
-        cols = start[:, None] + jnp.arange(W, dtype=jnp.int32)[None]  # [B, W] positions (= slots)
-        toks = jnp.take_along_axis(prompts, jnp.minimum(cols, P - 1), axis=1)
-        real = cols < prompt_lens[:, None]
-        c = target.cache.replace(lengths=start)  # rewrites the same K/V into a copy that is dropped
-        logits, _, _, (shadow, conf) = verification_pass(target.params, toks, c, cols,
-                                                         causal_mask(start, W, c.max_len), self.bound_cfg, (),
-                                                         self.shadow_layers)
-        y = jnp.argmax(logits, axis=-1)
-        stats = exit_stats.update(ExitStats.zeros(len(self.shadow_layers)), shadow == y[..., None], conf, real,
-                                  self.omega)
+        ps = target.prompt_shadows  # from the prefill's own hidden states (verification.prompt_pass)
+        stats = exit_stats.update(ExitStats.zeros(len(self.shadow_layers)), ps.tokens == ps.greedy[..., None],
+                                  ps.conf, ps.real, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
         R = max_len  # a round emits >= 1 token per live row: never more rounds than slots
         trace = DELTrace(jnp.full((R,), -1, jnp.int32), jnp.full((R,), -1, jnp.int32),
                          jnp.full((R,), jnp.nan, jnp.float32), jnp.full((R,), jnp.nan, jnp.float32),
                          jnp.full((R,), jnp.nan, jnp.float32))
-        return DELState(stats, idx, gamma, tau, jnp.int32(0), trace)
+        gap, wait = self._next_probe(gamma, jnp.int32(1))  # the seeding counts as a probe
+        return DELState(stats, idx, gamma, tau, jnp.int32(0), gap, wait, trace)
+
+    def _next_probe(self, gamma, gap):
+        """After a probe whose decision is `gamma`: (gap, plain rounds before the next probe) — doubling
+        the gap while plain decoding wins, back to every round once DEL drafts."""
+        gap = jnp.where(gamma > 0, 1, jnp.minimum(2 * gap, self.probe)).astype(jnp.int32)
+        return gap, jnp.where(gamma > 0, 0, gap - 1).astype(jnp.int32)
 
     def propose(self, params, st: DELState, target: Target, rnd: Round, key, *, method,
                 sampling: SamplingConfig) -> tuple[DELState, Tree, KVCache]:
@@ -210,13 +218,30 @@ class DEL(SelfDrafter):
         return st, t, c
 
     def wants_shadows(self, st: DELState) -> jax.Array | None:
-        """Every drafting round; while decoding plainly (d* = 0) every `probe`-th round. A plain step
+        """Every drafting round; while decoding plainly (d* = 0) the probe rounds only. A plain step
         with shadow rows costs the LM head over 1 + m rows instead of 1 — on a compute-bound head (this
         CPU, a large vocabulary) that is most of DEL's overhead, and while TPL prefers plain decoding
         the statistics only have to notice when that changes."""
         if self.faithful or self.probe == 1:
             return None
-        return (st.gamma > 0) | (st.rounds % self.probe == 0)
+        return (st.gamma > 0) | (st.wait == 0)
+
+    def plain_rounds(self, st: DELState) -> jax.Array | None:
+        """While TPL prefers plain decoding, the rounds up to the next probe: no drafts, no statistics —
+        the engine runs them as plain decoding steps (seam.Drafter.plain_rounds)."""
+        if self.faithful or self.probe == 1:
+            return None
+        return jnp.where(st.gamma == 0, st.wait, 0).astype(jnp.int32)
+
+    def skip(self, st: DELState, rounds: jax.Array) -> DELState:
+        """`rounds` plain steps recorded as `commit` records a plain round without statistics."""
+        tr = st.trace
+        idx = jnp.arange(tr.exit_layer.shape[0])
+        run = (idx >= st.rounds) & (idx < st.rounds + rounds)
+        fill = lambda a, v: jnp.where(run, jnp.asarray(v, a.dtype), a)  # noqa: E731
+        trace = DELTrace(fill(tr.exit_layer, 0), fill(tr.gamma, st.gamma), fill(tr.tau, st.tau),
+                         fill(tr.drafted, 0.0), fill(tr.accepted, 0.0))
+        return dataclasses.replace(st, rounds=st.rounds + rounds, wait=st.wait - rounds, trace=trace)
 
     def commit(self, params, st: DELState, out: Outcome, *, method) -> DELState:
         del params
@@ -229,10 +254,12 @@ class DEL(SelfDrafter):
         stats = exit_stats.update(st.stats, match, out.shadow_conf, valid, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
         seen = self.wants_shadows(st)
+        gap, wait = self._next_probe(gamma, st.gap)
         if seen is not None:  # a round without shadow rows leaves the statistics and decisions as they were
             keep = lambda new, old: jnp.where(seen, new, old)  # noqa: E731
             stats = jax.tree.map(keep, stats, st.stats)
             idx, gamma, tau = keep(idx, st.exit), keep(gamma, st.gamma), keep(tau, st.tau)
+            gap, wait = keep(gap, st.gap), keep(wait, st.wait - 1)
 
         live = out.live.astype(jnp.float32)
         mean = lambda x: jnp.sum(x * live) / jnp.maximum(jnp.sum(live), 1)  # noqa: E731
@@ -242,4 +269,4 @@ class DEL(SelfDrafter):
         trace = DELTrace(tr.exit_layer.at[r].set(layer, mode="drop"), tr.gamma.at[r].set(st.gamma, mode="drop"),
                          tr.tau.at[r].set(st.tau, mode="drop"), tr.drafted.at[r].set(mean(out.drafted), mode="drop"),
                          tr.accepted.at[r].set(mean(out.n), mode="drop"))
-        return DELState(stats, idx, gamma, tau, r + 1, trace)
+        return DELState(stats, idx, gamma, tau, r + 1, gap, wait, trace)

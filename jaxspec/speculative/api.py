@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxspec.config import ModelConfig
 from jaxspec.decode import cache_slots, output_ids, pad_prompts

@@ -15,7 +15,9 @@ its own business (its previous token, an adaptive chain's k, its cache). One rou
   update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
           drafter.commit(Outcome: accepted nodes, extra token, verification logits, the hidden states
           the drafter asked for); statistics (drafted = the depths the drafter offered).
-Finished rows keep computing (static shapes) but change nothing. `draft_phase` and `verify_phase` are
+Finished rows keep computing (static shapes) but change nothing. Rounds a drafter sits out (DEL while it
+prefers plain decoding: `Drafter.plain_rounds`) run as plain decoding steps in an inner loop, at vanilla
+decoding's cost. `draft_phase` and `verify_phase` are
 also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
 from jaxspec.decode import PAD, _is_eos
 from jaxspec.masks import causal_mask, tree_mask
-from jaxspec.model import embed, forward_prompt, head, run_layers
+from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.metrics import SpecStats
 from jaxspec.speculative.seam import Outcome, Round, Target, drafted_depths
 from jaxspec.speculative.tree import Tree, TreeShape, path_nodes, verify_ancestors
+from jaxspec.speculative.verification import _narrow_pass, prompt_pass, verification_pass, verify_widths
 from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tree_greedy, accept_tree_sampling
 
 
@@ -130,10 +133,14 @@ def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: j
     drafter prefills its own state (it sees the target's filled cache)."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
-    logits, cache = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target)
+    if spec.drafter.prompt_shadows:  # the drafter's shadow tokens over the prompt's end, from this pass
+        logits, cache, shadows = prompt_pass(target_params, prompts, prompt_lens, cache, spec.target,
+                                             spec.drafter.shadow_layers, spec.drafter.prompt_shadows)
+    else:
+        (logits, cache), shadows = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target), None
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
-    draft = spec.drafter.init(draft_params, Target(target_params, cache), prompts, prompt_lens,
+    draft = spec.drafter.init(draft_params, Target(target_params, cache, shadows), prompts, prompt_lens,
                               max_len=spec.draft_max_len, method=spec.method)
     N, D = spec.max_new_tokens, spec.shape.depth
     tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
@@ -170,7 +177,7 @@ def _accept(key, t: Tree, logits: jax.Array, spec: SpecSpec):
 
 def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) -> SpecState:
     shape, cfg = spec.shape, spec.target
-    B, N_nodes = t.tokens.shape[0], shape.nodes
+    N_nodes = shape.nodes
     S = s.target_cache.max_len
     live = ~s.done
     base = s.committed - 1  # target slots already filled
@@ -198,64 +205,6 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
     out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits, hiddens, *shadow)
     return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
-
-
-def verify_widths(spec: SpecSpec) -> tuple[int, ...]:
-    """The verification block's widths: [last] + every node, or — for chains whose drafted depth varies
-    from round to round (adaptive chains, confidence stops, DEL's plain steps) — the narrowest of 1, 2, 4,
-    8, … , 1 + N that holds the round's drafts (a `lax.switch`): a round that drafted 2 tokens verifies 3
-    positions, not 19, which matters wherever the block's compute, not the weight reads, sets its cost."""
-    full = 1 + spec.shape.nodes
-    if spec.shape.width != 1 or not (spec.method.adaptive or spec.drafter.variable_depth):
-        return (full,)
-    return tuple(w for w in (1, 2, 4, 8, 16, 32, 64) if w < full) + (full,)
-
-
-def _narrow_pass(width: int, params, tokens, cache, positions, mask, shadow_now, *, cfg, hidden_layers,
-                 shadow_layers):
-    """`verification_pass` over the first `width` positions, its outputs padded back to the full block
-    (logits 0, shadow tokens −1: the padded nodes are invalid, never accepted nor counted)."""
-    full = tokens.shape[1]
-    logits, cache, hiddens, (sh, conf) = verification_pass(params, tokens[:, :width], cache, positions[:, :width],
-                                                           mask[:, :width], cfg, hidden_layers, shadow_layers,
-                                                           shadow_now)
-    pad = lambda x, v=0: None if x is None else jnp.pad(x, [(0, 0), (0, full - width)] + [(0, 0)] * (x.ndim - 2),  # noqa: E731
-                                                         constant_values=v)
-    return pad(logits), cache, pad(hiddens), (pad(sh, -1), pad(conf))
-
-
-def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: ModelConfig,
-                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = (), shadow_now=None):
-    """The target over the verified block tokens i32[B, T], writing K/V at `cache.lengths` (not advanced):
-    (logits f32[B, T, V], cache, hiddens f32[B, T, len(hidden_layers), D] or None, (shadow tokens
-    i32[B, T, m], their probabilities f32[B, T, m]) or (None, None)). The shadow rows — the greedy token
-    an exit after each of `shadow_layers` would give (final norm + LM head on that layer's output) —
-    go through the head in one call with the final layer's rows, so the head's weights are read once.
-    `shadow_now` (traced bool, None: always): without it the head runs on the final rows only and the
-    shadow outputs are placeholders (tokens −1, probabilities 0) — a drafter that skips a round's
-    statistics does not pay for them."""
-    want = tuple(hidden_layers) + tuple(shadow_layers)
-    x, cache, hid = run_layers(params, embed(params, tokens), cache, positions, mask, cfg,
-                               return_hiddens=bool(want))
-    hiddens = jnp.stack([hid[e - 1] for e in hidden_layers], axis=2) if hidden_layers else None
-    if not shadow_layers:
-        return head(params, x, cfg), cache, hiddens, (None, None)
-    rows = jnp.stack([x] + [hid[e - 1] for e in shadow_layers], axis=2)  # [B, T, 1 + m, D]
-
-    def with_shadows(rows):
-        lg = head(params, rows, cfg)  # [B, T, 1 + m, V]
-        sl = lg[:, :, 1:]
-        conf = jnp.exp(jnp.max(sl, axis=-1) - jax.nn.logsumexp(sl, axis=-1))  # max softmax probability, T = 1
-        return lg[:, :, 0], jnp.argmax(sl, axis=-1).astype(jnp.int32), conf
-
-    def without(rows):
-        m = rows.shape[2] - 1
-        return (head(params, rows[:, :, 0], cfg), jnp.full(rows.shape[:2] + (m,), -1, jnp.int32),
-                jnp.zeros(rows.shape[:2] + (m,), jnp.float32))
-
-    logits, tokens, conf = with_shadows(rows) if shadow_now is None else lax.cond(shadow_now, with_shadows,
-                                                                                  without, rows)
-    return logits, cache, hiddens, (tokens, conf)
 
 
 def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
@@ -288,10 +237,46 @@ def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecSta
     return _verify(target_params, draft_params, s, t, spec)
 
 
+def _plain_step(target_params, s: SpecState, spec: SpecSpec) -> SpecState:
+    """A round without drafts and without the drafter, as vanilla decoding's step: `last` through the
+    target at slot T-1, the next token sampled from its distribution (what a round with no valid node
+    emits), one token per live row."""
+    live, base = ~s.done, s.committed - 1
+    logits, cache, _ = forward(target_params, s.last[:, None], s.target_cache.replace(lengths=base), spec.target)
+    key, sub = jax.random.split(s.key)
+    nxt = sample(sub, logits[:, 0], spec.sampling)
+    written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, nxt[:, None], s.num)
+    num = s.num + live
+    done = s.done | (live & (_is_eos(nxt, spec.eos_ids) | (num >= spec.max_new_tokens)))
+    cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1, s.target_cache.lengths)), spec.plan)
+    zero = jnp.zeros_like(s.num)
+    return SpecState(cache, s.draft_state, jnp.where(live[:, None], written, s.tokens), jnp.where(live, nxt, s.last),
+                     s.committed + live, num, done, s.stats.update(live, zero, zero), key)
+
+
+def _plain_burst(target_params, s: SpecState, rounds: jax.Array, spec: SpecSpec) -> SpecState:
+    """`rounds` plain steps (fewer when every row finishes first), then the drafter told how many ran."""
+    def body(c):
+        i, s = c
+        return i + 1, _plain_step(target_params, s, spec)
+    i, s = lax.while_loop(lambda c: (c[0] < rounds) & ~jnp.all(c[1].done), body, (jnp.int32(0), s))
+    return dataclasses.replace(s, draft_state=spec.drafter.skip(s.draft_state, i))
+
+
+def _loop_body(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
+    """One full round — after the plain steps the drafter sits out (Drafter.plain_rounds), if any."""
+    sit_out = spec.drafter.plain_rounds(s.draft_state)
+    if sit_out is None:
+        return _round(target_params, draft_params, s, spec)
+    s = _plain_burst(target_params, s, sit_out, spec)
+    return lax.cond(jnp.all(s.done), lambda s: s, lambda s: _round(target_params, draft_params, s, spec), s)
+
+
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> SpecState:
     """Rounds until every row is done, on device (caches donated)."""
-    return lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _round(target_params, draft_params, s, spec), state)
+    return lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _loop_body(target_params, draft_params, s, spec),
+                          state)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))

@@ -17,7 +17,9 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
       the round's outcome: accepted nodes, emitted extra token, the verification's logits and, for a
       drafter that asks for them (`hidden_layers`), its hidden states;
   report(state) -> dict
-      on the host after a run: the drafter's own account of it (DEL: exit and τ per round).
+      on the host after a run: the drafter's own account of it (DEL: exit and τ per round);
+  plain_rounds(state) -> i32[] or None, skip(state, rounds) -> state
+      rounds it sits out, which the loop runs as plain decoding steps (Drafter.plain_rounds).
 
 Static declarations (class attributes of `Drafter`, overridden per drafter):
   hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
@@ -25,11 +27,14 @@ Static declarations (class attributes of `Drafter`, overridden per drafter):
   shadow_layers: tuple[int, ...]   "shadow tokens" (DEL): the greedy token and its probability that an
                                    exit after each of these layers gives over the verified block, its
                                    rows through the LM head in one call with the verification's own;
+  prompt_shadows: int              W > 0: the target's prefill also computes the shadow tokens over the
+                                   prompt's last W positions (Target.prompt_shadows at init; DEL seeds
+                                   its statistics there) — from the prefill's own hidden states;
   writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
                                    shallow layers ARE the target's);
   variable_depth: bool             a chain whose drafted depth varies between rounds (confidence stops,
                                    DEL's plain steps): verification then runs the narrowest block that
-                                   holds the round's drafts (engine.verify_widths).
+                                   holds the round's drafts (verification.verify_widths).
 
 The invariant a target-cache writer keeps: it writes only slots >= committed - 1 (the slot of `last` and
 beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
@@ -54,6 +59,19 @@ class Target:
     the committed prefix; `lengths` = committed - 1 during a round)."""
     params: Any
     cache: KVCache
+    prompt_shadows: Any = None  # init only, for a drafter with `prompt_shadows` > 0: PromptShadows
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PromptShadows:
+    """The shadow tokens over a prompt's last W positions (slots `cols`), computed by the target's prefill
+    from the hidden states it has anyway: what each shadow layer's exit and the full model predict next."""
+    cols: jax.Array  # i32[B, W] prompt positions (the last W; from 0 for shorter prompts)
+    real: jax.Array  # bool[B, W] inside the prompt
+    greedy: jax.Array  # i32[B, W] the full model's greedy next token there (the last real one: token 1's)
+    tokens: jax.Array  # i32[B, W, m] each shadow layer's greedy token
+    conf: jax.Array  # f32[B, W, m] its softmax probability
 
 
 @jax.tree_util.register_dataclass
@@ -96,6 +114,7 @@ class Drafter:
     """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
     hidden_layers: tuple[int, ...] = ()
     shadow_layers: tuple[int, ...] = ()
+    prompt_shadows: int = 0
     writes_target_cache: bool = False
     variable_depth: bool = False  # drafts fewer depths in some rounds (the engine then verifies narrower)
 
@@ -116,6 +135,21 @@ class Drafter:
         """On the host after a run: what the drafter has to say about it (JSON-able; {}: nothing)."""
         del state
         return {}
+
+    def plain_rounds(self, state) -> jax.Array | None:
+        """Traced i32[]: how many of the next rounds the drafter sits out — it would draft nothing and
+        learn nothing from their verification (DEL while TPL prefers plain decoding, between probes).
+        The on-device loop then runs them as plain decoding steps in a tight inner loop — vanilla
+        decoding's step: no conditionals, no padded verification block, no commit — and reports the
+        count with `skip`. None (the default): every round is a full round. The streaming mode ignores
+        it (full rounds throughout): the outputs are the same either way."""
+        del state
+        return None
+
+    def skip(self, state, rounds: jax.Array):
+        """The state after `rounds` (traced i32[]) plain steps the engine ran in its place."""
+        del rounds
+        return state
 
 
 def drafted_depths(tree: Tree, shape: TreeShape) -> jax.Array:
