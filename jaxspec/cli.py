@@ -47,6 +47,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                                  "denominator (default 0, as the official cost model)")
     s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
                                                                                      "device")
+    s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
+                                                            "the rounds that gather statistics (default 32; 1 = all)")
+    s.add_argument("--context", type=int, default=None, help="del: prompt positions seeding the statistics "
+                                                              "(default 8; the official 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -97,7 +101,7 @@ def _method(args):
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
-DEL_OPTIONS = ("exits", "faithful", "head_cost", "dispatch")
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "dispatch", "probe", "context")
 
 
 def _check_draft(args) -> None:
@@ -129,8 +133,9 @@ def _drafter(args):
     if args.method in SELF_METHODS:
         from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
         if args.method == "del":
-            return DEL(exits=_exits(args.exits), faithful=args.faithful, head_cost=args.head_cost or 0.0,
-                       dispatch=args.dispatch or "segments")
+            opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "context")
+                    if getattr(args, k) is not None}
+            return DEL(exits=_exits(args.exits), faithful=args.faithful, **opts)
         if args.method == "fs":
             return FSM(args.exit_layer, start=_k(args))
         return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)

@@ -168,8 +168,13 @@ def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
 
 @dataclasses.dataclass(frozen=True)
 class CyclingDEL(DEL):
-    """DEL whose exit is forced to change every round (the statistics still run): any exit sequence."""
+    """DEL whose exit is forced to change every round, drafting from round 1 on (the statistics still
+    run): any exit sequence."""
     stride: int = 1
+
+    def init(self, params, target, prompts, prompt_lens, *, max_len, method):
+        st = super().init(params, target, prompts, prompt_lens, max_len=max_len, method=method)
+        return dataclasses.replace(st, gamma=jnp.int32(1), gap=jnp.int32(1), wait=jnp.int32(0))
 
     def commit(self, params, st, out, *, method):
         st = super().commit(params, st, out, method=method)

@@ -32,7 +32,8 @@ at exit 1 to get there; output is the same, the seeded columns shift by one posi
 Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` implies it): while TPL
 prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
 the statistics decayed and updated, only in probe rounds, whose spacing doubles while the probes keep
-choosing plain decoding (1, 2, 4, … up to `probe` = 32 rounds) and restarts at 1 once DEL drafts; a
+choosing plain decoding (2, 4, … up to `probe` = 32 rounds after the seeding) and restarts at every
+round once DEL drafts; a
 drafting round always has them. The rounds between probes the engine runs as plain decoding steps
 (seam `plain_rounds`): at vanilla decoding's cost.
 
