@@ -1,16 +1,17 @@
 """DEL against its baselines on models that were not trained for early exit (issue 14 §5), one CPU device,
 fp32, greedy, batch 1: vanilla, LS (static exit E, chain γ), FS (E, γ ±1), DV (E, adapted confidence
-stop), DEL (the fixed default) and DEL `faithful` (the official quirks), optionally HF's
-`assistant_early_exit` — every method on the same prompts in one process, each ratio from one run,
-compile and warm-up excluded (the `bench` JSON contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
+stop), DEL (the fixed default), DEL with its round cost measured on this machine (`--measured`,
+round_cost.py) and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
+method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
+and method (interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
 over rounds (a plain step costs L); DEL's from its per-round traces.
 
-    python experiments/del_selfspec.py run --model smollm2-135m-instruct --ls 24:2 --fs 24:2 --dv 24 --hf-exit 24
+    python experiments/del_selfspec.py run --model smollm2-135m-instruct --measured --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24
     python experiments/del_selfspec.py sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
     python experiments/del_selfspec.py costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
     python experiments/del_selfspec.py plot                                          # redraw every PNG
 
-Writes results/del_<model>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
+Writes results/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
 results/del_sweep_<model>.json (+ .png: tokens/s contour over (E, γ), as the official sweep.py) and
 results/del_costs_<model>.json."""
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
     out = [("del", chain(18), DEL(head_cost=args.head_cost, probe=args.probe, context=args.context), None)]
+    if args.measured:
+        out.append(("del-measured", chain(18), DEL(cost="measured", probe=args.probe, context=args.context), None))
     if not args.no_faithful:
         out.append(("del-faithful", chain(18), DEL(faithful=True, context=32), None))  # + the official seeding
     for spec in args.ls:
@@ -67,46 +70,72 @@ def _methods(args, L: int):
 
 
 def cmd_run(args) -> None:
+    """Every method on the same prompts, interleaved prompt by prompt (experiments/interleaved.py):
+    vanilla with its own cache size, the speculative methods with theirs (one verification block more)."""
     from conversion.loader import load_model
-    from jaxspec.bench import run_bench, write_json
+    from conversion.tokenizer import eos_ids
+    import interleaved  # experiments/interleaved.py, beside this script
+    from jaxspec.bench import environment, run_bench, write_json
+    from jaxspec.decode import cache_slots
+    from jaxspec.prompts import encode, load_prompts
     from jaxspec.selfspec import LayerSkip
-    from jaxspec.speculative import chain
+    from jaxspec.speculative import chain, make_runner
 
     m = load_model(args.model)
-    L = m.cfg.num_layers
-    out = {"model": args.model, "layers": L, "max_new_tokens": args.max_new_tokens, "sets": {}}
-    path = RESULTS / f"del_{args.model}.json"
-    for spec in args.sets:
-        source, limit = _source(spec)
-        common = dict(max_new_tokens=args.max_new_tokens, limit=limit, loaded=(m, None), log=log)
-        van = run_bench(args.model, source, **common)
-        rows = {"vanilla": {"tok_per_s": van["summary"]["tok_per_s"], "speedup": 1.0, "etpl": 1 / L}}
-        traces = {}
-        for name, meth, drafter, e in _methods(args, L):
-            t0 = time.perf_counter()
-            r = run_bench(args.model, source, method=meth, vanilla=van, drafter=drafter, **common)
-            s = r["summary"]
-            rows[name] = {k: s.get(k) for k in ("tok_per_s", "speedup", "decode_speedup", "acceptance_rate",
-                                                "mean_accepted_length", "mean_drafted_depth", "vanilla_identical",
-                                                "compile_s", "exit_layers")}
-            rows[name]["etpl"] = _etpl(s, r["prompts"], L, e)
-            if "exit_layers" in s:
-                traces[name] = [p["drafter"] for p in r["prompts"][:3]]
-            log(f"[{spec}] {name}: {s['tok_per_s']:.2f} tok/s, speedup {s['speedup']:.3f}x, acceptance "
-                f"{s['acceptance_rate'] or 0:.2f}, eTPL {rows[name]['etpl']:.4f}, identical {s['vanilla_identical']}"
-                f"/{limit} ({time.perf_counter() - t0:.0f}s)")
+    L, N, eos = m.cfg.num_layers, args.max_new_tokens, eos_ids(m.tokenizer, m.cfg)
+    out = {"model": args.model, "layers": L, "max_new_tokens": N, "repeats": args.repeats,
+           "measurement": "interleaved, best of repeats per prompt and method", "sets": {}, "env": environment()}
+    sets = {spec: [encode(m.tokenizer, p) for p in load_prompts(*_source(spec))] for spec in args.sets}
+    path = RESULTS / f"del_{args.model}{args.tag}.json"
+    for spec, ids in sets.items():
+        longest = max(map(len, ids))
+        kw = dict(max_new_tokens=N, eos_ids=eos)
+        runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), **kw)}
+        methods = _methods(args, L)
+        for name, meth, drafter, _ in methods:
+            t0 = time.perf_counter()  # DEL(cost="measured") is timed here, at this set's cache size
+            runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
+                                        drafter=drafter, **kw)
+            cost = runners[name].spec.drafter.describe().get("cost")
+            if isinstance(cost, dict):
+                log(f"[{spec}] {name}: round cost measured in {time.perf_counter() - t0:.0f}s: {json.dumps(cost)}")
+        compile_s = interleaved.prepare(runners, ids)
+        log(f"[{spec}] {len(ids)} prompts, compiled {list(runners)}")
+        rows = interleaved.measure(runners, ids, args.repeats, log)
+        table, traces = {"vanilla": dict(interleaved.summary(rows["vanilla"]), speedup=1.0, etpl=1 / L)}, {}
+        for name, _, _, e in methods:
+            s = interleaved.summary(rows[name], rows["vanilla"])
+            if "drafter" in rows[name][0]:
+                s["exit_layers"] = _exit_shares(rows[name])
+                traces[name] = [r["drafter"] for r in rows[name][:3]]
+            s["etpl"] = _etpl(s, rows[name], L, e)
+            s["compile_s"] = compile_s[name]
+            table[name] = {k: v for k, v in s.items() if k not in ("per_position", "histogram")}
+            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
+                f"{s['prefill_ratio']:.2f}x), acceptance {s['acceptance_rate'] or 0:.2f}, eTPL {s['etpl']:.4f}, "
+                f"identical {s['vanilla_identical']}/{len(ids)}")
         if args.hf_exit is not None and spec == args.sets[0]:
-            r = run_bench(args.model, source, method=chain(args.hf_gamma), vanilla=van, hf_baseline=True,
-                          drafter=LayerSkip(args.hf_exit), **common)
-            rows["hf_early_exit"] = {"exit_layer": args.hf_exit, "hf_tok_per_s": r["summary"]["hf_tok_per_s"],
-                                     "speedup": r["summary"]["hf_tok_per_s"] / van["summary"]["tok_per_s"],
-                                     "hf_identical": r["summary"]["hf_identical"],
-                                     "hf_settings": r["summary"].get("hf_assistant_settings")}
-            log(f"[{spec}] HF assistant_early_exit={args.hf_exit}: {r['summary']['hf_tok_per_s']:.2f} tok/s")
-        out["sets"][spec] = {"rows": rows, "del_traces": traces}
-        out["env"] = van["env"]
+            source, limit = _source(spec)
+            r = run_bench(args.model, source, method=chain(args.hf_gamma), max_new_tokens=N, limit=limit,
+                          loaded=(m, None), log=log, hf_baseline=True, drafter=LayerSkip(args.hf_exit))
+            table["hf_early_exit"] = {"exit_layer": args.hf_exit, "hf_tok_per_s": r["summary"]["hf_tok_per_s"],
+                                      "speedup": r["summary"]["hf_tok_per_s"] / table["vanilla"]["tok_per_s"],
+                                      "hf_identical": r["summary"]["hf_identical"],
+                                      "hf_settings": r["summary"].get("hf_assistant_settings")}
+        out["sets"][spec] = {"rows": table, "del_traces": traces, "cache_slots": {
+            n: r.spec.max_len for n, r in runners.items()}, "round_cost": {
+            n: c for n, r in runners.items() if n != "vanilla" and isinstance(c := r.spec.drafter.describe().get("cost"), dict)}}
         write_json(out, path)  # after every set: a crash keeps what was measured
     plot()
+
+
+def _exit_shares(rows: list[dict]) -> dict:
+    from collections import Counter
+    exits = Counter(e for r in rows for e in r["drafter"]["exit_layer"])
+    n = sum(exits.values())
+    drafted = [d for r in rows for d in r["drafter"]["drafted"]]
+    return {"share": {str(e): c / n for e, c in sorted(exits.items())}, "rounds": n,
+            "mean_drafted": sum(drafted) / len(drafted) if drafted else None}
 
 
 def cmd_sweep(args) -> None:
@@ -241,7 +270,7 @@ def plot() -> None:
             ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
             ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
             ax, ax2 = axes[1], axes[1].twinx()
-            for name, c in (("del", "tab:blue"), ("del-faithful", "tab:orange")):
+            for name, c in (("del", "tab:blue"), ("del-measured", "tab:green"), ("del-faithful", "tab:orange")):
                 xs = 0  # every stored trace (3 prompts per set) one after another
                 for s in sets:
                     for t in d["sets"][s]["del_traces"].get(name, []):
@@ -277,6 +306,9 @@ def main() -> None:
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
     r.add_argument("--context", type=int, default=8, help="DEL: prompt positions seeding the statistics")
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
+    r.add_argument("--measured", action="store_true", help="also DEL with its round cost measured on this machine")
+    r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
+    r.add_argument("--tag", default="", help="suffix of the result file name")
     r.add_argument("--hf-exit", type=int, default=None, help="also HF assistant_early_exit=E on the first set")
     r.add_argument("--hf-gamma", type=int, default=3)
     s = sub.add_parser("sweep")

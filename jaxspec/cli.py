@@ -45,6 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                            "even when TPL says plain decoding, NaN τ, no clipping)")
     s.add_argument("--head-cost", type=float, default=None, help="del: the LM head's cost in layers in TPL's "
                                                                  "denominator (default 0, as the official cost model)")
+    s.add_argument("--cost", default=None, choices=["layers", "measured"], help="del: TPL's cost model — layers "
+                   "(default, the official count) or measured (a round's pieces timed on this machine first, ~1 min; "
+                   "exits that cannot beat plain decoding here are dropped)")
     s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
                                                                                      "device")
     s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
@@ -101,7 +104,7 @@ def _method(args):
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
-DEL_OPTIONS = ("exits", "faithful", "head_cost", "dispatch", "probe", "context")
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "dispatch", "probe", "context")
 
 
 def _check_draft(args) -> None:
@@ -135,7 +138,8 @@ def _drafter(args):
         if args.method == "del":
             opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "context")
                     if getattr(args, k) is not None}
-            return DEL(exits=_exits(args.exits), faithful=args.faithful, **opts)
+            return DEL(exits=_exits(args.exits), faithful=args.faithful,
+                       cost="measured" if args.cost == "measured" else None, **opts)
         if args.method == "fs":
             return FSM(args.exit_layer, start=_k(args))
         return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)
@@ -184,6 +188,10 @@ def cmd_generate(args) -> int:
         which = (f"the first {e['exit_layer']}" if "exit_layer" in e else
                  f"the first E (chosen every round among {e['exits']})")
         print(f"{args.method}: {which} of {e['layers']} layers draft, in the model's own KV cache", file=sys.stderr)
+        if isinstance(e.get("cost"), dict):
+            c = e["cost"]
+            print(f"del: round cost measured here (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
+                  f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}", file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
@@ -208,7 +216,8 @@ def cmd_generate(args) -> int:
     print(f"\n{runner.method}: {_timing_line(res)}", file=sys.stderr)
     if res.stats is not None:
         s = res.stats
-        print(f"acceptance: {s['accepted']}/{s['drafted']} drafts accepted ({s['acceptance_rate']:.1%}), mean accepted "
+        rate = "no drafts" if s["acceptance_rate"] is None else f"{s['acceptance_rate']:.1%}"  # DEL may never draft
+        print(f"acceptance: {s['accepted']}/{s['drafted']} drafts accepted ({rate}), mean accepted "
               f"length {s['mean_accepted_length']:.2f} tokens/round over {s['rounds']} rounds; per depth "
               f"{' '.join(f'{x:.2f}' for x in s['per_position'])}", file=sys.stderr)
         if res.drafter:

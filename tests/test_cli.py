@@ -195,6 +195,14 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
     assert "exits " in capsys.readouterr().out
 
 
+def test_generate_del_with_the_round_cost_measured(capsys):
+    assert main(["generate", "--model", MODEL, "--method", "del", "--cost", "measured", "--exits", "25,29", "-k", "4",
+                 "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--compare-vanilla"]) == 0
+    err = capsys.readouterr().err
+    assert "del: round cost measured here (plain step " in err and "of [25, 29]" in err
+    assert "identical outputs 1/1" in err
+
+
 def test_generate_fs(capsys):
     assert main(["generate", "--model", MODEL, "--method", "fs", "--exit-layer", "26", "-k", "2", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
@@ -213,6 +221,8 @@ def test_del_user_errors(capsys):
              (["--method", "ls", "--exit-layer", "4", "--probe", "4"], "--probe is a DEL option"),
              (["--method", "del", "--probe", "0"], "probe (rounds between statistics while decoding plainly) must be >= 1"),
              (["--method", "del", "--context", "-1"], "context and head_cost must be >= 0"),
+             (["--method", "ls", "--exit-layer", "4", "--cost", "measured"], "--cost is a DEL option"),
+             (["--method", "del", "--cost", "measured", "--head-cost", "3"], "head_cost is part of a measured round cost"),
              (["--method", "fs", "--exit-layer", "4", "-k", "-1"], "-k must be >= 0"),
              (["--method", "dv", "--exit-layer", "4", "-k", "0"], "-k must be >= 1")]
     for args, msg in cases:

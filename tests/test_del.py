@@ -80,13 +80,13 @@ def test_tpl_choice_is_the_brute_force_argmax(head_cost):
                 tpl = sum(a ** j for j in range(d + 1)) / (L + head_cost + d * (e + head_cost))
                 if tpl > best + 1e-6:  # the first maximum: smallest exit, then smallest d
                     best, arg = tpl, (i, d)
-        idx, d = exit_stats.choose(stats, exits, L, G, head_cost)
+        idx, d = exit_stats.choose(stats, exit_stats.layer_costs(exits, L, G, head_cost))
         assert (int(idx), int(d)) == arg
     # perfect agreement at the deepest exit beats plain decoding; ties at d = 0 pick the first exit
     perfect = ExitStats(jnp.asarray([[0., 5.], [0., 5.], [0., 5.], [9., 0.]]), jnp.zeros((4, 2)))
-    assert [int(v) for v in exit_stats.choose(perfect, exits, L, G)] == [3, G - 1]
+    assert [int(v) for v in exit_stats.choose(perfect, exit_stats.layer_costs(exits, L, G))] == [3, G - 1]
     hopeless = ExitStats(jnp.asarray([[0., 5.]] * 4), jnp.zeros((4, 2)))
-    assert [int(v) for v in exit_stats.choose(hopeless, exits, L, G)] == [0, 0]
+    assert [int(v) for v in exit_stats.choose(hopeless, exit_stats.layer_costs(exits, L, G))] == [0, 0]
 
 
 def test_tau_rule():
@@ -288,7 +288,7 @@ def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
     for faithful, drafts in [(True, 4), (False, 0)]:
         d = DEL(exits=(1, 3), faithful=faithful).bind(CFG)
         hopeless = _state(d, [[0., 9.], [0., 9.]], gamma=0)
-        idx, gamma = exit_stats.choose(hopeless.stats, d.shadow_layers, CFG.num_layers, 4)
+        idx, gamma = exit_stats.choose(hopeless.stats, exit_stats.layer_costs(d.shadow_layers, CFG.num_layers, 4))
         assert (int(idx), int(gamma)) == (0, 0)  # plain decoding wins; the first exit in the argmax
         _, t, _ = d.propose(None, hopeless, Target(tp, pre.target_cache), rnd, jax.random.key(0), method=chain(4),
                             sampling=make_spec(CFG, d, chain(4), prompt_len=WIDTH, max_new_tokens=2).sampling)

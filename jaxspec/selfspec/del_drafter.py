@@ -33,9 +33,14 @@ Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` im
 prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
 the statistics decayed and updated, only in probe rounds, whose spacing doubles while the probes keep
 choosing plain decoding (2, 4, … up to `probe` = 32 rounds after the seeding) and restarts at every
-round once DEL drafts; a
-drafting round always has them. The rounds between probes the engine runs as plain decoding steps
-(seam `plain_rounds`): at vanilla decoding's cost.
+round once DEL drafts; a drafting round always has them. The rounds between probes the engine runs
+as plain decoding steps (seam `plain_rounds`): at vanilla decoding's cost.
+
+The cost model (`cost`): TPL's denominator counts layers, as the official code does (None, the
+default), or is a round's cost measured on the machine in plain steps (a `RoundCost`, or "measured" to
+have `speculate` / `make_runner` time it on the target at the run's cache size; round_cost.py). With a
+measured cost only the exits that could beat plain decoding at full acceptance stay candidates; when
+none can, DEL is plain decoding with nothing else computed (no seeding, no probes).
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
@@ -46,6 +51,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxspec.cache import KVCache
@@ -56,6 +62,7 @@ from jaxspec.selfspec.chain import draft_chain
 from jaxspec.selfspec.dynamic_exit import DISPATCHES, exit_logits
 from jaxspec.selfspec.exit_stats import ExitStats
 from jaxspec.selfspec.layerskip import SelfDrafter
+from jaxspec.selfspec.round_cost import RoundCost
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, init_tree
 
@@ -97,8 +104,11 @@ class DEL(SelfDrafter):
     """exits: candidate exits (layer counts, sorted, in 1..L−1), "spread" (default: up to 8 over the
     depth, the deepest included) or "all" (1..L−1, the official set; the shadow head then costs L−1 rows
     per position); omega: the statistics' decay; context: prompt positions seeding them (official 32); head_cost: the
-    LM head's cost in layers in TPL's denominator (official: 0; `measure_head_cost` gives this machine's);
-    faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
+    LM head's cost in layers in TPL's denominator (official: 0; `del_selfspec.py costs` measures it);
+    cost: a measured `RoundCost` (round_cost.py) instead of the layer count — TPL's denominator in plain
+    steps; the candidate exits are then its kept exits (those that can beat plain decoding at all on the
+    machine it was measured on), and with none kept DEL decodes plainly: no seeding, no probes;
+    "measured": measured on the target's params when `speculate` / `make_runner` bind it; faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
     device ("segments" or "switch", dynamic_exit.py); probe: while TPL chooses plain decoding, the
     statistics are gathered (and decayed) in probe rounds only, at most `probe` rounds apart (the gap
     doubles from 1 while the probes choose plain decoding), the others skipping the shadow
@@ -107,6 +117,7 @@ class DEL(SelfDrafter):
     omega: float = 0.95
     context: int = 8
     head_cost: float = 0.0
+    cost: RoundCost | str | None = None
     faithful: bool = False
     dispatch: str = "segments"
     probe: int = 32
@@ -114,12 +125,22 @@ class DEL(SelfDrafter):
 
     def check(self, cfg: ModelConfig) -> None:
         L = cfg.num_layers
-        ex = self._resolve(cfg)
-        if not ex:
+        if isinstance(self.cost, str) and self.cost != "measured":
+            raise ValueError(f"cost {self.cost!r}: None (layers, the official model), 'measured' or a RoundCost")
+        if self.cost is not None and self.head_cost:
+            raise ValueError("head_cost is part of a measured round cost: give one or the other")
+        if isinstance(self.cost, RoundCost):
+            if self.cost.layers != L:
+                raise ValueError(f"the round costs were measured on a {self.cost.layers}-layer model, the target has {L}")
+            if self.exits not in ("spread", self._resolve(cfg)):
+                raise ValueError(f"DEL(cost=...) takes its candidate exits from the measured costs "
+                                 f"({list(self.cost.exits)}): leave `exits` unset")
+        ex = self._resolve(cfg) if isinstance(self.cost, RoundCost) else self._given_exits(cfg)
+        if not ex and self.cost is None:
             raise ValueError("DEL needs at least one candidate exit layer")
         if list(ex) != sorted(set(ex)):
             raise ValueError(f"candidate exit layers must be strictly increasing, got {list(ex)}")
-        if ex[0] < 1 or ex[-1] > L - 1:
+        if ex and (ex[0] < 1 or ex[-1] > L - 1):
             raise ValueError(f"candidate exit layers {list(ex)} are outside 1..{L - 1} (the target has {L} layers)")
         if not 0 < self.omega <= 1:
             raise ValueError(f"omega (the statistics' decay) must be in (0, 1], got {self.omega}")
@@ -130,7 +151,8 @@ class DEL(SelfDrafter):
         if self.dispatch not in DISPATCHES:
             raise ValueError(f"unknown exit dispatch {self.dispatch!r}: one of {DISPATCHES}")
 
-    def _resolve(self, cfg: ModelConfig) -> tuple[int, ...]:
+    def _given_exits(self, cfg: ModelConfig) -> tuple[int, ...]:
+        """The `exits` option as layer counts."""
         if self.exits == "spread":
             return spread_exits(cfg.num_layers)
         if self.exits == "all":
@@ -139,17 +161,55 @@ class DEL(SelfDrafter):
             raise ValueError(f"candidate exits {self.exits!r}: a tuple of layer counts, 'spread' or 'all'")
         return tuple(int(e) for e in self.exits)
 
+    def _resolve(self, cfg: ModelConfig) -> tuple[int, ...]:
+        """The candidate exits: the given ones, or with a measured cost those of its exits that can pay."""
+        if self.cost == "measured":
+            raise ValueError("DEL(cost='measured') is measured on the target's params: pass it to speculate / "
+                             "make_runner (they measure it), or call .calibrate(params) on the bound drafter")
+        if self.cost is not None:
+            return tuple(e for e, ok in zip(self.cost.exits, self._pays()) if ok)
+        return self._given_exits(cfg)
+
     def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "DEL":
         bound = super().bind(cfg, mesh, plan)
-        return dataclasses.replace(bound, exits=self._resolve(cfg))
+        exits = self._given_exits(cfg) if self.cost == "measured" else self._resolve(cfg)
+        return dataclasses.replace(bound, exits=exits)
+
+    def calibrate(self, params, *, max_len: int = 512, depth: int = 18) -> "DEL":
+        """With cost='measured' (bound): the round cost measured on `params` over the candidate exits
+        (round_cost.measure_round_cost, ~40 s for SmolLM2 on this CPU); otherwise self."""
+        if self.cost != "measured":
+            return self
+        from jaxspec.selfspec.round_cost import measure_round_cost
+        cost = measure_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
+                                  dispatch=self.dispatch)
+        return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost))
+
+    def _resolve_with(self, cost: RoundCost) -> tuple[int, ...]:
+        return dataclasses.replace(self, cost=cost)._resolve(self.bound_cfg)
+
+    def _pays(self) -> np.ndarray:
+        return exit_stats.can_pay(self.cost.matrix(self.cost.depth + 1))
+
+    def _cost_table(self, gamma_max: int) -> np.ndarray:
+        """TPL's denominator f32[m, gamma_max] over the candidate exits."""
+        if self.cost is None:
+            return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max, self.head_cost)
+        return self.cost.matrix(gamma_max)[self._pays()]
 
     @property
     def shadow_layers(self) -> tuple[int, ...]:
         return self._resolve(self.bound_cfg)
 
+    @property
+    def plain_only(self) -> bool:
+        """No exit can pay under the measured costs: every round is a plain decoding step."""
+        return not self.shadow_layers
+
     def describe(self) -> dict:
         return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
                 "context": self.context, "head_cost": self.head_cost, "faithful": self.faithful,
+                "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost or "layers",
                 "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe}
 
     def report(self, st: DELState) -> dict:
@@ -160,36 +220,44 @@ class DEL(SelfDrafter):
         return {"exit_layer": [int(x) for x in tr.exit_layer[:r]], "gamma": [int(x) for x in tr.gamma[:r]],
                 "tau": [float(x) for x in tr.tau[:r]], "drafted": [float(x) for x in tr.drafted[:r]],
                 "accepted": [float(x) for x in tr.accepted[:r]],
-                "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha)))}
+                "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha))) if alpha.size else {}}
 
     def _shallow(self, params, tokens, cache, positions, mask, exit_state):
         return exit_logits(params, tokens, cache, positions, mask, self.bound_cfg, self.shadow_layers, exit_state,
                            self.dispatch)
 
     def _decide(self, stats: ExitStats, depth: int):
-        idx, gamma = exit_stats.choose(stats, self.shadow_layers, self.bound_cfg.num_layers, depth, self.head_cost)
+        if self.plain_only:
+            return jnp.int32(0), jnp.int32(0), jnp.float32(jnp.nan)
+        idx, gamma = exit_stats.choose(stats, self._cost_table(depth))
         return idx, gamma, exit_stats.threshold(stats, idx, self.faithful).astype(jnp.float32)
 
     @property
     def prompt_shadows(self) -> int:
         """The prompt positions the target's prefill computes shadow tokens over: the last `context` and
-        the one that gives token 1."""
-        return self.context + 1
+        the one that gives token 1 (none when no exit can pay)."""
+        return 0 if self.plain_only else self.context + 1
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
         del params, prompts, prompt_lens
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
                              "(cap 18 in the paper), not a tree or an adaptive chain")
+        if self.cost is not None and method.shape.depth > self.cost.depth + 1:
+            raise ValueError(f"the round costs cover chains of up to {self.cost.depth + 1} drafts, the method drafts "
+                             f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}")
+        stats = ExitStats.zeros(len(self.shadow_layers))
         ps = target.prompt_shadows  # from the prefill's own hidden states (verification.prompt_pass)
-        stats = exit_stats.update(ExitStats.zeros(len(self.shadow_layers)), ps.tokens == ps.greedy[..., None],
-                                  ps.conf, ps.real, self.omega)
+        if ps is not None:
+            stats = exit_stats.update(stats, ps.tokens == ps.greedy[..., None], ps.conf, ps.real, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
         R = max_len  # a round emits >= 1 token per live row: never more rounds than slots
         trace = DELTrace(jnp.full((R,), -1, jnp.int32), jnp.full((R,), -1, jnp.int32),
                          jnp.full((R,), jnp.nan, jnp.float32), jnp.full((R,), jnp.nan, jnp.float32),
                          jnp.full((R,), jnp.nan, jnp.float32))
         gap, wait = self._next_probe(gamma, jnp.int32(1))  # the seeding counts as a probe
+        if self.plain_only:  # never a probe: the engine decodes plainly to the end
+            gap, wait = jnp.int32(0), jnp.int32(2 ** 30)
         return DELState(stats, idx, gamma, tau, jnp.int32(0), gap, wait, trace)
 
     def _next_probe(self, gamma, gap):
@@ -215,6 +283,8 @@ class DEL(SelfDrafter):
             vocab = None if sampling.greedy else self.bound_cfg.vocab_size
             return init_tree(B, shape, vocab), target.cache
 
+        if self.plain_only:
+            return st, *plain(None)
         t, c = draft(None) if self.faithful else lax.cond(st.gamma > 0, draft, plain, None)
         return st, t, c
 
@@ -230,6 +300,8 @@ class DEL(SelfDrafter):
     def plain_rounds(self, st: DELState) -> jax.Array | None:
         """While TPL prefers plain decoding, the rounds up to the next probe: no drafts, no statistics —
         the engine runs them as plain decoding steps (seam.Drafter.plain_rounds)."""
+        if self.plain_only:
+            return st.wait
         if self.faithful or self.probe == 1:
             return None
         return jnp.where(st.gamma == 0, st.wait, 0).astype(jnp.int32)
@@ -246,6 +318,8 @@ class DEL(SelfDrafter):
 
     def commit(self, params, st: DELState, out: Outcome, *, method) -> DELState:
         del params
+        if self.plain_only:  # a full round only in the streaming mode: nothing to learn
+            return self.skip(st, jnp.int32(1))
         y = jnp.argmax(out.logits, axis=-1)  # the full model's greedy tokens (also when sampling, as official)
         match = out.shadow_tokens == y[..., None]  # [B, 1 + N, m]
         t = jnp.arange(match.shape[1])[None]

@@ -7,6 +7,7 @@ and the confidence threshold τ that stops drafting.
     C[ℓ] ← ω·C[ℓ] + [Σ valid·match·conf, Σ valid·¬match·conf]
     α_ℓ  = M[ℓ,0] / (M[ℓ,0] + M[ℓ,1])                         the exit's teacher-forced agreement
     TPL(ℓ, d) = (1 + α_ℓ + … + α_ℓ^d) / (L + h + d·(ℓ + h))    tokens per layer of a round with d drafts
+                (or per plain step, with a measured cost table: round_cost.py)
     (E, d*) = argmax TPL over (ℓ, d ∈ 0..γ_max−1)             first maximum: smallest ℓ, then smallest d
     τ_E  = ½(C[E,0]/M[E,0] + C[E,1]/M[E,1])                   mean matched and mean mismatched confidence
 
@@ -22,6 +23,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @jax.tree_util.register_dataclass
@@ -59,24 +61,44 @@ def acceptance(stats: ExitStats) -> jax.Array:
     return stats.counts[:, 0] / (stats.counts[:, 0] + stats.counts[:, 1])
 
 
-def tpl_table(alpha: jax.Array, exits: tuple[int, ...], num_layers: int, gamma_max: int,
-              head_cost: float = 0.0) -> jax.Array:
-    """f32[m, gamma_max]: TPL(ℓ, d) for d = 0..gamma_max−1 drafts; −inf for an exit without statistics.
-    Σ_{j<=d} α^j by the official recurrence g_d = 1 + α·g_{d−1} (no division by 1 − α)."""
+def layer_costs(exits: tuple[int, ...], num_layers: int, gamma_max: int, head_cost: float = 0.0) -> np.ndarray:
+    """f32[m, gamma_max]: the official cost model, in layers — a round with d drafts at exit ℓ costs
+    L + h + d·(ℓ + h) (h: the LM head in layers, 0 officially). `round_cost.RoundCost.matrix` is the
+    measured alternative (in plain decoding steps); TPL's argmax only needs the ratios."""
+    d = np.arange(gamma_max, dtype=np.float32)[None]
+    layers = np.asarray(exits, np.float32)[:, None]
+    return (num_layers + head_cost + d * (layers + head_cost)).astype(np.float32)
+
+
+def tpl_table(alpha: jax.Array, cost) -> jax.Array:
+    """f32[m, gamma_max]: TPL(ℓ, d) = Σ_{j<=d} α_ℓ^j / cost[ℓ, d] for d = 0..gamma_max−1 drafts (cost: a
+    layer_costs / RoundCost.matrix table); −inf for an exit without statistics. Σ α^j by the official
+    recurrence g_d = 1 + α·g_{d−1} (no division by 1 − α)."""
+    cost = jnp.asarray(cost, jnp.float32)
+    gamma_max = cost.shape[1]
     a = jnp.where(jnp.isnan(alpha), 0.0, alpha)[:, None]
-    d = jnp.arange(gamma_max, dtype=jnp.float32)[None]
     g = jnp.cumprod(jnp.concatenate([jnp.ones_like(a), jnp.broadcast_to(a, (a.shape[0], gamma_max - 1))], 1), 1)
     g = jnp.cumsum(g, axis=1)  # Σ_{j=0..d} α^j  (== the recurrence)
-    layers = jnp.asarray(exits, jnp.float32)[:, None]
-    cost = num_layers + head_cost + d * (layers + head_cost)
     return jnp.where(jnp.isnan(alpha)[:, None], -jnp.inf, g / cost)
 
 
-def choose(stats: ExitStats, exits: tuple[int, ...], num_layers: int, gamma_max: int, head_cost: float = 0.0):
-    """(exit index i32, d* i32): the TPL argmax, first maximum in [exit, d] order as torch.argmax."""
-    table = tpl_table(acceptance(stats), exits, num_layers, gamma_max, head_cost)
+def choose(stats: ExitStats, cost):
+    """(exit index i32, d* i32): the TPL argmax over the cost table f32[m, gamma_max], first maximum in
+    [exit, d] order as torch.argmax."""
+    table = tpl_table(acceptance(stats), cost)
+    gamma_max = table.shape[1]
     flat = jnp.argmax(table.reshape(-1)).astype(jnp.int32)
     return flat // gamma_max, flat % gamma_max
+
+
+def can_pay(cost) -> np.ndarray:
+    """bool[m]: whether an exit can beat plain decoding at all — TPL(ℓ, d) at α = 1, (d + 1)/cost[ℓ, d],
+    above a plain step's 1/cost[ℓ, 0] for some d >= 1. Under the layer model every exit below L can; under
+    measured costs an exit whose draft forward plus the wider verification cost more than the tokens
+    they could bring never will, whatever its statistics say."""
+    cost = np.asarray(cost, np.float64)
+    d = np.arange(cost.shape[1])[None]
+    return np.any((d[:, 1:] + 1) / cost[:, 1:] > 1 / cost[:, :1], axis=1)
 
 
 def threshold(stats: ExitStats, idx: jax.Array, faithful: bool) -> jax.Array:

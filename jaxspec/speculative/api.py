@@ -48,10 +48,12 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
                              f"({eg}); a draft model must share the target's vocabulary")
 
 
-def bind_drafter(drafter, draft, target_params=None):
+def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512):
     """None → `DraftModel` over `draft`; a drafter configuration with `bind` (EasySpec) → bound to the
     draft's config and mesh; a self-drafter (it writes the target cache; `draft` is then the target) →
-    bound to the target's config and sharding plan; a bound drafter as it is."""
+    bound to the target's config and sharding plan; a bound drafter as it is. A drafter that measures
+    its costs (DEL(cost="measured")) measures them on `target_params` for `method`'s depth and a cache
+    of `max_len` slots."""
     plan = getattr(draft, "plan", None)
     if drafter is None:
         return DraftModel(draft.cfg, plan)
@@ -61,6 +63,9 @@ def bind_drafter(drafter, draft, target_params=None):
         drafter = drafter.bind(draft.cfg, plan=plan)
     if target_params is not None and hasattr(drafter, "check_head"):  # a self-drafter reads the target's head:
         drafter.check_head(target_params)  # missing, it says so before anything runs
+    if target_params is not None and hasattr(drafter, "calibrate"):  # DEL(cost="measured"): timed here
+        drafter = drafter.calibrate(target_params, max_len=max_len,
+                                    **({} if method is None else {"depth": method.shape.depth}))
     return drafter
 
 
@@ -107,7 +112,8 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
             raise ValueError("speculate needs a draft model or a drafter that works without one (draft=None)")
         draft = Model(None, target.cfg, getattr(target, "plan", None))  # the drafter's params: none of its own
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
-    drafter = bind_drafter(drafter, draft, target.params)
+    need = cache_slots_needed(max((len(p) for p in prompts), default=0), max_new_tokens, method.shape)
+    drafter = bind_drafter(drafter, draft, target.params, method, cache_slots(need))
     spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,
                      max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
                      plan=getattr(target, "plan", None))

@@ -70,4 +70,4 @@ def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int
     return SpecRunner(target.params, target.cfg, None if draft is None else draft.params, source.cfg,
                       method=method, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling,
                       eos_ids=eos_ids, plan=target.plan, draft_plan=source.plan,
-                      drafter=bind_drafter(drafter, source, target.params))
+                      drafter=bind_drafter(drafter, source, target.params, method, max_len))

@@ -54,6 +54,11 @@ def verify_widths(spec) -> tuple[int, ...]:
     full = 1 + spec.shape.nodes
     if spec.shape.width != 1 or not (spec.method.adaptive or spec.drafter.variable_depth):
         return (full,)
+    return chain_widths(full)
+
+
+def chain_widths(full: int) -> tuple[int, ...]:
+    """The width buckets of a variable-depth chain's verification block of at most `full` positions."""
     return tuple(w for w in (1, 2, 4, 8, 16, 32, 64) if w < full) + (full,)
 
 

@@ -1,0 +1,73 @@
+"""Several generation methods timed against each other prompt by prompt: for every prompt each method
+runs once per repeat, in an order rotated from prompt to prompt and repeat to repeat, and a method's
+prefill and decode times on that prompt are the best of its repeats. Slow drift of a shared CPU box
+(the same set measured twice in a row differed by up to ±5 %) then hits every method alike, and a
+single disturbed run does not count — what a ratio of two separate passes over a set cannot promise.
+
+Used by `del_selfspec.py run`; compile and warm-up come first and are reported apart (the `bench`
+contract). Greedy decoding is deterministic: a method whose repeats disagree is an error."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import jax
+
+from jaxspec.speculative import merge
+
+
+def prepare(runners: dict, ids: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Compile every runner for every prompt's shape and run each executable once (not timed).
+    Returns each runner's compile seconds."""
+    compile_s = {}
+    for name, r in runners.items():
+        compile_s[name] = sum(r.compile([i]) for i in ids)
+        r.warmup([[i] for i in ids])
+    return compile_s
+
+
+def measure(runners: dict, ids: Sequence[Sequence[int]], repeats: int, log: Callable[[str], None] = print) -> dict:
+    """{name: [row per prompt]}: output ids, best prefill_s / decode_s over `repeats`, the run's
+    speculative stats and drafter report."""
+    names = list(runners)
+    rows = {n: [None] * len(ids) for n in names}
+    for rep in range(repeats):
+        t0 = time.perf_counter()
+        for j, pid in enumerate(ids):
+            s = (j + rep) % len(names)
+            for name in names[s:] + names[:s]:
+                res = runners[name].run([pid], jax.random.key(j))
+                row = rows[name][j]
+                if row is None:
+                    row = rows[name][j] = {"prompt_tokens": len(pid), "output_ids": res.output_ids[0],
+                                           "new_tokens": len(res.output_ids[0]), "prefill_s": float("inf"),
+                                           "decode_s": float("inf")}
+                    if res.stats is not None:
+                        row["stats"] = {k: v for k, v in res.stats.items() if k != "per_row"}
+                    if res.drafter:
+                        row["drafter"] = res.drafter
+                elif row["output_ids"] != res.output_ids[0]:
+                    raise RuntimeError(f"{name}: prompt {j} gave another output in repeat {rep}")
+                row["prefill_s"] = min(row["prefill_s"], res.prefill_s)
+                row["decode_s"] = min(row["decode_s"], res.decode_s)
+        log(f"  repeat {rep + 1}/{repeats}: {len(ids)} prompts x {len(names)} methods in {time.perf_counter() - t0:.0f}s")
+    return rows
+
+
+def summary(rows: list[dict], base: list[dict] | None = None) -> dict:
+    """Totals over a method's rows; with `base` (vanilla's rows) the speedups and the identity count."""
+    new = sum(r["new_tokens"] for r in rows)
+    pre, dec = sum(r["prefill_s"] for r in rows), sum(r["decode_s"] for r in rows)
+    steps = new - len(rows)  # the first token of each prompt comes from prefill
+    out = {"prompts": len(rows), "new_tokens": new, "prefill_s": pre, "decode_s": dec,
+           "tok_per_s": new / (pre + dec), "decode_tok_per_s": steps / dec if dec else None}
+    if rows and "stats" in rows[0]:
+        out.update(merge([r["stats"] for r in rows]))
+        out["mean_drafted_depth"] = out["drafted"] / out["rounds"] if out["rounds"] else None
+    if base is not None:
+        b = summary(base)
+        out["speedup"] = out["tok_per_s"] / b["tok_per_s"]
+        out["decode_speedup"] = out["decode_tok_per_s"] / b["decode_tok_per_s"]
+        out["prefill_ratio"] = pre / b["prefill_s"]
+        out["vanilla_identical"] = sum(r["output_ids"] == v["output_ids"] for r, v in zip(rows, base))
+    return out

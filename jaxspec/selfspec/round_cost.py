@@ -1,0 +1,118 @@
+"""DEL's cost model measured on the machine it runs on, instead of counted in layers.
+
+The official TPL rule divides the expected tokens of a round by the layers it runs: L for the
+verification, whatever its width, and ℓ per draft token (exit_stats.layer_costs). That is the cost on
+hardware where a forward is bound by its weight reads and the LM head is cheap. On this 2-core CPU
+neither holds (README "Results (DEL)", Costs): the head is 5–8 layers' worth, a 19-wide verification
+with DEL's shadow rows costs 2.3–5 plain steps, and a draft at the deepest exit 0.97 of one — so a
+round TPL scores as a win can be slower than plain decoding even when every draft is accepted.
+
+`measure_round_cost` times the pieces a DEL round is made of, with the engine's own functions, at a
+given cache size, in units of one plain decoding step:
+    draft[i]   one draft forward (1 token) at candidate exit i, through DEL's exit dispatch
+    verify[d]  the verification of d drafts: the engine's block for d + 1 positions (its width bucket,
+               verification.verify_widths) with the shadow rows of the candidate exits
+and `RoundCost.matrix` turns them into TPL's denominator: cost[i, 0] = 1 (a plain step), cost[i, d] =
+verify[d] + d·draft[i]. Exits that cannot beat plain decoding even at α = 1 under these costs
+(exit_stats.can_pay) are dropped — DEL then neither probes nor seeds them (their shadow rows are most
+of its overhead); when none is left, DEL is plain decoding at no cost.
+
+    cost = measure_round_cost(params, cfg, exits=spread_exits(cfg.num_layers), max_len=512)
+    speculate(target, None, prompts, method=chain(18), drafter=DEL(cost=cost))"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspec.cache import init_cache
+from jaxspec.config import ModelConfig
+from jaxspec.masks import causal_mask
+from jaxspec.selfspec.dynamic_exit import exit_logits
+from jaxspec.selfspec.exit_stats import can_pay
+from jaxspec.speculative.verification import chain_widths, verification_pass
+from jaxspec.timing import best_time
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundCost:
+    """A DEL round's cost in plain decoding steps, measured (hashable: a static option of `DEL`).
+    `exits`: the candidate exits kept (those that can pay, see the module docstring), `draft[i]` the
+    draft forward at exits[i], `verify[d]` (d = 0..depth; verify[0] = 1) the verification of d drafts
+    with the kept exits' shadow rows; `measured`: every exit that was timed; `layers`, `max_len`,
+    `step_ms`: the model depth, cache size and plain step they were measured with."""
+    exits: tuple[int, ...]
+    draft: tuple[float, ...]
+    verify: tuple[float, ...]
+    measured: tuple[int, ...]
+    layers: int
+    max_len: int
+    step_ms: float
+
+    def __post_init__(self):
+        if len(self.draft) != len(self.exits):
+            raise ValueError(f"{len(self.draft)} draft costs for {len(self.exits)} exits")
+        if len(self.verify) < 2 or min(self.draft + self.verify, default=1.0) <= 0:
+            raise ValueError("a round cost needs positive draft costs and verification costs for d = 0..depth >= 1")
+
+    @property
+    def depth(self) -> int:
+        return len(self.verify) - 1
+
+    def matrix(self, gamma_max: int) -> np.ndarray:
+        """f32[m, gamma_max]: TPL's denominator for d = 0..gamma_max−1 drafts at each kept exit."""
+        if gamma_max - 1 > self.depth:
+            raise ValueError(f"the round costs were measured for up to {self.depth} drafts, the chain drafts up "
+                             f"to {gamma_max - 1}: measure them with depth >= {gamma_max - 1}")
+        d = np.arange(gamma_max, dtype=np.float64)[None]
+        ver = np.asarray(self.verify[:gamma_max], np.float64)[None]
+        cost = np.where(d == 0, 1.0, ver + d * np.asarray(self.draft, np.float64)[:, None])
+        return cost.astype(np.float32).reshape(len(self.exits), gamma_max)
+
+    def describe(self) -> dict:
+        return {"exits": list(self.exits), "measured": list(self.measured), "draft": list(self.draft),
+                "verify": list(self.verify), "max_len": self.max_len, "step_ms": self.step_ms}
+
+
+def _kept(exits, draft, verify) -> tuple[int, ...]:
+    probe = RoundCost(tuple(exits), tuple(draft), tuple(verify), tuple(exits), 0, 0, 0.0)
+    return tuple(e for e, ok in zip(exits, can_pay(probe.matrix(probe.depth + 1))) if ok)
+
+
+def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
+                       context: int | None = None, dispatch: str = "segments", repeats: int = 5) -> RoundCost:
+    """Time a DEL round's pieces on this machine (best of `repeats`, batch 1, cache of `max_len` slots
+    holding `context` tokens, default half) and keep the exits that can pay. Verification is timed
+    again with the kept exits' shadow rows when the first pass (all exits' rows) dropped some."""
+    if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] >= cfg.num_layers:
+        raise ValueError(f"candidate exits must be increasing layer counts in 1..{cfg.num_layers - 1}, got {exits}")
+    ctx = max_len // 2 if context is None else context
+    if ctx + depth + 1 > max_len:
+        raise ValueError(f"context {ctx} + a {depth + 1}-wide block does not fit a {max_len}-slot cache")
+    cache = init_cache(cfg, 1, max_len).replace(lengths=jnp.asarray([ctx], jnp.int32))
+
+    def verify_s(width: int, shadow: tuple[int, ...]) -> float:
+        toks, pos = jnp.ones((1, width), jnp.int32), ctx + jnp.arange(width, dtype=jnp.int32)[None]
+        f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
+        return best_time(f, params, toks, cache, pos, causal_mask(cache.lengths, width, max_len), repeats=repeats)
+
+    def verify_table(shadow: tuple[int, ...]) -> list[float]:
+        widths = chain_widths(depth + 1)
+        by_width = {w: verify_s(w, shadow) / step for w in widths if w > 1}
+        return [1.0] + [by_width[min(w for w in widths if w >= d + 1)] for d in range(1, depth + 1)]
+
+    step = verify_s(1, ())
+    toks, pos = jnp.ones((1, 1), jnp.int32), jnp.asarray([[ctx]], jnp.int32)
+    draft_fn = jax.jit(lambda p, c, i: exit_logits(p, toks, c, pos, causal_mask(c.lengths, 1, max_len), cfg,
+                                                   tuple(exits), i, dispatch)[0])
+    draft = [best_time(draft_fn, params, cache, jnp.int32(i), repeats=repeats) / step for i in range(len(exits))]
+    verify = verify_table(tuple(exits))
+    kept = _kept(exits, draft, verify)
+    if kept and kept != tuple(exits):  # fewer shadow rows: a cheaper verification for the exits kept
+        verify = verify_table(kept)
+    draft = [c for e, c in zip(exits, draft) if e in kept]
+    return RoundCost(kept, tuple(draft), tuple(verify), tuple(exits),
+                     cfg.num_layers, max_len, 1e3 * step)

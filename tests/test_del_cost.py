@@ -1,0 +1,112 @@
+"""DEL with a measured round cost (jaxspec/selfspec/round_cost.py): the cost table and the "can an exit
+pay at all" rule by hand, TPL's choice over a measured table against brute force, DEL keeping only the
+exits that can pay (no seeding, no probes, plain decoding throughout when none can) with its output
+still vanilla's, the measurement's structure on a tiny model, and the errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspec.selfspec import DEL, ExitStats, exit_stats
+from jaxspec.selfspec.round_cost import RoundCost, measure_round_cost
+from jaxspec.speculative import chain, summarize
+from tests.helpers import random_prompts
+from tests.test_del import CFG, N_NEW, damped, run, vanilla
+
+L = CFG.num_layers  # 6
+# exits 2 and 5; the deep exit drafts cheaply and verification widens slowly: only exit 5 can pay
+SOME = RoundCost(exits=(2, 5), draft=(0.95, 0.3), verify=(1.0, 1.1, 1.2, 1.2, 1.4), measured=(2, 5), layers=L,
+                 max_len=128, step_ms=1.0)
+NONE = RoundCost(exits=(2, 5), draft=(0.9, 0.99), verify=(1.0,) + (3.0,) * 4, measured=(2, 5), layers=L,
+                 max_len=128, step_ms=1.0)
+
+
+def test_cost_matrix_and_which_exits_can_pay_by_hand():
+    m = SOME.matrix(4)
+    assert m.shape == (2, 4)
+    np.testing.assert_allclose(m[:, 0], [1, 1])  # a plain step
+    np.testing.assert_allclose(m[1], [1, 1.1 + 0.3, 1.2 + 0.6, 1.2 + 0.9], rtol=1e-6)
+    # at α = 1 exit 2 brings d + 1 tokens for 1.1 + 0.95 d steps or more: never above 1 per step
+    assert exit_stats.can_pay(SOME.matrix(5)).tolist() == [False, True]
+    assert exit_stats.can_pay(NONE.matrix(5)).tolist() == [False, False]
+    # the layer model: every exit below L pays at α = 1, whatever the head
+    assert exit_stats.can_pay(exit_stats.layer_costs((1, 3, 5), L, 4, head_cost=7.0)).all()
+    with pytest.raises(ValueError, match="up to 4 drafts"):
+        SOME.matrix(6)
+
+
+def test_tpl_choice_over_a_measured_table_is_the_brute_force_argmax():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        draft = tuple(rng.uniform(0.2, 1.0, 3))
+        verify = (1.0,) + tuple(np.cumsum(rng.uniform(0.0, 0.3, 5)) + 1.0)
+        cost = RoundCost((1, 3, 5), draft, verify, (1, 3, 5), L, 128, 1.0).matrix(6)
+        counts = rng.uniform(0, 20, (3, 2)).astype(np.float32)
+        best, arg = -1.0, None
+        for i in range(3):
+            a = counts[i, 0] / counts[i].sum()
+            for d in range(6):
+                c = 1.0 if d == 0 else verify[d] + d * draft[i]
+                tpl = sum(a ** j for j in range(d + 1)) / c
+                if tpl > best + 1e-6:
+                    best, arg = tpl, (i, d)
+        idx, d = exit_stats.choose(ExitStats(jnp.asarray(counts), jnp.zeros((3, 2))), cost)
+        assert (int(idx), int(d)) == arg
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
+    tp = damped(0)
+    prompts = random_prompts(np.random.default_rng(0), [6, 9])
+    d = DEL(cost=NONE).bind(CFG)
+    assert d.plain_only and d.shadow_layers == () and d.prompt_shadows == 0  # no shadow rows, no seeding
+    st = run(tp, prompts, chain(4), DEL(cost=NONE), streaming=streaming)
+    assert [list(r[:len(v)]) for r, v in zip(np.asarray(st.tokens), vanilla(tp, prompts))] == vanilla(tp, prompts)
+    rep = d.report(jax.device_get(st.draft_state))
+    s = summarize(st.stats)
+    assert rep["exit_layer"] == [0] * (N_NEW - 1)  # one plain step per token after the prefill's
+    assert s["drafted"] == 0 and rep["final_alpha"] == {}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_only_the_exits_that_can_pay_are_candidates(streaming):
+    tp = damped(0)  # deep layers damped: exit 5 agrees with the full model
+    prompts = random_prompts(np.random.default_rng(2), [7])
+    d = DEL(cost=SOME).bind(CFG)
+    assert d.shadow_layers == (5,) and d.prompt_shadows == d.context + 1
+    assert d.describe()["cost"]["exits"] == [2, 5] and d.describe()["exits"] == [5]
+    st = run(tp, prompts, chain(4), DEL(cost=SOME), streaming=streaming)
+    out = np.asarray(st.tokens)[0]
+    ref = vanilla(tp, prompts)[0]
+    assert list(out[:len(ref)]) == ref
+    rep = d.report(jax.device_get(st.draft_state))
+    assert set(rep["exit_layer"]) <= {0, 5} and 5 in rep["exit_layer"]  # it drafts, at the exit that pays
+    assert summarize(st.stats)["drafted"] > 0
+
+
+def test_measure_round_cost_structure():
+    tp = damped(0)
+    c = measure_round_cost(tp, CFG, (1, 3, 5), depth=4, max_len=64, repeats=1)
+    assert c.measured == (1, 3, 5) and set(c.exits) <= {1, 3, 5} and list(c.exits) == sorted(c.exits)
+    assert len(c.draft) == len(c.exits) and len(c.verify) == 5 and c.verify[0] == 1.0 and c.depth == 4
+    assert c.verify[3] == c.verify[2]  # 3 and 4 positions share the engine's width-4 block
+    assert min(c.draft + c.verify) > 0 and c.layers == L and c.max_len == 64 and c.step_ms > 0
+    hash(c)  # a static option of DEL
+    with pytest.raises(ValueError, match="increasing"):
+        measure_round_cost(tp, CFG, (3, 1), depth=4, max_len=64)
+    with pytest.raises(ValueError, match="does not fit"):
+        measure_round_cost(tp, CFG, (1, 3), depth=4, max_len=64, context=62)
+
+
+def test_cost_errors():
+    with pytest.raises(ValueError, match="8-layer model"):
+        DEL(cost=RoundCost((2,), (0.5,), (1.0, 1.1), (2,), 8, 64, 1.0)).bind(CFG)
+    with pytest.raises(ValueError, match="leave `exits` unset"):
+        DEL(exits=(1, 2), cost=SOME).bind(CFG)
+    with pytest.raises(ValueError, match="head_cost"):
+        DEL(cost=SOME, head_cost=2.0).bind(CFG)
+    with pytest.raises(ValueError, match="positive"):
+        RoundCost((2,), (0.0,), (1.0, 1.1), (2,), L, 64, 1.0)
+    with pytest.raises(ValueError, match="measure them with depth >= 5"):
+        run(damped(0), [[1, 2, 3]], chain(6), DEL(cost=SOME))
+    DEL(cost=SOME).bind(CFG).bind(CFG)  # binding twice keeps the kept exits
