@@ -15,7 +15,7 @@ import pytest
 from jaxspec import forward, init_cache
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
-from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
+from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip, RoundCost
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
 from tests.spec_helpers import make_pair
@@ -127,10 +127,13 @@ SELF_ADAPTIVE = [  # DEL's exit and length follow statistics of the sampled hist
     (chain(3), SamplingConfig(0.8, top_k=4), DEL(faithful=True), True),  # always drafts, exit and τ its own
     (chain(3), SamplingConfig(1.0), DEL(), False),  # on these weights TPL chooses plain steps (no drafts)
     (chain(2), SamplingConfig(1.0), FSM(1, start=1), True),
+    # a measured round cost under which no exit can pay: plain steps only, no seeding, no probes
+    (chain(3), SamplingConfig(1.0), DEL(cost=RoundCost((1,), (0.99,), (1.0, 3.0, 3.0, 3.0), (1,), TARGET.num_layers,
+                                                       32, 1.0)), False),
 ]
 
 
 @pytest.mark.parametrize("method,sampling,drafter,drafts", SELF_ADAPTIVE,
-                         ids=["del-cycling", "del-faithful", "del-plain-steps", "fsm"])
+                         ids=["del-cycling", "del-faithful", "del-plain-steps", "fsm", "del-measured-plain"])
 def test_dynamic_self_drafters_sampling_matches_the_target_joint(method, sampling, drafter, drafts):
     check_sampling(method, sampling, drafter.bind(TARGET), both_outcomes=drafts)
