@@ -53,9 +53,10 @@ def _etpl(summary: dict, rows: list[dict], layers: int, exit_layer: int | None) 
 def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
-    out = [("del", chain(18), DEL(head_cost=args.head_cost, probe=args.probe, context=args.context), None)]
+    kw = dict(probe=args.probe, probe_exits=args.probe_exits, context=args.context)
+    out = [("del", chain(18), DEL(head_cost=args.head_cost, **kw), None)]
     if args.measured:
-        out.append(("del-measured", chain(18), DEL(cost="measured", probe=args.probe, context=args.context), None))
+        out.append(("del-measured", chain(18), DEL(cost="measured", **kw), None))
     if not args.no_faithful:
         out.append(("del-faithful", chain(18), DEL(faithful=True, context=32), None))  # + the official seeding
     for spec in args.ls:
@@ -304,6 +305,7 @@ def main() -> None:
     r.add_argument("--dv", nargs="*", default=[], help="E")
     r.add_argument("--head-cost", type=float, default=0.0)
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
+    r.add_argument("--probe-exits", type=int, default=2, help="DEL: exits a probe observes (0: all)")
     r.add_argument("--context", type=int, default=8, help="DEL: prompt positions seeding the statistics")
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
     r.add_argument("--measured", action="store_true", help="also DEL with its round cost measured on this machine")

@@ -52,6 +52,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                                                      "device")
     s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
                                                             "the rounds that gather statistics (default 32; 1 = all)")
+    s.add_argument("--probe-exits", type=int, default=None, help="del: candidate exits a probe observes (default 2, "
+                                                                  "those TPL could pick next; 0 = all)")
     s.add_argument("--context", type=int, default=None, help="del: prompt positions seeding the statistics "
                                                               "(default 8; the official 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -104,7 +106,7 @@ def _method(args):
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
-DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "dispatch", "probe", "context")
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "dispatch", "probe", "probe_exits", "context")
 
 
 def _check_draft(args) -> None:
@@ -136,7 +138,7 @@ def _drafter(args):
     if args.method in SELF_METHODS:
         from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
         if args.method == "del":
-            opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "context")
+            opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "probe_exits", "context")
                     if getattr(args, k) is not None}
             return DEL(exits=_exits(args.exits), faithful=args.faithful,
                        cost="measured" if args.cost == "measured" else None, **opts)

@@ -181,11 +181,11 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
     out = tmp_path / "del.json"
     assert main(["bench", "--model", MODEL, "--method", "del", "--exits", "20,25,29", "-k", "6", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
-                 "--compare-vanilla", "--probe", "4", "--context", "5"]) == 0
+                 "--compare-vanilla", "--probe", "4", "--probe-exits", "1", "--context", "5"]) == 0
     res = json.loads(out.read_text())
     s = res["summary"]
     assert s["vanilla_identical"] == 2 and s["del"]["exits"] == [20, 25, 29] and not s["del"]["faithful"]
-    assert (s["del"]["probe"], s["del"]["context"]) == (4, 5)
+    assert (s["del"]["probe"], s["del"]["probe_exits"], s["del"]["context"]) == (4, 1, 5)
     assert set(s["exit_layers"]["share"]) <= {"0", "20", "25", "29"}
     assert sum(s["exit_layers"]["share"].values()) == pytest.approx(1.0)
     for row in res["prompts"]:
@@ -219,6 +219,8 @@ def test_del_user_errors(capsys):
              (["--method", "del", "--exits", "4,3"], "strictly increasing"),
              (["--method", "del", "--exits", "3,30"], "outside 1..29"),
              (["--method", "ls", "--exit-layer", "4", "--probe", "4"], "--probe is a DEL option"),
+             (["--method", "ls", "--exit-layer", "4", "--probe-exits", "1"], "--probe-exits is a DEL option"),
+             (["--method", "del", "--probe-exits", "-1"], "probe_exits"),
              (["--method", "del", "--probe", "0"], "probe (rounds between statistics while decoding plainly) must be >= 1"),
              (["--method", "del", "--context", "-1"], "context and head_cost must be >= 0"),
              (["--method", "ls", "--exit-layer", "4", "--cost", "measured"], "--cost is a DEL option"),

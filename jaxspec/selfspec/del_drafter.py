@@ -33,8 +33,12 @@ Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` im
 prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
 the statistics decayed and updated, only in probe rounds, whose spacing doubles while the probes keep
 choosing plain decoding (2, 4, … up to `probe` = 32 rounds after the seeding) and restarts at every
-round once DEL drafts; a drafting round always has them. The rounds between probes the engine runs
-as plain decoding steps (seam `plain_rounds`): at vanilla decoding's cost.
+round once DEL drafts; a drafting round always has them. Every round with d* = 0 — probes included —
+the engine runs as a plain decoding step (seam `plain_next`): at vanilla decoding's cost, plus the
+shadow rows through the head in a probe. A probe observes only `probe_exits` (2) of the m exits — the
+ones TPL could pick next, by an optimistic α (exit_stats.probe_pick) — so it costs 1 + 2 head rows, not
+1 + m (`probe_exits=0`: all); the others keep their α, their counts decaying until they are worth
+another look.
 
 The cost model (`cost`): TPL's denominator counts layers, as the official code does (None, the
 default), or is a round's cost measured on the machine in plain steps (a `RoundCost`, or "measured" to
@@ -112,7 +116,9 @@ class DEL(SelfDrafter):
     device ("segments" or "switch", dynamic_exit.py); probe: while TPL chooses plain decoding, the
     statistics are gathered (and decayed) in probe rounds only, at most `probe` rounds apart (the gap
     doubles from 1 while the probes choose plain decoding), the others skipping the shadow
-    rows (1: every round, as the official code and `faithful`)."""
+    rows (1: every round, as the official code and `faithful`); probe_exits: how many candidate exits
+    a probe observes — those with the best optimistic TPL (exit_stats.probe_pick); 0: all of them (the
+    official code, `faithful`). Drafting rounds and the seeding observe every exit."""
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
     context: int = 8
@@ -121,6 +127,7 @@ class DEL(SelfDrafter):
     faithful: bool = False
     dispatch: str = "segments"
     probe: int = 32
+    probe_exits: int = 2
     variable_depth = True
 
     def check(self, cfg: ModelConfig) -> None:
@@ -146,6 +153,8 @@ class DEL(SelfDrafter):
             raise ValueError(f"omega (the statistics' decay) must be in (0, 1], got {self.omega}")
         if self.context < 0 or self.head_cost < 0:
             raise ValueError(f"context and head_cost must be >= 0, got {self.context}, {self.head_cost}")
+        if self.probe_exits < 0:
+            raise ValueError(f"probe_exits (exits a probe observes; 0: all) must be >= 0, got {self.probe_exits}")
         if self.probe < 1:
             raise ValueError(f"probe (rounds between statistics while decoding plainly) must be >= 1, got {self.probe}")
         if self.dispatch not in DISPATCHES:
@@ -210,7 +219,8 @@ class DEL(SelfDrafter):
         return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
                 "context": self.context, "head_cost": self.head_cost, "faithful": self.faithful,
                 "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost or "layers",
-                "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe}
+                "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
+                "probe_exits": self._picks or len(self.shadow_layers)}
 
     def report(self, st: DELState) -> dict:
         """The per-round traces up to the last round (pooled over the batch: one exit per batch)."""
@@ -297,14 +307,29 @@ class DEL(SelfDrafter):
             return None
         return (st.gamma > 0) | (st.wait == 0)
 
-    def plain_rounds(self, st: DELState) -> jax.Array | None:
-        """While TPL prefers plain decoding, the rounds up to the next probe: no drafts, no statistics —
-        the engine runs them as plain decoding steps (seam.Drafter.plain_rounds)."""
+    def plain_next(self, st: DELState) -> jax.Array | None:
+        """While TPL prefers plain decoding (d* = 0) the next round drafts nothing: the engine runs it as
+        a plain decoding step (seam.Drafter.plain_next) — the probes among them too (a plain step whose
+        shadow rows go through the head, then `commit`), so a probe costs a plain step plus those rows."""
         if self.plain_only:
-            return st.wait
-        if self.faithful or self.probe == 1:
+            return jnp.bool_(True)
+        if self.faithful:  # the official code drafts even when d* = 0
             return None
-        return jnp.where(st.gamma == 0, st.wait, 0).astype(jnp.int32)
+        return st.gamma == 0
+
+    @property
+    def _picks(self) -> int:
+        """Exits a probe observes (0: all): `probe_exits` when fewer than the candidates."""
+        k = self.probe_exits
+        return 0 if self.faithful or not 0 < k < len(self.shadow_layers) else k
+
+    def shadow_pick(self, st: DELState, *, method) -> jax.Array | None:
+        """The exits a probe (a plain step with shadow rows) observes: the `probe_exits` with the best
+        optimistic TPL (exit_stats.probe_pick) — each observed exit costs a row of the LM head, the
+        largest part of a probe. Drafting rounds observe every exit."""
+        if not self._picks:
+            return None
+        return exit_stats.probe_pick(st.stats, self._cost_table(method.shape.depth), self._picks)
 
     def skip(self, st: DELState, rounds: jax.Array) -> DELState:
         """`rounds` plain steps recorded as `commit` records a plain round without statistics."""
@@ -326,6 +351,10 @@ class DEL(SelfDrafter):
         real = (t <= out.drafted[:, None]) & out.live[:, None]  # [last] + the drafted depths
         at_exit = jnp.take(match, st.exit, axis=2)
         valid = exit_stats.valid_columns(at_exit, real, (st.gamma > 0) if self.faithful else True)
+        pick = self.shadow_pick(st, method=method)
+        if pick is not None:  # a plain round's probe observes the picked exits only (a full round: all)
+            seen = jnp.zeros(match.shape[2], bool).at[pick].set(True) | (st.gamma > 0)
+            valid = valid[..., None] & seen
         stats = exit_stats.update(st.stats, match, out.shadow_conf, valid, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
         seen = self.wants_shadows(st)

@@ -47,9 +47,9 @@ def valid_columns(match_at_exit: jax.Array, real: jax.Array, clip) -> jax.Array:
 
 
 def update(stats: ExitStats, match: jax.Array, conf: jax.Array, valid: jax.Array, omega: float) -> ExitStats:
-    """Decay, then add the valid columns: match bool[B, T, m], conf f32[B, T, m], valid bool[B, T]
-    (rows pooled)."""
-    v = valid[..., None].astype(jnp.float32)
+    """Decay every exit, then add the valid columns: match bool[B, T, m], conf f32[B, T, m], valid
+    bool[B, T] (every exit) or bool[B, T, m] (per exit: a probe observes some exits only); rows pooled."""
+    v = (valid if valid.ndim == 3 else valid[..., None]).astype(jnp.float32)
     hit = match.astype(jnp.float32)
     add_counts = jnp.stack([jnp.sum(v * hit, (0, 1)), jnp.sum(v * (1 - hit), (0, 1))], axis=1)  # [m, 2]
     add_conf = jnp.stack([jnp.sum(v * hit * conf, (0, 1)), jnp.sum(v * (1 - hit) * conf, (0, 1))], axis=1)
@@ -89,6 +89,18 @@ def choose(stats: ExitStats, cost):
     gamma_max = table.shape[1]
     flat = jnp.argmax(table.reshape(-1)).astype(jnp.int32)
     return flat // gamma_max, flat % gamma_max
+
+
+def probe_pick(stats: ExitStats, cost, k: int) -> jax.Array:
+    """i32[k] (ascending): the exits a probe observes when it cannot afford all m — those with the best
+    TPL at an optimistic α⁺ = (matched + 1) / (observed + 1), over d >= 1 drafts. An exit that has
+    agreed well, or that few (decayed) observations back, ranks high; one seen to disagree often ranks
+    low until the decay of its counts — every stats update decays all exits — makes it worth another
+    look. The exits TPL could choose next are the ones observed; the others keep their α."""
+    n = stats.counts.sum(1)
+    table = tpl_table((stats.counts[:, 0] + 1) / (n + 1), cost)
+    score = jnp.max(table[:, 1:] if table.shape[1] > 1 else table, axis=1)
+    return jnp.sort(jax.lax.top_k(score, k)[1]).astype(jnp.int32)
 
 
 def can_pay(cost) -> np.ndarray:

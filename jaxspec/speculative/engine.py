@@ -15,9 +15,9 @@ its own business (its previous token, an adaptive chain's k, its cache). One rou
   update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
           drafter.commit(Outcome: accepted nodes, extra token, verification logits, the hidden states
           the drafter asked for); statistics (drafted = the depths the drafter offered).
-Finished rows keep computing (static shapes) but change nothing. Rounds a drafter sits out (DEL while it
-prefers plain decoding: `Drafter.plain_rounds`) run as plain decoding steps in an inner loop, at vanilla
-decoding's cost. `draft_phase` and `verify_phase` are
+Finished rows keep computing (static shapes) but change nothing. Rounds in which a drafter would draft
+nothing (DEL while it prefers plain decoding: `Drafter.plain_next`) run as plain decoding steps in an
+inner loop, at vanilla decoding's cost (its probes: the shadow rows through the head, and a commit). `draft_phase` and `verify_phase` are
 also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.metrics import SpecStats
 from jaxspec.speculative.seam import Outcome, Round, Target, drafted_depths
-from jaxspec.speculative.tree import Tree, TreeShape, path_nodes, verify_ancestors
+from jaxspec.speculative.tree import Tree, TreeShape, init_tree, path_nodes, verify_ancestors
 from jaxspec.speculative.verification import _narrow_pass, prompt_pass, verification_pass, verify_widths
 from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tree_greedy, accept_tree_sampling
 
@@ -237,12 +237,23 @@ def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecSta
     return _verify(target_params, draft_params, s, t, spec)
 
 
-def _plain_step(target_params, s: SpecState, spec: SpecSpec) -> SpecState:
-    """A round without drafts and without the drafter, as vanilla decoding's step: `last` through the
-    target at slot T-1, the next token sampled from its distribution (what a round with no valid node
-    emits), one token per live row."""
+def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) -> tuple[SpecState, Outcome]:
+    """A round without drafts, as vanilla decoding's step: `last` through the target at slot T-1, the
+    next token sampled from its distribution (what a round with no valid node emits), one token per live
+    row. For a drafter with `shadow_layers`, the step's rows at those layers (those it picks:
+    Drafter.shadow_pick) also go through the LM head when `shadow_now` (traced bool; None: always) — a
+    cond over those rows only, not the cache. Returns
+    the state (draft state untouched) and the step's outcome: a block of width 1, no drafts."""
     live, base = ~s.done, s.committed - 1
-    logits, cache, _ = forward(target_params, s.last[:, None], s.target_cache.replace(lengths=base), spec.target)
+    cache = s.target_cache.replace(lengths=base)
+    if spec.drafter.shadow_layers:
+        pos = base[:, None]
+        logits, cache, _, (sh, conf) = verification_pass(target_params, s.last[:, None], cache, pos,
+                                                         causal_mask(base, 1, cache.max_len), spec.target, (),
+                                                         spec.drafter.shadow_layers, shadow_now,
+                                                         spec.drafter.shadow_pick(s.draft_state, method=spec.method))
+    else:
+        (logits, cache, _), sh, conf = forward(target_params, s.last[:, None], cache, spec.target), None, None
     key, sub = jax.random.split(s.key)
     nxt = sample(sub, logits[:, 0], spec.sampling)
     written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, nxt[:, None], s.num)
@@ -250,25 +261,36 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec) -> SpecState:
     done = s.done | (live & (_is_eos(nxt, spec.eos_ids) | (num >= spec.max_new_tokens)))
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1, s.target_cache.lengths)), spec.plan)
     zero = jnp.zeros_like(s.num)
+    B, shape = s.num.shape[0], spec.shape
+    out = Outcome(init_tree(B, shape, None), zero, jnp.zeros((B, shape.depth), jnp.int32), nxt, s.last,
+                  s.committed, live, zero, logits, None, sh, conf)
     return SpecState(cache, s.draft_state, jnp.where(live[:, None], written, s.tokens), jnp.where(live, nxt, s.last),
-                     s.committed + live, num, done, s.stats.update(live, zero, zero), key)
+                     s.committed + live, num, done, s.stats.update(live, zero, zero), key), out
 
 
-def _plain_burst(target_params, s: SpecState, rounds: jax.Array, spec: SpecSpec) -> SpecState:
-    """`rounds` plain steps (fewer when every row finishes first), then the drafter told how many ran."""
-    def body(c):
-        i, s = c
-        return i + 1, _plain_step(target_params, s, spec)
-    i, s = lax.while_loop(lambda c: (c[0] < rounds) & ~jnp.all(c[1].done), body, (jnp.int32(0), s))
-    return dataclasses.replace(s, draft_state=spec.drafter.skip(s.draft_state, i))
+def _plain_phase(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
+    """Plain decoding steps for as long as the drafter would draft nothing (Drafter.plain_next), in a
+    tight loop at vanilla decoding's cost. A step the drafter learns from (`wants_shadows`: DEL's
+    probes) also puts the shadow rows through the head and is committed; the others are `skip`ped —
+    the same drafter state, statistics and tokens as full rounds (the streaming mode) would give."""
+    d = spec.drafter
+
+    def body(s):
+        now = d.wants_shadows(s.draft_state) if d.shadow_layers else None
+        s, out = _plain_step(target_params, s, spec, now)
+        commit = lambda st: d.commit(draft_params, st, out, method=spec.method)  # noqa: E731
+        dstate = commit(s.draft_state) if now is None else lax.cond(now, commit, lambda st: d.skip(st, 1),
+                                                                    s.draft_state)
+        return dataclasses.replace(s, draft_state=dstate)
+
+    return lax.while_loop(lambda s: d.plain_next(s.draft_state) & ~jnp.all(s.done), body, s)
 
 
 def _loop_body(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
-    """One full round — after the plain steps the drafter sits out (Drafter.plain_rounds), if any."""
-    sit_out = spec.drafter.plain_rounds(s.draft_state)
-    if sit_out is None:
+    """One full round — after the plain steps the drafter prefers (Drafter.plain_next), if any."""
+    if spec.drafter.plain_next(s.draft_state) is None:
         return _round(target_params, draft_params, s, spec)
-    s = _plain_burst(target_params, s, sit_out, spec)
+    s = _plain_phase(target_params, draft_params, s, spec)
     return lax.cond(jnp.all(s.done), lambda s: s, lambda s: _round(target_params, draft_params, s, spec), s)
 
 

@@ -18,8 +18,9 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
       drafter that asks for them (`hidden_layers`), its hidden states;
   report(state) -> dict
       on the host after a run: the drafter's own account of it (DEL: exit and τ per round);
-  plain_rounds(state) -> i32[] or None, skip(state, rounds) -> state
-      rounds it sits out, which the loop runs as plain decoding steps (Drafter.plain_rounds).
+  plain_next(state) -> bool[] or None, skip(state, rounds) -> state
+      whether it would draft nothing next round: the loop then runs a plain decoding step instead
+      (committed to the drafter when it `wants_shadows`, else `skip`ped) — Drafter.plain_next.
 
 Static declarations (class attributes of `Drafter`, overridden per drafter):
   hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
@@ -136,14 +137,23 @@ class Drafter:
         del state
         return {}
 
-    def plain_rounds(self, state) -> jax.Array | None:
-        """Traced i32[]: how many of the next rounds the drafter sits out — it would draft nothing and
-        learn nothing from their verification (DEL while TPL prefers plain decoding, between probes).
-        The on-device loop then runs them as plain decoding steps in a tight inner loop — vanilla
-        decoding's step: no conditionals, no padded verification block, no commit — and reports the
-        count with `skip`. None (the default): every round is a full round. The streaming mode ignores
-        it (full rounds throughout): the outputs are the same either way."""
+    def plain_next(self, state) -> jax.Array | None:
+        """Traced bool[]: the drafter would draft nothing in the next round (DEL while TPL prefers plain
+        decoding). The on-device loop then runs plain decoding steps in a tight inner loop for as long as
+        this holds — vanilla decoding's step, no padded verification block, no conditional over the cache.
+        A step the drafter learns from (`wants_shadows`) also computes its shadow rows and is handed to
+        `commit` as an Outcome of width 1 (n = 0, no drafts, logits f32[B, 1, V]); the others are
+        counted with `skip`. None (the default): every round is a full round. The streaming mode runs full
+        rounds throughout: the outputs and the drafter's state are the same either way."""
         del state
+        return None
+
+    def shadow_pick(self, state, *, method) -> jax.Array | None:
+        """Traced i32[k]: in a plain step (`plain_next`) that computes shadow rows, the indices of the
+        `shadow_layers` whose rows go through the head (the others' come back as tokens −1); None (the
+        default): all of them. A drafter that uses it must ignore the unpicked layers in `commit` —
+        the streaming mode's full rounds compute every row."""
+        del state, method
         return None
 
     def skip(self, state, rounds: jax.Array):

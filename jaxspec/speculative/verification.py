@@ -76,7 +76,8 @@ def _narrow_pass(width: int, params, tokens, cache, positions, mask, shadow_now,
 
 
 def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: ModelConfig,
-                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = (), shadow_now=None):
+                      hidden_layers: tuple[int, ...] = (), shadow_layers: tuple[int, ...] = (), shadow_now=None,
+                      shadow_pick=None):
     """The target over the verified block tokens i32[B, T], writing K/V at `cache.lengths` (not advanced):
     (logits f32[B, T, V], cache, hiddens f32[B, T, len(hidden_layers), D] or None, (shadow tokens
     i32[B, T, m], their probabilities f32[B, T, m]) or (None, None)). The shadow rows — the greedy token
@@ -84,7 +85,8 @@ def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: Mode
     go through the head in one call with the final layer's rows, so the head's weights are read once.
     `shadow_now` (traced bool, None: always): without it the head runs on the final rows only and the
     shadow outputs are placeholders (tokens −1, probabilities 0) — a drafter that skips a round's
-    statistics does not pay for them."""
+    statistics does not pay for them. `shadow_pick` (traced i32[k], None: all m): only those shadow
+    layers' rows go through the head, the others' outputs are the placeholders."""
     want = tuple(hidden_layers) + tuple(shadow_layers)
     x, cache, hid = run_layers(params, embed(params, tokens), cache, positions, mask, cfg,
                                return_hiddens=bool(want))
@@ -92,12 +94,17 @@ def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: Mode
     if not shadow_layers:
         return head(params, x, cfg), cache, hiddens, (None, None)
     rows = jnp.stack([x] + [hid[e - 1] for e in shadow_layers], axis=2)  # [B, T, 1 + m, D]
+    m = len(shadow_layers)
 
     def with_shadows(rows):
-        return shadow_head(params, rows, cfg)
+        if shadow_pick is None:
+            return shadow_head(params, rows, cfg)
+        picked = jnp.concatenate([rows[:, :, :1], jnp.take(rows, 1 + shadow_pick, axis=2)], axis=2)  # [B, T, 1 + k, D]
+        logits, tok, conf = shadow_head(params, picked, cfg)  # tok, conf [B, T, k]: spread back over the m
+        return (logits, jnp.full(rows.shape[:2] + (m,), -1, jnp.int32).at[:, :, shadow_pick].set(tok),
+                jnp.zeros(rows.shape[:2] + (m,), jnp.float32).at[:, :, shadow_pick].set(conf))
 
     def without(rows):
-        m = rows.shape[2] - 1
         return (head(params, rows[:, :, 0], cfg), jnp.full(rows.shape[:2] + (m,), -1, jnp.int32),
                 jnp.zeros(rows.shape[:2] + (m,), jnp.float32))
 
