@@ -110,7 +110,7 @@ DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "dispatch", "probe", "p
 
 
 def _check_draft(args) -> None:
-    given = [o for o in DEL_OPTIONS if getattr(args, o) not in (None, False)]
+    given = [o for o in DEL_OPTIONS if getattr(args, o) is not None and getattr(args, o) is not False]  # 0 is given
     if given and args.method != "del":
         raise ValueError(f"--{given[0].replace('_', '-')} is a DEL option: it does nothing for --method {args.method}")
     if args.method in SELF_METHODS:

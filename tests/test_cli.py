@@ -219,7 +219,7 @@ def test_del_user_errors(capsys):
              (["--method", "del", "--exits", "4,3"], "strictly increasing"),
              (["--method", "del", "--exits", "3,30"], "outside 1..29"),
              (["--method", "ls", "--exit-layer", "4", "--probe", "4"], "--probe is a DEL option"),
-             (["--method", "ls", "--exit-layer", "4", "--probe-exits", "1"], "--probe-exits is a DEL option"),
+             (["--method", "ls", "--exit-layer", "4", "--probe-exits", "0"], "--probe-exits is a DEL option"),
              (["--method", "del", "--probe-exits", "-1"], "probe_exits"),
              (["--method", "del", "--probe", "0"], "probe (rounds between statistics while decoding plainly) must be >= 1"),
              (["--method", "del", "--context", "-1"], "context and head_cost must be >= 0"),
