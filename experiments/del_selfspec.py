@@ -306,7 +306,8 @@ def main() -> None:
     r.add_argument("--head-cost", type=float, default=0.0)
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
     r.add_argument("--probe-exits", type=int, default=2, help="DEL: exits a probe observes (0: all)")
-    r.add_argument("--context", type=int, default=8, help="DEL: prompt positions seeding the statistics")
+    r.add_argument("--context", type=int, default=None, help="DEL: prompt positions seeding the statistics "
+                   "(default: DEL's, 8 or 3 with a measured cost)")
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
     r.add_argument("--measured", action="store_true", help="also DEL with its round cost measured on this machine")
     r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")

@@ -55,7 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--probe-exits", type=int, default=None, help="del: candidate exits a probe observes (default 2, "
                                                                   "those TPL could pick next; 0 = all)")
     s.add_argument("--context", type=int, default=None, help="del: prompt positions seeding the statistics "
-                                                              "(default 8; the official 32)")
+                                                              "(default 8, 3 with --cost measured; the official 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)

@@ -265,7 +265,7 @@ def test_statistics_equal_a_teacher_forced_reference(exits, cap):
     ds = state.draft_state
     rounds = int(ds.rounds)
     assert rounds == summarize(state.stats)["rounds"]
-    counts, sums = _reference_stats(tp, prompt, d, jax.tree.map(np.asarray, ds.trace), rounds, d.context)
+    counts, sums = _reference_stats(tp, prompt, d, jax.tree.map(np.asarray, ds.trace), rounds, d.seed_context)
     np.testing.assert_allclose(np.asarray(ds.stats.counts), counts, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(ds.stats.conf), sums, rtol=1e-4, atol=1e-5)
     assert (np.asarray(ds.trace.drafted[:rounds]) > 0).all()  # every round drafted and was checked

@@ -73,7 +73,7 @@ def test_only_the_exits_that_can_pay_are_candidates(streaming):
     tp = damped(0)  # deep layers damped: exit 5 agrees with the full model
     prompts = random_prompts(np.random.default_rng(2), [7])
     d = DEL(cost=SOME).bind(CFG)
-    assert d.shadow_layers == (5,) and d.prompt_shadows == d.context + 1
+    assert d.shadow_layers == (5,) and d.prompt_shadows == d.seed_context + 1 == 4
     assert d.describe()["cost"]["exits"] == [2, 5] and d.describe()["exits"] == [5]
     st = run(tp, prompts, chain(4), DEL(cost=SOME), streaming=streaming)
     out = np.asarray(st.tokens)[0]
@@ -82,6 +82,15 @@ def test_only_the_exits_that_can_pay_are_candidates(streaming):
     rep = d.report(jax.device_get(st.draft_state))
     assert set(rep["exit_layer"]) <= {0, 5} and 5 in rep["exit_layer"]  # it drafts, at the exit that pays
     assert summarize(st.stats)["drafted"] > 0
+
+
+def test_seeding_positions_default_by_cost_model():
+    # a measured cost seeds from fewer prompt positions (its rows are dear); an explicit context wins
+    assert DEL().bind(CFG).prompt_shadows == 9 and DEL(cost="measured").seed_context == 3
+    assert DEL(cost=SOME).bind(CFG).prompt_shadows == 4 and DEL(cost=SOME, context=6).bind(CFG).prompt_shadows == 7
+    assert DEL(context=0).bind(CFG).prompt_shadows == 1 and DEL(cost=SOME).bind(CFG).describe()["context"] == 3
+    with pytest.raises(ValueError, match="context and head_cost must be >= 0"):
+        DEL(context=-1).bind(CFG)
 
 
 def test_measure_round_cost_structure():

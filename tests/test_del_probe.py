@@ -62,7 +62,7 @@ def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
     ds = state.draft_state
     R = int(ds.rounds)
     assert (np.asarray(ds.trace.exit_layer[:R]) == 0).all() and R == N_NEW - 1  # plain steps only
-    seeded = min(DEL().context + 1, 20)
+    seeded = min(DEL().seed_context + 1, 20)
     np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + probe_rounds(R, probe))
 
 
@@ -79,7 +79,7 @@ def test_a_probe_observes_the_picked_exits_only(k, streaming):
     ds = state.draft_state
     R = int(ds.rounds)
     assert (np.asarray(ds.trace.exit_layer[:R]) == 0).all()
-    seeded, probes = min(d.context + 1, 20), probe_rounds(R, 4)
+    seeded, probes = min(d.seed_context + 1, 20), probe_rounds(R, 4)
     counts = np.asarray(ds.stats.counts).sum(1)  # observations per exit
     np.testing.assert_allclose(counts.sum(), 4 * seeded + (k or 4) * probes)
     assert (counts >= seeded).all() and (counts <= seeded + probes).all()

@@ -15,8 +15,11 @@ A round, on device (the engine's round with this drafter):
 Before round 1 the statistics are seeded from the prompt: its last `context` positions and the first
 output position, as the official round 1 does with its own draft pass over 32 — here from the hidden
 states the target's prefill computes anyway (seam `prompt_shadows`), so seeding costs only the LM head
-over (context + 1) × (1 + m) rows. Default 8, not 32: on this CPU the head is compute-bound, and those
-rows are most of DEL's per-prompt overhead (README, "Results (DEL)").
+over (context + 1) × (1 + m) rows. Default 8, not 32 — and 3 with a measured cost: on this CPU the head
+is compute-bound, those rows are most of DEL's per-prompt overhead, and a measured cost means the rows
+are dear (the reason to measure). On the 0.5B's short qa answers 8 → 3 took del-measured from 0.93× to
+0.96× of vanilla; under the layer count the sparser start made DEL draft more at the deepest exit, which
+that model prices wrongly on this CPU (HumanEval 0.89× → 0.73×), so it keeps 8 (README "Results (DEL)").
 
 The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
   1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
@@ -107,7 +110,8 @@ class DELState:
 class DEL(SelfDrafter):
     """exits: candidate exits (layer counts, sorted, in 1..L−1), "spread" (default: up to 8 over the
     depth, the deepest included) or "all" (1..L−1, the official set; the shadow head then costs L−1 rows
-    per position); omega: the statistics' decay; context: prompt positions seeding them (official 32); head_cost: the
+    per position); omega: the statistics' decay; context: prompt positions seeding them (official 32; None: 8, or 3
+    with a measured cost — `seed_context`); head_cost: the
     LM head's cost in layers in TPL's denominator (official: 0; `del_selfspec.py costs` measures it);
     cost: a measured `RoundCost` (round_cost.py) instead of the layer count — TPL's denominator in plain
     steps; the candidate exits are then its kept exits (those that can beat plain decoding at all on the
@@ -121,7 +125,7 @@ class DEL(SelfDrafter):
     official code, `faithful`). Drafting rounds and the seeding observe every exit."""
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
-    context: int = 8
+    context: int | None = None
     head_cost: float = 0.0
     cost: RoundCost | str | None = None
     faithful: bool = False
@@ -151,7 +155,7 @@ class DEL(SelfDrafter):
             raise ValueError(f"candidate exit layers {list(ex)} are outside 1..{L - 1} (the target has {L} layers)")
         if not 0 < self.omega <= 1:
             raise ValueError(f"omega (the statistics' decay) must be in (0, 1], got {self.omega}")
-        if self.context < 0 or self.head_cost < 0:
+        if self.seed_context < 0 or self.head_cost < 0:
             raise ValueError(f"context and head_cost must be >= 0, got {self.context}, {self.head_cost}")
         if self.probe_exits < 0:
             raise ValueError(f"probe_exits (exits a probe observes; 0: all) must be >= 0, got {self.probe_exits}")
@@ -211,13 +215,21 @@ class DEL(SelfDrafter):
         return self._resolve(self.bound_cfg)
 
     @property
+    def seed_context(self) -> int:
+        """Prompt positions (before the last) that seed the statistics: `context`, or by default 8 under
+        the layer count and 3 under a measured cost (module docstring)."""
+        if self.context is not None:
+            return self.context
+        return 8 if self.cost is None else 3
+
+    @property
     def plain_only(self) -> bool:
         """No exit can pay under the measured costs: every round is a plain decoding step."""
         return not self.shadow_layers
 
     def describe(self) -> dict:
         return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
-                "context": self.context, "head_cost": self.head_cost, "faithful": self.faithful,
+                "context": self.seed_context, "head_cost": self.head_cost, "faithful": self.faithful,
                 "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost or "layers",
                 "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
                 "probe_exits": self._picks or len(self.shadow_layers)}
@@ -246,7 +258,7 @@ class DEL(SelfDrafter):
     def prompt_shadows(self) -> int:
         """The prompt positions the target's prefill computes shadow tokens over: the last `context` and
         the one that gives token 1 (none when no exit can pay)."""
-        return 0 if self.plain_only else self.context + 1
+        return 0 if self.plain_only else self.seed_context + 1
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
         del params, prompts, prompt_lens
