@@ -1,14 +1,13 @@
 """The decoder as plain functions: `embed`, `decoder_layer`, `run_layers` over any layer range,
 `head` (final norm + LM head) and `forward`.
 
-The layer loop is unrolled in Python over the per-layer list (see params.py for why). DEL-style
-run-time layer ranges are `active=(lo, hi)` traced ints: each layer becomes a `lax.cond`, so a
-skipped layer costs no weight reads and its cache is untouched."""
+The layer loop is unrolled in Python over the per-layer list (see params.py for why). Layer ranges
+are static; a range chosen at run time (DEL's exit) is selfspec/dynamic_exit.py's business: a
+conditional per segment between candidate exits, not one per layer."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
@@ -30,11 +29,9 @@ def decoder_layer(p: dict, x, k_cache, v_cache, positions, write_at, mask, cfg: 
 
 
 def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Array, mask: jax.Array,
-               cfg: ModelConfig, start: int = 0, stop: int | None = None, active=None,
-               return_hiddens: bool = False):
+               cfg: ModelConfig, start: int = 0, stop: int | None = None, return_hiddens: bool = False):
     """Layers [start, stop) (static), writing K/V at `cache.lengths`.
 
-    `active`: optional traced (lo, hi); layers outside [lo, hi) are skipped at run time.
     `cache` holds the caches of *all* layers (index l is layer l). Returns (x, cache, hiddens) where
     hiddens is the list of each run layer's output (empty unless return_hiddens)."""
     stop = cfg.num_layers if stop is None else stop
@@ -43,16 +40,7 @@ def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Arra
     ks, vs = list(cache.k), list(cache.v)
     hiddens = []
     for l in range(start, stop):
-        p = params["layers"][l]
-
-        def run(args, p=p):
-            return decoder_layer(p, *args, cache.lengths, mask, cfg)
-
-        args = (x, ks[l], vs[l], positions)
-        if active is None:
-            x, ks[l], vs[l] = run(args)
-        else:
-            x, ks[l], vs[l] = lax.cond((l >= active[0]) & (l < active[1]), run, lambda a: a[:3], args)
+        x, ks[l], vs[l] = decoder_layer(params["layers"][l], x, ks[l], vs[l], positions, cache.lengths, mask, cfg)
         if return_hiddens:
             hiddens.append(x)
     return x, cache.replace(k=tuple(ks), v=tuple(vs)), hiddens

@@ -15,8 +15,7 @@ import dataclasses
 import math
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
@@ -27,13 +26,17 @@ CACHE_AXES = ("batch", "kv_heads", "seq", "head_dim")
 
 
 def make_mesh(axes: dict[str, int] | None = None, devices=None) -> Mesh:
-    """A `Mesh` with named axes, e.g. make_mesh({"tp": 4}); the default puts every device on "tp"."""
+    """A `Mesh` with named axes, e.g. make_mesh({"tp": 4}); the default puts every device on "tp".
+    Built by `jax.make_mesh`, which orders the devices by the interconnect's topology (a ring on a TPU
+    slice, so the tp all-reduces go to neighbours) instead of by id; its axes are Auto (the compiler
+    propagates shardings from the `PartitionSpec`s), where jax.make_mesh would default to Explicit."""
     devices = list(jax.devices() if devices is None else devices)
     axes = dict(axes or {TP: len(devices)})
     n = math.prod(axes.values())
     if n > len(devices):
         raise ValueError(f"mesh {axes} needs {n} devices, only {len(devices)} available")
-    return Mesh(np.array(devices[:n]).reshape(tuple(axes.values())), tuple(axes))
+    return jax.make_mesh(tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes),
+                         devices=devices[:n])
 
 
 def parse_mesh(spec: str | None) -> Mesh | None:

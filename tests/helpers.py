@@ -52,3 +52,29 @@ def random_prompts(rng: np.random.Generator, lengths, vocab: int = VOCAB) -> lis
 
 def to_jax(params):
     return jax.tree.map(jnp.asarray, params)
+
+
+P_MIN = 1e-3  # a sampling test fails when its goodness-of-fit p-value is below this
+
+
+def chi2_pvalue(counts, p, lump: float = 0.0) -> float:
+    """Pearson χ² goodness of fit of the draws `counts` to the probabilities `p` (same shape; cells with
+    p <= lump pooled into one so that every expected count is large), p-value from scipy. A draw where p
+    is 0 — a token the distribution forbids — is an assertion error, not a small p-value."""
+    from scipy import stats
+    counts, p = np.asarray(counts, np.float64).ravel(), np.asarray(p, np.float64).ravel()
+    assert counts[p == 0].sum() == 0, "a token the distribution forbids was drawn"
+    big = p > lump
+    obs, exp_p = counts[big], p[big]
+    if (~big).any():
+        obs, exp_p = np.append(obs, counts[~big].sum()), np.append(exp_p, p[~big].sum())
+    keep = exp_p > 0
+    expected = counts.sum() * exp_p[keep] / exp_p[keep].sum()
+    chi2 = float((((obs[keep] - expected) ** 2) / expected).sum())
+    return float(stats.chi2.sf(chi2, keep.sum() - 1))
+
+
+def assert_follows(counts, p, lump: float = 0.0) -> None:
+    """The draws follow `p`: the χ² p-value is at least P_MIN (fixed keys: deterministic)."""
+    pv = chi2_pvalue(counts, p, lump)
+    assert pv >= P_MIN, f"chi-square p-value {pv:.2e} < {P_MIN}: counts {np.ravel(counts)}"

@@ -1,11 +1,13 @@
 """Sampling: the processed distribution (temperature, top-k, top-p) against a numpy reference, and
-draws from `sample` distributed as that distribution (chi-square on 40k draws, fixed keys)."""
+draws from `sample` distributed as that distribution (chi-square on 40k draws, fixed keys, p-value >=
+1e-3), and the check's power: a 10 % change of temperature fails it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxspec.sampling import SamplingConfig, processed_logprobs, sample
+from tests.helpers import assert_follows, chi2_pvalue
 
 LOGITS = np.array([2.0, 1.5, 1.4, 0.3, -0.2, -1.0, 0.9, 0.0, -3.0, 1.0], np.float32)
 
@@ -42,12 +44,17 @@ def test_samples_follow_the_processed_distribution(cfg):
     keys = jax.random.split(jax.random.key(123), n)
     draws = jax.jit(jax.vmap(lambda k: sample(k, jnp.asarray(LOGITS)[None], cfg)[0]))(keys)
     counts = np.bincount(np.asarray(draws), minlength=LOGITS.size)
-    p = reference_probs(LOGITS, cfg)
-    assert counts[p == 0].sum() == 0  # never a token outside top-k / top-p
-    live = p > 0
-    chi2 = (((counts[live] - n * p[live]) ** 2) / (n * p[live])).sum()
-    dof = live.sum() - 1
-    assert chi2 < dof + 6 * np.sqrt(2 * dof) + 10, (chi2, counts, n * p)
+    assert_follows(counts, reference_probs(LOGITS, cfg))  # and never a token outside top-k / top-p
+
+
+def test_the_check_rejects_a_near_miss():
+    # the same check on draws at temperature 1/0.9 against temperature 1 must fail: at this sample size it
+    # tells apart distributions that close
+    keys = jax.random.split(jax.random.key(123), 40_000)
+    draws = jax.jit(jax.vmap(lambda k: sample(k, jnp.asarray(LOGITS * 0.9)[None], SamplingConfig(1.0))[0]))(keys)
+    counts = np.bincount(np.asarray(draws), minlength=LOGITS.size)
+    p = reference_probs(LOGITS, SamplingConfig(1.0))
+    assert chi2_pvalue(counts, p) < 1e-6  # temperature 1/0.9 instead of 1: detected
 
 
 def test_greedy_is_argmax_and_configs_are_validated():

@@ -41,6 +41,16 @@ def test_kv_heads_sharded_when_divisible():
     assert plan.spec(("embed", "kv_heads", "head_dim"))[1] is None
 
 
+def test_make_mesh_is_jaxs_with_auto_axes():
+    mesh = make_mesh({"layer": 2, "tp": 4})
+    assert dict(mesh.shape) == {"layer": 2, "tp": 4} and mesh.axis_names == ("layer", "tp")
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2  # jax.make_mesh's default is Explicit
+    assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in jax.devices()[:8])
+    assert make_mesh().shape == {"tp": len(jax.devices())}
+    with pytest.raises(ValueError, match="needs 16 devices, only 8 available"):
+        make_mesh({"tp": 16})
+
+
 def test_mesh_errors():
     with pytest.raises(ValueError, match="does not divide the 6 attention heads"):
         plan_for(tiny_cfg(num_heads=6, num_kv_heads=2), make_mesh({"tp": 4}))

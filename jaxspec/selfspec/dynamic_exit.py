@@ -5,7 +5,7 @@ Two dispatches (a static option; README "Self-speculation and DEL" has the measu
             j <= idx: m − 1 conditionals per draft forward, code size L;
   switch    one `lax.switch` over m branches, branch j the first e_j layers unrolled: one conditional per
             draft forward, code size Σ e_j (compile time grows with the candidate set).
-Not per layer (what `run_layers(active=...)` does): XLA's GPU conditional reads its predicate on the
+Not a `lax.cond` per layer: XLA's GPU conditional reads its predicate on the
 host, so a conditional per layer is a host sync per layer per draft step; a static exit (LayerSkip) has
 none. Each conditional carries only the K/V of the layers it may write, so XLA updates them in place."""
 from __future__ import annotations

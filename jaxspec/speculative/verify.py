@@ -70,11 +70,17 @@ def accept_sampling(key: jax.Array, drafts: jax.Array, draft_logprobs: jax.Array
     p_n = jnp.exp(jnp.take_along_axis(target_logprobs, n[:, None, None], axis=1)[:, 0])  # [B, V]
     q_pad = jnp.concatenate([jnp.exp(draft_logprobs), jnp.zeros_like(p_n)[:, None]], axis=1)  # q_{k+1} := 0
     q_n = jnp.take_along_axis(q_pad, n[:, None, None], axis=1)[:, 0]
-    residual = jnp.maximum(p_n - q_n, 0.0)
-    # p == q exactly leaves no residual mass; rejection then has probability 0, fall back to p
-    residual = jnp.where(jnp.sum(residual, -1, keepdims=True) > 0, residual, p_n)
-    extra = jax.random.categorical(k_extra, jnp.log(residual), axis=-1).astype(jnp.int32)
+    extra = jax.random.categorical(k_extra, jnp.log(residual(p_n, q_n)), axis=-1).astype(jnp.int32)
     return n, extra
+
+
+def residual(p: jax.Array, q: jax.Array) -> jax.Array:
+    """norm(max(p − q, 0)) over the last axis: the distribution to draw from after rejecting a draw of q.
+    Where p == q leaves no mass (rejection then had probability 0) it is p. The renormalisation matters
+    wherever the residual is used again as a target (a tree's next sibling is accepted with r(x)/q(x))."""
+    res = jnp.maximum(p - q, 0.0)
+    mass = jnp.sum(res, axis=-1, keepdims=True)
+    return jnp.where(mass > 0, res / jnp.where(mass > 0, mass, 1.0), p)
 
 
 def _normalise(x: jax.Array) -> jax.Array:
@@ -131,10 +137,7 @@ def accept_tree_sampling(key: jax.Array, tree, target_logprobs: jax.Array, shape
             u = jax.random.uniform(keys[f], (B,))
             acc = is_child & (u * q_i[rows, x] < r[rows, x])
             rej = is_child & ~acc
-            res = jnp.maximum(r - q_i, 0.0)
-            mass = jnp.sum(res, axis=-1, keepdims=True)
-            # r == q_i exactly leaves no residual: rejection then had probability 0; keep r
-            r = jnp.where(rej[:, None] & (mass > 0), res / jnp.where(mass > 0, mass, 1.0), r)
+            r = jnp.where(rej[:, None], residual(r, q_i), r)
             q_left = jnp.where(rej[:, None] & (jnp.arange(V)[None] == x[:, None]), 0.0, q_left)
             moved = moved | acc
             nxt = jnp.where(acc, f + 1, nxt)
