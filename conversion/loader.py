@@ -76,23 +76,27 @@ def _plan(cfg: ModelConfig, mesh, replicated: bool) -> ShardingPlan | None:
     return replicated_plan(mesh) if replicated else plan_for(cfg, mesh)
 
 
-def load_model(model, *, mesh=None, dtype: str = "float32", use_checkpoint: bool = True,
-               tokenizer: bool = True, checkpoint_root=None, replicated: bool = False) -> LoadedModel:
+def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "highest", cache_dtype=None,
+               use_checkpoint: bool = True, tokenizer: bool = True, checkpoint_root=None,
+               replicated: bool = False) -> LoadedModel:
     """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
     saves an orbax checkpoint (under `checkpoint_root`, default `$JAXSPEC_CACHE/converted`); later
     loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding; `replicated`:
-    whole on every device, as EasySpec's draft)."""
+    whole on every device, as EasySpec's draft). `dtype`, `precision` and `cache_dtype` go into the
+    returned config (ModelConfig's numerics: parity "highest", or the backend's fast "default")."""
     t0 = time.perf_counter()
     path = assets.resolve(model)
     jdtype = jnp.dtype(dtype)
+    numerics = dict(dtype=jdtype.name, precision=precision, cache_dtype=cache_dtype)
     ckpt = _checkpoint_dir(path, dtype, checkpoint_root) if use_checkpoint else None
     from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
     if from_ckpt:
-        cfg = checkpoint.config_from_json((ckpt / "config.json").read_text())
+        cfg = checkpoint.config_from_json((ckpt / "config.json").read_text()).replace(**numerics)
         plan = _plan(cfg, mesh, replicated)
         _, params = checkpoint.restore(ckpt, plan.param_shardings(cfg) if plan else None, jdtype)
     else:
         cfg, host = convert(path)
+        cfg = cfg.replace(**numerics)
         plan = _plan(cfg, mesh, replicated)
         # one device copy, saved from the devices: peak host memory stays near 2x the fp32 model
         host = jax.tree.map(lambda a: a.astype(jdtype, copy=False), host)

@@ -33,7 +33,7 @@ def layer_inputs(params, cfg, tokens):
     from jaxspec import forward, init_cache
     from jaxspec.model import embed
     _, _, hid = forward(params, tokens, init_cache(cfg, 1, tokens.shape[1]), cfg, return_hiddens=True)
-    return jnp.stack([embed(params, tokens)[0]] + [h[0] for h in hid[:-1]])
+    return jnp.stack([embed(params, tokens, cfg)[0]] + [h[0] for h in hid[:-1]])
 
 
 def qk(p, h, cfg):

@@ -4,7 +4,7 @@ JSON contract (documented in the README; scripts outside the repo parse it):
   prompts: [{id, category, prompt_tokens, new_tokens, tok_per_s, prefill_s, decode_s, output_ids,
              stats? (speculative: metrics.summarize), vanilla_tok_per_s?, vanilla_identical?,
              hf_tok_per_s?, hf_identical?}]
-  summary: {model, draft, method, method_config, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
+  summary: {model, draft, method, method_config, dtype, precision, cache_dtype, mesh, sharding_notes, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
             total: {prompts, new_tokens, prefill_s, decode_s, wall_s}, weight_bytes, read_gb_per_s (vanilla),
             speculative: rounds, drafted, accepted, acceptance_rate, mean_accepted_length, per_position,
                          histogram, mean_drafted_depth, step_costs, analytic_speedup, round_cost_in_target_steps,
@@ -55,7 +55,7 @@ def measure_read_bandwidth(nbytes: int = 1 << 31, repeats: int = 5) -> dict[str,
 def environment() -> dict:
     dev = jax.devices()[0]
     return {"jax": jax.__version__, "platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)),
-            "num_devices": jax.device_count(), "cpu": platform.processor() or platform.machine(),
+            "num_devices": jax.device_count(), "process_count": jax.process_count(), "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
 
 
@@ -100,7 +100,8 @@ def _totals(rows: list[dict]) -> dict:
 
 
 def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
-              dtype="float32", method=None, draft=None, sampling=GREEDY, seed: int = 0, compare_vanilla=False,
+              dtype="float32", precision="highest", cache_dtype=None, method=None, draft=None, sampling=GREEDY,
+              seed: int = 0, compare_vanilla=False,
               hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, drafter=None,
               log=print) -> dict:
     """Load `model` (and `draft` for a speculative `method`), run every prompt (batch 1) and return the
@@ -114,7 +115,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     from jaxspec.speculative import check_vocab, make_runner, merge
 
     prompts = load_prompts(prompts_source, limit)
-    m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, dtype=dtype), None)
+    numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype)
+    m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, **numerics), None)
     log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
     self_draft = drafter is not None and drafter.writes_target_cache  # drafts with the target's own layers
     if method is not None and self_draft:
@@ -123,7 +125,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     elif method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
-        d = d if d is not None else load_model(draft, mesh=mesh, dtype=dtype, replicated=drafter is not None)
+        d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=drafter is not None)
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         log(f"draft {draft} loaded in {d.load_s:.1f}s")
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
@@ -146,8 +148,9 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     steps = tot["new_tokens"] - len(rows)
     summary = {
         "model": str(model), "draft": str(draft) if draft else None, "method": runner.method,
-        "method_config": dataclasses.asdict(method) if method is not None else None, "dtype": dtype,
-        "mesh": dict(mesh.shape) if mesh else None, "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
+        "method_config": dataclasses.asdict(method) if method is not None else None, "dtype": m.cfg.dtype,
+        "precision": m.cfg.precision, "cache_dtype": m.cfg.kv_dtype.name,
+        "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [], "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
         "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
         "decode_tok_per_s": tot["decode_tok_per_s"], "compile_s": compile_s, "prefill_s": tot["prefill_s"],
         "load_s": m.load_s, "total": {k: tot[k] for k in ("prompts", "new_tokens", "prefill_s", "decode_s", "wall_s")},
@@ -228,8 +231,8 @@ def _add_analytic(m, d, draft_params, method, ids, max_new_tokens, max_len, summ
 
 def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log, early_exit=None) -> None:
     from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
-    hf = load_hf_model(source)
-    assistant = load_hf_model(draft_source) if draft_source is not None else None
+    hf = load_hf_model(source, summary["dtype"])
+    assistant = load_hf_model(draft_source, summary["dtype"]) if draft_source is not None else None
     if assistant is not None or early_exit is not None:
         summary["hf_assistant_settings"] = assistant_settings(assistant if assistant is not None else hf)
     hf_generate(hf, ids[0], min(8, max_new_tokens), eos, assistant, early_exit)  # warm-up, not timed

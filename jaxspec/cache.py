@@ -1,6 +1,6 @@
 """The KV cache: preallocated per-layer arrays plus a length per row.
 
-`k[l]`, `v[l]`: f32[B, Hkv, S_max, K] (heads-major: attention reads each kv head's slots as one
+`k[l]`, `v[l]`: [B, Hkv, S_max, K] in `ModelConfig.kv_dtype` (heads-major: attention reads each kv head's slots as one
 contiguous [S, K] matrix); `lengths`: i32[B], the number of valid slots of each row.
 Writes happen at explicit slots (`lengths` by default); rollback is lowering `lengths`; slots at or
 beyond a row's length are stale and every mask built from `lengths` hides them, so rejected drafts are
@@ -47,9 +47,11 @@ class KVCache:
         return self.replace(k=tuple(move(c) for c in self.k), v=tuple(move(c) for c in self.v))
 
 
-def init_cache(cfg, batch: int, max_len: int, dtype=jnp.float32, layers: int | None = None) -> KVCache:
-    """Zeroed cache for `layers` (default all) layers of `cfg`, `max_len` slots per row."""
+def init_cache(cfg, batch: int, max_len: int, dtype=None, layers: int | None = None) -> KVCache:
+    """Zeroed cache for `layers` (default all) layers of `cfg`, `max_len` slots per row, in `dtype`
+    (default the config's `kv_dtype`: the params' dtype unless `cache_dtype` says otherwise)."""
     n = cfg.num_layers if layers is None else layers
+    dtype = cfg.kv_dtype if dtype is None else dtype
     shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     return KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(n)),
                    v=tuple(jnp.zeros(shape, dtype) for _ in range(n)),

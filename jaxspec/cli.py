@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from jaxspec import distributed
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -11,7 +14,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     p.add_argument("--mesh", default=None, help="device mesh, e.g. tp=2 (tensor parallel over 2 devices)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="params and activations (norm statistics, softmax, RoPE and logits stay f32)")
+    p.add_argument("--cache-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="the KV cache's dtype (default --dtype)")
+    p.add_argument("--precision", default="highest", choices=["highest", "default"],
+                   help="matmul precision: highest (parity: exact f32 products) or default (the backend's fast "
+                        "mode: TF32 on recent NVIDIA GPUs, bf16 passes on TPU; no difference on CPU)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
     p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
@@ -28,6 +37,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
+    h = p.add_argument_group("multi-host (one process per host; or JAXSPEC_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
+    h.add_argument("--coordinator", default=None, help="HOST:PORT of process 0's coordinator (jax.distributed)")
+    h.add_argument("--num-processes", type=int, default=None)
+    h.add_argument("--process-id", type=int, default=None)
     e = p.add_argument_group("easyspec")
     e.add_argument("--parallel", type=int, default=4, help="layers per parallel group, N (default 4)")
     e.add_argument("--head", type=int, default=1, help="leading sequential layers (default 1)")
@@ -172,12 +185,15 @@ def cmd_generate(args) -> int:
     _check_draft(args)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
-    m = load_model(args.model, mesh=mesh, dtype=args.dtype)
+    numerics = dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype)
+    m = load_model(args.model, mesh=mesh, **numerics)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
+    for note in m.plan.notes if m.plan else ():  # what the mesh could not split
+        print(f"sharding: {note}", file=sys.stderr)
     d = None
     if method is not None and args.method not in SELF_METHODS:
-        d = load_model(args.draft, mesh=mesh, dtype=args.dtype, replicated=args.method == "easyspec")
+        d = load_model(args.draft, mesh=mesh, **numerics, replicated=args.method == "easyspec")
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
@@ -265,6 +281,7 @@ def cmd_bench(args) -> int:
     _check_draft(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
                        chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
+                       precision=args.precision, cache_dtype=args.cache_dtype,
                        draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
                        measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=_drafter(args),
@@ -286,7 +303,8 @@ def cmd_bench(args) -> int:
         line += (f" | HF {s['hf_method']} {s['hf_tok_per_s']:.2f} tok/s, speedup {s['speedup_vs_hf']:.2f}x, "
                  f"identical {s['hf_identical']}/{s['total']['prompts']}")
     print(line)
-    print(f"wrote {write_json(result, args.json)}")
+    if distributed.is_primary():
+        print(f"wrote {write_json(result, args.json)}")
     return 0
 
 
@@ -296,6 +314,9 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if distributed.initialize(args.coordinator, args.num_processes, args.process_id) and \
+                not distributed.is_primary():  # every process runs the same program; process 0 speaks
+            sys.stdout = sys.stderr = open(os.devnull, "w")
         return {"generate": cmd_generate, "bench": cmd_bench}[args.command](args)
     except (ValueError, FileNotFoundError, AssetError, ConversionError) as e:  # user errors: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)

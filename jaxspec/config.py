@@ -6,6 +6,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jax import lax
+import jax.numpy as jnp
+
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = {"highest": lax.Precision.HIGHEST, "default": lax.Precision.DEFAULT}
+
 
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
@@ -34,8 +40,19 @@ class ModelConfig:
     max_position_embeddings: int = 4096
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    # numerics (not in a HF config: load_model sets them). `dtype` is the params' and the activations';
+    # f32 stays only where it belongs: norm statistics, softmax, RoPE, logits, acceptance.
+    dtype: str = "float32"
+    cache_dtype: str | None = None  # the KV cache's; None: `dtype`
+    # every weight and attention product: "highest" (parity: exact f32 products, what "identical to HF"
+    # rests on) or "default" (the backend's fast mode: TF32 on recent NVIDIA GPUs, bf16 passes on TPU;
+    # the same as "highest" on XLA:CPU)
+    precision: str = "highest"
 
     def __post_init__(self):
+        for f, allowed in (("dtype", DTYPES), ("cache_dtype", DTYPES + (None,)), ("precision", tuple(PRECISIONS))):
+            if getattr(self, f) not in allowed:
+                raise ValueError(f"ModelConfig.{f}={getattr(self, f)!r}: one of {', '.join(map(str, allowed))}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         for f in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "head_dim"):
@@ -45,6 +62,14 @@ class ModelConfig:
     @property
     def q_per_kv(self) -> int:
         return self.num_heads // self.num_kv_heads
+
+    @property
+    def kv_dtype(self):
+        return jnp.dtype(self.cache_dtype or self.dtype)
+
+    @property
+    def lax_precision(self) -> lax.Precision:
+        return PRECISIONS[self.precision]
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)

@@ -21,6 +21,7 @@ from jax import lax
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
+from jaxspec.distributed import to_host
 from jaxspec.model import forward, forward_prompt
 from jaxspec.params import Params
 from jaxspec.sampling import GREEDY, SamplingConfig, sample
@@ -156,5 +157,5 @@ def generate(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: ja
 
 def output_ids(state: DecodeState) -> list[list[int]]:
     """Per-row generated token ids (EOS included, padding dropped)."""
-    toks, num = np.asarray(state.tokens), np.asarray(state.num)
+    toks, num = to_host((state.tokens, state.num))  # gathered across processes when multi-host
     return [toks[i, :num[i]].tolist() for i in range(toks.shape[0])]

@@ -1,5 +1,5 @@
 """The Hugging Face torch reference used by `bench --hf-baseline`: the same weights (transformers
-loads the same GGUF, or the same HF directory), fp32, greedy `generate` on the same token ids.
+loads the same GGUF, or the same HF directory) in the run's dtype, greedy `generate` on the same token ids.
 
 torch is a test/benchmark extra only; importing this module without it raises a clear error."""
 from __future__ import annotations
@@ -17,15 +17,16 @@ def _torch():
     return torch
 
 
-def load_hf_model(path: Path):
-    """AutoModelForCausalLM in fp32 from a `.gguf` file or a HF directory, in eval mode."""
+def load_hf_model(path: Path, dtype: str = "float32"):
+    """AutoModelForCausalLM in `dtype` (a jaxspec dtype name) from a `.gguf` file or a HF directory, in eval
+    mode."""
     torch = _torch()
     from transformers import AutoModelForCausalLM
-    path = Path(path)
+    path, tdtype = Path(path), getattr(torch, dtype)
     if path.suffix == ".gguf":
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=tdtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=tdtype)
     return model.eval()
 
 

@@ -1,6 +1,10 @@
 """Pure building blocks of a Llama/Qwen2 layer. Shapes: B batch, T new tokens, S cache slots,
 D hidden, H query heads, G = H / Hkv query heads per kv head, K head_dim, F mlp width.
 
+Dtypes: activations are in the params' dtype (`ModelConfig.dtype`; "f32" in the shape comments below
+reads "that dtype"), the cache in `cache_dtype`; norm statistics, RoPE angles, attention scores and
+softmax are f32 whatever the dtype. Every product runs at `ModelConfig.precision`.
+
 The attention and MLP blocks return their *residual delta*, not `x + delta`: EasySpec runs several
 layers' attention blocks from one input and sums the deltas."""
 from __future__ import annotations
@@ -21,14 +25,20 @@ def _skinny_rows(n: int) -> int | None:
     plain einsum ran about half as fast for 2..16 rows as for one (XLA:CPU's x · wᵀ kernel); w · xᵀ into
     an [out, rows] result kept the one-row rate up to 4 rows and most of it at 8 and 16, with counts in
     between slower than the next power of two — so 5..16 rows are padded up to 8 or 16. The effect on
-    the model: `step_costs` in experiments/results/spec_*.json."""
+    the model: `step_costs` in experiments/results/spec_*.json.
+
+    One row keeps the plain einsum, although its sums run in another order than a block's (in bf16 that
+    can flip a rounding; README "Numerics"): padding it to 2 rows made the two bit-identical only for
+    blocks of up to 4 rows and cost fp32 one-token steps ~20 % (SmolLM2 25.5-26.0 → 20.5-21.6 tok/s,
+    Qwen-0.5B 10.7-10.8 → 8.6; an A/B with experiments' bench, not kept)."""
     if n == 1 or n > 32:
         return None
     return n if n <= 4 else (1 << (n - 1).bit_length() if n <= 16 else n)
 
 
-def linear(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x: f32[..., In] · w: f32[Out, In] → f32[..., Out] (every weight is stored [out, in]).
+def linear(x: jax.Array, w: jax.Array, precision: lax.Precision, out_dtype=None) -> jax.Array:
+    """x: [..., In] · w: [Out, In] → [..., Out] (every weight is stored [out, in]), at `precision`
+    (ModelConfig.lax_precision), in x's dtype unless `out_dtype` (the LM head asks for f32 logits).
 
     Verification passes feed a handful of tokens, where XLA:CPU's choice of kernel halves the weight
     bandwidth; there the product is computed as w · xᵀ behind optimisation barriers (so the simplifier
@@ -37,12 +47,12 @@ def linear(x: jax.Array, w: jax.Array) -> jax.Array:
     n = math.prod(lead)
     rows = _skinny_rows(n) if jax.default_backend() == "cpu" else None
     if rows is None:
-        return jnp.einsum("...d,ed->...e", x, w)
+        return jnp.einsum("...d,ed->...e", x, w, precision=precision, preferred_element_type=out_dtype)
     x2 = x.reshape(n, d)
     if rows > n:
         x2 = jnp.pad(x2, ((0, rows - n), (0, 0)))
     xt = lax.optimization_barrier(x2.T)  # [In, rows]
-    y = lax.optimization_barrier(jnp.dot(w, xt))  # [Out, rows]
+    y = lax.optimization_barrier(jnp.dot(w, xt, precision=precision, preferred_element_type=out_dtype))  # [Out, rows]
     return y.T[:n].reshape(*lead, w.shape[0])
 
 
@@ -93,9 +103,10 @@ def project_qkv(p: dict, x: jax.Array, positions: jax.Array, cfg: ModelConfig):
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/bench_layouts.py)
-    q = linear(h, p["wq"])  # [B, T, H*K]
-    k = linear(h, p["wk"])  # [B, T, Hkv*K]
-    v = linear(h, p["wv"])
+    pr = cfg.lax_precision
+    q = linear(h, p["wq"], pr)  # [B, T, H*K]
+    k = linear(h, p["wk"], pr)  # [B, T, Hkv*K]
+    v = linear(h, p["wv"], pr)
     if cfg.qkv_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
     inv_freq = rope_frequencies(cfg)
@@ -107,11 +118,12 @@ def project_qkv(p: dict, x: jax.Array, positions: jax.Array, cfg: ModelConfig):
 def attend(p: dict, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
     """Attention of q f32[B, T, H, K] over the first W = mask.shape[-1] cache slots (new entries already
     written), then the output projection: → delta f32[B, T, D]."""
-    return linear(attention_mix(q, k_cache, v_cache, mask, cfg), p["wo"])
+    return linear(attention_mix(q, k_cache, v_cache, mask, cfg), p["wo"], cfg.lax_precision)
 
 
 def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
-    """`attend` before its output projection: the heads' mixed values, f32[B, T, H*K]."""
+    """`attend` before its output projection: the heads' mixed values [B, T, H*K] in q's dtype (scores
+    and softmax in f32; the cache may hold another dtype, `ModelConfig.cache_dtype`)."""
     B, T = q.shape[:2]
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     W = mask.shape[-1]
@@ -120,10 +132,11 @@ def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: ja
     # softmax runs over the last, contiguous axis (on XLA:CPU 3x faster for a prefill and 2x for a decode
     # step than contracting the [B, T, Hkv, G, K] layout directly: experiments/bench_attention.py).
     qh = jnp.transpose(q.reshape(B, T, Hkv, G, K), (0, 2, 3, 1, 4)).reshape(B, Hkv, G * T, K)
-    s = jnp.einsum("bnmk,bnsk->bnms", qh, kw, preferred_element_type=jnp.float32) * (K ** -0.5)
+    pr = cfg.lax_precision
+    s = jnp.einsum("bnmk,bnsk->bnms", qh, kw, precision=pr, preferred_element_type=jnp.float32) * (K ** -0.5)
     s = jnp.where(mask[:, None, None], s.reshape(B, Hkv, G, T, W), -jnp.inf)  # [B, Hkv, G, T, W]
     w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype).reshape(B, Hkv, G * T, W)
-    o = jnp.einsum("bnms,bnsk->bnmk", w, vw)  # [B, Hkv, G*T, K]
+    o = jnp.einsum("bnms,bnsk->bnmk", w, vw, precision=pr).astype(q.dtype)  # [B, Hkv, G*T, K]
     return jnp.transpose(o.reshape(B, Hkv, G, T, K), (0, 3, 1, 2, 4)).reshape(B, T, Hkv * G * K)
 
 
@@ -144,6 +157,7 @@ def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Arra
 def mlp_block(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     """One layer's pre-norm SwiGLU MLP. x: f32[B, T, D] → delta f32[B, T, D]."""
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    g = linear(h, p["w_gate"])  # [B, T, F]
-    u = linear(h, p["w_up"])
-    return linear(jax.nn.silu(g) * u, p["w_down"])
+    pr = cfg.lax_precision
+    g = linear(h, p["w_gate"], pr)  # [B, T, F]
+    u = linear(h, p["w_up"], pr)
+    return linear(jax.nn.silu(g) * u, p["w_down"], pr)

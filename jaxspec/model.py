@@ -16,9 +16,14 @@ from jaxspec.masks import causal_mask
 from jaxspec.params import Params
 
 
-def embed(params: Params, tokens: jax.Array) -> jax.Array:
-    # tokens: i32[B, T] → f32[B, T, D]
-    return jnp.take(params["embed"], tokens, axis=0)
+def embed(params: Params, tokens: jax.Array, cfg: ModelConfig) -> jax.Array:
+    # tokens: i32[B, T] → [B, T, D] in cfg.dtype (checked here, at trace time: a bf16 model under an f32
+    # config would promote every product to f32)
+    table = params["embed"]
+    if table.dtype != jnp.dtype(cfg.dtype):
+        raise ValueError(f"the params are {table.dtype} but the model config says dtype={cfg.dtype}: load the "
+                         f"model with that dtype, or cfg.replace(dtype='{table.dtype}')")
+    return jnp.take(table, tokens, axis=0)
 
 
 def decoder_layer(p: dict, x, k_cache, v_cache, positions, write_at, mask, cfg: ModelConfig):
@@ -47,9 +52,10 @@ def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Arra
 
 
 def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Final norm + LM head: f32[B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding)."""
+    """Final norm + LM head: [B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding). The logits
+    come out of the product in f32 whatever the dtype: bf16 logits would tie where f32 ones do not."""
     h = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
-    return linear(h, params["embed"] if cfg.tie_embeddings else params["lm_head"]).astype(jnp.float32)
+    return linear(h, params["embed"] if cfg.tie_embeddings else params["lm_head"], cfg.lax_precision, jnp.float32)
 
 
 def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,
@@ -67,7 +73,7 @@ def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig,
         positions = cache.lengths[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
     if mask is None:
         mask = causal_mask(cache.lengths, T, cache.max_len if window is None else window)
-    x = embed(params, tokens)
+    x = embed(params, tokens, cfg)
     x, cache, hiddens = run_layers(params, x, cache, positions, mask, cfg, return_hiddens=return_hiddens)
     if logits_at is not None:
         x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)

@@ -88,18 +88,18 @@ def is_info(x: Any) -> bool:
     return isinstance(x, ArrayInfo)
 
 
-def abstract_params(cfg: ModelConfig, dtype=jnp.float32, shardings: Params | None = None) -> Params:
-    """`jax.ShapeDtypeStruct` tree (optionally carrying shardings), e.g. for an orbax restore."""
-    info = param_info(cfg)
+def abstract_params(cfg: ModelConfig, shardings: Params | None = None) -> Params:
+    """`jax.ShapeDtypeStruct` tree in `cfg.dtype` (optionally carrying shardings), e.g. for an orbax restore."""
+    info, dtype = param_info(cfg), jnp.dtype(cfg.dtype)
     if shardings is None:
         return jax.tree.map(lambda i: jax.ShapeDtypeStruct(i.shape, dtype), info, is_leaf=is_info)
     return jax.tree.map(lambda i, s: jax.ShapeDtypeStruct(i.shape, dtype, sharding=s), info, shardings,
                         is_leaf=is_info)
 
 
-def init_params(key: jax.Array, cfg: ModelConfig, dtype=jnp.float32, scale: float = 0.02) -> Params:
-    """Random parameters for tests (norm weights around 1 so that layers stay well conditioned)."""
-    info = param_info(cfg)
+def init_params(key: jax.Array, cfg: ModelConfig, scale: float = 0.02) -> Params:
+    """Random parameters in `cfg.dtype` for tests (norm weights around 1 so that layers stay well conditioned)."""
+    info, dtype = param_info(cfg), jnp.dtype(cfg.dtype)
     leaves, treedef = jax.tree.flatten(info, is_leaf=is_info)
     keys = jax.random.split(key, len(leaves))
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxspec.config import ModelConfig
 from jaxspec.decode import DecodeSpec, decode_loop, decode_step, output_ids, pad_prompts, prefill
+from jaxspec.distributed import to_host
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
 
@@ -71,7 +72,7 @@ def _run_phases(phases: Phases, args: tuple, state) -> tuple[object, dict[str, f
 def _finished(state) -> bool:
     """Every row done: the one host sync per step. `done` also covers the token budget (both methods set
     it at `max_new_tokens`), as in the on-device loops' conditions."""
-    return bool(np.all(jax.device_get(state.done)))
+    return bool(np.all(to_host(state.done)))
 
 
 class AotRunner:

@@ -2,11 +2,17 @@
 
 The target is tensor-parallel over the mesh axis "tp": attention heads and MLP width are split, the
 activations stay replicated (one all-reduce after each attention and MLP block: the right trade for
-low-latency decode). Rules that cannot hold raise a clear error, checked in `plan_for`:
-  * query heads and MLP width must divide by tp;
-  * kv heads divide by tp (sharded), or tp divides by kv heads (GQA with fewer kv heads than devices:
-    kv projections and cache are replicated instead);
+low-latency decode). What cannot be split evenly is replicated instead, never padded (`plan_for`, and
+`ShardingPlan.notes` says what was replicated and why):
+  * attention (q/k/v/o weights and the KV cache) is split by heads when tp divides the query heads and
+    the kv heads divide by tp or tp by them (GQA with fewer kv heads than devices: kv projections and
+    cache replicated, query heads split); otherwise the whole attention is replicated — the 0.5B's 14
+    heads at tp=4, the 1.5B's 12 at tp=8 — and only the MLP (and the vocabulary) is split;
+  * the MLP is split by its width when tp divides it, else replicated;
   * a vocab that does not divide by tp is left replicated.
+Replicating keeps every device busy on the same work for that block (no speedup there, no padding
+FLOPs or uneven shards either); padding heads would shard them but change the weights' shapes and
+make checkpoints mesh-dependent.
 Mesh axes other than "tp" (e.g. "layer" for EasySpec drafts) replicate the target. EasySpec's draft is
 replicated on the whole mesh (`replicated_plan`)."""
 from __future__ import annotations
@@ -57,6 +63,7 @@ class ShardingPlan:
     """A mesh and the logical-axis rules for one model on it (hashable: a static jit argument)."""
     mesh: Mesh
     rules: tuple[tuple[str, str | None], ...]
+    notes: tuple[str, ...] = ()  # what `plan_for` replicated because tp could not split it
 
     def spec(self, axes: tuple[str | None, ...]) -> P:
         rules = dict(self.rules)
@@ -79,21 +86,23 @@ class ShardingPlan:
 
 def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
     tp = mesh.shape.get(TP, 1)
-    if cfg.num_heads % tp:
-        raise ValueError(f"mesh tp={tp} does not divide the {cfg.num_heads} attention heads")
-    if cfg.intermediate_size % tp:
-        raise ValueError(f"mesh tp={tp} does not divide the MLP width {cfg.intermediate_size}")
-    if cfg.num_kv_heads % tp == 0:
-        kv = TP
-    elif tp % cfg.num_kv_heads == 0:
-        kv = None  # fewer kv heads than devices: replicate K/V (each device holds every kv head)
-    else:
-        raise ValueError(f"mesh tp={tp} and {cfg.num_kv_heads} kv heads: neither divides the other")
-    tp_axis = TP if tp > 1 else None
-    rules = (("heads", tp_axis), ("kv_heads", kv if tp > 1 else None), ("mlp", tp_axis),
-             ("vocab", tp_axis if cfg.vocab_size % tp == 0 else None), ("embed", None), ("head_dim", None),
-             ("batch", None), ("seq", None))
-    return ShardingPlan(mesh, rules)
+    H, Hkv, F = cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size
+    notes = []
+    split_attention = H % tp == 0 and (Hkv % tp == 0 or tp % Hkv == 0)
+    if tp > 1 and not split_attention:
+        notes.append(f"attention replicated: tp={tp} does not divide the {H} query heads" if H % tp else
+                     f"attention replicated: tp={tp} and the {Hkv} kv heads do not divide each other")
+    elif tp > 1 and Hkv % tp:
+        notes.append(f"kv heads replicated: {Hkv} kv heads for tp={tp} (GQA)")
+    if tp > 1 and F % tp:
+        notes.append(f"MLP replicated: tp={tp} does not divide the MLP width {F}")
+    if tp > 1 and cfg.vocab_size % tp:
+        notes.append(f"vocabulary replicated: tp={tp} does not divide {cfg.vocab_size}")
+    on = (lambda ok: TP if tp > 1 and ok else None)
+    rules = (("heads", on(split_attention)), ("kv_heads", on(split_attention and Hkv % tp == 0)),
+             ("mlp", on(F % tp == 0)), ("vocab", on(cfg.vocab_size % tp == 0)), ("embed", None),
+             ("head_dim", None), ("batch", None), ("seq", None))
+    return ShardingPlan(mesh, rules, tuple(notes))
 
 
 def replicated_plan(mesh: Mesh) -> ShardingPlan:

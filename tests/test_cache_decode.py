@@ -241,7 +241,7 @@ def test_run_layers_hiddens_are_each_layers_output():
     assert len(hid) == CFG.num_layers and forward(PARAMS, toks, cache, CFG)[2] == []
     chex.assert_shape(hid, (1, 7, CFG.hidden_size))  # every layer's output: [B, T, D], the params' dtype
     chex.assert_type(hid, PARAMS["embed"].dtype)
-    x0 = embed(PARAMS, toks)
+    x0 = embed(PARAMS, toks, CFG)
     for l in range(CFG.num_layers):
         upto = run_layers(PARAMS, x0, cache, pos, mask, CFG, stop=l + 1)[0]
         np.testing.assert_allclose(np.asarray(hid[l]), np.asarray(upto), atol=1e-5)

@@ -39,6 +39,15 @@ def test_generate_prints_text_and_timings(capsys, stream, add_greedy):
     assert "\nvanilla: 12 new tokens | compile " in err and " ms | decode " in err and " tok/s | end-to-end " in err
 
 
+def test_generate_on_a_mesh_that_cannot_split_the_heads(capsys, add_greedy):
+    """SmolLM2's 9 heads at tp=2: attention replicated (said on stderr), the MLP split, output unchanged."""
+    assert main(["generate", "--model", MODEL, "--prompt", "def add(a, b):", "--max-new-tokens", "6",
+                 "--mesh", "tp=2", "--no-stream"]) == 0
+    out, err = capsys.readouterr()
+    assert "sharding: attention replicated: tp=2 does not divide the 9 query heads" in err
+    assert out == add_greedy(6) + "\n"
+
+
 def test_generate_chat_batch_with_sampling(capsys):
     assert main(["generate", "--model", MODEL, "--prompt", "Say hi.", "--prompt", "Name a colour.", "--chat",
                  "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]) == 0
@@ -125,6 +134,7 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
     r = json.loads(out.read_text())
     s = r["summary"]
     assert s["method"] == "tree" and s["method_config"]["shape"] == {"depth": 3, "width": 2}
+    assert (s["dtype"], s["precision"], s["cache_dtype"]) == ("float32", "highest", "float32")
     assert s["vanilla_identical"] == 2 and s["hf_identical"] == 2 and s["hf_method"] == "assisted"
     for key in ("vanilla_tok_per_s", "speedup", "decode_speedup", "acceptance_rate", "mean_accepted_length",
                 "analytic_speedup", "fraction_of_analytic", "per_position", "histogram", "step_costs", "timing"):

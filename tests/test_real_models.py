@@ -82,3 +82,19 @@ def test_speculation_on_real_weights_equals_vanilla(method):
                     drafter=EasySpec(parallel=3) if method == "easyspec" else None)
     assert out.output_ids == ref
     assert 0 < out.stats["accepted"] < out.stats["drafted"]  # real accepts and real rejections
+
+
+def test_load_in_bf16_sets_the_numerics_from_conversion_and_checkpoint(tmp_path):
+    """load_model's numerics land in the config, converted or restored: bf16 params, a bf16 cache, the
+    requested precision; the bf16 weights are the fp32 ones rounded."""
+    name = "smollm2-135m-instruct"
+    f32 = load_model(name, checkpoint_root=tmp_path / "f32")
+    for _ in range(2):  # converted, then from its checkpoint
+        m = load_model(name, dtype="bfloat16", precision="default", checkpoint_root=tmp_path)
+        assert (m.cfg.dtype, m.cfg.precision, m.cfg.kv_dtype) == ("bfloat16", "default", jnp.bfloat16)
+        assert {x.dtype for x in jax.tree.leaves(m.params)} == {jnp.dtype(jnp.bfloat16)}
+        np.testing.assert_array_equal(np.asarray(m.params["embed"]), np.asarray(f32.params["embed"].astype(jnp.bfloat16)))
+        assert init_cache(m.cfg, 1, 8).k[0].dtype == jnp.bfloat16
+    assert m.from_checkpoint
+    wide = load_model(name, dtype="bfloat16", cache_dtype="float32", checkpoint_root=tmp_path)
+    assert wide.cfg.kv_dtype == jnp.float32 and wide.cfg.precision == "highest"

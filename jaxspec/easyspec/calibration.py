@@ -75,6 +75,6 @@ def exact_pass(params, stacked_layers, tokens, cache: KVCache, positions, logits
         return forward(params, tokens, cache, cfg, positions=positions, logits_at=logits_at)[:2]
     B, W = tokens.shape
     mask = causal_mask(cache.lengths, W, cache.max_len)
-    x, cache = _scan_layers(stacked_layers, embed(params, tokens), cache, positions, mask, cfg)
+    x, cache = _scan_layers(stacked_layers, embed(params, tokens, cfg), cache, positions, mask, cfg)
     x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
     return head(params, x, cfg), cache.replace(lengths=cache.lengths + W)

@@ -65,7 +65,7 @@ def _vmapped_members(params, stacked, group, h, ks, vs, positions, write_at, mas
         ks[l] = write_kv(ks[l], k[j], write_at)
         vs[l] = write_kv(vs[l], v[j], write_at)
         mixed.append(attention_mix(q[j], ks[l], vs[l], mask, cfg))
-    a = jax.vmap(linear)(jnp.stack(mixed), stacked["wo"])  # [N, B, T, D]
+    a = jax.vmap(functools.partial(linear, precision=cfg.lax_precision))(jnp.stack(mixed), stacked["wo"])  # [N, B, T, D]
     outs = [a[j] for j in range(len(group))]
     if policy == DIRECT_MLP:
         outs = [o + mlp_block(params["layers"][l], h + o, cfg) for o, l in zip(outs, group)]
@@ -147,7 +147,7 @@ def fuzzy_forward(params, stacked, groups, tokens, cache: KVCache, positions, ma
     """The layer-parallel draft over T new tokens i32[B, T] at slots `cache.lengths`: (logits, cache), as
     `model.forward` (logits at `logits_at` only, when given; lengths advanced by `advance`, default T)."""
     B, T = tokens.shape
-    x, cache, _ = fuzzy_layers(params, stacked, groups, embed(params, tokens), cache, positions, mask, cfg, policy,
+    x, cache, _ = fuzzy_layers(params, stacked, groups, embed(params, tokens, cfg), cache, positions, mask, cfg, policy,
                                mesh)
     if logits_at is not None:
         x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)

@@ -59,5 +59,5 @@ def run_to_exit(params, x: jax.Array, cache: KVCache, positions, mask, cfg: Mode
 def exit_logits(params, tokens: jax.Array, cache: KVCache, positions, mask, cfg: ModelConfig,
                 exits: tuple[int, ...], idx: jax.Array, dispatch: str = "segments"):
     """tokens i32[B, T] through the first exits[idx] layers, final norm and LM head: (logits f32[B, T, V], cache)."""
-    x, cache = run_to_exit(params, embed(params, tokens), cache, positions, mask, cfg, exits, idx, dispatch)
+    x, cache = run_to_exit(params, embed(params, tokens, cfg), cache, positions, mask, cfg, exits, idx, dispatch)
     return head(params, x, cfg), cache

@@ -42,7 +42,7 @@ def check_exit(exit_layer: int, cfg: ModelConfig) -> int:
 def shallow_logits(params, tokens, cache: KVCache, positions, mask, exit_layer: int, cfg: ModelConfig):
     """The first `exit_layer` layers over tokens i32[B, T] at slots `cache.lengths` (writing their K/V
     into the target's cache), then the final norm and LM head: (logits f32[B, T, V], cache, h f32[B, T, D])."""
-    x, cache, _ = run_layers(params, embed(params, tokens), cache, positions, mask, cfg, 0, exit_layer)
+    x, cache, _ = run_layers(params, embed(params, tokens, cfg), cache, positions, mask, cfg, 0, exit_layer)
     return head(params, x, cfg), cache, x
 
 

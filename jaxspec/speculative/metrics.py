@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec.distributed import to_host
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,7 @@ class SpecStats:
 
 def summarize(stats: SpecStats, rows: list[int] | None = None) -> dict:
     """Host-side summary over the given rows (default all): the counts and the derived rates."""
-    s = jax.tree.map(np.asarray, stats)
+    s = to_host(stats)
     idx = np.arange(s.rounds.shape[0]) if rows is None else np.asarray(rows)
     rounds, drafted, accepted = (int(x[idx].sum()) for x in (s.rounds, s.drafted, s.accepted))
     at_depth = s.at_depth[idx].sum(0)

@@ -9,6 +9,7 @@ from typing import Sequence
 import jax
 
 from jaxspec.config import ModelConfig
+from jaxspec.distributed import to_host
 from jaxspec.runner import AotRunner, Phases, RunResult
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
@@ -52,7 +53,7 @@ class SpecRunner(AotRunner):
         res = super()._result(state, prefill_s, decode_s, compile_s)
         res.stats = summarize(state.stats)
         res.stats["per_row"] = [summarize(state.stats, [i]) for i in range(len(res.output_ids))]
-        res.drafter = self.spec.drafter.report(jax.device_get(state.draft_state)) or None
+        res.drafter = self.spec.drafter.report(to_host(state.draft_state)) or None
         return res
 
 

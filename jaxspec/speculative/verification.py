@@ -35,7 +35,7 @@ def prompt_pass(params, prompts, prompt_lens, cache: KVCache, cfg: ModelConfig, 
     start = jnp.maximum(prompt_lens - W, 0)
     cols = start[:, None] + jnp.arange(W, dtype=jnp.int32)[None]  # [B, W]
     pos = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32)[None], (B, P))  # into an empty cache, as forward_prompt
-    _, cache, hid = run_layers(params, embed(params, prompts), cache, pos, causal_mask(cache.lengths, P, P), cfg,
+    _, cache, hid = run_layers(params, embed(params, prompts, cfg), cache, pos, causal_mask(cache.lengths, P, P), cfg,
                                return_hiddens=True)
     cache = cache.replace(lengths=cache.lengths + prompt_lens)
     at = lambda h: jnp.take_along_axis(h, jnp.minimum(cols, P - 1)[:, :, None], axis=1)  # noqa: E731
@@ -88,7 +88,7 @@ def verification_pass(params, tokens, cache: KVCache, positions, mask, cfg: Mode
     statistics does not pay for them. `shadow_pick` (traced i32[k], None: all m): only those shadow
     layers' rows go through the head, the others' outputs are the placeholders."""
     want = tuple(hidden_layers) + tuple(shadow_layers)
-    x, cache, hid = run_layers(params, embed(params, tokens), cache, positions, mask, cfg,
+    x, cache, hid = run_layers(params, embed(params, tokens, cfg), cache, positions, mask, cfg,
                                return_hiddens=bool(want))
     hiddens = jnp.stack([hid[e - 1] for e in hidden_layers], axis=2) if hidden_layers else None
     if not shadow_layers:
