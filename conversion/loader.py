@@ -20,7 +20,7 @@ from conversion.hf_loader import load_hf_dir
 from conversion.tokenizer import load_tokenizer
 from jaxspec.config import ModelConfig
 from jaxspec.params import LAYOUT_VERSION
-from jaxspec.sharding import ShardingPlan, plan_for, replicated_plan
+from jaxspec.sharding import ShardingPlan, expand_for_mesh, plan_for, replicated_plan
 
 
 @dataclasses.dataclass
@@ -77,17 +77,20 @@ def _plan(cfg: ModelConfig, mesh, replicated: bool) -> ShardingPlan | None:
 
 
 def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "highest", cache_dtype=None,
+               attention: str = "auto",
                use_checkpoint: bool = True, tokenizer: bool = True, checkpoint_root=None,
                replicated: bool = False) -> LoadedModel:
     """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
     saves an orbax checkpoint (under `checkpoint_root`, default `$JAXSPEC_CACHE/converted`); later
-    loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding; `replicated`:
-    whole on every device, as EasySpec's draft). `dtype`, `precision` and `cache_dtype` go into the
-    returned config (ModelConfig's numerics: parity "highest", or the backend's fast "default")."""
+    loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding — a GQA model with
+    fewer kv heads than tp devices comes back with its kv heads repeated, `cfg.num_kv_heads` = tp;
+    `replicated`: whole on every device, as EasySpec's draft). `dtype`, `precision`, `cache_dtype` and
+    `attention` go into the returned config (ModelConfig's numerics: parity "highest", or the backend's
+    fast "default"; attention "auto", "einsum" or "fused")."""
     t0 = time.perf_counter()
     path = assets.resolve(model)
     jdtype = jnp.dtype(dtype)
-    numerics = dict(dtype=jdtype.name, precision=precision, cache_dtype=cache_dtype)
+    numerics = dict(dtype=jdtype.name, precision=precision, cache_dtype=cache_dtype, attention=attention)
     ckpt = _checkpoint_dir(path, dtype, checkpoint_root) if use_checkpoint else None
     from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
     if from_ckpt:
@@ -104,6 +107,8 @@ def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "hi
         del host
         if ckpt is not None:
             checkpoint.save(ckpt, params, cfg)
+    if plan is not None and not replicated:  # GQA with fewer kv heads than tp: one kv head per device
+        params, cfg, plan = expand_for_mesh(params, cfg, plan)
     tok = _tokenizer(path, ckpt) if tokenizer else None
     if tok is not None and len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocab is {cfg.vocab_size}")

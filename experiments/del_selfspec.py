@@ -1,6 +1,6 @@
 """DEL against its baselines on models that were not trained for early exit (issue 14 §5), one CPU device,
 fp32, greedy, batch 1: vanilla, LS (static exit E, chain γ), FS (E, γ ±1), DV (E, adapted confidence
-stop), DEL (the fixed default), DEL with its round cost measured on this machine (`--measured`,
+stop), DEL (the fixed default), DEL with the LM head in TPL's cost by its weights (`--weights`), DEL with its round cost measured on this machine (`--measured`,
 round_cost.py) and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
 method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
 and method (interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
@@ -54,7 +54,9 @@ def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
     kw = dict(probe=args.probe, probe_exits=args.probe_exits, context=args.context)
-    out = [("del", chain(18), DEL(head_cost=args.head_cost, **kw), None)]
+    out = [] if args.no_del else [("del", chain(18), DEL(head_cost=args.head_cost, **kw), None)]
+    if args.weights:
+        out.append(("del-weights", chain(18), DEL(head_cost="weights", **kw), None))  # + the head by its weights
     if args.measured:
         out.append(("del-measured", chain(18), DEL(cost="measured", **kw), None))
     if not args.no_faithful:
@@ -271,7 +273,8 @@ def plot() -> None:
             ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
             ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
             ax, ax2 = axes[1], axes[1].twinx()
-            for name, c in (("del", "tab:blue"), ("del-measured", "tab:green"), ("del-faithful", "tab:orange")):
+            for name, c in (("del", "tab:blue"), ("del-weights", "tab:purple"), ("del-measured", "tab:green"),
+                            ("del-faithful", "tab:orange")):
                 xs = 0  # every stored trace (3 prompts per set) one after another
                 for s in sets:
                     for t in d["sets"][s]["del_traces"].get(name, []):
@@ -303,12 +306,15 @@ def main() -> None:
     r.add_argument("--ls", nargs="*", default=[], help="E:γ")
     r.add_argument("--fs", nargs="*", default=[], help="E:γ0")
     r.add_argument("--dv", nargs="*", default=[], help="E")
-    r.add_argument("--head-cost", type=float, default=0.0)
+    r.add_argument("--head-cost", type=float, default=0.0, help="DEL's LM head in layers (official: 0)")
+    r.add_argument("--weights", action="store_true", help="also DEL with the LM head priced by its weights "
+                   "(head_cost='weights')")
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
     r.add_argument("--probe-exits", type=int, default=2, help="DEL: exits a probe observes (0: all)")
     r.add_argument("--context", type=int, default=None, help="DEL: prompt positions seeding the statistics "
                    "(default: DEL's, 8 or 3 with a measured cost)")
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
+    r.add_argument("--no-del", action="store_true", help="skip DEL with the default cost model")
     r.add_argument("--measured", action="store_true", help="also DEL with its round cost measured on this machine")
     r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
     r.add_argument("--tag", default="", help="suffix of the result file name")

@@ -25,6 +25,8 @@ bench() { echo "== $1"; shift; $PY -m jaxspec bench "$@"; }
 
 bench "vanilla target, bf16"  --model "$TARGET" $FAST --measure-bandwidth --json "$OUT/vanilla_target.json"
 bench "vanilla draft, bf16"   --model "$DRAFT" $FAST --measure-bandwidth --json "$OUT/vanilla_draft.json"
+bench "vanilla target, bf16, our attention (A/B of the fused one above)" --model "$TARGET" $FAST --attention einsum \
+      --measure-bandwidth --json "$OUT/vanilla_target_einsum.json"
 bench "fp32 parity with HF"   --model "$TARGET" --dtype float32 --precision highest --prompts humaneval \
       --limit "$(( LIMIT < 3 ? LIMIT : 3 ))" --max-new-tokens 32 --hf-baseline --json "$OUT/parity_fp32.json"
 bench "bf16 parity with HF"   --model "$TARGET" $FAST --hf-baseline --json "$OUT/parity_bf16.json"

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["vanilla_target", "vanilla_draft", "parity_fp32", "parity_bf16", "chain", "tree", "easyspec", "ls", "del"]
+ORDER = ["vanilla_target", "vanilla_target_einsum", "vanilla_draft", "parity_fp32", "parity_bf16", "chain", "tree", "easyspec", "ls", "del"]
 
 
 def fmt(x, spec=".2f"):
@@ -22,7 +22,7 @@ def rows(folder: Path) -> list[tuple[str, dict]]:
 
 
 def table(runs: list[tuple[str, dict]]) -> str:
-    head = ("| run | model | method | dtype / precision | tok/s (decode) | of read bound | vs vanilla | "
+    head = ("| run | model | method | dtype / precision / attention | tok/s (decode) | of read bound | vs vanilla | "
             "identical (vanilla / HF) | accepted length |\n|---|---|---|---|---|---|---|---|---|")
     out = [head]
     for name, r in runs:
@@ -30,7 +30,7 @@ def table(runs: list[tuple[str, dict]]) -> str:
         n = s["total"]["prompts"]
         ident = f"{s.get('vanilla_identical', '–')}/{n}" if "vanilla_identical" in s else "–"
         ident += f" / {s['hf_identical']}/{n}" if "hf_identical" in s else " / –"
-        out.append(f"| {name} | {s['model']} | {s['method']} | {s['dtype']} / {s['precision']} | "
+        out.append(f"| {name} | {s['model']} | {s['method']} | {s['dtype']} / {s['precision']} / {s.get('attention', '–')} | "
                    f"{fmt(s['tok_per_s'])} ({fmt(s['decode_tok_per_s'])}) | {fmt(s.get('fraction_of_bound'))} | "
                    f"{fmt(s.get('speedup'))} | {ident} | {fmt(s.get('mean_accepted_length'))} |")
     env = runs[0][1]["env"] if runs else {}

@@ -4,7 +4,7 @@ JSON contract (documented in the README; scripts outside the repo parse it):
   prompts: [{id, category, prompt_tokens, new_tokens, tok_per_s, prefill_s, decode_s, output_ids,
              stats? (speculative: metrics.summarize), vanilla_tok_per_s?, vanilla_identical?,
              hf_tok_per_s?, hf_identical?}]
-  summary: {model, draft, method, method_config, dtype, precision, cache_dtype, mesh, sharding_notes, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
+  summary: {model, draft, method, method_config, dtype, precision, cache_dtype, attention, mesh, sharding_notes, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
             total: {prompts, new_tokens, prefill_s, decode_s, wall_s}, weight_bytes, read_gb_per_s (vanilla),
             speculative: rounds, drafted, accepted, acceptance_rate, mean_accepted_length, per_position,
                          histogram, mean_drafted_depth, step_costs, analytic_speedup, round_cost_in_target_steps,
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.decode import cache_slots
+from jaxspec.layers import use_fused_attention
 from jaxspec.params import param_bytes
 from jaxspec.prompts import encode, load_prompts
 from jaxspec.sampling import GREEDY
@@ -104,8 +105,8 @@ def _totals(rows: list[dict]) -> dict:
 
 
 def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
-              dtype="float32", precision="highest", cache_dtype=None, method=None, draft=None, sampling=GREEDY,
-              seed: int = 0, compare_vanilla=False,
+              dtype="float32", precision="highest", cache_dtype=None, attention="auto", method=None, draft=None,
+              sampling=GREEDY, seed: int = 0, compare_vanilla=False,
               hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, drafter=None,
               log=print) -> dict:
     """Load `model` (and `draft` for a speculative `method`), run every prompt (batch 1) and return the
@@ -119,7 +120,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     from jaxspec.speculative import check_vocab, make_runner, merge
 
     prompts = load_prompts(prompts_source, limit)
-    numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype)
+    numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype, attention=attention)
     m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, **numerics), None)
     log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
     self_draft = drafter is not None and drafter.writes_target_cache  # drafts with the target's own layers
@@ -154,6 +155,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         "model": str(model), "draft": str(draft) if draft else None, "method": runner.method,
         "method_config": dataclasses.asdict(method) if method is not None else None, "dtype": m.cfg.dtype,
         "precision": m.cfg.precision, "cache_dtype": m.cfg.kv_dtype.name,
+        "attention": "fused" if use_fused_attention(m.cfg) else "einsum",
         "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [], "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
         "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
         "decode_tok_per_s": tot["decode_tok_per_s"], "compile_s": compile_s, "prefill_s": tot["prefill_s"],

@@ -21,6 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="highest", choices=["highest", "default"],
                    help="matmul precision: highest (parity: exact f32 products) or default (the backend's fast "
                         "mode: TF32 on recent NVIDIA GPUs, bf16 passes on TPU; no difference on CPU)")
+    p.add_argument("--attention", default="auto", choices=["auto", "einsum", "fused"],
+                   help="attention's products: einsum (ours), fused (jax.nn.dot_product_attention: cuDNN flash "
+                        "attention on GPU where it applies) or auto (fused off CPU with --precision default)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
     p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
@@ -56,8 +59,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                  "up to 8 over the depth) or 'all' (1..L-1, the official set)")
     s.add_argument("--faithful", action="store_true", help="del: reproduce the official code's quirks (draft "
                                                            "even when TPL says plain decoding, NaN τ, no clipping)")
-    s.add_argument("--head-cost", type=float, default=None, help="del: the LM head's cost in layers in TPL's "
-                                                                 "denominator (default 0, as the official cost model)")
+    s.add_argument("--head-cost", type=_head_cost, default=None, help="del: the LM head's cost in layers in TPL's "
+                   "denominator: a number (default 0, as the official cost model) or 'weights' (its weights over "
+                   "a layer's)")
     s.add_argument("--cost", default=None, choices=["layers", "measured"], help="del: TPL's cost model — layers "
                    "(default, the official count) or measured (a round's pieces timed on this machine first, ~1 min; "
                    "exits that cannot beat plain decoding here are dropped)")
@@ -75,6 +79,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-vanilla", action="store_true",
                    help="also run jaxspec vanilla decoding on the same prompts and report the speedup")
+
+
+def _head_cost(text: str):
+    if text == "weights":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: layers (a number) or 'weights'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +198,7 @@ def cmd_generate(args) -> int:
     _check_draft(args)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
-    numerics = dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype)
+    numerics = dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention)
     m = load_model(args.model, mesh=mesh, **numerics)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
@@ -281,7 +294,7 @@ def cmd_bench(args) -> int:
     _check_draft(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
                        chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
-                       precision=args.precision, cache_dtype=args.cache_dtype,
+                       precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention,
                        draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
                        measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=_drafter(args),

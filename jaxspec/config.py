@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = {"highest": lax.Precision.HIGHEST, "default": lax.Precision.DEFAULT}
+ATTENTIONS = ("auto", "einsum", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,14 @@ class ModelConfig:
     # rests on) or "default" (the backend's fast mode: TF32 on recent NVIDIA GPUs, bf16 passes on TPU;
     # the same as "highest" on XLA:CPU)
     precision: str = "highest"
+    # attention's two products: "einsum" (ours, layers.attention_mix: heads-major, explicit precision),
+    # "fused" (jax.nn.dot_product_attention: cuDNN's flash attention on GPU where it applies, else XLA's),
+    # "auto": fused off CPU in the fast precision mode, ours otherwise (layers.use_fused_attention)
+    attention: str = "auto"
 
     def __post_init__(self):
-        for f, allowed in (("dtype", DTYPES), ("cache_dtype", DTYPES + (None,)), ("precision", tuple(PRECISIONS))):
+        for f, allowed in (("dtype", DTYPES), ("cache_dtype", DTYPES + (None,)), ("precision", tuple(PRECISIONS)),
+                           ("attention", ATTENTIONS)):
             if getattr(self, f) not in allowed:
                 raise ValueError(f"ModelConfig.{f}={getattr(self, f)!r}: one of {', '.join(map(str, allowed))}")
         if self.num_heads % self.num_kv_heads:

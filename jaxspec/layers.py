@@ -121,9 +121,37 @@ def attend(p: dict, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: 
     return linear(attention_mix(q, k_cache, v_cache, mask, cfg), p["wo"], cfg.lax_precision)
 
 
+def use_fused_attention(cfg: ModelConfig, backend: str | None = None) -> bool:
+    """`cfg.attention` resolved on `backend` (default: JAX's): "auto" takes jax.nn.dot_product_attention
+    off CPU in the fast precision mode only — its products take the backend's default precision, so the
+    parity mode ("highest") keeps ours, whose every product carries the configured precision; on XLA:CPU
+    ours is the layout measured fastest (experiments/bench_attention.py)."""
+    if cfg.attention != "auto":
+        return cfg.attention == "fused"
+    return (backend or jax.default_backend()) != "cpu" and cfg.precision == "default"
+
+
+def fused_attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig,
+                        implementation: str | None = None):
+    """`attention_mix` by jax.nn.dot_product_attention (GQA native; `implementation` None: cuDNN where it
+    applies on GPU, else XLA's; "xla" pins XLA's). It takes keys and values [B, S, Hkv, K], so the cache
+    window [B, Hkv, W, K] is transposed first — a copy of the window per layer and call, which a one-token
+    step on a memory-bound device pays in bandwidth: the A/B is `--attention` (experiments/gpu_check.sh)."""
+    B, T = q.shape[:2]
+    W = mask.shape[-1]
+    kw, vw = (k_cache, v_cache) if W == k_cache.shape[2] else (k_cache[:, :, :W], v_cache[:, :, :W])
+    k = jnp.swapaxes(kw, 1, 2).astype(q.dtype)  # [B, W, Hkv, K]
+    v = jnp.swapaxes(vw, 1, 2).astype(q.dtype)
+    o = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation=implementation)  # [B, T, H, K]
+    return o.reshape(B, T, cfg.num_heads * cfg.head_dim)
+
+
 def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig):
     """`attend` before its output projection: the heads' mixed values [B, T, H*K] in q's dtype (scores
-    and softmax in f32; the cache may hold another dtype, `ModelConfig.cache_dtype`)."""
+    and softmax in f32; the cache may hold another dtype, `ModelConfig.cache_dtype`). Off CPU in the fast
+    precision mode, jax.nn.dot_product_attention's (`use_fused_attention`)."""
+    if use_fused_attention(cfg):
+        return fused_attention_mix(q, k_cache, v_cache, mask, cfg)
     B, T = q.shape[:2]
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     W = mask.shape[-1]

@@ -5,29 +5,36 @@ activations stay replicated (one all-reduce after each attention and MLP block: 
 low-latency decode). What cannot be split evenly is replicated instead, never padded (`plan_for`, and
 `ShardingPlan.notes` says what was replicated and why):
   * attention (q/k/v/o weights and the KV cache) is split by heads when tp divides the query heads and
-    the kv heads divide by tp or tp by them (GQA with fewer kv heads than devices: kv projections and
-    cache replicated, query heads split); otherwise the whole attention is replicated — the 0.5B's 14
-    heads at tp=4, the 1.5B's 12 at tp=8 — and only the MLP (and the vocabulary) is split;
+    the kv heads divide by tp or tp by them (GQA with fewer kv heads than devices: `shard_model` and
+    `load_model` repeat each kv head tp / Hkv times, so each device holds the one its query heads read —
+    `expand_for_mesh`; `plan_for` alone on such a config replicates kv projections and cache);
+    otherwise the whole attention is replicated — the 0.5B's 14 heads at tp=4, the 1.5B's 12 at tp=8 —
+    and only the MLP (and the vocabulary) is split;
   * the MLP is split by its width when tp divides it, else replicated;
   * a vocab that does not divide by tp is left replicated.
 Replicating keeps every device busy on the same work for that block (no speedup there, no padding
 FLOPs or uneven shards either); padding heads would shard them but change the weights' shapes and
 make checkpoints mesh-dependent.
-Mesh axes other than "tp" (e.g. "layer" for EasySpec drafts) replicate the target. EasySpec's draft is
-replicated on the whole mesh (`replicated_plan`)."""
+A "data" mesh axis splits the batch: the KV cache's rows (and so every per-row computation) are sharded
+over it, the weights replicated over it and split over "tp" as above — e.g. `--mesh data=2,tp=4` runs
+a batch of 8 as two groups of 4 rows, each on 4 tensor-parallel devices; the batch must divide by the
+axis's size (an error names both). Other mesh axes (e.g. "layer" for EasySpec drafts) replicate the
+target. EasySpec's draft is replicated on the whole mesh (`replicated_plan`)."""
 from __future__ import annotations
 
 import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
-from jaxspec.params import ArrayInfo, is_info, param_info
+from jaxspec.params import ArrayInfo, is_info, layer_info, param_info
 
 TP = "tp"
+DATA = "data"
 CACHE_AXES = ("batch", "kv_heads", "seq", "head_dim")
 
 
@@ -101,8 +108,64 @@ def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
     on = (lambda ok: TP if tp > 1 and ok else None)
     rules = (("heads", on(split_attention)), ("kv_heads", on(split_attention and Hkv % tp == 0)),
              ("mlp", on(F % tp == 0)), ("vocab", on(cfg.vocab_size % tp == 0)), ("embed", None),
-             ("head_dim", None), ("batch", None), ("seq", None))
+             ("head_dim", None), ("batch", DATA if mesh.shape.get(DATA, 1) > 1 else None), ("seq", None))
     return ShardingPlan(mesh, rules, tuple(notes))
+
+
+def kv_repeats(cfg: ModelConfig, mesh: Mesh | None) -> int:
+    """How many copies of each kv head let tp split them: tp / Hkv when a GQA model has fewer kv heads than
+    tp devices (and tp splits the query heads), else 1. Left replicated, those kv heads made XLA write the
+    cache split by kv head and all-gather every layer's whole cache every step (measured in the compiled
+    program: tests/test_sharding.py); repeated, as vLLM does, each device holds the one kv head its query
+    heads read, and no cache moves."""
+    tp = mesh.shape.get(TP, 1) if mesh is not None else 1
+    H, Hkv = cfg.num_heads, cfg.num_kv_heads
+    return tp // Hkv if tp > Hkv and tp % Hkv == 0 and H % tp == 0 else 1
+
+
+def repeat_kv_heads(params, cfg: ModelConfig, r: int):
+    """The same model with each kv head r times in a row (wk, wv, bk, bv): (params, cfg with r·Hkv kv heads).
+    Query head h reads kv head h // G; with G / r queries per kv head it reads copy h // (G / r), whose
+    original is (h // (G / r)) // r = h // G — the same keys and values, so the outputs are unchanged."""
+    if r == 1:
+        return params, cfg
+    Hkv, K = cfg.num_kv_heads, cfg.head_dim
+
+    def rep(a):  # [Hkv*K, ...] → [Hkv*r*K, ...]
+        return jnp.repeat(a.reshape(Hkv, K, *a.shape[1:]), r, axis=0).reshape(Hkv * r * K, *a.shape[1:])
+
+    layers = [{k: rep(v) if k in KV_LEAVES else v for k, v in layer.items()} for layer in params["layers"]]
+    return dict(params, layers=layers), cfg.replace(num_kv_heads=Hkv * r)
+
+
+KV_LEAVES = ("wk", "wv", "bk", "bv")
+
+
+def expand_for_mesh(params, cfg: ModelConfig, plan: ShardingPlan):
+    """Params already placed by `plan` (= plan_for(cfg, mesh)) → (params, cfg, plan) with the kv heads
+    repeated `kv_repeats` times on the devices and the plan for the expanded config (its notes say so).
+    Only the kv projections are rebuilt (one jitted program, out_shardings the new plan's); every other
+    leaf is the same array."""
+    r = kv_repeats(cfg, plan.mesh)
+    if r == 1:
+        return params, cfg, plan
+    new_cfg = cfg.replace(num_kv_heads=cfg.num_kv_heads * r)
+    new_plan = plan_for(new_cfg, plan.mesh)
+    new_plan = dataclasses.replace(new_plan, notes=new_plan.notes + (
+        f"kv heads repeated {r}x: {cfg.num_kv_heads} kv heads for tp={plan.mesh.shape[TP]} (GQA; one per device)",))
+    kv = [{k: v for k, v in layer.items() if k in KV_LEAVES} for layer in params["layers"]]
+    want = [{k: new_plan.sharding(i.axes) for k, i in layer_info(new_cfg).items() if k in KV_LEAVES}
+            for _ in kv]
+    kv = jax.jit(lambda t: repeat_kv_heads({"layers": t}, cfg, r)[0]["layers"], out_shardings=want)(kv)
+    layers = [dict(layer, **new) for layer, new in zip(params["layers"], kv)]
+    return dict(params, layers=layers), new_cfg, new_plan
+
+
+def shard_model(params, cfg: ModelConfig, mesh: Mesh):
+    """A host or device param tree onto `mesh`'s tensor-parallel plan: (params, cfg, plan), the kv heads
+    repeated where tp has more devices than a GQA model has kv heads (`kv_repeats`)."""
+    plan = plan_for(cfg, mesh)
+    return expand_for_mesh(shard_params(params, cfg, plan), cfg, plan)
 
 
 def replicated_plan(mesh: Mesh) -> ShardingPlan:
@@ -118,10 +181,17 @@ def shard_params(params, cfg: ModelConfig, plan: ShardingPlan):
 
 
 def constrain_cache(cache: KVCache, plan: ShardingPlan | None) -> KVCache:
+    """The cache laid out as the plan says (heads over tp, rows over data); at trace time, a clear error
+    when the batch does not divide over the data axis."""
     if plan is None:
         return cache
+    rows = dict(plan.rules).get("batch")
+    if rows is not None and cache.lengths.shape[0] % plan.mesh.shape[rows]:
+        raise ValueError(f"a batch of {cache.lengths.shape[0]} rows does not divide over the mesh's "
+                         f"{rows!r} axis of size {plan.mesh.shape[rows]}")
     return jax.lax.with_sharding_constraint(cache, plan.cache_shardings(cache))
 
 
 __all__ = ["ArrayInfo", "ShardingPlan", "make_mesh", "parse_mesh", "plan_for", "replicated_plan", "shard_params",
+           "shard_model", "kv_repeats", "repeat_kv_heads", "expand_for_mesh",
            "constrain_cache"]

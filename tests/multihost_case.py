@@ -4,9 +4,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxspec import DecodeSpec, generate, make_mesh, output_ids, pad_prompts, plan_for
-from jaxspec.sharding import replicated_plan, shard_params
+from jaxspec.distributed import to_host
+from jaxspec.sharding import replicated_plan, shard_model, shard_params
 from jaxspec.speculative import Model, chain, speculate, tree
 from tests.helpers import random_prompts
 from tests.spec_helpers import DRAFT, TARGET, make_pair
@@ -30,6 +32,14 @@ def run_case() -> dict:
         res = speculate(target, draft, PROMPTS, method=method, max_new_tokens=16)
         out[name] = res.output_ids
         out[name + "_accepted"] = res.stats["accepted"]
+    # data × tp = 2 × 4: the batch split over data (in 2 processes, rows on both hosts)
+    dparams, dcfg, dplan = shard_model(tp, TARGET, make_mesh({"data": 2, "tp": 4}))
+    arr, lens, slots = pad_prompts(PROMPTS + [[4, 4, 2]], TARGET, 16)
+    out["data_vanilla"] = output_ids(jax.jit(generate, static_argnames=("spec",))(
+        dparams, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(dcfg, 16, slots, plan=dplan)))
+    # an output split across the processes (a row per device): to_host must gather it, np.asarray cannot
+    rows = jax.jit(lambda: jnp.arange(24).reshape(8, 3), out_shardings=NamedSharding(mesh, P("tp")))()
+    out["sharded_rows"] = to_host(rows).tolist()
     return out
 
 
@@ -38,7 +48,6 @@ def load_case(hf_dir, checkpoint_root) -> dict:
     when run in 2 processes), then restored from that checkpoint — and the prompts' logits from each."""
     from conversion.loader import load_model
     from jaxspec import forward, init_cache
-    from jaxspec.distributed import to_host
     mesh = make_mesh({"tp": 8})
     out = {}
     for name in ("converted", "restored"):

@@ -119,3 +119,61 @@ def test_cost_errors():
     with pytest.raises(ValueError, match="measure them with depth >= 5"):
         run(damped(0), [[1, 2, 3]], chain(6), DEL(cost=SOME))
     DEL(cost=SOME).bind(CFG).bind(CFG)  # binding twice keeps the kept exits
+
+
+def test_head_in_layers_counts_the_weights_a_step_reads():
+    from jaxspec.params import head_in_layers
+    from tests.helpers import tiny_cfg
+    cfg = tiny_cfg(num_layers=3, qkv_bias=True)
+    D, F, H, Hkv, K, V = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                          cfg.vocab_size)
+    layer = 2 * D + 2 * H * K * D + 2 * Hkv * K * D + 3 * F * D + H * K + 2 * Hkv * K  # norms, q/o, k/v, mlp, biases
+    assert head_in_layers(cfg) == pytest.approx(V * D / layer)
+    # the real models' (their configs, no weights): the head is 5 to 9 layers' worth
+    from conversion.assets import resolve
+    from conversion.gguf_loader import config_from_gguf
+    import gguf
+    got = {m: head_in_layers(config_from_gguf(gguf.GGUFReader(resolve(m))))
+           for m in ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")}
+    assert [round(v, 1) for v in got.values()] == [5.0, 9.1, 8.0]
+
+
+def test_head_cost_weights_prices_the_head_by_its_weights():
+    from jaxspec.params import head_in_layers
+    h = head_in_layers(CFG)
+    assert h > 0  # 0.27 for this tiny model (vocab 97)
+    table = lambda d: d.bind(CFG)._cost_table(4)  # noqa: E731
+    np.testing.assert_allclose(table(DEL(exits=(2, 5))), exit_stats.layer_costs((2, 5), L, 4))  # official
+    np.testing.assert_allclose(table(DEL(exits=(2, 5), head_cost="weights")), exit_stats.layer_costs((2, 5), L, 4, h))
+    np.testing.assert_allclose(table(DEL(exits=(2, 5), faithful=True, head_cost=1.5)),
+                               exit_stats.layer_costs((2, 5), L, 4, 1.5))
+    assert DEL(exits=(2, 5), head_cost="weights").bind(CFG).describe()["head_cost"] == pytest.approx(h, abs=1e-3)
+    assert DEL(cost=SOME).bind(CFG).describe()["head_cost"] is None
+    with pytest.raises(ValueError, match="head_cost 'bytes': layers"):
+        DEL(head_cost="bytes").bind(CFG)
+    with pytest.raises(ValueError, match="head_cost is part of a measured round cost"):
+        DEL(cost=SOME, head_cost="weights").bind(CFG)
+
+
+def test_the_head_cost_decides_against_a_shallow_exit_the_layer_count_would_draft_at():
+    """The 0.5B's case, in its numbers (L 24, head 9.1 layers): exit 3 agreeing 0.3 of the time beats
+    plain decoding under the layer count ((1 + .3) / (24 + 3) > 1/24) but not once the head is priced in
+    ((1 + .3) / (33.1 + 12.1) < 1/33.1); exit 23 must agree more than 0.97 instead of 0.96."""
+    stats = lambda a: ExitStats(jnp.asarray([[100 * a, 100 * (1 - a)]], jnp.float32), jnp.zeros((1, 2)))  # noqa: E731
+    layers, weights = (exit_stats.layer_costs(e, 24, 4, h) for e, h in (((3,), 0.0), ((3,), 9.1)))
+    assert int(exit_stats.choose(stats(0.3), layers)[1]) >= 1
+    assert int(exit_stats.choose(stats(0.3), weights)[1]) == 0
+    deep, deep_h = exit_stats.layer_costs((23,), 24, 2, 0.0), exit_stats.layer_costs((23,), 24, 2, 9.1)
+    assert int(exit_stats.choose(stats(0.965), deep)[1]) == 1 and int(exit_stats.choose(stats(0.965), deep_h)[1]) == 0
+    assert int(exit_stats.choose(stats(0.98), deep_h)[1]) == 1
+
+
+def test_cli_head_cost_takes_layers_or_weights():
+    from jaxspec.cli import _drafter, build_parser
+    args = lambda *a: build_parser().parse_args(["generate", "--model", "m", "--method", "del", *a])  # noqa: E731
+    assert _drafter(args()).head_cost == 0.0
+    assert _drafter(args("--head-cost", "weights")).head_cost == "weights"
+    assert _drafter(args("--head-cost", "2.5")).head_cost == 2.5
+    assert _drafter(args("--cost", "measured")).cost == "measured"
+    with pytest.raises(SystemExit):
+        args("--head-cost", "lots")

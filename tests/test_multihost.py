@@ -1,5 +1,6 @@
 """Two processes on localhost (CPU, 4 host devices each, coordinator on 127.0.0.1) form one 8-device mesh:
-vanilla and speculative generation there give the tokens a single process gives on 8 devices, and a model
+vanilla and speculative generation there (tp = 8, and vanilla on data × tp = 2 × 4, the batch split over
+data) give the tokens a single process gives on 8 devices, and a model
 converted, saved (orbax's multi-process save) and restored there gives the single process's logits."""
 import json
 import os
@@ -46,9 +47,29 @@ def test_two_processes_equal_one(tmp_path):
     want = run_case()  # this process: 8 simulated devices (conftest), the same mesh shape
     assert got == want
     assert want["chain_accepted"] > 0 and want["vanilla"] == want["chain"] == want["tree"]
+    assert got["sharded_rows"] == np.arange(24).reshape(8, 3).tolist()  # gathered from both processes
+    assert want["data_vanilla"][:3] == want["vanilla"]  # the batch split over data: the same tokens per row
     assert (load["converted"]["from_checkpoint"], load["restored"]["from_checkpoint"]) == (False, True)
     assert (tmp_path / "ckpt").is_dir() and not list((tmp_path / "ckpt").glob("*.tmp-*"))  # renamed into place
     ref = load_case(tmp_path / "hf", tmp_path / "ckpt1")
     assert load["converted"]["logits"] == load["restored"]["logits"]  # the same weights, the same program
     # gloo's cross-process all-reduce sums in another order than the in-process one: last-bit differences
     np.testing.assert_allclose(load["converted"]["logits"], ref["converted"]["logits"], atol=1e-4)
+
+
+def test_initialize_errors_and_the_single_process_default(monkeypatch):
+    """Bad multi-process settings fail before jax.distributed is touched; none at all is a single process."""
+    from jaxspec import distributed
+    for k in distributed.ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.initialize() is False
+    with pytest.raises(ValueError, match="give the coordinator address too"):
+        distributed.initialize(num_processes=2, process_id=0)
+    with pytest.raises(ValueError, match="process id 2 of 2 processes is not valid"):
+        distributed.initialize("127.0.0.1:1", 2, 2)
+    monkeypatch.setenv("JAXSPEC_COORDINATOR", "127.0.0.1:1")
+    with pytest.raises(ValueError, match="process id -1 of 0 processes is not valid"):
+        distributed.initialize()
+    monkeypatch.setenv("JAXSPEC_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match="process id -1 of 2"):
+        distributed.initialize()

@@ -12,6 +12,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 
 from jaxspec import DecodeSpec, forward, generate, init_cache, init_params, output_ids
 from jaxspec.easyspec import EasySpec
+from jaxspec.layers import attention_mix, fused_attention_mix, use_fused_attention
 from jaxspec.selfspec import DEL
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import tiny_cfg
@@ -148,3 +149,53 @@ def test_numerics_errors():
     tp32 = init_params(jax.random.key(0), tiny_cfg())
     with pytest.raises(ValueError, match="params are float32 but the model config says dtype=bfloat16"):
         forward(tp32, jnp.asarray([[1, 2]]), init_cache(TARGET, 1, 8), TARGET)
+
+
+@pytest.mark.parametrize("T, W", [(1, 11), (5, 16)])
+def test_fused_attention_equals_ours(T, W):
+    """jax.nn.dot_product_attention with XLA's implementation (what a CPU runs) == our attention_mix: GQA (8
+    query heads on 2 kv heads), a window shorter than the cache or all of it, a causal mask over ragged
+    lengths."""
+    cfg = tiny_cfg()
+    B, S, K = 2, 16, cfg.head_dim
+    kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+    q = jax.random.normal(kq, (B, T, cfg.num_heads, K))
+    k_cache = jax.random.normal(kk, (B, cfg.num_kv_heads, S, K))
+    v_cache = jax.random.normal(kv, (B, cfg.num_kv_heads, S, K))
+    ends = jnp.asarray([W - 3, W])[:, None, None] - T + 1 + jnp.arange(T)[None, :, None]  # [B, T, 1]
+    mask = jnp.arange(W)[None, None] < ends  # [B, T, W]: query t of row b sees its row's first ends[b, t]
+    ours = attention_mix(q, k_cache, v_cache, mask, cfg.replace(attention="einsum"))
+    fused = fused_attention_mix(q, k_cache, v_cache, mask, cfg, implementation="xla")
+    assert fused.shape == ours.shape == (B, T, cfg.num_heads * K)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(ours), atol=1e-5)
+
+
+def test_attention_choice():
+    """auto: fused off CPU in the fast precision mode only (its products take the backend's default
+    precision); fused or einsum when asked."""
+    c = tiny_cfg()
+    fast = c.replace(precision="default")
+    assert use_fused_attention(fast, "gpu") and use_fused_attention(fast, "tpu")
+    assert not use_fused_attention(fast, "cpu") and not use_fused_attention(c, "gpu")  # parity mode keeps ours
+    assert use_fused_attention(c.replace(attention="fused"), "cpu")
+    assert not use_fused_attention(fast.replace(attention="einsum"), "gpu")
+    with pytest.raises(ValueError, match="ModelConfig.attention='flash'"):
+        tiny_cfg(attention="flash")
+
+
+def test_generation_with_fused_attention_equals_ours():
+    """A whole greedy generation (prefill over padded prompts, then one-token steps) with attention
+    "fused" gives our attention's tokens, and its logits to 1e-5."""
+    cfg = tiny_cfg(num_layers=2)
+    params = init_params(jax.random.key(3), cfg, scale=0.15)
+    rng = np.random.default_rng(4)
+    prompts = [list(rng.integers(0, cfg.vocab_size, int(n))) for n in (3, 9, 14)]
+    out = {}
+    for attention in ("einsum", "fused"):
+        c = cfg.replace(attention=attention)
+        toks, lens = padded(prompts)
+        logits, _, _ = jax.jit(lambda p, t: forward(p, t, init_cache(c, 3, 32), c))(params, toks)
+        out[attention] = (np.asarray(logits), output_ids(_generate(params, toks, lens, jax.random.key(0),
+                                                                    spec=DecodeSpec(c, N_NEW, SLOTS))))
+    np.testing.assert_allclose(out["fused"][0], out["einsum"][0], atol=1e-5)
+    assert out["fused"][1] == out["einsum"][1]

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import DecodeSpec, forward, generate, init_cache, init_params, make_mesh, output_ids, pad_prompts, plan_for
-from jaxspec.sharding import parse_mesh, shard_params
+from jaxspec import (DecodeSpec, forward, generate, init_cache, init_params, make_mesh, output_ids, pad_prompts, plan_for,
+                     prefill)
+from jaxspec.sharding import kv_repeats, parse_mesh, repeat_kv_heads, shard_model, shard_params
 from tests.helpers import random_prompts, tiny_cfg
 
 # 8 query heads, 2 kv heads: tp=4 and tp=8 exercise replicated K/V (GQA with fewer kv heads than devices)
@@ -96,10 +97,16 @@ def test_mesh_errors():
     assert parse_mesh("tp=2").shape == {"tp": 2}
 
 
-def _collectives(cfg, tp):
-    """The compiled whole generation (prefill + decode loop) on a tp mesh: {kind: [result shapes]}."""
-    plan = plan_for(cfg, make_mesh({"tp": tp}))
-    params = shard_params(init_params(jax.random.key(0), cfg), cfg, plan)
+def _collectives(cfg, tp, expand=True):
+    """The compiled whole generation (prefill + decode loop) on a tp mesh: {kind: [result shapes]}, with the
+    model placed as load_model places it (`shard_model`: kv heads repeated for GQA) or (`expand` False)
+    by plan_for alone."""
+    params = init_params(jax.random.key(0), cfg)
+    if expand:
+        params, cfg, plan = shard_model(params, cfg, make_mesh({"tp": tp}))
+    else:
+        plan = plan_for(cfg, make_mesh({"tp": tp}))
+        params = shard_params(params, cfg, plan)
     arr, lens, slots = pad_prompts([[1, 2, 3]], cfg, 8)
     txt = jax.jit(generate, static_argnames=("spec",)).lower(
         params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan)
@@ -124,12 +131,42 @@ def test_compiled_decode_moves_activations_only():
     assert all(s.startswith(("f32[1,2]", "s32[1,2]")) for s in got["all-gather"]), got["all-gather"]
 
 
-@pytest.mark.xfail(strict=True, reason="GQA with fewer kv heads than tp: XLA computes the cache write split by kv "
-                                      "head and all-gathers every layer's whole cache each step (README, Design)")
 def test_compiled_gqa_decode_gathers_no_cache():
+    """GQA with fewer kv heads (2) than tp (4). Placed by plan_for alone (kv projections and cache
+    replicated), XLA computes the cache write split by kv head and all-gathers every layer's whole cache
+    at every step; with the kv heads repeated (shard_model, load_model) the program is tp=2's: two
+    activation all-reduces per layer per forward and no gathered cache."""
+    cache = f"f32[1,{CFG.num_kv_heads},"
+    assert [s for s in _collectives(CFG, 4, expand=False).get("all-gather", []) if s.startswith(cache)]
     got = _collectives(CFG, 4)
-    cache_shape = f"f32[1,{CFG.num_kv_heads},"
-    assert not [s for s in got.get("all-gather", []) if s.startswith(cache_shape)]
+    assert set(got) <= {"all-reduce", "all-gather"}, got
+    assert len(got["all-reduce"]) == 2 * 2 * CFG.num_layers + 2, got["all-reduce"]
+    assert all(s.startswith(("f32[1,4]", "s32[1,4]")) for s in got.get("all-gather", [])), got["all-gather"]
+
+
+@pytest.mark.parametrize("tp", [4, 8])
+def test_repeated_kv_heads_equal_unsharded(tp):
+    """kv heads repeated tp / Hkv times: the same model (unsharded, to 1e-6), and sharded on tp devices one
+    kv head each, equal to the unsharded original; the plan says what was done."""
+    r = kv_repeats(CFG, make_mesh({"tp": tp}))
+    assert r == tp // CFG.num_kv_heads
+    prompts = random_prompts(np.random.default_rng(tp), [5, 9], vocab=96)
+    ref_logits, ref_ids = _run(PARAMS, None, prompts)
+    rep, rcfg = repeat_kv_heads(PARAMS, CFG, r)
+    assert rcfg.num_kv_heads == tp and rep["layers"][0]["wk"].shape == (tp * CFG.head_dim, CFG.hidden_size)
+    np.testing.assert_array_equal(np.asarray(rep["layers"][1]["bv"]).reshape(tp, -1)[r - 1],
+                                  np.asarray(PARAMS["layers"][1]["bv"]).reshape(CFG.num_kv_heads, -1)[0])
+    logits, ids = _run(rep, None, prompts, rcfg)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-6)
+    assert ids == ref_ids
+    sharded, scfg, plan = shard_model(PARAMS, CFG, make_mesh({"tp": tp}))
+    assert scfg == rcfg and any(n.startswith(f"kv heads repeated {r}x") for n in plan.notes), plan.notes
+    assert sharded["layers"][0]["wk"].addressable_shards[0].data.shape[0] == CFG.head_dim  # one kv head a device
+    logits, ids = _run(sharded, plan, prompts, scfg)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    assert ids == ref_ids
+    assert kv_repeats(CFG, make_mesh({"tp": 2})) == 1 and kv_repeats(CFG, None) == 1
+    assert kv_repeats(tiny_cfg(num_heads=12, num_kv_heads=3), make_mesh({"tp": 4})) == 1  # attention replicated
 
 
 def test_load_model_restores_checkpoint_into_the_sharding(tmp_path):
@@ -145,3 +182,57 @@ def test_load_model_restores_checkpoint_into_the_sharding(tmp_path):
         assert b.sharding.is_equivalent_to(s, b.ndim)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert len(again.params["layers"][0]["w_up"].addressable_shards[0].data) == first.cfg.intermediate_size // 2
+
+
+def test_load_model_repeats_gqa_kv_heads_for_tp(tmp_path):
+    """load_model at tp=4 of a model with 2 kv heads: converted or restored, it comes back with 4 (one per
+    device; the checkpoint keeps 2) and computes the unsharded model's logits."""
+    from conversion.loader import load_model
+    from tests.helpers import hf_tiny
+    hf_tiny("qwen2").save_pretrained(tmp_path / "hf")
+    kw = dict(tokenizer=False, checkpoint_root=tmp_path / "ckpt")
+    mesh = make_mesh({"tp": 4})
+    first, again, plain = (load_model(tmp_path / "hf", mesh=mesh, **kw), load_model(tmp_path / "hf", mesh=mesh, **kw),
+                           load_model(tmp_path / "hf", **kw))
+    assert (first.from_checkpoint, again.from_checkpoint, plain.cfg.num_kv_heads) == (False, True, 2)
+    prompts = random_prompts(np.random.default_rng(3), [4, 7], vocab=plain.cfg.vocab_size)
+    ref_logits, ref_ids = _run(plain.params, None, prompts, plain.cfg)
+    for m in (first, again):
+        assert m.cfg.num_kv_heads == 4 and any(n.startswith("kv heads repeated 2x") for n in m.plan.notes)
+        assert m.params["layers"][0]["wv"].addressable_shards[0].data.shape[0] == m.cfg.head_dim
+        logits, ids = _run(m.params, m.plan, prompts, m.cfg)
+        np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+        assert ids == ref_ids
+
+
+@pytest.mark.parametrize("axes", [{"data": 2, "tp": 4}, {"data": 4, "tp": 2}, {"data": 8}], ids=str)
+def test_data_axis_splits_the_batch(axes):
+    """A `data` mesh axis shards the batch: 8 rows, the cache's rows split over `data` (and its heads over
+    `tp`), the output equal to the unsharded run's."""
+    mesh = make_mesh(axes)
+    params, cfg, plan = shard_model(PARAMS, CFG, mesh)
+    prompts = random_prompts(np.random.default_rng(5), [5, 9, 3, 7, 4, 8, 6, 2], vocab=96)
+    ref_logits, ref_ids = _run(PARAMS, None, prompts)
+    logits, ids = _run(params, plan, prompts, cfg)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    assert ids == ref_ids
+    arr, lens, slots = pad_prompts(prompts, cfg, 8)
+    state = prefill(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan))
+    k = state.cache.k[0]
+    assert k.sharding.spec[0] == "data" and k.addressable_shards[0].data.shape[0] == 8 // axes["data"]
+    assert k.addressable_shards[0].data.shape[1] == cfg.num_kv_heads // axes.get("tp", 1)
+
+
+def test_data_axis_speculation_equals_vanilla_and_rejects_an_uneven_batch():
+    from jaxspec.speculative import Model, chain, speculate
+    from tests.spec_helpers import DRAFT, TARGET, make_pair
+    mesh = make_mesh({"data": 2, "tp": 2})
+    tp_, dp_ = make_pair(3, 0.3)
+    prompts = random_prompts(np.random.default_rng(6), [5, 11, 3, 8])
+    want = speculate(Model(tp_, TARGET), Model(dp_, DRAFT), prompts, method=chain(3), max_new_tokens=12)
+    target = Model(*shard_model(tp_, TARGET, mesh))
+    draft = Model(*shard_model(dp_, DRAFT, mesh))
+    got = speculate(target, draft, prompts, method=chain(3), max_new_tokens=12)
+    assert got.output_ids == want.output_ids and got.stats["accepted"] == want.stats["accepted"] > 0
+    with pytest.raises(ValueError, match="a batch of 3 rows does not divide over the mesh's 'data' axis of size 2"):
+        speculate(target, draft, prompts[:3], method=chain(3), max_new_tokens=12)

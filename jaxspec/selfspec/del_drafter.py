@@ -43,11 +43,16 @@ ones TPL could pick next, by an optimistic α (exit_stats.probe_pick) — so it 
 1 + m (`probe_exits=0`: all); the others keep their α, their counts decaying until they are worth
 another look.
 
-The cost model (`cost`): TPL's denominator counts layers, as the official code does (None, the
-default), or is a round's cost measured on the machine in plain steps (a `RoundCost`, or "measured" to
-have `speculate` / `make_runner` time it on the target at the run's cache size; round_cost.py). With a
-measured cost only the exits that could beat plain decoding at full acceptance stay candidates; when
-none can, DEL is plain decoding with nothing else computed (no seeding, no probes).
+The cost model (`cost`, `head_cost`): TPL's denominator counts layers, as the official code does (the
+default), optionally plus the LM head in layers — a number, or "weights": the layers its weights are
+worth (params.head_in_layers: 5.0 for the Qwen-1.5B, 9.1 for the 0.5B, 8.0 for SmolLM2), what a step
+bound by its weight reads pays (the head measured 4.8–5.9 layers' worth on this CPU). Measured, not
+assumed: on the 0.5B's issue sets "weights" and the plain count decided alike (both drafted at exit 23
+only, in at most 5 % of rounds) and ran alike, 0.86× of vanilla on average (README "Results (DEL)", run F),
+so the default stays the official count. Or the round's cost is measured on the machine in plain steps (a
+`RoundCost`, or "measured" to have `speculate` / `make_runner` time it on the target at the run's cache
+size; round_cost.py); then only the exits that could beat plain decoding at full acceptance stay
+candidates, and when none can, DEL is plain decoding with nothing else computed (no seeding, no probes).
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
@@ -63,6 +68,7 @@ from jax import lax
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
+from jaxspec.params import head_in_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec import exit_stats
 from jaxspec.selfspec.chain import draft_chain
@@ -111,8 +117,9 @@ class DEL(SelfDrafter):
     """exits: candidate exits (layer counts, sorted, in 1..L−1), "spread" (default: up to 8 over the
     depth, the deepest included) or "all" (1..L−1, the official set; the shadow head then costs L−1 rows
     per position); omega: the statistics' decay; context: prompt positions seeding them (official 32; None: 8, or 3
-    with a measured cost — `seed_context`); head_cost: the
-    LM head's cost in layers in TPL's denominator (official: 0; `del_selfspec.py costs` measures it);
+    with a measured cost — `seed_context`); head_cost: the LM head's cost in layers in TPL's denominator
+    (0: the official layer count; "weights": its weights over a layer's, params.head_in_layers;
+    `del_selfspec.py costs` measures it on a machine);
     cost: a measured `RoundCost` (round_cost.py) instead of the layer count — TPL's denominator in plain
     steps; the candidate exits are then its kept exits (those that can beat plain decoding at all on the
     machine it was measured on), and with none kept DEL decodes plainly: no seeding, no probes;
@@ -126,7 +133,7 @@ class DEL(SelfDrafter):
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
     context: int | None = None
-    head_cost: float = 0.0
+    head_cost: float | str = 0.0
     cost: RoundCost | str | None = None
     faithful: bool = False
     dispatch: str = "segments"
@@ -138,6 +145,8 @@ class DEL(SelfDrafter):
         L = cfg.num_layers
         if isinstance(self.cost, str) and self.cost != "measured":
             raise ValueError(f"cost {self.cost!r}: None (layers, the official model), 'measured' or a RoundCost")
+        if not (self.head_cost == "weights" or isinstance(self.head_cost, (int, float))):
+            raise ValueError(f"head_cost {self.head_cost!r}: layers (a number) or 'weights'")
         if self.cost is not None and self.head_cost:
             raise ValueError("head_cost is part of a measured round cost: give one or the other")
         if isinstance(self.cost, RoundCost):
@@ -155,7 +164,7 @@ class DEL(SelfDrafter):
             raise ValueError(f"candidate exit layers {list(ex)} are outside 1..{L - 1} (the target has {L} layers)")
         if not 0 < self.omega <= 1:
             raise ValueError(f"omega (the statistics' decay) must be in (0, 1], got {self.omega}")
-        if self.seed_context < 0 or self.head_cost < 0:
+        if self.seed_context < 0 or (self.head_cost != "weights" and self.head_cost < 0):
             raise ValueError(f"context and head_cost must be >= 0, got {self.context}, {self.head_cost}")
         if self.probe_exits < 0:
             raise ValueError(f"probe_exits (exits a probe observes; 0: all) must be >= 0, got {self.probe_exits}")
@@ -207,12 +216,19 @@ class DEL(SelfDrafter):
     def _cost_table(self, gamma_max: int) -> np.ndarray:
         """TPL's denominator f32[m, gamma_max] over the candidate exits."""
         if self.cost is None:
-            return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max, self.head_cost)
+            return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max,
+                                          self.tpl_head_cost)
         return self.cost.matrix(gamma_max)[self._pays()]
 
     @property
     def shadow_layers(self) -> tuple[int, ...]:
         return self._resolve(self.bound_cfg)
+
+    @property
+    def tpl_head_cost(self) -> float:
+        """The LM head in layers in the layer-count denominator: `head_cost`, or with "weights" the
+        head's weights over a layer's (what a step bound by its weight reads pays; module docstring)."""
+        return head_in_layers(self.bound_cfg) if self.head_cost == "weights" else float(self.head_cost)
 
     @property
     def seed_context(self) -> int:
@@ -229,7 +245,8 @@ class DEL(SelfDrafter):
 
     def describe(self) -> dict:
         return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
-                "context": self.seed_context, "head_cost": self.head_cost, "faithful": self.faithful,
+                "context": self.seed_context,
+                "head_cost": None if self.cost is not None else round(self.tpl_head_cost, 3), "faithful": self.faithful,
                 "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost or "layers",
                 "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
                 "probe_exits": self._picks or len(self.shadow_layers)}
