@@ -25,7 +25,7 @@ demo: fetch
 		--prompts humaneval --limit 1 --max-new-tokens 128 --compare-vanilla
 
 test: fetch-test
-	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout 1200 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout 1200 --durations=25 tests
 
 bench: fetch
 	$(PY) experiments/bench_vanilla.py

@@ -1,12 +1,13 @@
 """DEL against its baselines on models that were not trained for early exit (issue 14 §5), one CPU device,
 fp32, greedy, batch 1: vanilla, LS (static exit E, chain γ), FS (E, γ ±1), DV (E, adapted confidence
-stop), DEL (the fixed default), DEL with the LM head in TPL's cost by its weights (`--weights`), DEL with its round cost measured on this machine (`--measured`,
-round_cost.py) and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
+stop), DEL (the default: its round cost measured on this machine, round_cost.py, read from the disk cache
+when this machine measured it before), DEL under the official layer count (`--layers`), with the LM head
+added by its weights (`--weights`), and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
 method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
 and method (interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
 over rounds (a plain step costs L); DEL's from its per-round traces.
 
-    python experiments/del_selfspec.py run --model smollm2-135m-instruct --measured --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24
+    python experiments/del_selfspec.py run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24
     python experiments/del_selfspec.py sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
     python experiments/del_selfspec.py costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
     python experiments/del_selfspec.py plot                                          # redraw every PNG
@@ -54,11 +55,14 @@ def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
     kw = dict(probe=args.probe, probe_exits=args.probe_exits, context=args.context)
-    out = [] if args.no_del else [("del", chain(18), DEL(head_cost=args.head_cost, **kw), None)]
+    head = {} if args.head_cost is None else dict(head_cost=args.head_cost)  # a head cost: the layer count
+    out = [] if args.no_del else [("del", chain(18), DEL(**head, **kw), None)]
+    for c in args.also_context:  # the default cost model with another seeding (an ablation)
+        out.append((f"del-context-{c}", chain(18), DEL(**head, **dict(kw, context=c)), None))
+    if args.layers:
+        out.append(("del-layers", chain(18), DEL(cost="layers", **kw), None))  # the official count
     if args.weights:
         out.append(("del-weights", chain(18), DEL(head_cost="weights", **kw), None))  # + the head by its weights
-    if args.measured:
-        out.append(("del-measured", chain(18), DEL(cost="measured", **kw), None))
     if not args.no_faithful:
         out.append(("del-faithful", chain(18), DEL(faithful=True, context=32), None))  # + the official seeding
     for spec in args.ls:
@@ -96,12 +100,13 @@ def cmd_run(args) -> None:
         runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), **kw)}
         methods = _methods(args, L)
         for name, meth, drafter, _ in methods:
-            t0 = time.perf_counter()  # DEL(cost="measured") is timed here, at this set's cache size
+            t0 = time.perf_counter()  # DEL's measured cost: timed here (or read) at this set's cache size
             runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
                                         drafter=drafter, **kw)
             cost = runners[name].spec.drafter.describe().get("cost")
             if isinstance(cost, dict):
-                log(f"[{spec}] {name}: round cost measured in {time.perf_counter() - t0:.0f}s: {json.dumps(cost)}")
+                log(f"[{spec}] {name}: round cost measured or read in {time.perf_counter() - t0:.0f}s: "
+                    f"{json.dumps(cost)}")
         compile_s = interleaved.prepare(runners, ids)
         log(f"[{spec}] {len(ids)} prompts, compiled {list(runners)}")
         rows = interleaved.measure(runners, ids, args.repeats, log)
@@ -273,7 +278,7 @@ def plot() -> None:
             ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
             ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
             ax, ax2 = axes[1], axes[1].twinx()
-            for name, c in (("del", "tab:blue"), ("del-weights", "tab:purple"), ("del-measured", "tab:green"),
+            for name, c in (("del", "tab:blue"), ("del-weights", "tab:purple"), ("del-measured", "tab:green"), ("del-layers", "tab:cyan"),
                             ("del-faithful", "tab:orange")):
                 xs = 0  # every stored trace (3 prompts per set) one after another
                 for s in sets:
@@ -306,16 +311,18 @@ def main() -> None:
     r.add_argument("--ls", nargs="*", default=[], help="E:γ")
     r.add_argument("--fs", nargs="*", default=[], help="E:γ0")
     r.add_argument("--dv", nargs="*", default=[], help="E")
-    r.add_argument("--head-cost", type=float, default=0.0, help="DEL's LM head in layers (official: 0)")
+    r.add_argument("--head-cost", type=float, default=None, help="DEL's LM head in layers (then the layer count)")
     r.add_argument("--weights", action="store_true", help="also DEL with the LM head priced by its weights "
                    "(head_cost='weights')")
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
     r.add_argument("--probe-exits", type=int, default=2, help="DEL: exits a probe observes (0: all)")
     r.add_argument("--context", type=int, default=None, help="DEL: prompt positions seeding the statistics "
-                   "(default: DEL's, 8 or 3 with a measured cost)")
+                   "(default: DEL's, 8 under the layer count, 1 under a measured cost)")
+    r.add_argument("--also-context", type=int, nargs="*", default=[], help="also DEL seeding from N prompt "
+                   "positions (rows del-context-N)")
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
     r.add_argument("--no-del", action="store_true", help="skip DEL with the default cost model")
-    r.add_argument("--measured", action="store_true", help="also DEL with its round cost measured on this machine")
+    r.add_argument("--layers", action="store_true", help="also DEL under the official layer count (cost='layers')")
     r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
     r.add_argument("--tag", default="", help="suffix of the result file name")
     r.add_argument("--hf-exit", type=int, default=None, help="also HF assistant_early_exit=E on the first set")

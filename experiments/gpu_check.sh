@@ -38,5 +38,7 @@ bench "easyspec tree 5x2"     --model "$TARGET" --draft "$DRAFT" --method easysp
       --compare-vanilla --json "$OUT/easyspec.json"
 bench "ls E$EXIT k=4"         --model "$TARGET" --method ls --exit-layer "$EXIT" -k 4 $FAST --compare-vanilla \
       --json "$OUT/ls.json"
-bench "del"                   --model "$TARGET" --method del $FAST --compare-vanilla --json "$OUT/del.json"
+bench "del (round cost measured here)" --model "$TARGET" --method del $FAST --compare-vanilla --json "$OUT/del.json"
+bench "del (layer count)"     --model "$TARGET" --method del --cost layers $FAST --compare-vanilla \
+      --json "$OUT/del_layers.json"
 $PY experiments/gpu_check_table.py "$OUT"

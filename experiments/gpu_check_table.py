@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["vanilla_target", "vanilla_target_einsum", "vanilla_draft", "parity_fp32", "parity_bf16", "chain", "tree", "easyspec", "ls", "del"]
+ORDER = ["vanilla_target", "vanilla_target_einsum", "vanilla_draft", "parity_fp32", "parity_bf16", "chain", "tree", "easyspec", "ls", "del", "del_layers"]
 
 
 def fmt(x, spec=".2f"):

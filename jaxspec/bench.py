@@ -34,6 +34,7 @@ from jaxspec.layers import use_fused_attention
 from jaxspec.params import param_bytes
 from jaxspec.prompts import encode, load_prompts
 from jaxspec.sampling import GREEDY
+from jaxspec.sharding import replicated_plan
 from jaxspec.timing import best_time
 
 
@@ -106,7 +107,7 @@ def _totals(rows: list[dict]) -> dict:
 
 def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
               dtype="float32", precision="highest", cache_dtype=None, attention="auto", method=None, draft=None,
-              sampling=GREEDY, seed: int = 0, compare_vanilla=False,
+              draft_replicated=False, sampling=GREEDY, seed: int = 0, compare_vanilla=False,
               hf_baseline=False, measure_bandwidth=False, timing=False, loaded=None, vanilla=None, drafter=None,
               log=print) -> dict:
     """Load `model` (and `draft` for a speculative `method`), run every prompt (batch 1) and return the
@@ -114,7 +115,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
 
     Scripts running several methods in one process pass `loaded=(target, draft)` (loaded models) and
     `vanilla=` an earlier vanilla result on the same prompts (used instead of re-running it); `drafter`
-    an (unbound) `EasySpec` to draft with instead of the separate draft model (loaded replicated)."""
+    an (unbound) `EasySpec` to draft with instead of the separate draft model (loaded replicated).
+    `draft_replicated`: the draft whole on every device of `mesh` instead of tensor-parallel."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids as stop_ids
     from jaxspec.speculative import check_vocab, make_runner, merge
@@ -130,7 +132,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     elif method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
-        d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=drafter is not None)
+        d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=drafter is not None or draft_replicated)
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         log(f"draft {draft} loaded in {d.load_s:.1f}s")
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
@@ -156,7 +158,10 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         "method_config": dataclasses.asdict(method) if method is not None else None, "dtype": m.cfg.dtype,
         "precision": m.cfg.precision, "cache_dtype": m.cfg.kv_dtype.name,
         "attention": "fused" if use_fused_attention(m.cfg) else "einsum",
-        "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [], "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
+        "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [],
+        "draft_sharding": None if d is None or d.plan is None else (
+            "replicated" if d.plan == replicated_plan(d.plan.mesh) else "tp"),
+        "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
         "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
         "decode_tok_per_s": tot["decode_tok_per_s"], "compile_s": compile_s, "prefill_s": tot["prefill_s"],
         "load_s": m.load_s, "total": {k: tot[k] for k in ("prompts", "new_tokens", "prefill_s", "decode_s", "wall_s")},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -34,6 +35,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "self-draft stopped at the first token below an adapted confidence threshold, at most -k), "
                         "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
+    p.add_argument("--draft-sharding", default=None, choices=["tp", "replicated"], help="on a --mesh: the draft "
+                   "tensor-parallel by its own plan (default for chain/tree) or whole on every device (no "
+                   "collectives in a draft step; EasySpec's draft always is)")
     p.add_argument("-k", type=int, default=None, help="chain: draft tokens per round (default 7; dv, del: the cap, "
                                                        "default 18 as in DEL's paper; fs: the first round's)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
@@ -59,12 +63,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                  "up to 8 over the depth) or 'all' (1..L-1, the official set)")
     s.add_argument("--faithful", action="store_true", help="del: reproduce the official code's quirks (draft "
                                                            "even when TPL says plain decoding, NaN τ, no clipping)")
-    s.add_argument("--head-cost", type=_head_cost, default=None, help="del: the LM head's cost in layers in TPL's "
-                   "denominator: a number (default 0, as the official cost model) or 'weights' (its weights over "
-                   "a layer's)")
-    s.add_argument("--cost", default=None, choices=["layers", "measured"], help="del: TPL's cost model — layers "
-                   "(default, the official count) or measured (a round's pieces timed on this machine first, ~1 min; "
-                   "exits that cannot beat plain decoding here are dropped)")
+    s.add_argument("--head-cost", type=_head_cost, default=None, help="del: with --cost layers, the LM head's cost "
+                   "in layers in TPL's denominator: a number (default 0, the official count) or 'weights' (its "
+                   "weights over a layer's); implies --cost layers")
+    s.add_argument("--cost", default=None, choices=["layers", "measured"], help="del: TPL's cost model — measured "
+                   "(default: a round's pieces timed on this machine, 0.5-2 min the first time, then read from "
+                   "$JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are dropped) or layers "
+                   "(the official count; implied by --faithful or --head-cost)")
     s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
                                                                                      "device")
     s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
@@ -72,7 +77,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--probe-exits", type=int, default=None, help="del: candidate exits a probe observes (default 2, "
                                                                   "those TPL could pick next; 0 = all)")
     s.add_argument("--context", type=int, default=None, help="del: prompt positions seeding the statistics "
-                                                              "(default 8, 3 with --cost measured; the official 32)")
+                                                              "(default 1, 8 with --cost layers; the official 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -139,6 +144,8 @@ def _check_draft(args) -> None:
     given = [o for o in DEL_OPTIONS if getattr(args, o) is not None and getattr(args, o) is not False]  # 0 is given
     if given and args.method != "del":
         raise ValueError(f"--{given[0].replace('_', '-')} is a DEL option: it does nothing for --method {args.method}")
+    if args.draft_sharding is not None and (args.method in SELF_METHODS or args.method == "vanilla"):
+        raise ValueError(f"--draft-sharding is for a draft model: --method {args.method} has none")
     if args.method in SELF_METHODS:
         if args.draft:
             raise ValueError(f"--method {args.method} drafts with the model's own first layers: drop --draft")
@@ -149,6 +156,19 @@ def _check_draft(args) -> None:
             raise ValueError(f"--method {args.method} needs --exit-layer E (the model's first E layers draft)")
     elif args.method != "vanilla" and not args.draft:
         raise ValueError(f"--method {args.method} needs --draft NAME")
+
+
+def _numerics(args) -> dict:
+    """The numerics flags as load_model / run_bench take them."""
+    return dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention)
+
+
+def _draft_replicated(args) -> bool:
+    """Whether the draft model is loaded whole on every device: EasySpec's always, chain/tree's on request."""
+    if args.method == "easyspec" and args.draft_sharding == "tp":
+        raise ValueError("EasySpec's draft runs any of its layers on any device of the layer axis: it is replicated, "
+                         "not --draft-sharding tp")
+    return args.method == "easyspec" or args.draft_sharding == "replicated"
 
 
 def _exits(text):
@@ -167,7 +187,7 @@ def _drafter(args):
             opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "probe_exits", "context")
                     if getattr(args, k) is not None}
             return DEL(exits=_exits(args.exits), faithful=args.faithful,
-                       cost="measured" if args.cost == "measured" else None, **opts)
+                       cost=args.cost, **opts)
         if args.method == "fs":
             return FSM(args.exit_layer, start=_k(args))
         return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)
@@ -198,7 +218,7 @@ def cmd_generate(args) -> int:
     _check_draft(args)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
-    numerics = dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention)
+    numerics = _numerics(args)
     m = load_model(args.model, mesh=mesh, **numerics)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
@@ -206,7 +226,7 @@ def cmd_generate(args) -> int:
         print(f"sharding: {note}", file=sys.stderr)
     d = None
     if method is not None and args.method not in SELF_METHODS:
-        d = load_model(args.draft, mesh=mesh, **numerics, replicated=args.method == "easyspec")
+        d = load_model(args.draft, mesh=mesh, **numerics, replicated=_draft_replicated(args))
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
@@ -221,7 +241,7 @@ def cmd_generate(args) -> int:
         print(f"{args.method}: {which} of {e['layers']} layers draft, in the model's own KV cache", file=sys.stderr)
         if isinstance(e.get("cost"), dict):
             c = e["cost"]
-            print(f"del: round cost measured here (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
+            print(f"del: round cost measured on this machine (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
                   f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}", file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
@@ -293,9 +313,8 @@ def cmd_bench(args) -> int:
 
     _check_draft(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
-                       chat=args.chat, mesh=parse_mesh(args.mesh), dtype=args.dtype, method=_method(args),
-                       precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention,
-                       draft=args.draft, sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
+                       chat=args.chat, mesh=parse_mesh(args.mesh), method=_method(args), **_numerics(args),
+                       draft=args.draft, draft_replicated=_draft_replicated(args), sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
                        measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=_drafter(args),
                        log=lambda s: print(s, file=sys.stderr))
@@ -321,11 +340,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _ToStderr(logging.Handler):
+    """The library's log lines (e.g. where DEL's measured round cost is kept) on the current stderr."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr)
+
+
 def main(argv=None) -> int:
     from conversion.assets import AssetError
     from conversion.mapping import ConversionError
 
     args = build_parser().parse_args(argv)
+    lib_log = logging.getLogger("jaxspec")
+    if not any(isinstance(h, _ToStderr) for h in lib_log.handlers):
+        lib_log.addHandler(_ToStderr())
+        lib_log.setLevel(logging.INFO)
     try:
         if distributed.initialize(args.coordinator, args.num_processes, args.process_id) and \
                 not distributed.is_primary():  # every process runs the same program; process 0 speaks

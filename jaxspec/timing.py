@@ -25,3 +25,25 @@ def best_time(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
         jax.block_until_ready(fn(*args))
         best = min(best, perf_counter() - t)
     return best
+
+
+def best_times(calls: dict[Any, tuple], repeats: int = 5) -> dict[Any, float]:
+    """Seconds of the fastest of `repeats` calls of each `(fn, *args)` in `calls`, interleaved: one untimed
+    warm-up call of each, then `repeats` rounds that time every call once, in an order rotated from round
+    to round. A slow spell of a shared box then hits every call alike (and the minimum skips it) instead
+    of all the repeats of one call — what ratios between the calls need."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    keys = list(calls)
+    for k in keys:
+        fn, *args = calls[k]
+        jax.block_until_ready(fn(*args))
+    best = dict.fromkeys(keys, float("inf"))
+    for r in range(repeats):
+        shift = r % len(keys) if keys else 0
+        for k in keys[shift:] + keys[:shift]:
+            fn, *args = calls[k]
+            t = perf_counter()
+            jax.block_until_ready(fn(*args))
+            best[k] = min(best[k], perf_counter() - t)
+    return best

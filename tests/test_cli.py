@@ -60,7 +60,7 @@ def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     prompts.write_text('{"prompt": "def fib(n):"}\n{"prompt": "The capital of France is", "id": "fr"}\n')
     out = tmp_path / "r.json"
     assert main(["bench", "--model", MODEL, "--prompts", str(prompts), "--max-new-tokens", "16", "--json", str(out),
-                 "--hf-baseline"]) == 0
+                 "--hf-baseline", "--attention", "fused"]) == 0  # jax.nn.dot_product_attention (XLA's, on CPU)
     r = json.loads(out.read_text())
     assert [p["id"] for p in r["prompts"]] == ["0", "fr"]
     for p in r["prompts"]:
@@ -69,7 +69,7 @@ def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     s = r["summary"]
     assert {"model", "method", "tok_per_s", "compile_s", "prefill_s", "total", "hf_tok_per_s", "speedup_vs_hf",
             "hf_identical"} <= set(s)
-    assert s["method"] == "vanilla" and s["model"] == MODEL
+    assert s["method"] == "vanilla" and s["model"] == MODEL and s["attention"] == "fused"
     assert s["hf_identical"] == 2  # fp32 greedy: the same tokens as HF torch
     assert s["total"]["new_tokens"] == sum(p["new_tokens"] for p in r["prompts"])
     assert "wrote" in capsys.readouterr().out
@@ -109,9 +109,11 @@ def test_prompt_sources(tmp_path):
 
 
 def test_generate_speculative_prints_acceptance_and_speedup(capsys, add_greedy):
-    # SmolLM2 drafting for itself: every draft is accepted, the output equals vanilla
+    # SmolLM2 drafting for itself: every draft is accepted, the output equals vanilla — the target
+    # tensor-parallel over 3 devices, the draft whole on each of them
     assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "3", "--prompt",
-                 "def add(a, b):", "--max-new-tokens", "13", "--compare-vanilla"]) == 0
+                 "def add(a, b):", "--max-new-tokens", "13", "--compare-vanilla", "--mesh", "tp=3",
+                 "--draft-sharding", "replicated"]) == 0
     out, err = capsys.readouterr()
     assert out == add_greedy(13) + "\n"
     # 13 tokens = 1 from prefill + 3 rounds of 3 drafts + 1
@@ -135,6 +137,7 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
     s = r["summary"]
     assert s["method"] == "tree" and s["method_config"]["shape"] == {"depth": 3, "width": 2}
     assert (s["dtype"], s["precision"], s["cache_dtype"]) == ("float32", "highest", "float32")
+    assert s["draft_sharding"] is None  # no mesh
     assert s["vanilla_identical"] == 2 and s["hf_identical"] == 2 and s["hf_method"] == "assisted"
     for key in ("vanilla_tok_per_s", "speedup", "decode_speedup", "acceptance_rate", "mean_accepted_length",
                 "analytic_speedup", "fraction_of_analytic", "per_position", "histogram", "step_costs", "timing"):
@@ -158,7 +161,7 @@ def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys):
                  "--parallel", "4", "--calibration", "every_mismatch", "--mesh", "layer=2,tp=3", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0
     s = json.loads(out.read_text())["summary"]
-    assert s["vanilla_identical"] == 2 and s["mesh"] == {"layer": 2, "tp": 3}
+    assert s["vanilla_identical"] == 2 and s["mesh"] == {"layer": 2, "tp": 3} and s["draft_sharding"] == "replicated"
     e = s["easyspec"]
     assert e["policy"] == "attn_only" and e["calibration"] == "every_mismatch" and e["path"] == "shard_map over layer=2"
     assert e["partition"][:3] == [[0], [1, 2], [3, 4]] and e["partition"][-1] == [29]
@@ -176,6 +179,10 @@ def test_speculative_user_errors(capsys):
     assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--parallel", "0",
                  "--prompt", "x"]) == 2
     assert "invalid layer groups: parallel size must be >= 1, got 0" in capsys.readouterr().err
+    for argv, msg in [(["--method", "ls", "--exit-layer", "4", "--draft-sharding", "replicated"], "has none"),
+                      (["--draft", MODEL, "--method", "easyspec", "--draft-sharding", "tp"], "it is replicated")]:
+        assert main(["generate", "--model", MODEL, "--prompt", "x", *argv]) == 2
+        assert msg in capsys.readouterr().err
 
 
 def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys):
@@ -215,7 +222,7 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
     out = tmp_path / "del.json"
     assert main(["bench", "--model", MODEL, "--method", "del", "--exits", "20,25,29", "-k", "6", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
-                 "--compare-vanilla", "--probe", "4", "--probe-exits", "1", "--context", "5"]) == 0
+                 "--compare-vanilla", "--probe", "4", "--probe-exits", "1", "--context", "5", "--cost", "layers"]) == 0
     res = json.loads(out.read_text())
     s = res["summary"]
     assert s["vanilla_identical"] == 2 and s["del"]["exits"] == [20, 25, 29] and not s["del"]["faithful"]
@@ -229,12 +236,19 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
     assert "exits " in capsys.readouterr().out
 
 
-def test_generate_del_with_the_round_cost_measured(capsys):
-    assert main(["generate", "--model", MODEL, "--method", "del", "--cost", "measured", "--exits", "25,29", "-k", "4",
-                 "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--compare-vanilla"]) == 0
+def test_generate_del_with_the_round_cost_measured_then_read(capsys, tmp_path, monkeypatch):
+    """The default cost model: timed on this machine the first time (the log line says where it is
+    kept), read from there the second."""
+    from jaxspec.selfspec import round_cost
+    monkeypatch.setattr(round_cost, "cost_path", lambda key: tmp_path / f"{key['max_len']}.json")
+    argv = ["generate", "--model", MODEL, "--method", "del", "--exits", "25,29", "-k", "4",
+            "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--compare-vanilla"]
+    assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "del: round cost measured here (plain step " in err and "of [25, 29]" in err
-    assert "identical outputs 1/1" in err
+    assert "del: round cost measured on this machine (plain step " in err and "of [25, 29]" in err
+    assert "DEL round cost measured in" in err and str(tmp_path) in err and "identical outputs 1/1" in err
+    assert main(argv) == 0
+    assert "DEL round cost read from" in capsys.readouterr().err
 
 
 def test_generate_fs(capsys):

@@ -169,7 +169,8 @@ def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
 @dataclasses.dataclass(frozen=True)
 class CyclingDEL(DEL):
     """DEL whose exit is forced to change every round, drafting from round 1 on (the statistics still
-    run): any exit sequence."""
+    run): any exit sequence. Under the layer count: decisions that do not depend on this machine's timing."""
+    cost: object = "layers"
     stride: int = 1
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
@@ -193,7 +194,8 @@ def test_greedy_del_equals_vanilla(seed, exits, cap, faithful, dispatch, cycle, 
     prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
     kind = CyclingDEL if cycle else DEL
     extra = {"stride": cycle} if cycle else {}
-    state = run(tp, prompts, chain(cap), kind(exits=exits, faithful=faithful, dispatch=dispatch, **extra), eos=(7,))
+    state = run(tp, prompts, chain(cap), kind(exits=exits, faithful=faithful, dispatch=dispatch, cost="layers", **extra),
+                eos=(7,))
     assert output_ids(state) == vanilla(tp, prompts, eos=(7,))
 
 
@@ -283,10 +285,10 @@ def _state(d: DEL, counts, gamma, exit=0, tau=0.0) -> DELState:
 def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(0), [6])
-    pre = run(tp, prompts, chain(4), DEL(), n_new=2)
+    pre = run(tp, prompts, chain(4), DEL(cost="layers"), n_new=2)
     rnd = Round(pre.last, pre.committed, jnp.ones((1,), bool))
     for faithful, drafts in [(True, 4), (False, 0)]:
-        d = DEL(exits=(1, 3), faithful=faithful).bind(CFG)
+        d = DEL(cost="layers", exits=(1, 3), faithful=faithful).bind(CFG)
         hopeless = _state(d, [[0., 9.], [0., 9.]], gamma=0)
         idx, gamma = exit_stats.choose(hopeless.stats, exit_stats.layer_costs(d.shadow_layers, CFG.num_layers, 4))
         assert (int(idx), int(gamma)) == (0, 0)  # plain decoding wins; the first exit in the argmax
@@ -296,13 +298,13 @@ def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
 
 
 def test_faithful_quirk_2_nan_tau_never_stops_drafting():
-    d_f, d_x = DEL(exits=(1, 3), faithful=True).bind(CFG), DEL(exits=(1, 3)).bind(CFG)
+    d_f, d_x = DEL(exits=(1, 3), faithful=True).bind(CFG), DEL(cost="layers", exits=(1, 3)).bind(CFG)
     never_missed = ExitStats(jnp.asarray([[5., 0.], [5., 0.]]), jnp.asarray([[2., 0.], [2., 0.]]))
     assert np.isnan(float(d_f._decide(never_missed, 4)[2]))
     assert float(d_x._decide(never_missed, 4)[2]) == pytest.approx(0.2)
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(0), [6])
-    pre = run(tp, prompts, chain(8), DEL(), n_new=2)
+    pre = run(tp, prompts, chain(8), DEL(cost="layers"), n_new=2)
     rnd = Round(pre.last, pre.committed, jnp.ones((1,), bool))
     st_nan = dataclasses.replace(_state(d_f, [[5., 0.], [5., 0.]], gamma=2), tau=jnp.float32(jnp.nan))
     _, t, _ = d_f.propose(None, st_nan, Target(tp, pre.target_cache), rnd, jax.random.key(0), method=chain(8),
@@ -318,7 +320,7 @@ def test_faithful_quirk_3_no_clipping_when_d_star_is_zero():
                   jnp.asarray([True]), jnp.asarray([N]), logits, None, shadow, jnp.full((1, 5, 1), 0.5))
     seen = {}
     for faithful in (True, False):
-        d = DEL(exits=(2,), faithful=faithful, omega=1.0).bind(CFG)
+        d = DEL(cost="layers", exits=(2,), faithful=faithful, omega=1.0).bind(CFG)
         st0 = _state(d, [[0., 0.]], gamma=0)
         seen[faithful] = np.asarray(d.commit(None, st0, out, method=chain(N)).stats.counts)[0].tolist()
     assert seen[True] == [3.0, 2.0]  # every column: after the first miss too
@@ -338,9 +340,9 @@ def test_del_errors():
     with pytest.raises(ValueError, match="dispatch"):
         DEL(dispatch="per-layer").bind(CFG)
     with pytest.raises(ValueError, match="not a tree"):
-        run(tp, [[1, 2, 3]], tree(3, 2), DEL())
+        run(tp, [[1, 2, 3]], tree(3, 2), DEL(cost="layers"))
     with pytest.raises(ValueError, match="adaptive"):
-        run(tp, [[1, 2, 3]], chain(2, adaptive=True), DEL())
+        run(tp, [[1, 2, 3]], chain(2, adaptive=True), DEL(cost="layers"))
     with pytest.raises(ValueError, match="starting draft length"):
         run(tp, [[1, 2, 3]], chain(2), FSM(1, start=3))
     headless = {k: v for k, v in tp.items() if k != "lm_head"}
@@ -348,11 +350,12 @@ def test_del_errors():
         with pytest.raises(ValueError, match="needs the target's final norm and LM head; its params lack .'lm_head'."):
             speculate(Model(headless, CFG), None, [[1, 2, 3]], method=chain(2), max_new_tokens=2, drafter=drafter)
     with pytest.raises(ValueError, match="draft=None"):
-        DEL().bind(CFG).prepare({"embed": 0})
+        DEL(cost="layers").bind(CFG).prepare({"embed": 0})
 
 
 @dataclasses.dataclass(frozen=True)
 class FullBlockDEL(DEL):
+    cost: object = "layers"
     variable_depth = False  # verification always over [last] + the whole cap
 
 
@@ -360,9 +363,9 @@ def test_narrow_verification_changes_nothing_but_the_block():
     tp = damped(4, (1, 1, .3, .2, .1, .05))
     prompts = random_prompts(np.random.default_rng(9), [7, 25])
     from jaxspec.speculative.verification import verify_widths
-    spec = make_spec(CFG, DEL().bind(CFG), chain(18), prompt_len=WIDTH, max_new_tokens=4, max_len=SLOTS)
+    spec = make_spec(CFG, DEL(cost="layers").bind(CFG), chain(18), prompt_len=WIDTH, max_new_tokens=4, max_len=SLOTS)
     assert verify_widths(spec) == (1, 2, 4, 8, 16, 19)
-    a, b = run(tp, prompts, chain(18), DEL()), run(tp, prompts, chain(18), FullBlockDEL())
+    a, b = run(tp, prompts, chain(18), DEL(cost="layers")), run(tp, prompts, chain(18), FullBlockDEL())
     assert output_ids(a) == output_ids(b) == vanilla(tp, prompts)
     assert summarize(a.stats) == summarize(b.stats)
     for x, y in zip(jax.tree.leaves(a.draft_state), jax.tree.leaves(b.draft_state)):

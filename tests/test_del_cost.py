@@ -2,6 +2,8 @@
 pay at all" rule by hand, TPL's choice over a measured table against brute force, DEL keeping only the
 exits that can pay (no seeding, no probes, plain decoding throughout when none can) with its output
 still vanilla's, the measurement's structure on a tiny model, and the errors."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from jaxspec.selfspec import DEL, ExitStats, exit_stats
 from jaxspec.selfspec.round_cost import RoundCost, measure_round_cost
-from jaxspec.speculative import chain, summarize
+from jaxspec.speculative import Model, chain, speculate, summarize
 from tests.helpers import random_prompts
 from tests.test_del import CFG, N_NEW, damped, run, vanilla
 
@@ -73,7 +75,7 @@ def test_only_the_exits_that_can_pay_are_candidates(streaming):
     tp = damped(0)  # deep layers damped: exit 5 agrees with the full model
     prompts = random_prompts(np.random.default_rng(2), [7])
     d = DEL(cost=SOME).bind(CFG)
-    assert d.shadow_layers == (5,) and d.prompt_shadows == d.seed_context + 1 == 4
+    assert d.shadow_layers == (5,) and d.prompt_shadows == d.seed_context + 1 == 2
     assert d.describe()["cost"]["exits"] == [2, 5] and d.describe()["exits"] == [5]
     st = run(tp, prompts, chain(4), DEL(cost=SOME), streaming=streaming)
     out = np.asarray(st.tokens)[0]
@@ -86,9 +88,11 @@ def test_only_the_exits_that_can_pay_are_candidates(streaming):
 
 def test_seeding_positions_default_by_cost_model():
     # a measured cost seeds from fewer prompt positions (its rows are dear); an explicit context wins
-    assert DEL().bind(CFG).prompt_shadows == 9 and DEL(cost="measured").seed_context == 3
-    assert DEL(cost=SOME).bind(CFG).prompt_shadows == 4 and DEL(cost=SOME, context=6).bind(CFG).prompt_shadows == 7
-    assert DEL(context=0).bind(CFG).prompt_shadows == 1 and DEL(cost=SOME).bind(CFG).describe()["context"] == 3
+    assert DEL(cost="layers").bind(CFG).prompt_shadows == 9 and DEL(cost="measured").seed_context == 1
+    assert DEL().seed_context == 1 and DEL(faithful=True).seed_context == DEL(head_cost=2.0).seed_context == 8
+    assert DEL(cost=SOME).bind(CFG).prompt_shadows == 2 and DEL(cost=SOME, context=6).bind(CFG).prompt_shadows == 7
+    assert DEL(cost="layers", context=0).bind(CFG).prompt_shadows == 1
+    assert DEL(cost=SOME).bind(CFG).describe()["context"] == 1
     with pytest.raises(ValueError, match="context and head_cost must be >= 0"):
         DEL(context=-1).bind(CFG)
 
@@ -105,6 +109,47 @@ def test_measure_round_cost_structure():
         measure_round_cost(tp, CFG, (3, 1), depth=4, max_len=64)
     with pytest.raises(ValueError, match="does not fit"):
         measure_round_cost(tp, CFG, (1, 3), depth=4, max_len=64, context=62)
+
+
+def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path, monkeypatch, caplog):
+    """DEL() prices rounds in measured plain steps (layers when faithful or given a head cost); speculate
+    measures on the target and writes `$JAXSPEC_CACHE/round_cost/<key>.json`; the same configuration
+    later reads it (no timing), another cache size is another key, an unreadable file is measured again."""
+    from jaxspec.selfspec import round_cost
+    assert DEL().cost_model == "measured" and DEL(faithful=True).cost_model == "layers"
+    assert DEL(head_cost=1.0).cost_model == "layers" and DEL(head_cost="weights").cost_model == "layers"
+    with pytest.raises(ValueError, match="'measured', 'layers'"):
+        DEL(cost="timed").bind(CFG)
+    with pytest.raises(ValueError, match=r"timed on the target's params.*or use DEL\(cost='layers'\)"):
+        DEL().bind(CFG).shadow_layers  # bound, not measured: speculate / make_runner / calibrate measure it
+    monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
+    tp = damped(0)
+    prompts = random_prompts(np.random.default_rng(3), [5, 8])
+    go = lambda n=N_NEW: speculate(Model(tp, CFG), None, prompts, method=chain(4), max_new_tokens=n,  # noqa: E731
+                                   drafter=DEL(exits=(2, 5)))
+    with caplog.at_level("INFO", logger="jaxspec"):
+        first = go()
+    files = list((tmp_path / "round_cost").glob("*.json"))
+    assert len(files) == 1 and "measured in" in caplog.text and str(files[0]) in caplog.text
+    assert first.output_ids == vanilla(tp, prompts)
+    rec = json.loads(files[0].read_text())
+    assert rec["key"]["exits"] == [2, 5] and rec["key"]["depth"] == 4 and rec["cost"]["measured"] == [2, 5]
+
+    def no_timing(*a, **k):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(round_cost, "measure_round_cost", no_timing)
+    again = go()  # read from the file: the same costs, the same output
+    assert again.output_ids == first.output_ids
+    assert round_cost._load(files[0], rec["key"]) == RoundCost(**{k: tuple(v) if isinstance(v, list) else v
+                                                                  for k, v in rec["cost"].items()})
+    with pytest.raises(AssertionError, match="measured again"):
+        go(n=150)  # a larger cache: another key, timed
+    files[0].write_text("{ not json")
+    monkeypatch.setattr(round_cost, "measure_round_cost", lambda *a, **k: NONE)
+    with caplog.at_level("WARNING", logger="jaxspec"):
+        plain = go()  # unreadable: measured again (here: no exit pays), the file rewritten
+    assert "unreadable" in caplog.text and json.loads(files[0].read_text())["cost"]["exits"] == [2, 5]
+    assert plain.output_ids == vanilla(tp, prompts) and plain.stats["drafted"] == 0
 
 
 def test_cost_errors():
@@ -143,7 +188,7 @@ def test_head_cost_weights_prices_the_head_by_its_weights():
     h = head_in_layers(CFG)
     assert h > 0  # 0.27 for this tiny model (vocab 97)
     table = lambda d: d.bind(CFG)._cost_table(4)  # noqa: E731
-    np.testing.assert_allclose(table(DEL(exits=(2, 5))), exit_stats.layer_costs((2, 5), L, 4))  # official
+    np.testing.assert_allclose(table(DEL(cost="layers", exits=(2, 5))), exit_stats.layer_costs((2, 5), L, 4))  # official
     np.testing.assert_allclose(table(DEL(exits=(2, 5), head_cost="weights")), exit_stats.layer_costs((2, 5), L, 4, h))
     np.testing.assert_allclose(table(DEL(exits=(2, 5), faithful=True, head_cost=1.5)),
                                exit_stats.layer_costs((2, 5), L, 4, 1.5))
@@ -171,7 +216,8 @@ def test_the_head_cost_decides_against_a_shallow_exit_the_layer_count_would_draf
 def test_cli_head_cost_takes_layers_or_weights():
     from jaxspec.cli import _drafter, build_parser
     args = lambda *a: build_parser().parse_args(["generate", "--model", "m", "--method", "del", *a])  # noqa: E731
-    assert _drafter(args()).head_cost == 0.0
+    assert _drafter(args()).head_cost == 0.0 and _drafter(args()).cost_model == "measured"
+    assert _drafter(args("--head-cost", "1")).cost_model == _drafter(args("--cost", "layers")).cost_model == "layers"
     assert _drafter(args("--head-cost", "weights")).head_cost == "weights"
     assert _drafter(args("--head-cost", "2.5")).head_cost == 2.5
     assert _drafter(args("--cost", "measured")).cost == "measured"

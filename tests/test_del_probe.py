@@ -57,12 +57,12 @@ def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
     rounds as plain steps in its inner loop (spec_loop) or as full rounds (streaming)."""
     tp = init_params(jax.random.key(0), CFG, scale=0.15)
     prompts = random_prompts(np.random.default_rng(1), [20])
-    state = run(tp, prompts, chain(6), DEL(exits=(2, 4), omega=1.0, probe=probe), streaming=streaming)
+    state = run(tp, prompts, chain(6), DEL(cost="layers", exits=(2, 4), omega=1.0, probe=probe), streaming=streaming)
     assert output_ids(state) == vanilla(tp, prompts)
     ds = state.draft_state
     R = int(ds.rounds)
     assert (np.asarray(ds.trace.exit_layer[:R]) == 0).all() and R == N_NEW - 1  # plain steps only
-    seeded = min(DEL().seed_context + 1, 20)
+    seeded = min(DEL(cost="layers").seed_context + 1, 20)
     np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + probe_rounds(R, probe))
 
 
@@ -73,7 +73,7 @@ def test_a_probe_observes_the_picked_exits_only(k, streaming):
     all) — on device only their rows go through the head, in full rounds the others are ignored."""
     tp = init_params(jax.random.key(0), CFG, scale=0.15)
     prompts = random_prompts(np.random.default_rng(1), [20])
-    d = DEL(exits=(1, 2, 4, 5), omega=1.0, probe=4, probe_exits=k)
+    d = DEL(cost="layers", exits=(1, 2, 4, 5), omega=1.0, probe=4, probe_exits=k)
     state = run(tp, prompts, chain(6), d, streaming=streaming)
     assert output_ids(state) == vanilla(tp, prompts)
     ds = state.draft_state

@@ -58,7 +58,7 @@ def traced_programs(target, draft):
     key = jax.random.key(0)
     out = [jax.make_jaxpr(lambda p: generate(p, toks, lens, key, spec=DecodeSpec(target, N_NEW, SLOTS)))(tp)]
     for method, drafter, d_params in ((chain(3), DraftModel(draft), dp), (tree(3, 2), DraftModel(draft), dp),
-                                      (chain(4), DEL(exits=(1, 2)).bind(target), None)):
+                                      (chain(4), DEL(cost="layers", exits=(1, 2)).bind(target), None)):
         spec = make_spec(target, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, max_len=SLOTS)
         out.append(jax.make_jaxpr(lambda a, b: run_speculation(a, b, toks, lens, key, spec=spec))(tp, d_params))
     es = EasySpec(parallel=2, head=0, tail=0).bind(target)
@@ -151,23 +151,24 @@ def test_numerics_errors():
         forward(tp32, jnp.asarray([[1, 2]]), init_cache(TARGET, 1, 8), TARGET)
 
 
-@pytest.mark.parametrize("T, W", [(1, 11), (5, 16)])
-def test_fused_attention_equals_ours(T, W):
+@pytest.mark.parametrize("T, W, dtype, atol", [(1, 11, "float32", 1e-5), (5, 16, "float32", 1e-5),
+                                               (1, 11, "bfloat16", 2e-2), (5, 16, "bfloat16", 2e-2)])
+def test_fused_attention_equals_ours(T, W, dtype, atol):
     """jax.nn.dot_product_attention with XLA's implementation (what a CPU runs) == our attention_mix: GQA (8
     query heads on 2 kv heads), a window shorter than the cache or all of it, a causal mask over ragged
-    lengths."""
-    cfg = tiny_cfg()
+    lengths; in bf16 (queries, cache and output bf16, as a bf16 model runs it) to bf16's resolution."""
+    cfg = tiny_cfg(dtype=dtype)
     B, S, K = 2, 16, cfg.head_dim
     kq, kk, kv = jax.random.split(jax.random.key(0), 3)
-    q = jax.random.normal(kq, (B, T, cfg.num_heads, K))
-    k_cache = jax.random.normal(kk, (B, cfg.num_kv_heads, S, K))
-    v_cache = jax.random.normal(kv, (B, cfg.num_kv_heads, S, K))
+    q = jax.random.normal(kq, (B, T, cfg.num_heads, K)).astype(dtype)
+    k_cache = jax.random.normal(kk, (B, cfg.num_kv_heads, S, K)).astype(dtype)
+    v_cache = jax.random.normal(kv, (B, cfg.num_kv_heads, S, K)).astype(dtype)
     ends = jnp.asarray([W - 3, W])[:, None, None] - T + 1 + jnp.arange(T)[None, :, None]  # [B, T, 1]
     mask = jnp.arange(W)[None, None] < ends  # [B, T, W]: query t of row b sees its row's first ends[b, t]
     ours = attention_mix(q, k_cache, v_cache, mask, cfg.replace(attention="einsum"))
     fused = fused_attention_mix(q, k_cache, v_cache, mask, cfg, implementation="xla")
-    assert fused.shape == ours.shape == (B, T, cfg.num_heads * K)
-    np.testing.assert_allclose(np.asarray(fused), np.asarray(ours), atol=1e-5)
+    assert fused.shape == ours.shape == (B, T, cfg.num_heads * K) and fused.dtype == ours.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(fused, np.float32), np.asarray(ours, np.float32), atol=atol)
 
 
 def test_attention_choice():

@@ -3,7 +3,7 @@ of chain, adaptive-chain and tree speculation — with the separate draft model,
 layer-parallel draft (both draft layers in one group), with LayerSkip's self-draft and with Draft & Verify's
 confidence-stopped self-draft, with DEL (its exit forced to alternate, its own, and its plain steps) and FS —
 follow the target's exact joint distribution (enumerated by
-full forwards), with temperature, top-k and top-p. Chi-square over 20k samples on every cell with
+full forwards), with temperature, top-k and top-p, and with the batch split over a data × tp mesh. Chi-square over 20k samples on every cell with
 p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
 import itertools
 
@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import forward, init_cache
+from jaxspec import forward, init_cache, make_mesh
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
+from jaxspec.sharding import shard_model
 from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip, RoundCost
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import assert_follows, chi2_pvalue, tiny_cfg
@@ -93,6 +94,12 @@ def test_draft_verify_sampling_matches_the_target_joint(sampling):
     check_sampling(chain(3), sampling, DraftVerify(1, start=0.3).bind(TARGET))
 
 
+@pytest.mark.parametrize("method", [chain(2), tree(2, 3)], ids=["chain2", "tree2x3"])
+def test_sampling_on_a_data_and_tp_mesh_matches_the_target_joint(method):
+    """The 4000 rows split over `data` = 2 (each half drawn on other devices), heads over `tp` = 2."""
+    check_sampling(method, SamplingConfig(1.0), DraftModel(DRAFT), mesh=make_mesh({"data": 2, "tp": 2}))
+
+
 def test_tree_sampling_without_residual_renormalisation_fails_the_check(monkeypatch):
     """The mutation verify.residual warns about: after a rejected child the residual max(r − q, 0) is not
     renormalised, so the next sibling is accepted too rarely. Traced afresh with the mutation (caches
@@ -108,13 +115,19 @@ def test_tree_sampling_without_residual_renormalisation_fails_the_check(monkeypa
     assert chi2_pvalue(counts, p, lump=0.01) < 1e-6
 
 
-def sample_counts(method, sampling, drafter):
-    """(counts i64[V, V, V] of the first three tokens over ROWS × BATCHES runs, the exact joint, accepted)."""
+def sample_counts(method, sampling, drafter, mesh=None):
+    """(counts i64[V, V, V] of the first three tokens over ROWS × BATCHES runs, the exact joint, accepted).
+    `mesh`: target and a separate draft model placed on it by their own plans (rows over `data`)."""
     tp, dp = make_pair(4, 1.0, TARGET, DRAFT, scale=0.5)  # lam = 1: draft and target disagree often
-    dp = drafter.prepare(None if drafter.writes_target_cache else dp)  # a self-drafter has no params
     p = exact_joint(tp, sampling)
-    spec = make_spec(TARGET, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
-                     sampling=sampling, max_len=32)
+    target_cfg, plan = TARGET, None
+    if mesh is not None:
+        tp, target_cfg, plan = shard_model(tp, TARGET, mesh)
+        dp, draft_cfg, dplan = shard_model(dp, DRAFT, mesh)
+        drafter = DraftModel(draft_cfg, dplan)
+    dp = drafter.prepare(None if drafter.writes_target_cache else dp)  # a self-drafter has no params
+    spec = make_spec(target_cfg, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
+                     sampling=sampling, max_len=32, plan=plan)
     toks = jnp.asarray(np.tile(PROMPT, (ROWS, 1)), jnp.int32)
     lens = jnp.full((ROWS,), len(PROMPT), jnp.int32)
     counts = np.zeros((V, V, V), np.int64)
@@ -128,8 +141,8 @@ def sample_counts(method, sampling, drafter):
     return counts, p, accepted
 
 
-def check_sampling(method, sampling, drafter, both_outcomes: bool = True):
-    counts, p, accepted = sample_counts(method, sampling, drafter)
+def check_sampling(method, sampling, drafter, both_outcomes: bool = True, mesh=None):
+    counts, p, accepted = sample_counts(method, sampling, drafter, mesh)
     if both_outcomes:  # the test exercises both acceptance and rejection
         assert 0 < accepted < ROWS * BATCHES * N_NEW
     chi2_ok(counts, p)
@@ -138,7 +151,7 @@ def check_sampling(method, sampling, drafter, both_outcomes: bool = True):
 SELF_ADAPTIVE = [  # DEL's exit and length follow statistics of the sampled history; FS's length its acceptances
     (chain(3), SamplingConfig(1.0), CyclingDEL(exits=(1, 2)), True),  # exit forced to alternate, τ stops
     (chain(3), SamplingConfig(0.8, top_k=4), DEL(faithful=True), True),  # always drafts, exit and τ its own
-    (chain(3), SamplingConfig(1.0), DEL(), False),  # on these weights TPL chooses plain steps (no drafts)
+    (chain(3), SamplingConfig(1.0), DEL(cost="layers"), False),  # on these weights TPL chooses plain steps (no drafts)
     (chain(2), SamplingConfig(1.0), FSM(1, start=1), True),
     # a measured round cost under which no exit can pay: plain steps only, no seeding, no probes
     (chain(3), SamplingConfig(1.0), DEL(cost=RoundCost((1,), (0.99,), (1.0, 3.0, 3.0, 3.0), (1,), TARGET.num_layers,

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output_ids, plan_for, shard_params
+from jaxspec.sharding import replicated_plan
 from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
                                  summarize, tree)
 from tests.helpers import VOCAB, random_prompts, tiny_cfg
@@ -78,12 +79,13 @@ MESH_METHODS = [chain(4), tree(3, 2)]
 
 @settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(devices=st.sampled_from([1, 2, 8]), method=st.sampled_from(range(len(MESH_METHODS))),
-       batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), data=st.data())
-def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, data):
-    """Target and draft tensor-parallel over 1, 2 or 8 simulated devices, against unsharded vanilla."""
+       batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), replicated=st.booleans(), data=st.data())
+def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, replicated, data):
+    """Target tensor-parallel over 1, 2 or 8 simulated devices, the draft with its own plan — tensor-
+    parallel too, or whole on every device (`--draft-sharding replicated`) — against unsharded vanilla."""
     tp, dp = make_pair(0, lam)
     mesh = make_mesh({"tp": devices})
-    tplan, dplan = plan_for(TARGET, mesh), plan_for(DRAFT, mesh)
+    tplan, dplan = plan_for(TARGET, mesh), (replicated_plan(mesh) if replicated else plan_for(DRAFT, mesh))
     lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
     prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
     spec = make_spec(TARGET, DraftModel(DRAFT, dplan), MESH_METHODS[method], prompt_len=WIDTH, max_new_tokens=N_NEW,

@@ -12,14 +12,12 @@ A round, on device (the engine's round with this drafter):
            through the LM head in one call with the final layer's;
   commit   the shadow tokens vs the full model's greedy tokens update the decayed statistics over the
            valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
-Before round 1 the statistics are seeded from the prompt: its last `context` positions and the first
-output position, as the official round 1 does with its own draft pass over 32 — here from the hidden
-states the target's prefill computes anyway (seam `prompt_shadows`), so seeding costs only the LM head
-over (context + 1) × (1 + m) rows. Default 8, not 32 — and 3 with a measured cost: on this CPU the head
-is compute-bound, those rows are most of DEL's per-prompt overhead, and a measured cost means the rows
-are dear (the reason to measure). On the 0.5B's short qa answers 8 → 3 took del-measured from 0.93× to
-0.96× of vanilla; under the layer count the sparser start made DEL draft more at the deepest exit, which
-that model prices wrongly on this CPU (HumanEval 0.89× → 0.73×), so it keeps 8 (README "Results (DEL)").
+Before round 1 the statistics are seeded from the prompt's last `context` positions and the first
+output position (the official round 1 drafts over 32), from the hidden states the target's prefill
+computes anyway (seam `prompt_shadows`): (context + 1) × (1 + m) LM-head rows. Default 1 under a
+measured cost, 8 under the layer count — the head rows are dear on this CPU (on the 0.5B's short
+answers 3 → 1 took DEL from 0.92× to 0.97× of vanilla), but a sparse start made the layer-count DEL
+draft more where it loses (README "Results (DEL)", the context ablations).
 
 The official code's quirks (spec del.md §4.4) and what `faithful=False` (the default) does instead:
   1. d* is not a cap: when TPL says plain decoding (d* = 0) the official code still drafts up to 18
@@ -32,27 +30,22 @@ The official code's quirks (spec del.md §4.4) and what `faithful=False` (the de
 `faithful=True` reproduces all three. Both seed from the prompt (the official round 1 drafts one token
 at exit 1 to get there; output is the same, the seeded columns shift by one position).
 
-Beyond the official code (not a quirk fix; `probe=1` turns it off, `faithful` implies it): while TPL
-prefers plain decoding, the shadow rows — the LM head over 1 + m rows instead of 1 — are computed, and
-the statistics decayed and updated, only in probe rounds, whose spacing doubles while the probes keep
-choosing plain decoding (2, 4, … up to `probe` = 32 rounds after the seeding) and restarts at every
-round once DEL drafts; a drafting round always has them. Every round with d* = 0 — probes included —
-the engine runs as a plain decoding step (seam `plain_next`): at vanilla decoding's cost, plus the
-shadow rows through the head in a probe. A probe observes only `probe_exits` (2) of the m exits — the
-ones TPL could pick next, by an optimistic α (exit_stats.probe_pick) — so it costs 1 + 2 head rows, not
-1 + m (`probe_exits=0`: all); the others keep their α, their counts decaying until they are worth
-another look.
+Beyond the official code (`probe=1` turns it off, `faithful` implies it): while TPL prefers plain
+decoding, the shadow rows (1 + m head rows instead of 1) and the statistics' update run only in probe
+rounds, spaced 2, 4, … up to `probe` = 32 rounds while they keep choosing plain decoding, every round
+once DEL drafts. Every d* = 0 round, probes included, is a plain decoding step in the engine (seam
+`plain_next`); a probe observes only the `probe_exits` (2) exits TPL could pick next by an optimistic α
+(exit_stats.probe_pick), 1 + 2 head rows; drafting rounds and the seeding observe all m.
 
-The cost model (`cost`, `head_cost`): TPL's denominator counts layers, as the official code does (the
-default), optionally plus the LM head in layers — a number, or "weights": the layers its weights are
-worth (params.head_in_layers: 5.0 for the Qwen-1.5B, 9.1 for the 0.5B, 8.0 for SmolLM2), what a step
-bound by its weight reads pays (the head measured 4.8–5.9 layers' worth on this CPU). Measured, not
-assumed: on the 0.5B's issue sets "weights" and the plain count decided alike (both drafted at exit 23
-only, in at most 5 % of rounds) and ran alike, 0.86× of vanilla on average (README "Results (DEL)", run F),
-so the default stays the official count. Or the round's cost is measured on the machine in plain steps (a
-`RoundCost`, or "measured" to have `speculate` / `make_runner` time it on the target at the run's cache
-size; round_cost.py); then only the exits that could beat plain decoding at full acceptance stay
-candidates, and when none can, DEL is plain decoding with nothing else computed (no seeding, no probes).
+The cost model (`cost`; round_cost.py): by default TPL's denominator is a DEL round's cost measured on
+the machine in plain decoding steps (a draft forward per exit, the verification per width bucket, with
+the shadow rows) — the official count of layers misprices both on this CPU (a draft at the Qwens'
+deepest exit costs ~0.97 of a step, a 19-wide block 2–5 steps), so the layer-count DEL drafts where it
+loses (README "Results (DEL)", runs C–F: 0.76–0.98× of vanilla on the 0.5B). The measurement is kept
+on disk per machine and configuration (round_cost.cached_round_cost), exits that cannot beat plain
+decoding even at α = 1 are dropped, and with none left DEL is plain decoding with nothing else
+computed. `cost="layers"` (implied by `faithful` or a `head_cost`) is the official count, optionally
+plus the LM head in layers (`head_cost`: a number, or "weights" = params.head_in_layers).
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
@@ -116,14 +109,15 @@ class DELState:
 class DEL(SelfDrafter):
     """exits: candidate exits (layer counts, sorted, in 1..L−1), "spread" (default: up to 8 over the
     depth, the deepest included) or "all" (1..L−1, the official set; the shadow head then costs L−1 rows
-    per position); omega: the statistics' decay; context: prompt positions seeding them (official 32; None: 8, or 3
+    per position); omega: the statistics' decay; context: prompt positions seeding them (official 32; None: 8, or 1
     with a measured cost — `seed_context`); head_cost: the LM head's cost in layers in TPL's denominator
-    (0: the official layer count; "weights": its weights over a layer's, params.head_in_layers;
-    `del_selfspec.py costs` measures it on a machine);
-    cost: a measured `RoundCost` (round_cost.py) instead of the layer count — TPL's denominator in plain
-    steps; the candidate exits are then its kept exits (those that can beat plain decoding at all on the
-    machine it was measured on), and with none kept DEL decodes plainly: no seeding, no probes;
-    "measured": measured on the target's params when `speculate` / `make_runner` bind it; faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
+    under cost="layers" (0: the official count; "weights": params.head_in_layers);
+    cost: TPL's denominator — None (default): "measured", or "layers" when faithful or a head_cost is
+    given; "measured": a round's cost in plain steps, timed on the target's params when `speculate` /
+    `make_runner` bind the drafter (cached on disk, round_cost.cached_round_cost); a `RoundCost`: given;
+    "layers": the official layer count. With a measured cost the candidate exits are those that can beat
+    plain decoding at all there; with none, DEL decodes plainly (no seeding, no probes);
+    faithful: reproduce the official quirks (module docstring); dispatch: how the exit is chosen on
     device ("segments" or "switch", dynamic_exit.py); probe: while TPL chooses plain decoding, the
     statistics are gathered (and decayed) in probe rounds only, at most `probe` rounds apart (the gap
     doubles from 1 while the probes choose plain decoding), the others skipping the shadow
@@ -143,11 +137,12 @@ class DEL(SelfDrafter):
 
     def check(self, cfg: ModelConfig) -> None:
         L = cfg.num_layers
-        if isinstance(self.cost, str) and self.cost != "measured":
-            raise ValueError(f"cost {self.cost!r}: None (layers, the official model), 'measured' or a RoundCost")
+        if isinstance(self.cost, str) and self.cost not in ("measured", "layers"):
+            raise ValueError(f"cost {self.cost!r}: 'measured', 'layers' (the official count), a RoundCost or None "
+                             "(measured; layers when faithful or with a head_cost)")
         if not (self.head_cost == "weights" or isinstance(self.head_cost, (int, float))):
             raise ValueError(f"head_cost {self.head_cost!r}: layers (a number) or 'weights'")
-        if self.cost is not None and self.head_cost:
+        if self.cost_model != "layers" and self.head_cost:
             raise ValueError("head_cost is part of a measured round cost: give one or the other")
         if isinstance(self.cost, RoundCost):
             if self.cost.layers != L:
@@ -156,7 +151,7 @@ class DEL(SelfDrafter):
                 raise ValueError(f"DEL(cost=...) takes its candidate exits from the measured costs "
                                  f"({list(self.cost.exits)}): leave `exits` unset")
         ex = self._resolve(cfg) if isinstance(self.cost, RoundCost) else self._given_exits(cfg)
-        if not ex and self.cost is None:
+        if not ex and not isinstance(self.cost, RoundCost):  # a measured cost may keep none: plain decoding
             raise ValueError("DEL needs at least one candidate exit layer")
         if list(ex) != sorted(set(ex)):
             raise ValueError(f"candidate exit layers must be strictly increasing, got {list(ex)}")
@@ -185,27 +180,36 @@ class DEL(SelfDrafter):
 
     def _resolve(self, cfg: ModelConfig) -> tuple[int, ...]:
         """The candidate exits: the given ones, or with a measured cost those of its exits that can pay."""
-        if self.cost == "measured":
-            raise ValueError("DEL(cost='measured') is measured on the target's params: pass it to speculate / "
-                             "make_runner (they measure it), or call .calibrate(params) on the bound drafter")
-        if self.cost is not None:
+        if self.cost_model == "measured":
+            raise ValueError("DEL's measured cost model (the default) is timed on the target's params: pass the "
+                             "drafter to speculate / make_runner (they measure it or read it from the disk cache), "
+                             "call .calibrate(params) on the bound drafter, or use DEL(cost='layers')")
+        if isinstance(self.cost, RoundCost):
             return tuple(e for e, ok in zip(self.cost.exits, self._pays()) if ok)
         return self._given_exits(cfg)
 
     def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "DEL":
         bound = super().bind(cfg, mesh, plan)
-        exits = self._given_exits(cfg) if self.cost == "measured" else self._resolve(cfg)
+        exits = self._given_exits(cfg) if self.cost_model == "measured" else self._resolve(cfg)
         return dataclasses.replace(bound, exits=exits)
 
-    def calibrate(self, params, *, max_len: int = 512, depth: int = 18) -> "DEL":
-        """With cost='measured' (bound): the round cost measured on `params` over the candidate exits
-        (round_cost.measure_round_cost, ~40 s for SmolLM2 on this CPU); otherwise self."""
-        if self.cost != "measured":
+    def calibrate(self, params, *, max_len: int = 512, depth: int = 18, refresh: bool = False) -> "DEL":
+        """With a measured cost (bound): the round cost on `params` over the candidate exits, from the
+        disk cache or timed (round_cost.cached_round_cost; `refresh`: timed again); otherwise self."""
+        if self.cost_model != "measured":
             return self
-        from jaxspec.selfspec.round_cost import measure_round_cost
-        cost = measure_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
-                                  dispatch=self.dispatch)
+        from jaxspec.selfspec.round_cost import cached_round_cost
+        cost = cached_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
+                                 dispatch=self.dispatch, refresh=refresh)
         return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost))
+
+    @property
+    def cost_model(self) -> RoundCost | str:
+        """The cost model in effect: `cost`, or by default (None) "measured" — "layers" (the official
+        count) when `faithful` or a `head_cost` is given."""
+        if self.cost is None:
+            return "layers" if self.faithful or self.head_cost else "measured"
+        return self.cost
 
     def _resolve_with(self, cost: RoundCost) -> tuple[int, ...]:
         return dataclasses.replace(self, cost=cost)._resolve(self.bound_cfg)
@@ -215,7 +219,7 @@ class DEL(SelfDrafter):
 
     def _cost_table(self, gamma_max: int) -> np.ndarray:
         """TPL's denominator f32[m, gamma_max] over the candidate exits."""
-        if self.cost is None:
+        if self.cost_model == "layers":
             return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max,
                                           self.tpl_head_cost)
         return self.cost.matrix(gamma_max)[self._pays()]
@@ -233,10 +237,10 @@ class DEL(SelfDrafter):
     @property
     def seed_context(self) -> int:
         """Prompt positions (before the last) that seed the statistics: `context`, or by default 8 under
-        the layer count and 3 under a measured cost (module docstring)."""
+        the layer count and 1 under a measured cost (module docstring)."""
         if self.context is not None:
             return self.context
-        return 8 if self.cost is None else 3
+        return 8 if self.cost_model == "layers" else 1
 
     @property
     def plain_only(self) -> bool:
@@ -246,8 +250,9 @@ class DEL(SelfDrafter):
     def describe(self) -> dict:
         return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
                 "context": self.seed_context,
-                "head_cost": None if self.cost is not None else round(self.tpl_head_cost, 3), "faithful": self.faithful,
-                "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost or "layers",
+                "head_cost": None if self.cost_model != "layers" else round(self.tpl_head_cost, 3),
+                "faithful": self.faithful,
+                "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost_model,
                 "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
                 "probe_exits": self._picks or len(self.shadow_layers)}
 
@@ -282,7 +287,7 @@ class DEL(SelfDrafter):
         if method.shape.width != 1 or method.adaptive:
             raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
                              "(cap 18 in the paper), not a tree or an adaptive chain")
-        if self.cost is not None and method.shape.depth > self.cost.depth + 1:
+        if isinstance(self.cost, RoundCost) and method.shape.depth > self.cost.depth + 1:
             raise ValueError(f"the round costs cover chains of up to {self.cost.depth + 1} drafts, the method drafts "
                              f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}")
         stats = ExitStats.zeros(len(self.shadow_layers))

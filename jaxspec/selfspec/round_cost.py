@@ -8,7 +8,8 @@ with DEL's shadow rows costs 2.3–5 plain steps, and a draft at the deepest exi
 round TPL scores as a win can be slower than plain decoding even when every draft is accepted.
 
 `measure_round_cost` times the pieces a DEL round is made of, with the engine's own functions, at a
-given cache size, in units of one plain decoding step:
+given cache size, in units of one plain decoding step (every piece timed once per round, interleaved,
+fastest of `repeats` rounds kept):
     draft[i]   one draft forward (1 token) at candidate exit i, through DEL's exit dispatch
     verify[d]  the verification of d drafts: the engine's block for d + 1 positions (its width bucket,
                verification.verify_widths) with the shadow rows of the candidate exits
@@ -18,11 +19,21 @@ verify[d] + d·draft[i]. Exits that cannot beat plain decoding even at α = 1 un
 of its overhead); when none is left, DEL is plain decoding at no cost.
 
     cost = measure_round_cost(params, cfg, exits=spread_exits(cfg.num_layers), max_len=512)
-    speculate(target, None, prompts, method=chain(18), drafter=DEL(cost=cost))"""
+    speculate(target, None, prompts, method=chain(18), drafter=DEL(cost=cost))
+
+`cached_round_cost` is what DEL's default (`cost="measured"`) calls: the measurement is kept on disk
+(`$JAXSPEC_CACHE/round_cost/`, one JSON file per model shape, numerics, candidate exits, depth, cache
+size, dispatch, device kind and count, CPU count and JAX version), so a machine pays it once per
+configuration; delete the file (its path is logged) to measure again."""
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import logging
+import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +45,9 @@ from jaxspec.masks import causal_mask
 from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.exit_stats import can_pay
 from jaxspec.speculative.verification import chain_widths, verification_pass
-from jaxspec.timing import best_time
+from jaxspec.timing import best_times
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,36 +96,105 @@ def _kept(exits, draft, verify) -> tuple[int, ...]:
 
 
 def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                       context: int | None = None, dispatch: str = "segments", repeats: int = 5) -> RoundCost:
-    """Time a DEL round's pieces on this machine (best of `repeats`, batch 1, cache of `max_len` slots
-    holding `context` tokens, default half) and keep the exits that can pay. Verification is timed
-    again with the kept exits' shadow rows when the first pass (all exits' rows) dropped some."""
+                       context: int | None = None, dispatch: str = "segments", repeats: int = 7) -> RoundCost:
+    """Time a DEL round's pieces on this machine (batch 1, cache of `max_len` slots holding `context`
+    tokens, default half) and keep the exits that can pay. Every piece is timed once per round over
+    `repeats` rounds, the pieces interleaved, and its fastest time kept (timing.best_times): the costs are
+    ratios to the plain step, and a slow spell that hit only the step's repeats once made every exit look
+    cheap (README "Results (DEL)", run G). Verification is timed again, with the step, with the kept
+    exits' shadow rows when the first pass (all exits' rows) dropped some."""
     if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] >= cfg.num_layers:
         raise ValueError(f"candidate exits must be increasing layer counts in 1..{cfg.num_layers - 1}, got {exits}")
     ctx = max_len // 2 if context is None else context
     if ctx + depth + 1 > max_len:
         raise ValueError(f"context {ctx} + a {depth + 1}-wide block does not fit a {max_len}-slot cache")
     cache = init_cache(cfg, 1, max_len).replace(lengths=jnp.asarray([ctx], jnp.int32))
+    widths = [w for w in chain_widths(depth + 1) if w > 1]
 
-    def verify_s(width: int, shadow: tuple[int, ...]) -> float:
+    def verify_call(width: int, shadow: tuple[int, ...]) -> tuple:
         toks, pos = jnp.ones((1, width), jnp.int32), ctx + jnp.arange(width, dtype=jnp.int32)[None]
         f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
-        return best_time(f, params, toks, cache, pos, causal_mask(cache.lengths, width, max_len), repeats=repeats)
+        return f, params, toks, cache, pos, causal_mask(cache.lengths, width, max_len)
 
-    def verify_table(shadow: tuple[int, ...]) -> list[float]:
-        widths = chain_widths(depth + 1)
-        by_width = {w: verify_s(w, shadow) / step for w in widths if w > 1}
+    def verify_table(t: dict, step: float) -> list[float]:
+        by_width = {w: t[w] / step for w in widths}
         return [1.0] + [by_width[min(w for w in widths if w >= d + 1)] for d in range(1, depth + 1)]
 
-    step = verify_s(1, ())
     toks, pos = jnp.ones((1, 1), jnp.int32), jnp.asarray([[ctx]], jnp.int32)
     draft_fn = jax.jit(lambda p, c, i: exit_logits(p, toks, c, pos, causal_mask(c.lengths, 1, max_len), cfg,
                                                    tuple(exits), i, dispatch)[0])
-    draft = [best_time(draft_fn, params, cache, jnp.int32(i), repeats=repeats) / step for i in range(len(exits))]
-    verify = verify_table(tuple(exits))
+    calls = {"step": verify_call(1, ())}
+    calls |= {("draft", i): (draft_fn, params, cache, jnp.int32(i)) for i in range(len(exits))}
+    calls |= {w: verify_call(w, tuple(exits)) for w in widths}
+    t = best_times(calls, repeats)
+    step = t["step"]
+    draft = [t["draft", i] / step for i in range(len(exits))]
+    verify = verify_table(t, step)
     kept = _kept(exits, draft, verify)
     if kept and kept != tuple(exits):  # fewer shadow rows: a cheaper verification for the exits kept
-        verify = verify_table(kept)
+        t2 = best_times({"step": calls["step"]} | {w: verify_call(w, kept) for w in widths}, repeats)
+        step2 = min(step, t2["step"])
+        draft = [d * step / step2 for d in draft]
+        step, verify = step2, verify_table(t2, step2)
     draft = [c for e, c in zip(exits, draft) if e in kept]
     return RoundCost(kept, tuple(draft), tuple(verify), tuple(exits),
                      cfg.num_layers, max_len, 1e3 * step)
+
+
+def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, max_len: int, dispatch: str) -> dict:
+    """Everything a measured round cost depends on (not the weights' values: the same shapes cost the same)."""
+    leaves = jax.tree.leaves(params)
+    dev = jax.devices()[0]
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+    return {"version": 2, "cfg": repr(cfg), "param_dtypes": sorted({str(x.dtype) for x in leaves}),
+            "exits": list(exits), "depth": depth, "max_len": max_len, "dispatch": dispatch,
+            "platform": dev.platform, "device_kind": dev.device_kind,
+            "devices": len(sharding.device_set) if sharding is not None else 1,
+            "cpus": os.cpu_count(), "jax": jax.__version__}
+
+
+def cost_path(key: dict):
+    """The cache file of a measurement: `$JAXSPEC_CACHE/round_cost/<sha256 of the key>.json`."""
+    from conversion.assets import cache_dir
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "round_cost" / f"{digest}.json"
+
+
+def _load(path, key: dict) -> RoundCost | None:
+    """The cached cost, or None when there is none; a file that does not parse or answers another key
+    is measured again (a cache, not data: logged, then overwritten)."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        if rec["key"] != key:
+            raise ValueError("its key differs (a hash collision or an edited file)")
+        c = rec["cost"]
+        return RoundCost(tuple(c["exits"]), tuple(c["draft"]), tuple(c["verify"]), tuple(c["measured"]),
+                         int(c["layers"]), int(c["max_len"]), float(c["step_ms"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("DEL round cost cache %s is unreadable (%s): measuring again", path, e)
+        return None
+
+
+def cached_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
+                      dispatch: str = "segments", refresh: bool = False) -> RoundCost:
+    """`measure_round_cost`, kept on disk per `cost_key` (module docstring): the first call on a machine
+    measures (25–110 s for these models on a 2-core CPU) and writes the file atomically from process 0;
+    later calls read it. `refresh`: measure again and overwrite."""
+    key = cost_key(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch)
+    path = cost_path(key)
+    cost = None if refresh else _load(path, key)
+    if cost is not None:
+        log.info("DEL round cost read from %s", path)
+        return cost
+    t0 = time.perf_counter()
+    cost = measure_round_cost(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch)
+    log.info("DEL round cost measured in %.0f s, kept in %s", time.perf_counter() - t0, path)
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "cost": dataclasses.asdict(cost),
+                                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        os.replace(tmp, path)
+    return cost
