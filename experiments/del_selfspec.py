@@ -13,7 +13,8 @@ over rounds (a plain step costs L); DEL's from its per-round traces.
     python experiments/del_selfspec.py plot                                          # redraw every PNG
 
 Writes results/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
-results/del_sweep_<model>.json (+ .png: tokens/s contour over (E, γ), as the official sweep.py) and
+results/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official sweep.py, with
+the default DEL's on the same prompts) and
 results/del_costs_<model>.json."""
 from __future__ import annotations
 
@@ -76,17 +77,54 @@ def _methods(args, L: int):
     return out
 
 
+def _measure_set(m, spec: str, ids, methods, repeats: int, max_new_tokens: int, eos) -> tuple[dict, dict, dict]:
+    """Vanilla and `methods` on one set's prompts, interleaved prompt by prompt (experiments/interleaved.py),
+    best of `repeats`: vanilla with its own cache size, the speculative methods with theirs (one
+    verification block more). Returns the table (name → summary), DEL's first traces and each runner's
+    cache slots and measured round cost."""
+    import interleaved  # experiments/interleaved.py, beside this script
+    from jaxspec.decode import cache_slots
+    from jaxspec.speculative import make_runner
+
+    L, N = m.cfg.num_layers, max_new_tokens
+    longest = max(map(len, ids))
+    kw = dict(max_new_tokens=N, eos_ids=eos)
+    runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), **kw)}
+    for name, meth, drafter, _ in methods:
+        t0 = time.perf_counter()  # DEL's measured cost: timed here (or read) at this set's cache size
+        runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
+                                    drafter=drafter, **kw)
+        cost = runners[name].spec.drafter.describe().get("cost")
+        if isinstance(cost, dict):
+            log(f"[{spec}] {name}: round cost measured or read in {time.perf_counter() - t0:.0f}s: {json.dumps(cost)}")
+    compile_s = interleaved.prepare(runners, ids)
+    log(f"[{spec}] {len(ids)} prompts, compiled {list(runners)}")
+    rows = interleaved.measure(runners, ids, repeats, log)
+    table, traces = {"vanilla": dict(interleaved.summary(rows["vanilla"]), speedup=1.0, etpl=1 / L)}, {}
+    for name, _, _, e in methods:
+        s = interleaved.summary(rows[name], rows["vanilla"])
+        if "drafter" in rows[name][0]:
+            s["exit_layers"] = _exit_shares(rows[name])
+            traces[name] = [r["drafter"] for r in rows[name][:3]]
+        s["etpl"] = _etpl(s, rows[name], L, e)
+        s["compile_s"] = compile_s[name]
+        table[name] = {k: v for k, v in s.items() if k not in ("per_position", "histogram")}
+        log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
+            f"{s['prefill_ratio']:.2f}x), acceptance {s['acceptance_rate'] or 0:.2f}, eTPL {s['etpl']:.4f}, "
+            f"identical {s['vanilla_identical']}/{len(ids)}")
+    info = {"cache_slots": {n: r.spec.max_len for n, r in runners.items()}, "round_cost": {
+        n: c for n, r in runners.items() if n != "vanilla" and isinstance(c := r.spec.drafter.describe().get("cost"), dict)}}
+    return table, traces, info
+
+
 def cmd_run(args) -> None:
-    """Every method on the same prompts, interleaved prompt by prompt (experiments/interleaved.py):
-    vanilla with its own cache size, the speculative methods with theirs (one verification block more)."""
+    """Every method on the same prompts, interleaved prompt by prompt (`_measure_set`), set by set."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    import interleaved  # experiments/interleaved.py, beside this script
     from jaxspec.bench import environment, run_bench, write_json
-    from jaxspec.decode import cache_slots
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.selfspec import LayerSkip
-    from jaxspec.speculative import chain, make_runner
+    from jaxspec.speculative import chain
 
     m = load_model(args.model)
     L, N, eos = m.cfg.num_layers, args.max_new_tokens, eos_ids(m.tokenizer, m.cfg)
@@ -95,33 +133,7 @@ def cmd_run(args) -> None:
     sets = {spec: [encode(m.tokenizer, p) for p in load_prompts(*_source(spec))] for spec in args.sets}
     path = RESULTS / f"del_{args.model}{args.tag}.json"
     for spec, ids in sets.items():
-        longest = max(map(len, ids))
-        kw = dict(max_new_tokens=N, eos_ids=eos)
-        runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), **kw)}
-        methods = _methods(args, L)
-        for name, meth, drafter, _ in methods:
-            t0 = time.perf_counter()  # DEL's measured cost: timed here (or read) at this set's cache size
-            runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
-                                        drafter=drafter, **kw)
-            cost = runners[name].spec.drafter.describe().get("cost")
-            if isinstance(cost, dict):
-                log(f"[{spec}] {name}: round cost measured or read in {time.perf_counter() - t0:.0f}s: "
-                    f"{json.dumps(cost)}")
-        compile_s = interleaved.prepare(runners, ids)
-        log(f"[{spec}] {len(ids)} prompts, compiled {list(runners)}")
-        rows = interleaved.measure(runners, ids, args.repeats, log)
-        table, traces = {"vanilla": dict(interleaved.summary(rows["vanilla"]), speedup=1.0, etpl=1 / L)}, {}
-        for name, _, _, e in methods:
-            s = interleaved.summary(rows[name], rows["vanilla"])
-            if "drafter" in rows[name][0]:
-                s["exit_layers"] = _exit_shares(rows[name])
-                traces[name] = [r["drafter"] for r in rows[name][:3]]
-            s["etpl"] = _etpl(s, rows[name], L, e)
-            s["compile_s"] = compile_s[name]
-            table[name] = {k: v for k, v in s.items() if k not in ("per_position", "histogram")}
-            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
-                f"{s['prefill_ratio']:.2f}x), acceptance {s['acceptance_rate'] or 0:.2f}, eTPL {s['etpl']:.4f}, "
-                f"identical {s['vanilla_identical']}/{len(ids)}")
+        table, traces, info = _measure_set(m, spec, ids, _methods(args, L), args.repeats, N, eos)
         if args.hf_exit is not None and spec == args.sets[0]:
             source, limit = _source(spec)
             r = run_bench(args.model, source, method=chain(args.hf_gamma), max_new_tokens=N, limit=limit,
@@ -130,9 +142,7 @@ def cmd_run(args) -> None:
                                       "speedup": r["summary"]["hf_tok_per_s"] / table["vanilla"]["tok_per_s"],
                                       "hf_identical": r["summary"]["hf_identical"],
                                       "hf_settings": r["summary"].get("hf_assistant_settings")}
-        out["sets"][spec] = {"rows": table, "del_traces": traces, "cache_slots": {
-            n: r.spec.max_len for n, r in runners.items()}, "round_cost": {
-            n: c for n, r in runners.items() if n != "vanilla" and isinstance(c := r.spec.drafter.describe().get("cost"), dict)}}
+        out["sets"][spec] = {"rows": table, "del_traces": traces, **info}
         write_json(out, path)  # after every set: a crash keeps what was measured
     plot()
 
@@ -147,26 +157,31 @@ def _exit_shares(rows: list[dict]) -> dict:
 
 
 def cmd_sweep(args) -> None:
-    """LS over (E, γ) on one prompt set: tokens/s, acceptance and eTPL per cell (official sweep.py)."""
+    """LS over (E, γ) on one prompt set (official sweep.py), with vanilla and the default DEL on the same
+    prompts, all interleaved prompt by prompt, best of `--repeats` (`_measure_set`): speedup, acceptance
+    and eTPL per cell."""
     from conversion.loader import load_model
-    from jaxspec.bench import run_bench, write_json
-    from jaxspec.selfspec import LayerSkip
+    from conversion.tokenizer import eos_ids
+    from jaxspec.bench import environment, write_json
+    from jaxspec.prompts import encode, load_prompts
+    from jaxspec.selfspec import DEL, LayerSkip
     from jaxspec.speculative import chain
 
     m = load_model(args.model)
-    source, limit = _source(args.set)
-    common = dict(max_new_tokens=args.max_new_tokens, limit=limit, loaded=(m, None), log=log)
-    van = run_bench(args.model, source, **common)
-    cells = []
-    for e in map(int, args.exits.split(",")):
-        for g in map(int, args.gammas.split(",")):
-            s = run_bench(args.model, source, method=chain(g), vanilla=van, drafter=LayerSkip(e), **common)["summary"]
-            cells.append({"exit_layer": e, "gamma": g, "tok_per_s": s["tok_per_s"], "speedup": s["speedup"],
-                          "acceptance_rate": s["acceptance_rate"], "etpl": _etpl(s, [], m.cfg.num_layers, e)})
-            log(f"E{e} γ{g}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x), acceptance {s['acceptance_rate']:.2f}")
-    write_json({"model": args.model, "set": args.set, "max_new_tokens": args.max_new_tokens, "layers": m.cfg.num_layers,
-                "vanilla_tok_per_s": van["summary"]["tok_per_s"], "cells": cells, "env": van["env"]},
-               RESULTS / f"del_sweep_{args.model}.json")
+    L, N = m.cfg.num_layers, args.max_new_tokens
+    ids = [encode(m.tokenizer, p) for p in load_prompts(*_source(args.set))]
+    grid = [(e, g) for e in map(int, args.exits.split(",")) for g in map(int, args.gammas.split(","))]
+    methods = [] if args.no_del else [("del", chain(18), DEL(), None)]
+    methods += [(f"ls-E{e}-g{g}", chain(g), LayerSkip(e), e) for e, g in grid]
+    table, _, info = _measure_set(m, args.set, ids, methods, args.repeats, N, eos_ids(m.tokenizer, m.cfg))
+    pick = ("tok_per_s", "speedup", "decode_speedup", "acceptance_rate", "etpl", "vanilla_identical")
+    cells = [{"exit_layer": e, "gamma": g, **{k: table[f"ls-E{e}-g{g}"][k] for k in pick}} for e, g in grid]
+    write_json({"model": args.model, "set": args.set, "max_new_tokens": N, "layers": L, "repeats": args.repeats,
+                "measurement": "interleaved, best of repeats per prompt and method",
+                "vanilla_tok_per_s": table["vanilla"]["tok_per_s"], "cells": cells,
+                "del": {k: table["del"][k] for k in pick} if "del" in table else None,
+                "round_cost": info["round_cost"], "env": environment()},
+               RESULTS / f"del_sweep_{args.model}{args.tag}.json")
     plot()
 
 
@@ -259,11 +274,19 @@ def plot() -> None:
             for c in d["cells"]:
                 z[gs.index(c["gamma"]), es.index(c["exit_layer"])] = c["speedup"]
             fig, ax = plt.subplots(figsize=(6, 4.2))
-            cs = ax.contourf(es, gs, z, levels=12, cmap="viridis")
-            ax.contour(es, gs, z, levels=[1.0], colors="white", linewidths=1.5)
+            if min(z.shape) >= 2:
+                cs = ax.contourf(es, gs, z, levels=12, cmap="viridis")
+                ax.contour(es, gs, z, levels=[1.0], colors="white", linewidths=1.5)
+            else:  # a line of cells: no contour to draw
+                cs = ax.scatter([c["exit_layer"] for c in d["cells"]], [c["gamma"] for c in d["cells"]],
+                                c=[c["speedup"] for c in d["cells"]], s=200, cmap="viridis")
             fig.colorbar(cs, label="speedup over vanilla (white: 1.0)")
             ax.set_xlabel("exit layer E"), ax.set_ylabel("γ (drafts per round)")
-            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens)", fontsize=9)
+            best = max(d["cells"], key=lambda c: c["speedup"])
+            ax.plot(best["exit_layer"], best["gamma"], "w*", markersize=12)
+            extra = f"; DEL {d['del']['speedup']:.2f}x" if d.get("del") else ""
+            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens); best (*) "
+                         f"E{best['exit_layer']} γ{best['gamma']} {best['speedup']:.2f}x{extra}", fontsize=9)
         elif "sets" in d:
             sets = list(d["sets"])
             names = [n for n in d["sets"][sets[0]]["rows"] if n != "hf_early_exit"]
@@ -333,6 +356,9 @@ def main() -> None:
     s.add_argument("--exits", required=True)
     s.add_argument("--gammas", default="1,2,4,6")
     s.add_argument("--max-new-tokens", type=int, default=48)
+    s.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
+    s.add_argument("--no-del", action="store_true", help="LS cells and vanilla only")
+    s.add_argument("--tag", default="", help="suffix of the result file name")
     c = sub.add_parser("costs")
     c.add_argument("--model", required=True)
     sub.add_parser("plot")

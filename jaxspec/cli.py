@@ -70,6 +70,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(default: a round's pieces timed on this machine, 0.5-2 min the first time, then read from "
                    "$JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are dropped) or layers "
                    "(the official count; implied by --faithful or --head-cost)")
+    s.add_argument("--remeasure-cost", action="store_true", help="del: time the round cost again and overwrite "
+                                                                  "the kept file (the measured cost model only)")
     s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
                                                                                      "device")
     s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
@@ -137,7 +139,8 @@ def _method(args):
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
-DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "dispatch", "probe", "probe_exits", "context")
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
+               "context")
 
 
 def _check_draft(args) -> None:
@@ -187,7 +190,7 @@ def _drafter(args):
             opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "probe_exits", "context")
                     if getattr(args, k) is not None}
             return DEL(exits=_exits(args.exits), faithful=args.faithful,
-                       cost=args.cost, **opts)
+                       cost=args.cost, remeasure=args.remeasure_cost, **opts)
         if args.method == "fs":
             return FSM(args.exit_layer, start=_k(args))
         return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)

@@ -16,15 +16,7 @@ import jax
 def best_time(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
     """Seconds of the fastest of `repeats` calls `fn(*args)`, each waited for with `block_until_ready`,
     after one untimed warm-up call."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, perf_counter() - t)
-    return best
+    return best_times({0: (fn, *args)}, repeats)[0]
 
 
 def best_times(calls: dict[Any, tuple], repeats: int = 5) -> dict[Any, float]:

@@ -273,6 +273,8 @@ def test_del_user_errors(capsys):
              (["--method", "del", "--context", "-1"], "context and head_cost must be >= 0"),
              (["--method", "ls", "--exit-layer", "4", "--cost", "measured"], "--cost is a DEL option"),
              (["--method", "del", "--cost", "measured", "--head-cost", "3"], "head_cost is part of a measured round cost"),
+             (["--method", "ls", "--exit-layer", "4", "--remeasure-cost"], "--remeasure-cost is a DEL option"),
+             (["--method", "del", "--cost", "layers", "--remeasure-cost"], "remeasure times a measured round cost"),
              (["--method", "fs", "--exit-layer", "4", "-k", "-1"], "-k must be >= 0"),
              (["--method", "dv", "--exit-layer", "4", "-k", "0"], "-k must be >= 1")]
     for args, msg in cases:

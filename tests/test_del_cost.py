@@ -144,6 +144,9 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
                                                                   for k, v in rec["cost"].items()})
     with pytest.raises(AssertionError, match="measured again"):
         go(n=150)  # a larger cache: another key, timed
+    with pytest.raises(AssertionError, match="measured again"):  # asked to: timed although the file is there
+        speculate(Model(tp, CFG), None, prompts, method=chain(4), max_new_tokens=N_NEW,
+                  drafter=DEL(exits=(2, 5), remeasure=True))
     files[0].write_text("{ not json")
     monkeypatch.setattr(round_cost, "measure_round_cost", lambda *a, **k: NONE)
     with caplog.at_level("WARNING", logger="jaxspec"):
@@ -164,6 +167,8 @@ def test_cost_errors():
     with pytest.raises(ValueError, match="measure them with depth >= 5"):
         run(damped(0), [[1, 2, 3]], chain(6), DEL(cost=SOME))
     DEL(cost=SOME).bind(CFG).bind(CFG)  # binding twice keeps the kept exits
+    with pytest.raises(ValueError, match="remeasure.*'layers'"):
+        DEL(cost="layers", remeasure=True).bind(CFG)
 
 
 def test_head_in_layers_counts_the_weights_a_step_reads():
@@ -221,5 +226,8 @@ def test_cli_head_cost_takes_layers_or_weights():
     assert _drafter(args("--head-cost", "weights")).head_cost == "weights"
     assert _drafter(args("--head-cost", "2.5")).head_cost == 2.5
     assert _drafter(args("--cost", "measured")).cost == "measured"
+    assert _drafter(args("--remeasure-cost")).remeasure and not _drafter(args()).remeasure
+    with pytest.raises(ValueError, match="remeasure"):
+        _drafter(args("--remeasure-cost", "--cost", "layers")).bind(CFG)
     with pytest.raises(SystemExit):
         args("--head-cost", "lots")

@@ -4,7 +4,8 @@
 and DEL's dynamic exit and draft length chosen by tokens per layer (`DEL`; its cost model measured on
 the machine instead of counted in layers: `RoundCost`, `measure_round_cost`)."""
 from jaxspec.selfspec.chain import draft_chain
-from jaxspec.selfspec.del_drafter import DEL, DELState, DELTrace, spread_exits
+from jaxspec.selfspec.del_drafter import DEL, DELState, spread_exits
+from jaxspec.selfspec.del_trace import DELTrace
 from jaxspec.selfspec.draft_verify import DraftVerify, DVState
 from jaxspec.selfspec.exit_stats import ExitStats
 from jaxspec.selfspec.fsm import FSM

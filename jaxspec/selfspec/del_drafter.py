@@ -37,15 +37,10 @@ once DEL drafts. Every d* = 0 round, probes included, is a plain decoding step i
 `plain_next`); a probe observes only the `probe_exits` (2) exits TPL could pick next by an optimistic α
 (exit_stats.probe_pick), 1 + 2 head rows; drafting rounds and the seeding observe all m.
 
-The cost model (`cost`; round_cost.py): by default TPL's denominator is a DEL round's cost measured on
-the machine in plain decoding steps (a draft forward per exit, the verification per width bucket, with
-the shadow rows) — the official count of layers misprices both on this CPU (a draft at the Qwens'
-deepest exit costs ~0.97 of a step, a 19-wide block 2–5 steps), so the layer-count DEL drafts where it
-loses (README "Results (DEL)", runs C–F: 0.76–0.98× of vanilla on the 0.5B). The measurement is kept
-on disk per machine and configuration (round_cost.cached_round_cost), exits that cannot beat plain
-decoding even at α = 1 are dropped, and with none left DEL is plain decoding with nothing else
-computed. `cost="layers"` (implied by `faithful` or a `head_cost`) is the official count, optionally
-plus the LM head in layers (`head_cost`: a number, or "weights" = params.head_in_layers).
+The cost model (`cost`, round_cost.py): by default TPL's denominator is a round's cost in plain steps,
+measured on this machine and kept on disk — the official layer count misprices drafts and wide blocks
+on a CPU and drafts where it loses (README "Results (DEL)"); exits that cannot beat plain decoding are
+dropped. `cost="layers"` (implied by `faithful` or a `head_cost`) is the official count.
 
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
@@ -65,6 +60,7 @@ from jaxspec.params import head_in_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec import exit_stats
 from jaxspec.selfspec.chain import draft_chain
+from jaxspec.selfspec.del_trace import DELTrace
 from jaxspec.selfspec.dynamic_exit import DISPATCHES, exit_logits
 from jaxspec.selfspec.exit_stats import ExitStats
 from jaxspec.selfspec.layerskip import SelfDrafter
@@ -78,18 +74,6 @@ def spread_exits(num_layers: int, count: int = 8) -> tuple[int, ...]:
     top = num_layers - 1
     step = max(1.0, top / count)
     return tuple(sorted({max(1, round(top - i * step)) for i in range(count) if top - i * step >= 0.5}))
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class DELTrace:
-    """Per round (index = round number; rows past the last round keep −1 / NaN): the exit in effect (a
-    layer count, 0 for a plain decoding step), d*, τ, and the live rows' mean drafted and accepted."""
-    exit_layer: jax.Array  # i32[R]
-    gamma: jax.Array  # i32[R]
-    tau: jax.Array  # f32[R]
-    drafted: jax.Array  # f32[R]
-    accepted: jax.Array  # f32[R]
 
 
 @jax.tree_util.register_dataclass
@@ -123,7 +107,8 @@ class DEL(SelfDrafter):
     doubles from 1 while the probes choose plain decoding), the others skipping the shadow
     rows (1: every round, as the official code and `faithful`); probe_exits: how many candidate exits
     a probe observes — those with the best optimistic TPL (exit_stats.probe_pick); 0: all of them (the
-    official code, `faithful`). Drafting rounds and the seeding observe every exit."""
+    official code, `faithful`). Drafting rounds and the seeding observe every exit. remeasure: with a
+    measured cost, time it again and overwrite the kept file (after a driver update, say)."""
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
     context: int | None = None
@@ -133,6 +118,7 @@ class DEL(SelfDrafter):
     dispatch: str = "segments"
     probe: int = 32
     probe_exits: int = 2
+    remeasure: bool = False
     variable_depth = True
 
     def check(self, cfg: ModelConfig) -> None:
@@ -144,6 +130,8 @@ class DEL(SelfDrafter):
             raise ValueError(f"head_cost {self.head_cost!r}: layers (a number) or 'weights'")
         if self.cost_model != "layers" and self.head_cost:
             raise ValueError("head_cost is part of a measured round cost: give one or the other")
+        if self.remeasure and self.cost_model != "measured":
+            raise ValueError(f"remeasure times a measured round cost again; this DEL's cost model is {self.cost_model!r}")
         if isinstance(self.cost, RoundCost):
             if self.cost.layers != L:
                 raise ValueError(f"the round costs were measured on a {self.cost.layers}-layer model, the target has {L}")
@@ -200,8 +188,8 @@ class DEL(SelfDrafter):
             return self
         from jaxspec.selfspec.round_cost import cached_round_cost
         cost = cached_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
-                                 dispatch=self.dispatch, refresh=refresh)
-        return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost))
+                                 dispatch=self.dispatch, refresh=refresh or self.remeasure)
+        return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost), remeasure=False)
 
     @property
     def cost_model(self) -> RoundCost | str:
@@ -258,12 +246,8 @@ class DEL(SelfDrafter):
 
     def report(self, st: DELState) -> dict:
         """The per-round traces up to the last round (pooled over the batch: one exit per batch)."""
-        r = int(st.rounds)
-        tr = st.trace
         alpha = exit_stats.acceptance(st.stats)
-        return {"exit_layer": [int(x) for x in tr.exit_layer[:r]], "gamma": [int(x) for x in tr.gamma[:r]],
-                "tau": [float(x) for x in tr.tau[:r]], "drafted": [float(x) for x in tr.drafted[:r]],
-                "accepted": [float(x) for x in tr.accepted[:r]],
+        return {**st.trace.report(st.rounds),
                 "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha))) if alpha.size else {}}
 
     def _shallow(self, params, tokens, cache, positions, mask, exit_state):
@@ -295,10 +279,7 @@ class DEL(SelfDrafter):
         if ps is not None:
             stats = exit_stats.update(stats, ps.tokens == ps.greedy[..., None], ps.conf, ps.real, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
-        R = max_len  # a round emits >= 1 token per live row: never more rounds than slots
-        trace = DELTrace(jnp.full((R,), -1, jnp.int32), jnp.full((R,), -1, jnp.int32),
-                         jnp.full((R,), jnp.nan, jnp.float32), jnp.full((R,), jnp.nan, jnp.float32),
-                         jnp.full((R,), jnp.nan, jnp.float32))
+        trace = DELTrace.empty(max_len)  # a round emits >= 1 token per live row: never more rounds than slots
         gap, wait = self._next_probe(gamma, jnp.int32(1))  # the seeding counts as a probe
         if self.plain_only:  # never a probe: the engine decodes plainly to the end
             gap, wait = jnp.int32(0), jnp.int32(2 ** 30)
@@ -367,12 +348,7 @@ class DEL(SelfDrafter):
 
     def skip(self, st: DELState, rounds: jax.Array) -> DELState:
         """`rounds` plain steps recorded as `commit` records a plain round without statistics."""
-        tr = st.trace
-        idx = jnp.arange(tr.exit_layer.shape[0])
-        run = (idx >= st.rounds) & (idx < st.rounds + rounds)
-        fill = lambda a, v: jnp.where(run, jnp.asarray(v, a.dtype), a)  # noqa: E731
-        trace = DELTrace(fill(tr.exit_layer, 0), fill(tr.gamma, st.gamma), fill(tr.tau, st.tau),
-                         fill(tr.drafted, 0.0), fill(tr.accepted, 0.0))
+        trace = st.trace.plain_rounds(st.rounds, rounds, st.gamma, st.tau)
         return dataclasses.replace(st, rounds=st.rounds + rounds, wait=st.wait - rounds, trace=trace)
 
     def commit(self, params, st: DELState, out: Outcome, *, method) -> DELState:
@@ -403,8 +379,6 @@ class DEL(SelfDrafter):
         mean = lambda x: jnp.sum(x * live) / jnp.maximum(jnp.sum(live), 1)  # noqa: E731
         plain_step = (st.gamma == 0) & (not self.faithful)
         layer = jnp.where(plain_step, 0, jnp.asarray(self.shadow_layers, jnp.int32)[st.exit])
-        r, tr = st.rounds, st.trace
-        trace = DELTrace(tr.exit_layer.at[r].set(layer, mode="drop"), tr.gamma.at[r].set(st.gamma, mode="drop"),
-                         tr.tau.at[r].set(st.tau, mode="drop"), tr.drafted.at[r].set(mean(out.drafted), mode="drop"),
-                         tr.accepted.at[r].set(mean(out.n), mode="drop"))
+        r = st.rounds
+        trace = st.trace.record(r, layer, st.gamma, st.tau, mean(out.drafted), mean(out.n))
         return DELState(stats, idx, gamma, tau, r + 1, gap, wait, trace)
