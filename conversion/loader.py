@@ -76,6 +76,12 @@ def _plan(cfg: ModelConfig, mesh, replicated: bool) -> ShardingPlan | None:
     return replicated_plan(mesh) if replicated else plan_for(cfg, mesh)
 
 
+def load_model_tokenizer(model, dtype: str = "float32"):
+    """`model`'s tokenizer alone, no weights (from its converted checkpoint's saved copy when there is one)."""
+    path = assets.resolve(model)
+    return _tokenizer(path, _checkpoint_dir(path, dtype))
+
+
 def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "highest", cache_dtype=None,
                attention: str = "auto",
                use_checkpoint: bool = True, tokenizer: bool = True, checkpoint_root=None,

@@ -285,7 +285,7 @@ def plot() -> None:
             best = max(d["cells"], key=lambda c: c["speedup"])
             ax.plot(best["exit_layer"], best["gamma"], "w*", markersize=12)
             extra = f"; DEL {d['del']['speedup']:.2f}x" if d.get("del") else ""
-            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens); best (*) "
+            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens)\nbest (*) "
                          f"E{best['exit_layer']} γ{best['gamma']} {best['speedup']:.2f}x{extra}", fontsize=9)
         elif "sets" in d:
             sets = list(d["sets"])

@@ -126,9 +126,9 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     m, d = loaded if loaded is not None else (load_model(model, mesh=mesh, **numerics), None)
     log(f"loaded {model} in {m.load_s:.1f}s ({'orbax checkpoint' if m.from_checkpoint else 'converted'})")
     self_draft = drafter is not None and drafter.writes_target_cache  # drafts with the target's own layers
-    if method is not None and self_draft:
+    if method is not None and drafter is not None and not drafter.needs_draft_model:
         if draft is not None:
-            raise ValueError(f"{type(drafter).__name__} drafts with the target's own layers: give no draft model")
+            raise ValueError(f"{type(drafter).__name__} drafts without a draft model: give none")
     elif method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
@@ -193,8 +193,10 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
     if hf_baseline:
+        lookup = (method.shape.depth, drafter.max_ngram) if method is not None and hasattr(drafter, "max_ngram") else None
         _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log,
-                         getattr(runner.spec.drafter, "exit_layer", None) if self_draft and method is not None else None)
+                         getattr(runner.spec.drafter, "exit_layer", None) if self_draft and method is not None else None,
+                         lookup)
     return {"prompts": rows, "summary": summary, "env": environment()}
 
 
@@ -240,23 +242,26 @@ def _add_analytic(m, d, draft_params, method, ids, max_new_tokens, max_len, summ
         f"target steps)")
 
 
-def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log, early_exit=None) -> None:
+def _add_hf_baseline(source, draft_source, ids, rows, summary, max_new_tokens, eos, log, early_exit=None,
+                     prompt_lookup=None) -> None:
     from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
     hf = load_hf_model(source, summary["dtype"])
     assistant = load_hf_model(draft_source, summary["dtype"]) if draft_source is not None else None
     if assistant is not None or early_exit is not None:
         summary["hf_assistant_settings"] = assistant_settings(assistant if assistant is not None else hf)
-    hf_generate(hf, ids[0], min(8, max_new_tokens), eos, assistant, early_exit)  # warm-up, not timed
+    how = dict(assistant=assistant, early_exit=early_exit, prompt_lookup=prompt_lookup)
+    hf_generate(hf, ids[0], min(8, max_new_tokens), eos, **how)  # warm-up, not timed
     hf_new = hf_s = 0
+    name = ("assisted" if assistant is not None else f"assistant_early_exit={early_exit}" if early_exit is not None
+            else "prompt_lookup_num_tokens={}, max_matching_ngram_size={}".format(*prompt_lookup)
+            if prompt_lookup is not None else "vanilla")
     for row, pid in zip(rows, ids):
-        out, dt = hf_generate(hf, pid, max_new_tokens, eos, assistant, early_exit)
+        out, dt = hf_generate(hf, pid, max_new_tokens, eos, **how)
         row["hf_tok_per_s"] = len(out) / dt
         row["hf_identical"] = out == row["output_ids"]
         hf_new, hf_s = hf_new + len(out), hf_s + dt
-        log(f"  HF{' assisted' if assistant is not None else ' early-exit' if early_exit else ''} {row['id']}: "
-            f"{len(out)} tokens, {len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
-    summary["hf_method"] = ("assisted" if assistant is not None else
-                            f"assistant_early_exit={early_exit}" if early_exit is not None else "vanilla")
+        log(f"  HF {name} {row['id']}: {len(out)} tokens, {len(out) / dt:.2f} tok/s, identical={row['hf_identical']}")
+    summary["hf_method"] = name
     summary["hf_tok_per_s"] = hf_new / hf_s
     summary["speedup_vs_hf"] = summary["tok_per_s"] / summary["hf_tok_per_s"]
     summary["hf_identical"] = sum(r["hf_identical"] for r in rows)

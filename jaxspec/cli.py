@@ -26,20 +26,23 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="attention's products: einsum (ours), fused (jax.nn.dot_product_attention: cuDNN flash "
                         "attention on GPU where it applies) or auto (fused off CPU with --precision default)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del", "ngram"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
                         "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
                         "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
                         "(the model's first --exit-layer layers draft a chain of -k), fs: the same with the chain's length "
                         "moved +1/-1 after each round (starts at -k, at most 18), dv: Draft & Verify (the same "
                         "self-draft stopped at the first token below an adapted confidence threshold, at most -k), "
-                        "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k)")
+                        "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k), "
+                        "ngram: prompt lookup (the -k tokens that followed the last n-gram's most recent earlier "
+                        "occurrence in the prompt and output; no draft model)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("--draft-sharding", default=None, choices=["tp", "replicated"], help="on a --mesh: the draft "
                    "tensor-parallel by its own plan (default for chain/tree) or whole on every device (no "
                    "collectives in a draft step; EasySpec's draft always is)")
     p.add_argument("-k", type=int, default=None, help="chain: draft tokens per round (default 7; dv, del: the cap, "
-                                                       "default 18 as in DEL's paper; fs: the first round's)")
+                                                       "default 18 as in DEL's paper; fs: the first round's; ngram: the most "
+                                                       "tokens a lookup proposes, default 4)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
@@ -56,6 +59,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    choices=["every_round", "every_mismatch", "never", "prefill_only"])
     e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
     e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
+    g = p.add_argument_group("prompt lookup (ngram)")
+    g.add_argument("--max-ngram", type=int, default=None, help="ngram: the longest n-gram looked up (default 3)")
+    g.add_argument("--min-ngram", type=int, default=None, help="ngram: the shortest n-gram looked up (default 1)")
     s = p.add_argument_group("self-speculation (ls, fs, dv, del)")
     s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv: draft with the model's first E "
                                                                 "layers (1..L-1)")
@@ -125,7 +131,7 @@ FS_CAP = 18  # fs: the chain's static cap (the official FS has none; its γ rare
 
 
 def _k(args) -> int:
-    k = args.k if args.k is not None else (18 if args.method in ("dv", "del") else 7)
+    k = args.k if args.k is not None else (18 if args.method in ("dv", "del") else 4 if args.method == "ngram" else 7)
     if k < (0 if args.method == "fs" else 1):
         raise ValueError(f"-k must be >= {0 if args.method == 'fs' else 1} for --method {args.method}, got {k}")
     return k
@@ -139,6 +145,7 @@ def _method(args):
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
+NO_DRAFT = SELF_METHODS + ("ngram",)  # no draft model
 DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
                "context")
 
@@ -147,8 +154,13 @@ def _check_draft(args) -> None:
     given = [o for o in DEL_OPTIONS if getattr(args, o) is not None and getattr(args, o) is not False]  # 0 is given
     if given and args.method != "del":
         raise ValueError(f"--{given[0].replace('_', '-')} is a DEL option: it does nothing for --method {args.method}")
-    if args.draft_sharding is not None and (args.method in SELF_METHODS or args.method == "vanilla"):
+    ngram = [o for o in ("max_ngram", "min_ngram") if getattr(args, o) is not None]
+    if ngram and args.method != "ngram":
+        raise ValueError(f"--{ngram[0].replace('_', '-')} is an ngram option: it does nothing for --method {args.method}")
+    if args.draft_sharding is not None and (args.method in NO_DRAFT or args.method == "vanilla"):
         raise ValueError(f"--draft-sharding is for a draft model: --method {args.method} has none")
+    if args.method == "ngram" and args.draft:
+        raise ValueError("--method ngram drafts from the prompt and output (prompt lookup): drop --draft")
     if args.method in SELF_METHODS:
         if args.draft:
             raise ValueError(f"--method {args.method} drafts with the model's own first layers: drop --draft")
@@ -157,7 +169,7 @@ def _check_draft(args) -> None:
                              "candidates)")
         if args.method != "del" and args.exit_layer is None:
             raise ValueError(f"--method {args.method} needs --exit-layer E (the model's first E layers draft)")
-    elif args.method != "vanilla" and not args.draft:
+    elif args.method not in ("vanilla", "ngram") and not args.draft:
         raise ValueError(f"--method {args.method} needs --draft NAME")
 
 
@@ -184,6 +196,9 @@ def _exits(text):
 
 
 def _drafter(args):
+    if args.method == "ngram":
+        from jaxspec.speculative import NGram
+        return NGram(args.max_ngram or 3, args.min_ngram if args.min_ngram is not None else 1)
     if args.method in SELF_METHODS:
         from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
         if args.method == "del":
@@ -228,7 +243,7 @@ def cmd_generate(args) -> int:
     for note in m.plan.notes if m.plan else ():  # what the mesh could not split
         print(f"sharding: {note}", file=sys.stderr)
     d = None
-    if method is not None and args.method not in SELF_METHODS:
+    if method is not None and args.method not in NO_DRAFT:
         d = load_model(args.draft, mesh=mesh, **numerics, replicated=_draft_replicated(args))
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
@@ -246,6 +261,10 @@ def cmd_generate(args) -> int:
             c = e["cost"]
             print(f"del: round cost measured on this machine (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
                   f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}", file=sys.stderr)
+    if args.method == "ngram":
+        e = runner.spec.drafter.describe()
+        print(f"ngram: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams, up to {method.shape.depth} "
+              f"tokens a round, no draft model", file=sys.stderr)
     if args.method == "easyspec":
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",

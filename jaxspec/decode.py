@@ -25,7 +25,7 @@ from jaxspec.distributed import to_host
 from jaxspec.model import forward, forward_prompt
 from jaxspec.params import Params
 from jaxspec.sampling import GREEDY, SamplingConfig, sample
-from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.sharding import ShardingPlan, constrain_cache, constrain_rows
 
 PAD = -1  # fills token slots after a row's end
 
@@ -107,6 +107,14 @@ def _is_eos(tok: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
     return jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32))
 
 
+def _laid_out(s: DecodeState, spec: DecodeSpec) -> DecodeState:
+    """The entry points' output layout (sharding.constrain_rows): the cache per the plan, the rest per row."""
+    if spec.plan is None:
+        return s
+    return DecodeState(constrain_cache(s.cache, spec.plan),
+                       *constrain_rows((s.tokens, s.last, s.done, s.num, s.step, s.key), spec.plan))
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
             spec: DecodeSpec) -> DecodeState:
@@ -118,7 +126,7 @@ def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax
     first = sample(sub, logits[:, 0], spec.sampling)
     tokens = jnp.full((B, spec.max_new_tokens), PAD, jnp.int32).at[:, 0].set(first)
     done = _is_eos(first, spec.eos_ids) | (spec.max_new_tokens <= 1)
-    return DecodeState(cache, tokens, first, done, jnp.ones((B,), jnp.int32), jnp.int32(1), key)
+    return _laid_out(DecodeState(cache, tokens, first, done, jnp.ones((B,), jnp.int32), jnp.int32(1), key), spec)
 
 
 def _step(params: Params, s: DecodeState, spec: DecodeSpec) -> DecodeState:
@@ -137,13 +145,13 @@ def decode_loop(params: Params, state: DecodeState, *, spec: DecodeSpec) -> Deco
     """Generate until every row is done, entirely on device."""
     def cond(s):
         return (s.step < spec.max_new_tokens) & ~jnp.all(s.done)
-    return lax.while_loop(cond, lambda s: _step(params, s, spec), state)
+    return _laid_out(lax.while_loop(cond, lambda s: _step(params, s, spec), state), spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
 def decode_step(params: Params, state: DecodeState, *, spec: DecodeSpec) -> DecodeState:
     """One token for every row (the step of `VanillaRunner.stream`); the state, cache included, is donated."""
-    return _step(params, state, spec)
+    return _laid_out(_step(params, state, spec), spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))

@@ -31,16 +31,21 @@ def load_hf_model(path: Path, dtype: str = "float32"):
 
 
 def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int], assistant=None,
-                early_exit: int | None = None) -> tuple[list[int], float]:
+                early_exit: int | None = None, prompt_lookup: tuple[int, int] | None = None
+                ) -> tuple[list[int], float]:
     """Greedy `generate` for one prompt: (new token ids, EOS included; wall seconds, prefill included).
     With `assistant` (a draft model), HF assisted generation with transformers' default assistant
     settings (see `assistant_settings`); with `early_exit` E, HF's self-speculation
-    (`assistant_early_exit`: the first E layers draft, sharing weights but not the KV cache)."""
+    (`assistant_early_exit`: the first E layers draft, sharing weights but not the KV cache); with
+    `prompt_lookup` (k, n), HF's prompt lookup decoding (`prompt_lookup_num_tokens` = k,
+    `max_matching_ngram_size` = n; HF looks n-grams down to 1 and takes the earliest match)."""
     torch = _torch()
     inp = torch.tensor([list(ids)])
     extra = {} if assistant is None else {"assistant_model": assistant}
     if early_exit is not None:
         extra["assistant_early_exit"] = early_exit
+    if prompt_lookup is not None:
+        extra["prompt_lookup_num_tokens"], extra["max_matching_ngram_size"] = prompt_lookup
     t = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=max_new_tokens,

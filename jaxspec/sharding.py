@@ -90,6 +90,11 @@ class ShardingPlan:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())
 
+    def rows(self, ndim: int) -> NamedSharding:
+        """A per-row array [B, ...] (tokens, lengths, counts): rows as the batch rule says (over "data",
+        or replicated), its other dimensions replicated; a scalar (ndim 0) replicated."""
+        return self.sharding(("batch",) + (None,) * (ndim - 1)) if ndim else self.replicated()
+
 
 def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
     tp = mesh.shape.get(TP, 1)
@@ -192,6 +197,18 @@ def constrain_cache(cache: KVCache, plan: ShardingPlan | None) -> KVCache:
     return jax.lax.with_sharding_constraint(cache, plan.cache_shardings(cache))
 
 
+def constrain_rows(tree, plan: ShardingPlan | None):
+    """Every array in `tree` laid out per row (`ShardingPlan.rows`). With `constrain_cache` this is the
+    output layout the jitted entry points promise (decode.prefill / decode_loop, engine.spec_prefill /
+    spec_loop / the phases) — their out_shardings in effect, declared inside them because the layout
+    depends on the plan, which arrives in the static spec, after `jax.jit(out_shardings=...)` would
+    need it. Without it XLA picks the outputs' layout by propagation: a row counter could come out
+    split over "tp", and the next entry point's input (streaming, timing) would be re-laid out."""
+    if plan is None:
+        return tree
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, plan.rows(a.ndim)), tree)
+
+
 __all__ = ["ArrayInfo", "ShardingPlan", "make_mesh", "parse_mesh", "plan_for", "replicated_plan", "shard_params",
            "shard_model", "kv_repeats", "repeat_kv_heads", "expand_for_mesh",
-           "constrain_cache"]
+           "constrain_cache", "constrain_rows"]

@@ -280,3 +280,29 @@ def test_del_user_errors(capsys):
     for args, msg in cases:
         assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args
+
+
+def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys):
+    """Prompt lookup on SmolLM2 with no draft model: identical to vanilla and to HF's own prompt lookup
+    (prompt_lookup_num_tokens = -k, max_matching_ngram_size = --max-ngram); its settings in the JSON."""
+    out = tmp_path / "ngram.json"
+    assert main(["bench", "--model", MODEL, "--method", "ngram", "-k", "3", "--max-ngram", "2", "--prompts",
+                 "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out),
+                 "--compare-vanilla", "--hf-baseline"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["ngram"] == {"max_ngram": 2, "min_ngram": 1}
+    assert s["hf_method"] == "prompt_lookup_num_tokens=3, max_matching_ngram_size=2" and s["hf_identical"] == 2
+    assert s["drafted"] <= 3 * s["rounds"] and s["accepted"] <= s["drafted"]
+    assert "mean accepted length" in capsys.readouterr().out
+
+
+def test_ngram_user_errors(capsys):
+    cases = [(["--method", "ngram", "--draft", MODEL], "--method ngram drafts from the prompt and output"),
+             (["--method", "chain", "--draft", MODEL, "--max-ngram", "2"], "--max-ngram is an ngram option"),
+             (["--method", "ngram", "--min-ngram", "0"], "min_ngram must be an integer >= 1"),
+             (["--method", "ngram", "--max-ngram", "1", "--min-ngram", "2"], "max_ngram (1) must be >= min_ngram (2)"),
+             (["--method", "ngram", "--draft-sharding", "tp"], "--draft-sharding is for a draft model"),
+             (["--method", "ngram", "--adaptive"], "not a tree or an adaptive chain")]
+    for args, msg in cases:
+        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert msg in capsys.readouterr().err, args

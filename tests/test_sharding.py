@@ -133,15 +133,18 @@ def test_compiled_decode_moves_activations_only():
 
 def test_compiled_gqa_decode_gathers_no_cache():
     """GQA with fewer kv heads (2) than tp (4). Placed by plan_for alone (kv projections and cache
-    replicated), XLA computes the cache write split by kv head and all-gathers every layer's whole cache
-    at every step; with the kv heads repeated (shard_model, load_model) the program is tp=2's: two
-    activation all-reduces per layer per forward and no gathered cache."""
+    replicated), XLA used to compute the cache write split by kv head and all-gather every layer's whole
+    cache at every step — the loop's output cache had no declared layout, and propagation chose the
+    split one; the entry points' declared output layout (sharding.constrain_rows) keeps it as the plan
+    says, and no cache is gathered. With the kv heads repeated (shard_model, load_model) the cache is
+    split by head, and the program is tp=2's: two activation all-reduces per layer per forward."""
     cache = f"f32[1,{CFG.num_kv_heads},"
-    assert [s for s in _collectives(CFG, 4, expand=False).get("all-gather", []) if s.startswith(cache)]
-    got = _collectives(CFG, 4)
-    assert set(got) <= {"all-reduce", "all-gather"}, got
-    assert len(got["all-reduce"]) == 2 * 2 * CFG.num_layers + 2, got["all-reduce"]
-    assert all(s.startswith(("f32[1,4]", "s32[1,4]")) for s in got.get("all-gather", [])), got["all-gather"]
+    for expand in (False, True):
+        got = _collectives(CFG, 4, expand=expand)
+        assert set(got) <= {"all-reduce", "all-gather"}, got
+        assert not [s for s in got.get("all-gather", []) if s.startswith(cache)], (expand, got["all-gather"])
+        assert len(got["all-reduce"]) == 2 * 2 * CFG.num_layers + 2, got["all-reduce"]
+        assert all(s.startswith(("f32[1,4]", "s32[1,4]")) for s in got.get("all-gather", [])), got["all-gather"]
 
 
 @pytest.mark.parametrize("tp", [4, 8])
@@ -236,3 +239,51 @@ def test_data_axis_speculation_equals_vanilla_and_rejects_an_uneven_batch():
     assert got.output_ids == want.output_ids and got.stats["accepted"] == want.stats["accepted"] > 0
     with pytest.raises(ValueError, match="a batch of 3 rows does not divide over the mesh's 'data' axis of size 2"):
         speculate(target, draft, prompts[:3], method=chain(3), max_new_tokens=12)
+
+
+def test_entry_points_lay_out_their_outputs_as_declared():
+    """The jitted entry points' outputs come out in the declared layout (their out_shardings,
+    sharding.constrain_rows): on a data=2 × tp=4 mesh the target cache's rows over "data" and kv heads
+    over "tp", every per-row array's rows over "data" and nothing over "tp", scalars and the key
+    replicated — vanilla's prefill / step / loop, the engine's prefill / draft and verify phases / loop."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxspec.decode import decode_loop, decode_step
+    from jaxspec.speculative import DraftModel, chain, make_spec
+    from jaxspec.speculative.engine import draft_phase, spec_loop, spec_prefill, verify_phase
+    from tests.spec_helpers import DRAFT, TARGET, make_pair
+    mesh = make_mesh({"data": 2, "tp": 4})
+
+    def check(cache, *arrays):
+        for a in arrays:
+            want = NamedSharding(mesh, P("data", *(None,) * (a.ndim - 1)) if a.ndim else P())
+            assert a.sharding.is_equivalent_to(want, a.ndim), (a.shape, a.sharding)
+        for a in (*cache.k, *cache.v):
+            assert a.sharding.is_equivalent_to(NamedSharding(mesh, P("data", "tp", None, None)), 4), a.sharding
+        assert cache.lengths.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), 1)
+
+    prompts = random_prompts(np.random.default_rng(8), [5, 9, 3, 7], vocab=96)
+    params, cfg, plan = shard_model(PARAMS, CFG, mesh)
+    arr, lens, slots = pad_prompts(prompts, cfg, 8)
+    spec = DecodeSpec(cfg, 8, slots, plan=plan)
+    s = prefill(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=spec)
+    check(s.cache, s.tokens, s.last, s.done, s.num, s.step, s.key)
+    s = decode_step(params, s, spec=spec)
+    check(s.cache, s.tokens, s.last, s.done, s.num, s.step, s.key)
+    s = decode_loop(params, s, spec=spec)
+    check(s.cache, s.tokens, s.last, s.done, s.num, s.step, s.key)
+
+    tp_, dp_ = make_pair(4, 0.3)
+    (tparams, tcfg, tplan), (dparams, dcfg, dplan) = shard_model(tp_, TARGET, mesh), shard_model(dp_, DRAFT, mesh)
+    prompts = random_prompts(np.random.default_rng(9), [5, 11, 3, 8])
+    arr, lens, _ = pad_prompts(prompts, tcfg, 10)
+    sspec = make_spec(tcfg, DraftModel(dcfg, dplan), chain(3), prompt_len=arr.shape[1], max_new_tokens=10, plan=tplan)
+    fields = lambda st: (st.target_cache, st.tokens, st.last, st.committed, st.num, st.done,  # noqa: E731
+                         *jax.tree.leaves(st.stats), st.key)
+    st = spec_prefill(tparams, dparams, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(1), spec=sspec)
+    check(*fields(st))
+    st, t = draft_phase(tparams, dparams, st, spec=sspec)
+    check(*fields(st))
+    st = verify_phase(tparams, dparams, st, t, spec=sspec)
+    check(*fields(st))
+    check(*fields(spec_loop(tparams, dparams, st, spec=sspec)))

@@ -54,6 +54,7 @@ class SelfDrafter(Drafter):
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
     plan: ShardingPlan | None = dataclasses.field(default=None, kw_only=True)
     writes_target_cache = True
+    needs_draft_model = False
 
     def check(self, cfg: ModelConfig) -> None:
         """Raise ValueError for options that do not fit the target `cfg`."""

@@ -35,7 +35,7 @@ from jaxspec.decode import PAD, _is_eos
 from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
-from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.sharding import ShardingPlan, constrain_cache, constrain_rows
 from jaxspec.speculative.metrics import SpecStats
 from jaxspec.speculative.seam import Outcome, Round, Target, drafted_depths
 from jaxspec.speculative.tree import Tree, TreeShape, init_tree, path_nodes, verify_ancestors
@@ -79,14 +79,15 @@ def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adapt
                  ) -> SpecMethod | None:
     """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
     a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
-    fs, dv (Draft & Verify) and del (DEL) a chain of at most k (the drafter is chosen apart: cli.py)."""
+    fs, dv (Draft & Verify) and del (DEL) a chain of at most k, ngram (prompt lookup) a chain of at most k
+    (the drafter is chosen apart: cli.py)."""
     if name == "vanilla":
         return None
-    if name in ("chain", "ls", "fs", "dv", "del") or (name == "easyspec" and width == 1):
+    if name in ("chain", "ls", "fs", "dv", "del", "ngram") or (name == "easyspec" and width == 1):
         return chain(k, adaptive=adaptive)
     if name in ("tree", "easyspec"):
         return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv or del")
+    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv, del or ngram")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +127,17 @@ class SpecState:
     key: jax.Array
 
 
+def _laid_out(s: SpecState, spec: SpecSpec) -> SpecState:
+    """The entry points' output layout (sharding.constrain_rows): the target cache per the plan, the
+    engine's per-row fields per row; the draft state as its drafter laid it out."""
+    if spec.plan is None:
+        return s
+    tokens, last, committed, num, done, stats, key = constrain_rows(
+        (s.tokens, s.last, s.committed, s.num, s.done, s.stats, s.key), spec.plan)
+    return SpecState(constrain_cache(s.target_cache, spec.plan), s.draft_state, tokens, last, committed, num, done,
+                     stats, key)
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
                  spec: SpecSpec) -> SpecState:
@@ -145,8 +157,8 @@ def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: j
     N, D = spec.max_new_tokens, spec.shape.depth
     tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
     done = _is_eos(first, spec.eos_ids) | (N <= 1)
-    return SpecState(cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
-                     SpecStats.zeros(B, D), key)
+    return _laid_out(SpecState(cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
+                               SpecStats.zeros(B, D), key), spec)
 
 
 def _draft(target_params, draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
@@ -297,20 +309,21 @@ def _loop_body(target_params, draft_params, s: SpecState, spec: SpecSpec) -> Spe
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> SpecState:
     """Rounds until every row is done, on device (caches donated)."""
-    return lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _loop_body(target_params, draft_params, s, spec),
-                          state)
+    return _laid_out(lax.while_loop(lambda s: ~jnp.all(s.done),
+                                    lambda s: _loop_body(target_params, draft_params, s, spec), state), spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def draft_phase(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> tuple[SpecState, Tree]:
     """The drafting half of a round (timing mode)."""
-    return _draft(target_params, draft_params, state, spec)
+    s, t = _draft(target_params, draft_params, state, spec)
+    return _laid_out(s, spec), t
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def verify_phase(target_params, draft_params, state: SpecState, t: Tree, *, spec: SpecSpec) -> SpecState:
     """The verification half of a round (timing mode)."""
-    return _verify(target_params, draft_params, state, t, spec)
+    return _laid_out(_verify(target_params, draft_params, state, t, spec), spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))

@@ -33,6 +33,9 @@ Static declarations (class attributes of `Drafter`, overridden per drafter):
                                    its statistics there) — from the prefill's own hidden states;
   writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
                                    shallow layers ARE the target's);
+  needs_draft_model: bool          it drafts with a separate model's params (`prepare` gets them);
+                                   False: it has none (a self-drafter reads the target's, NGram the
+                                   token history) and `speculate(target, None, ...)` runs it;
   variable_depth: bool             a chain whose drafted depth varies between rounds (confidence stops,
                                    DEL's plain steps): verification then runs the narrowest block that
                                    holds the round's drafts (verification.verify_widths).
@@ -117,6 +120,7 @@ class Drafter:
     shadow_layers: tuple[int, ...] = ()
     prompt_shadows: int = 0
     writes_target_cache: bool = False
+    needs_draft_model: bool = True
     variable_depth: bool = False  # drafts fewer depths in some rounds (the engine then verifies narrower)
 
     def prepare(self, params):
