@@ -119,7 +119,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     `draft_replicated`: the draft whole on every device of `mesh` instead of tensor-parallel."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids as stop_ids
-    from jaxspec.speculative import check_vocab, make_runner, merge
+    from jaxspec.speculative import DraftModel, check_vocab, make_runner, merge
 
     prompts = load_prompts(prompts_source, limit)
     numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype, attention=attention)
@@ -132,7 +132,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     elif method is not None:
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
-        d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=drafter is not None or draft_replicated)
+        d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=draft_replicated or (
+            drafter is not None and not isinstance(drafter, DraftModel)))  # EasySpec's draft: replicated
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         log(f"draft {draft} loaded in {d.load_s:.1f}s")
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
@@ -161,6 +162,8 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [],
         "draft_sharding": None if d is None or d.plan is None else (
             "replicated" if d.plan == replicated_plan(d.plan.mesh) else "tp"),
+        "draft_vocab": (v.describe() if (v := getattr(runner.spec.drafter, "vocab", None)) is not None else None)
+        if method is not None else None,
         "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
         "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
         "decode_tok_per_s": tot["decode_tok_per_s"], "compile_s": compile_s, "prefill_s": tot["prefill_s"],

@@ -47,6 +47,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
+    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec: the draft's LM head keeps "
+                   "only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; lossless)")
+    p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
+                   "the one shipped in conversion/hot_vocab/ for the draft's tokenizer)")
     h = p.add_argument_group("multi-host (one process per host; or JAXSPEC_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
     h.add_argument("--coordinator", default=None, help="HOST:PORT of process 0's coordinator (jax.distributed)")
     h.add_argument("--num-processes", type=int, default=None)
@@ -146,6 +150,7 @@ def _method(args):
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
 NO_DRAFT = SELF_METHODS + ("ngram",)  # no draft model
+HOT_VOCAB_METHODS = ("chain", "tree", "easyspec")  # a draft model whose head --draft-vocab trims
 DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
                "context")
 
@@ -161,6 +166,14 @@ def _check_draft(args) -> None:
         raise ValueError(f"--draft-sharding is for a draft model: --method {args.method} has none")
     if args.method == "ngram" and args.draft:
         raise ValueError("--method ngram drafts from the prompt and output (prompt lookup): drop --draft")
+    if args.draft_vocab_file is not None and args.draft_vocab is None:
+        raise ValueError("--draft-vocab-file needs --draft-vocab N (how many of its tokens the head keeps)")
+    if args.draft_vocab is not None:
+        if args.method not in HOT_VOCAB_METHODS:
+            raise ValueError(f"--draft-vocab trims a draft model's LM head (--method {', '.join(HOT_VOCAB_METHODS)}): "
+                             f"--method {args.method} has none")
+        if args.draft_vocab <= 0:
+            raise ValueError(f"--draft-vocab must be >= 1 (tokens the draft head keeps), got {args.draft_vocab}")
     if args.method in SELF_METHODS:
         if args.draft:
             raise ValueError(f"--method {args.method} drafts with the model's own first layers: drop --draft")
@@ -195,7 +208,20 @@ def _exits(text):
         raise ValueError(f"--exits {text!r}: comma-separated layer counts, 'spread' or 'all'") from None
 
 
+def _hot_vocab(args):
+    """--draft-vocab N: the draft's N most frequent tokens, from the frequency file made for its tokenizer."""
+    if args.draft_vocab is None:
+        return None
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+    tok = load_model_tokenizer(args.draft)
+    return load_hot_vocab(args.draft_vocab_file or find_file(tok), args.draft_vocab, tokenizer=tok)
+
+
 def _drafter(args):
+    if args.method in ("chain", "tree") and args.draft_vocab is not None:
+        from jaxspec.speculative import DraftModel
+        return DraftModel(vocab=_hot_vocab(args))
     if args.method == "ngram":
         from jaxspec.speculative import NGram
         return NGram(args.max_ngram or 3, args.min_ngram if args.min_ngram is not None else 1)
@@ -213,7 +239,7 @@ def _drafter(args):
         return None
     from jaxspec.easyspec import EasySpec
     return EasySpec(parallel=args.parallel, head=args.head, tail=args.tail, policy=args.policy,
-                    calibration=args.calibration, scan_calibration=args.scan_calibration)
+                    calibration=args.calibration, scan_calibration=args.scan_calibration, vocab=_hot_vocab(args))
 
 
 def cmd_generate(args) -> int:
@@ -269,6 +295,8 @@ def cmd_generate(args) -> int:
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
               file=sys.stderr)
+    if (v := getattr(runner.spec.drafter, "vocab", None)) is not None:
+        print(f"draft head: {v.size} of {v.vocab_size} tokens ({v.file})", file=sys.stderr)
     key = jax.random.key(args.seed)
     if args.compare_vanilla:  # a fair comparison: both warmed up, both one on-device loop (no per-round sync)
         compile_s = runner.compile(ids)

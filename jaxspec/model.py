@@ -52,9 +52,14 @@ def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Arra
 
 
 def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Final norm + LM head: [B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding). The logits
+    """Final norm + LM head: [B, T, D] → logits f32[B, T, V] (tied heads reuse the embedding; a draft's
+    hot-vocabulary head computes only its tokens' logits, the others are -inf). The logits
     come out of the product in f32 whatever the dtype: bf16 logits would tie where f32 ones do not."""
     h = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    if "hot_head" in params:  # a draft's hot-vocabulary head (speculative/hot_vocab.py): V' rows read, not V;
+        hot = params["hot_head"]  # the logits go back to their ids, -inf elsewhere (never drafted, q = 0)
+        sub = linear(h, hot["w"], cfg.lax_precision, jnp.float32)  # [B, T, V']
+        return jnp.full(sub.shape[:-1] + (cfg.vocab_size,), -jnp.inf, jnp.float32).at[..., hot["ids"]].set(sub)
     return linear(h, params["embed"] if cfg.tie_embeddings else params["lm_head"], cfg.lax_precision, jnp.float32)
 
 

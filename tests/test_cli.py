@@ -306,3 +306,49 @@ def test_ngram_user_errors(capsys):
     for args, msg in cases:
         assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args
+
+
+def _smollm_frequencies(path):
+    """A frequency file for SmolLM2's tokenizer: its greedy continuation of a prompt, counted."""
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import count_tokens, write_frequencies
+    tok = load_model_tokenizer(MODEL)
+    ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n")
+    return write_frequencies(path, count_tokens([ids]), tok, 49152, {"test": True})
+
+
+def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys):
+    """SmolLM2 drafting for itself with its head trimmed to 8192 tokens: identical to vanilla (and HF), the
+    draft vocabulary in the JSON; drafts the full head would accept and the trimmed one cannot propose
+    are the only losses (acceptance < 1 unless every token is in the subset)."""
+    freq = tmp_path / "smollm2.json"
+    _smollm_frequencies(freq)
+    out = tmp_path / "hv.json"
+    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "3", "--draft-vocab", "8192",
+                 "--draft-vocab-file", str(freq), "--prompts", "humaneval-body", "--limit", "2",
+                 "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["vanilla_identical"] == 2
+    assert s["draft_vocab"] == {"size": 8192, "vocab_size": 49152, "file": "smollm2.json"}
+    assert s["draftmodel"] == {"draft_vocab": s["draft_vocab"]}
+    assert 0 < s["accepted"] <= s["drafted"]
+
+
+def test_hot_vocabulary_user_errors(capsys, tmp_path):
+    freq = tmp_path / "smollm2.json"
+    _smollm_frequencies(freq)
+    qwen = tmp_path / "qwen.json"
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import write_frequencies
+    write_frequencies(qwen, {1: 1}, load_model_tokenizer("qwen2.5-coder-0.5b-instruct"), 151936, {})
+    chain = ["--method", "chain", "--draft", MODEL]
+    cases = [(["--method", "ngram", "--draft-vocab", "10"], "--draft-vocab trims a draft model's LM head"),
+             (["--method", "del", "--draft-vocab", "10"], "--method del has none"),
+             ([*chain, "--draft-vocab", "0"], "--draft-vocab must be >= 1"),
+             ([*chain, "--draft-vocab-file", str(freq)], "--draft-vocab-file needs --draft-vocab N"),
+             ([*chain, "--draft-vocab", "50000", "--draft-vocab-file", str(freq)], "must be in 1..49152"),
+             ([*chain, "--draft-vocab", "100", "--draft-vocab-file", str(qwen)], "made for another tokenizer"),
+             ([*chain, "--draft-vocab", "100"], "no hot-vocabulary frequency file for this tokenizer")]
+    for args, msg in cases:
+        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert msg in capsys.readouterr().err, args

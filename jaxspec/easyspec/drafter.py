@@ -25,6 +25,7 @@ from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward_prompt
 from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import Tree, TreeShape
 
@@ -67,6 +68,7 @@ class EasySpec(Drafter):
     max_fuzzy_rounds: int = 1  # every_mismatch: skipped rounds before a forced calibration
     cfg: ModelConfig | None = None
     mesh: Mesh | None = None  # the draft's placement (replicated); a `layer` axis > 1 runs groups sharded
+    vocab: HotVocab | None = None  # a hot-vocabulary head (speculative/hot_vocab.py): drafts its V' tokens only
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -77,7 +79,8 @@ class EasySpec(Drafter):
             raise ValueError(f"max_fuzzy_rounds must be >= 1, got {self.max_fuzzy_rounds}")
 
     # ---- configuration -------------------------------------------------------------------------
-    def bind(self, cfg: ModelConfig, mesh: Mesh | None = None) -> "EasySpec":
+    def bind(self, cfg: ModelConfig, mesh: Mesh | None = None, plan=None) -> "EasySpec":
+        del plan  # the draft is replicated over `mesh`, not split by a tensor-parallel plan
         L = cfg.num_layers
         groups = check_groups(self.groups, L) if self.groups is not None else \
             default_groups(L, self.parallel, self.head, self.tail)
@@ -108,13 +111,16 @@ class EasySpec(Drafter):
         return {"partition": [list(g) for g in self.groups], "partition_text": describe(self.groups),
                 "policy": self.policy, "calibration": self.calibration,
                 "calibration_impl": "scan" if self.scan_calibration else "unrolled",
-                "path": f"shard_map over layer={self.layer_mesh.shape[LAYER]}" if self.layer_mesh else "vmap"}
+                "path": f"shard_map over layer={self.layer_mesh.shape[LAYER]}" if self.layer_mesh else "vmap",
+                "draft_vocab": self.vocab.describe() if self.vocab is not None else None}
 
     # ---- the drafter seam ----------------------------------------------------------------------
     def prepare(self, params) -> dict:
         """Once, on the host side: the params the drafter runs on (stacked copies it needs), placed
         replicated on the mesh."""
         self.bound_cfg
+        if self.vocab is not None:  # every draft logit (fuzzy and exact passes) from the trimmed head
+            params = trim_head(params, self.cfg, self.vocab)
         prepared = {"model": params,
                     "groups": stack_group_weights(params, self.groups) if self.layer_mesh is None else (None,) * len(self.groups),
                     "layers": cal.stack_all_layers(params) if self.scan_calibration else None}

@@ -4,12 +4,13 @@ from jaxspec.speculative.drafters import DraftModel
 from jaxspec.speculative.engine import (SpecMethod, SpecSpec, SpecState, chain, draft_phase, run_speculation,
                                         parse_method, spec_loop, spec_prefill, tree, verify_phase)
 from jaxspec.speculative.metrics import SpecStats, merge, summarize
+from jaxspec.speculative.hot_vocab import HotVocab, load_hot_vocab
 from jaxspec.speculative.ngram import NGram
 from jaxspec.speculative.runner import SpecRunner, make_runner
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, TreeShape
 
-__all__ = ["Model", "SpecOutput", "check_vocab", "make_spec", "pad_for", "speculate", "DraftModel", "NGram", "SpecMethod",
+__all__ = ["Model", "SpecOutput", "check_vocab", "make_spec", "pad_for", "speculate", "DraftModel", "HotVocab", "load_hot_vocab", "NGram", "SpecMethod",
            "SpecSpec", "SpecState", "chain", "draft_phase", "run_speculation", "spec_loop", "spec_prefill", "tree",
            "verify_phase", "SpecStats", "merge", "summarize", "SpecRunner", "make_runner", "parse_method", "Tree", "TreeShape",
            "Drafter", "Outcome", "Round", "Target"]

@@ -58,9 +58,9 @@ def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int =
     if drafter is None:
         return DraftModel(draft.cfg, plan)
     if getattr(drafter, "cfg", True) is None and hasattr(drafter, "bind"):
+        drafter = drafter.bind(draft.cfg, plan.mesh if plan is not None else None, plan=plan)
         if not drafter.writes_target_cache:
-            return drafter.bind(draft.cfg, plan.mesh if plan is not None else None)
-        drafter = drafter.bind(draft.cfg, plan=plan)
+            return drafter
     if target_params is not None and hasattr(drafter, "check_head"):  # a self-drafter reads the target's head:
         drafter.check_head(target_params)  # missing, it says so before anything runs
     if target_params is not None and hasattr(drafter, "calibrate"):  # DEL(cost="measured"): timed here

@@ -19,6 +19,7 @@ from jaxspec.masks import tree_mask
 from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import SamplingConfig, processed_logprobs
 from jaxspec.sharding import ShardingPlan, constrain_cache
+from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import (Tree, TreeShape, add_depth, depth_block, init_tree, ranked_children,
                                       select_children)
@@ -74,9 +75,24 @@ class DraftModelState:
 
 @dataclasses.dataclass(frozen=True)
 class DraftModel(Drafter):
-    """A separate (smaller) model sharing the target's vocabulary, with its own exact KV cache."""
-    cfg: ModelConfig
+    """A separate (smaller) model sharing the target's vocabulary, with its own exact KV cache; `vocab`:
+    a hot-vocabulary head (hot_vocab.py) — it drafts only the V' most frequent tokens, reading V' rows
+    of its LM head instead of V. `speculate` binds an unbound one (cfg None) to the draft model."""
+    cfg: ModelConfig | None = None
     plan: ShardingPlan | None = None
+    vocab: HotVocab | None = None
+
+    def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None) -> "DraftModel":
+        del mesh
+        return dataclasses.replace(self, cfg=cfg, plan=plan)
+
+    def prepare(self, params):
+        if self.cfg is None:
+            raise ValueError("DraftModel is not bound to a draft model: speculate / make_runner bind it")
+        return params if self.vocab is None else trim_head(params, self.cfg, self.vocab)
+
+    def describe(self) -> dict:
+        return {"draft_vocab": self.vocab.describe() if self.vocab is not None else None}
 
     def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int,
              method) -> DraftModelState:

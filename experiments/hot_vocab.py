@@ -1,0 +1,213 @@
+"""Hot-vocabulary draft heads (issue 16 §2; FR-Spec, VocabTrim) on the Qwen2.5-Coder pair: how much of
+the target's text the V most frequent tokens cover, what trimming the 0.5B draft's head to V saves per
+draft step, and what it costs in acceptance and end-to-end speed with the 1.5B target.
+
+    python -m conversion.hot_vocab --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
+    python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
+    python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
+    python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
+
+Coverage reads results/continuations/*_134_*.json (the 1.5B's greedy continuations of the experiments'
+own prompts; the calibration text came from other, held-out prompts: conversion/hot_vocab.py). `step`
+times one draft forward (T = 1, a 256-slot cache) with the trimmed head against the full one, and the
+target's for the ratio that bounds chain speculation. `run` times vanilla, the full-head chain and each
+V, interleaved prompt by prompt (experiments/interleaved.py), greedy, and checks every output against
+vanilla's. All write results/hot_vocab.json (one key per command) and results/hot_vocab.png."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
+SIZES = (4096, 8192, 16384, 32768, 65536)
+OUT = RESULTS / "hot_vocab.json"
+
+
+def log(s: str) -> None:
+    print(s, file=sys.stderr, flush=True)
+
+
+def _load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
+
+
+def _save(key: str, value) -> None:
+    from jaxspec.bench import write_json
+    out = _load()
+    out[key] = value
+    write_json(out, OUT)
+    plot(out)
+
+
+def _frequency_doc(tok):
+    from jaxspec.speculative.hot_vocab import find_file
+    path = find_file(tok)
+    return path, json.loads(path.read_text())
+
+
+def cmd_coverage(args) -> None:
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import coverage, rank
+    tok = load_model_tokenizer(TARGET)
+    path, doc = _frequency_doc(tok)
+    order = rank({t: n for t, n in doc["counts"]}, doc["vocab_size"], {t: n for t, n in doc.get("prior_counts", [])})
+    from types import SimpleNamespace
+
+    from conversion.tokenizer import eos_ids
+    stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
+    cut = lambda c: c[:next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]  # noqa: E731  (through EOS)
+    sets, pooled = {}, []
+    for f in sorted((RESULTS / "continuations").glob("*_134_*.json")):
+        d = json.loads(f.read_text())  # recorded without stop tokens: what follows EOS is never generated in use
+        toks = [t for c in d["continuations"] for t in cut(c[:args.new])]
+        pooled += toks
+        sets[d["source"]] = {str(n): c for n, c in coverage(order, toks, SIZES).items()}
+        log(f"{d['source']}: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets[d["source"]].items()))
+    sets["pooled"] = {str(n): c for n, c in coverage(order, pooled, SIZES).items()}
+    log("pooled: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets["pooled"].items()))
+    _save("coverage", {"file": path.name, "tokens_counted": doc["tokens_counted"], "distinct": doc["distinct"],
+                       "new_tokens": args.new, "sets": sets})
+
+
+def cmd_step(args) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from conversion.loader import load_model
+    from jaxspec.cache import init_cache
+    from jaxspec.model import forward
+    from jaxspec.speculative.hot_vocab import load_hot_vocab, trim_head
+    from jaxspec.timing import best_times
+
+    d, t = load_model(DRAFT), load_model(TARGET)
+    path, _ = _frequency_doc(d.tokenizer)
+    S, fill = 256, 128
+
+    def stepper(params, cfg):
+        cache = init_cache(cfg, 1, S).replace(lengths=jnp.full((1,), fill, jnp.int32))
+        fn = jax.jit(lambda p, c: forward(p, jnp.ones((1, 1), jnp.int32), c, cfg)[0])
+        return fn, params, cache
+
+    calls = {"target": stepper(t.params, t.cfg), "full": stepper(d.params, d.cfg)}
+    for n in args.sizes:
+        calls[n] = stepper(trim_head(d.params, d.cfg, load_hot_vocab(path, n, tokenizer=d.tokenizer)), d.cfg)
+    best = best_times(calls, args.repeats)
+    res = {"file": path.name, "repeats": args.repeats, "cache_slots": S, "target_ms": best["target"] * 1e3,
+           "full_ms": best["full"] * 1e3, "sizes": {}}
+    hb = d.cfg.vocab_size * d.cfg.hidden_size * 4
+    for n in args.sizes:
+        ms = best[n] * 1e3
+        res["sizes"][str(n)] = {"ms": ms, "saving": 1 - best[n] / best["full"], "vs_target": best[n] / best["target"],
+                           "head_bytes_saved": hb * (1 - n / d.cfg.vocab_size)}
+        log(f"V={n}: {ms:.2f} ms ({res['sizes'][str(n)]['saving']:.1%} below the full head's {best['full'] * 1e3:.2f} ms; "
+            f"{best[n] / best['target']:.3f} of a target step)")
+    log(f"full head: {best['full'] * 1e3:.2f} ms = {best['full'] / best['target']:.3f} of a target step "
+        f"({best['target'] * 1e3:.1f} ms)")
+    _save("step", res)
+
+
+def cmd_run(args) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import interleaved
+
+    from conversion.loader import load_model
+    from conversion.tokenizer import eos_ids
+    from jaxspec.decode import cache_slots
+    from jaxspec.prompts import encode, load_prompts
+    from jaxspec.speculative import DraftModel, chain, make_runner
+    from jaxspec.speculative.hot_vocab import load_hot_vocab
+
+    t, d = load_model(TARGET), load_model(DRAFT)
+    path, _ = _frequency_doc(d.tokenizer)
+    eos, N, meth = eos_ids(t.tokenizer, t.cfg), args.max_new_tokens, chain(args.k)
+    sets = {}
+    for spec in args.sets:
+        source, limit = spec.rsplit(":", 1)
+        ids = [encode(t.tokenizer, p) for p in load_prompts(source, int(limit))]
+        slots = cache_slots(max(map(len, ids)) + N + meth.shape.nodes + 1)
+        kw = dict(max_new_tokens=N, eos_ids=eos, max_len=slots)
+        runners = {"vanilla": make_runner(t, None, None, **kw), "full": make_runner(t, d, meth, **kw)}
+        for n in args.sizes:
+            runners[f"V{n}"] = make_runner(t, d, meth, **kw,
+                                           drafter=DraftModel(vocab=load_hot_vocab(path, n, tokenizer=d.tokenizer)))
+        compile_s = interleaved.prepare(runners, ids)
+        rows = interleaved.measure(runners, ids, args.repeats, log)
+        table = {"vanilla": interleaved.summary(rows["vanilla"])}
+        for name in list(runners)[1:]:
+            s = interleaved.summary(rows[name], rows["vanilla"])
+            table[name] = {k: v for k, v in s.items() if k not in ("per_row",)} | {"compile_s": compile_s[name]}
+            if s["vanilla_identical"] != len(ids):
+                raise RuntimeError(f"{spec} {name}: {s['vanilla_identical']}/{len(ids)} outputs equal vanilla's")
+            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+                f"{s['acceptance_rate']:.3f}, mean accepted {s['mean_accepted_length']:.2f}")
+        sets[spec] = table
+        _save("run", {"file": path.name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+
+
+def plot(out: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    if "coverage" in out:
+        ax = axes[0]
+        for name, cov in out["coverage"]["sets"].items():
+            xs = sorted(map(int, cov))
+            ax.plot([x // 1024 for x in xs], [cov[str(x)] for x in xs], marker="o",
+                    lw=2.5 if name == "pooled" else 0.8, label=name.replace("spec-bench:", ""))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("V (thousand tokens kept)")
+        ax.set_ylabel("share of the 1.5B's output tokens")
+        ax.set_title("coverage of held-out outputs", fontsize=9)
+        ax.legend(fontsize=6, ncol=2)
+    if "step" in out:
+        ax, s = axes[1], out["step"]
+        xs = sorted(map(int, s["sizes"]))
+        ax.plot([x // 1024 for x in xs], [s["sizes"][str(x)]["ms"] for x in xs], marker="o", label="trimmed head")
+        ax.axhline(s["full_ms"], color="k", ls="--", lw=0.8, label=f"full head ({s['full_ms']:.1f} ms)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("V (thousand tokens kept)")
+        ax.set_ylabel("0.5B draft step, ms")
+        ax.set_title(f"draft step (target step {s['target_ms']:.0f} ms)", fontsize=9)
+        ax.legend(fontsize=7)
+    if "run" in out:
+        ax = axes[2]
+        for spec, table in out["run"]["sets"].items():
+            names = [n for n in table if n != "vanilla"]
+            ax.plot(names, [table[n]["speedup"] for n in names], marker="o", label=f"{spec} speedup")
+            ax.plot(names, [table[n]["acceptance_rate"] for n in names], marker="x", ls=":", label=f"{spec} acceptance")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_title(f"chain k={out['run']['k']}, 1.5B target, vs vanilla", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "hot_vocab.png", dpi=110)
+    log(f"wrote {RESULTS / 'hot_vocab.png'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("coverage")
+    c.add_argument("--new", type=int, default=128)
+    s = sub.add_parser("step")
+    s.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
+    s.add_argument("--repeats", type=int, default=30)
+    r = sub.add_parser("run")
+    r.add_argument("--sets", nargs="+", default=["humaneval:5", "spec-bench:qa:3"])
+    r.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
+    r.add_argument("-k", type=int, default=4)
+    r.add_argument("--max-new-tokens", type=int, default=48)
+    r.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    {"coverage": cmd_coverage, "step": cmd_step, "run": cmd_run}[args.cmd](args)
+    log(f"done in {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

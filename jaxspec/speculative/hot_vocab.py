@@ -1,0 +1,169 @@
+"""Hot-vocabulary draft heads (FR-Spec, Zhao et al. 2025; VocabTrim, Goel et al. 2025): the draft's LM
+head keeps only the rows of the V' most frequent tokens, so a draft step reads V'·D head weights instead
+of V·D — on the Qwen2.5 0.5B (tied 151,936 × 896 head) the head is 28 % of the bytes a step streams.
+
+    vocab = load_hot_vocab(path, 32768, tokenizer=draft.tokenizer, vocab_size=draft.cfg.vocab_size)
+    speculate(target, draft, prompts, drafter=DraftModel(vocab=vocab))   # or EasySpec(vocab=vocab)
+
+The drafter's `prepare` adds `params["hot_head"]` = {"ids": i32[V'], "w": [V', D]} (`trim_head`); with it
+`model.head` computes the V' logits and puts them back at their ids in a full-vocabulary row that is
+−inf elsewhere. Everything downstream is unchanged: greedy drafting takes the argmax over the subset;
+sampling draws from q renormalised over the subset and 0 outside, and the engine's acceptance rule
+(accept x with min(1, p/q), resample from max(p − q, 0)) is exact for any q — so still lossless. A
+token outside the subset is never drafted, only emitted by the target (the extra token or a resample).
+
+The frequency file (JSON, written by `python -m conversion.hot_vocab`): counts of each token in text
+the *target* generated (VocabTrim found target-generated text a better calibration than raw text or the
+draft's own), the sha256 of the tokenizer's (token, id) table it was made with, and where the text came
+from; optionally `prior_counts`, token counts of raw text (the held-out prompts themselves). Ranking:
+generated count, most frequent first; ties (every token the target never generated among them) by the
+prior count, then by id, lowest first — a byte-level BPE vocabulary's ids follow its merge order, which
+follows the tokenizer corpus's pair counts. A few thousand generated tokens rank only a few thousand
+ids; the two priors order the rest by evidence rather than arbitrarily (measured in the README)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "jaxspec-hot-vocab/1"
+ASSET_DIR = Path(__file__).resolve().parents[2] / "conversion" / "hot_vocab"  # the files shipped with the repo
+
+
+def vocab_hash(tokenizer) -> str:
+    """sha256 of the tokenizer's (token, id) table (added tokens included): a frequency file is only
+    valid for the table it was counted with."""
+    table = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(table, ensure_ascii=False).encode()).hexdigest()
+
+
+def count_tokens(sequences: Iterable[Iterable[int]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for seq in sequences:
+        for t in seq:
+            counts[int(t)] = counts.get(int(t), 0) + 1
+    return counts
+
+
+def _dense(counts: dict[int, int] | None, vocab_size: int) -> np.ndarray:
+    c = np.zeros(vocab_size, np.int64)
+    for t, n in (counts or {}).items():
+        c[t] = n
+    return c
+
+
+def rank(counts: dict[int, int], vocab_size: int, prior: dict[int, int] | None = None) -> np.ndarray:
+    """Every token id, most frequent first; ties and unseen tokens by the prior count, then by id (the
+    module docstring)."""
+    c, p = _dense(counts, vocab_size), _dense(prior, vocab_size)
+    return np.lexsort((np.arange(vocab_size), -p, -c)).astype(np.int32)  # last key first
+
+
+def coverage(order: np.ndarray, tokens: Iterable[int], sizes: Iterable[int]) -> dict[int, float]:
+    """The share of `tokens` (e.g. held-out target outputs) among the first n ranked ids, per n."""
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.size)
+    at = pos[np.fromiter(tokens, np.int64)]
+    return {int(n): float(np.mean(at < n)) if at.size else float("nan") for n in sizes}
+
+
+def _pairs(counts: dict[int, int]) -> list[list[int]]:
+    return [[int(t), int(counts[t])] for t in sorted(counts, key=lambda t: (-counts[t], t))]
+
+
+def write_frequencies(path, counts: dict[int, int], tokenizer, vocab_size: int, source: dict,
+                      prior: dict[int, int] | None = None) -> dict:
+    """The frequency file for `counts` (token id → occurrences in target-generated text) and an optional
+    `prior` (occurrences in raw text: the order among tokens the counts tie on)."""
+    if any(not 0 <= t < vocab_size for t in list(counts) + list(prior or {})):
+        raise ValueError(f"token ids outside the vocabulary of {vocab_size} in the counts")
+    doc = {"format": FORMAT, "vocab_hash": vocab_hash(tokenizer), "vocab_size": vocab_size, "source": source,
+           "tokens_counted": int(sum(counts.values())), "distinct": len(counts), "counts": _pairs(counts)}
+    if prior:
+        doc["prior_counts"] = _pairs(prior)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)  # never a half-written file
+    return doc
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HotVocab:
+    """The V' token ids a draft head keeps (ascending: the trimmed head's rows in vocabulary order).
+    Static in a drafter (hashed by content, not by identity)."""
+    ids: np.ndarray  # i32[V']
+    vocab_size: int
+    file: str = ""
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.ids, np.int32).tobytes()).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash((self.digest, self.vocab_size))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, HotVocab) and (self.digest, self.vocab_size) == (other.digest, other.vocab_size)
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.size)
+
+    def describe(self) -> dict:
+        return {"size": self.size, "vocab_size": self.vocab_size, "file": self.file}
+
+
+def hot_vocab(counts: dict[int, int], size: int, vocab_size: int, file: str = "",
+              prior: dict[int, int] | None = None) -> HotVocab:
+    """The `size` top-ranked ids of `counts` (ties by `prior`, then id) as a HotVocab."""
+    if not 1 <= size <= vocab_size:
+        raise ValueError(f"draft vocabulary size {size}: it must be in 1..{vocab_size} (the model's vocabulary)")
+    return HotVocab(np.sort(rank(counts, vocab_size, prior)[:size]), vocab_size, file)
+
+
+def find_file(tokenizer, root: Path = ASSET_DIR) -> Path:
+    """The shipped frequency file made for this tokenizer (matched by its vocabulary hash)."""
+    h = vocab_hash(tokenizer)
+    for p in sorted(Path(root).glob("*.json")):
+        if json.loads(p.read_text()).get("vocab_hash") == h:
+            return p
+    raise ValueError(f"no hot-vocabulary frequency file for this tokenizer (vocab hash {h[:12]}…) in {root}: "
+                     "make one with `python -m conversion.hot_vocab --model TARGET` or give the file's path")
+
+
+def load_hot_vocab(path, size: int, *, tokenizer=None, vocab_size: int | None = None) -> HotVocab:
+    """The top `size` tokens of a frequency file, checked against the draft's tokenizer (its vocabulary
+    hash) and vocabulary size: a file made for another tokenizer would keep the wrong rows."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the hot-vocabulary file {path}: {e}") from None
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a hot-vocabulary frequency file (format {doc.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    if vocab_size is not None and doc["vocab_size"] != vocab_size:
+        raise ValueError(f"{path} was made for a vocabulary of {doc['vocab_size']} tokens, the draft has {vocab_size}")
+    if tokenizer is not None and doc["vocab_hash"] != vocab_hash(tokenizer):
+        raise ValueError(f"{path} was made for another tokenizer (vocabulary hash {doc['vocab_hash'][:12]}… , this "
+                         f"one {vocab_hash(tokenizer)[:12]}…): its frequencies would keep the wrong tokens")
+    return hot_vocab({t: n for t, n in doc["counts"]}, size, doc["vocab_size"], path.name,
+                     {t: n for t, n in doc.get("prior_counts", [])})
+
+
+def trim_head(params: dict, cfg, vocab: HotVocab) -> dict:
+    """`params` with `hot_head`: the LM head's rows of the kept tokens (the embedding's, when tied) —
+    model.head then computes logits over those tokens only (module docstring)."""
+    if vocab.vocab_size != cfg.vocab_size:
+        raise ValueError(f"the hot vocabulary was made for {vocab.vocab_size} tokens, the draft model has "
+                         f"{cfg.vocab_size}")
+    w = params["embed"] if cfg.tie_embeddings else params["lm_head"]
+    ids = jnp.asarray(vocab.ids, jnp.int32)
+    return {**params, "hot_head": {"ids": ids, "w": jnp.take(w, ids, axis=0)}}

@@ -1,0 +1,180 @@
+"""Hot-vocabulary draft heads: the ranking (count, then id), the frequency file (written atomically, checked
+against the tokenizer's vocabulary hash and size), the trimmed head (the kept tokens' logits exactly,
+−inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based:
+random subsets, chains, adaptive chains, trees, batches; EasySpec too), sampling with q renormalised
+over the subset following the target's exact joint, and the errors."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxspec import output_ids
+from jaxspec.easyspec import EasySpec
+from jaxspec.model import head
+from jaxspec.params import init_params
+from jaxspec.sampling import SamplingConfig
+from jaxspec.speculative import (DraftModel, HotVocab, Model, chain, draft_phase, load_hot_vocab, make_spec,
+                                 run_speculation, spec_prefill, speculate, summarize, tree)
+from jaxspec.speculative.hot_vocab import count_tokens, coverage, find_file, hot_vocab, rank, trim_head, write_frequencies
+from tests.helpers import random_prompts, tiny_cfg
+from tests.spec_helpers import DRAFT, TARGET, make_pair
+from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
+
+
+class Tok:
+    """A tokenizer as far as the frequency file cares: its (token, id) table."""
+
+    def __init__(self, n: int, salt: str = ""):
+        self.table = {f"t{i}{salt}": i for i in range(n)}
+
+    def get_vocab(self):
+        return dict(self.table)
+
+
+def subset(ids, vocab=TARGET.vocab_size) -> HotVocab:
+    return HotVocab(np.sort(np.asarray(ids, np.int32)), vocab)
+
+
+def test_rank_by_count_then_id():
+    counts = count_tokens([[5, 9, 2], [9, 5, 2, 9], [9]])  # 9: 4, 2: 2, 5: 2
+    assert counts == {9: 4, 5: 2, 2: 2}
+    assert rank(counts, 12).tolist() == [9, 2, 5, 0, 1, 3, 4, 6, 7, 8, 10, 11]
+    assert hot_vocab(counts, 4, 12).ids.tolist() == [0, 2, 5, 9]  # kept ascending: the head's row order
+    assert coverage(rank(counts, 12), [9, 9, 2, 11], [1, 3, 12]) == {1: 0.5, 3: 0.75, 12: 1.0}
+
+
+def test_frequency_file_round_trip_and_its_checks(tmp_path):
+    tok = Tok(12)
+    path = tmp_path / "model.json"
+    doc = write_frequencies(path, {3: 5, 7: 5, 1: 9}, tok, 12, {"target": "tiny"})
+    assert doc["tokens_counted"] == 19 and doc["counts"] == [[1, 9], [3, 5], [7, 5]]
+    v = load_hot_vocab(path, 3, tokenizer=tok, vocab_size=12)
+    assert v.ids.tolist() == [1, 3, 7] and v.file == "model.json" and v.describe()["size"] == 3
+    assert v == load_hot_vocab(path, 3) and hash(v) == hash(load_hot_vocab(path, 3))  # static: by content
+    assert v != load_hot_vocab(path, 4)
+    assert load_hot_vocab(path, 12).ids.tolist() == list(range(12))
+    assert find_file(tok, tmp_path) == path
+    with pytest.raises(ValueError, match="made for another tokenizer"):
+        load_hot_vocab(path, 3, tokenizer=Tok(12, salt="x"))
+    with pytest.raises(ValueError, match="no hot-vocabulary frequency file for this tokenizer"):
+        find_file(Tok(12, salt="x"), tmp_path)
+    with pytest.raises(ValueError, match="made for a vocabulary of 12 tokens, the draft has 13"):
+        load_hot_vocab(path, 3, vocab_size=13)
+    for n in (0, 13):
+        with pytest.raises(ValueError, match=r"draft vocabulary size .* must be in 1..12"):
+            load_hot_vocab(path, n)
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a hot-vocabulary frequency file"):
+        load_hot_vocab(tmp_path / "other.json", 3)
+    with pytest.raises(ValueError, match="cannot read the hot-vocabulary file"):
+        load_hot_vocab(tmp_path / "missing.json", 3)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        write_frequencies(tmp_path / "bad.json", {12: 1}, tok, 12, {})
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_trimmed_head_gives_the_kept_logits_and_minus_inf_elsewhere(tied):
+    cfg = tiny_cfg(tie_embeddings=tied)
+    params = init_params(jax.random.key(0), cfg, scale=0.5)
+    x = jax.random.normal(jax.random.key(1), (2, 3, cfg.hidden_size))
+    keep = np.array([0, 5, 6, 17, cfg.vocab_size - 1])
+    full = head(params, x, cfg)
+    hot = head(trim_head(params, cfg, subset(keep, cfg.vocab_size)), x, cfg)
+    np.testing.assert_allclose(hot[..., keep], full[..., keep], rtol=1e-6, atol=1e-6)
+    out = np.setdiff1d(np.arange(cfg.vocab_size), keep)
+    assert np.all(np.isneginf(np.asarray(hot[..., out])))
+    with pytest.raises(ValueError, match="made for 7 tokens, the draft model has"):
+        trim_head(params, cfg, HotVocab(np.arange(3, dtype=np.int32), 7))
+
+
+def _spec_run(tp, dp, drafter, method, prompts):
+    spec = make_spec(TARGET, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=(7,), max_len=SLOTS)
+    toks = np.zeros((len(prompts), WIDTH), np.int32)
+    for i, p in enumerate(prompts):
+        toks[i, :len(p)] = p
+    lens = jnp.asarray([len(p) for p in prompts], jnp.int32)
+    return spec, jnp.asarray(toks), lens
+
+
+def test_drafts_come_from_the_kept_tokens_only():
+    """A round's draft tree (chain and tree) holds only kept tokens, however the full head would rank."""
+    tp, dp = make_pair(2, 0.05)  # a draft that agrees with the target: its favourites are mostly cut away
+    keep = np.arange(0, TARGET.vocab_size, 3)
+    prompts = random_prompts(np.random.default_rng(0), [5, 17, 30])
+    for method in (chain(4), tree(3, 3)):
+        drafter = DraftModel(DRAFT, vocab=subset(keep))
+        spec, toks, lens = _spec_run(tp, dp, drafter, method, prompts)
+        state = spec_prefill(tp, drafter.prepare(dp), toks, lens, jax.random.key(0), spec=spec)
+        _, t = draft_phase(tp, drafter.prepare(dp), state, spec=spec)
+        drafted = np.asarray(t.tokens)[np.asarray(t.valid)]
+        assert drafted.size > 0 and np.isin(drafted, keep).all(), drafted
+
+
+METHODS = [chain(1), chain(4), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(2, 4)]
+
+
+def test_greedy_with_a_hot_vocabulary_equals_vanilla():
+    """Random kept subsets (a few tokens to all of them) on random pairs: output identical to vanilla.
+    Pooled over the examples, rounds rejecting at once, accepting partly and wholly all occur."""
+    hist = {"none": 0, "partial": 0, "full": 0}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, MAX_BATCH), seed=st.integers(0, 3),
+           lam=st.sampled_from([0.0, 0.3, 1.0]), keep=st.integers(2, TARGET.vocab_size), data=st.data())
+    def check(method, batch, seed, lam, keep, data):
+        tp, dp = make_pair(seed, lam)
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+        vocab = subset(rng.choice(TARGET.vocab_size, keep, replace=False))
+        lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
+        prompts = random_prompts(rng, lengths)
+        rows = prompts + [prompts[0]] * (MAX_BATCH - batch)
+        drafter = DraftModel(DRAFT, vocab=vocab)
+        spec, toks, lens = _spec_run(tp, dp, drafter, METHODS[method], rows)
+        state = run_speculation(tp, drafter.prepare(dp), toks, lens, jax.random.key(0), spec=spec)
+        assert output_ids(state)[:batch] == vanilla_rows(tp, prompts)
+        h = summarize(state.stats, list(range(batch)))["histogram"]
+        hist["none"] += h[0]
+        hist["partial"] += sum(h[1:-1])
+        hist["full"] += h[-1]
+
+    check()
+    assert min(hist.values()) > 0, hist
+
+
+def test_easyspec_and_speculate_with_a_hot_vocabulary():
+    """Through `speculate` with unbound drafters (bound to the draft there): the separate draft model and
+    EasySpec's layer-parallel draft, each with half the vocabulary — vanilla's output, some accepted."""
+    tp, dp = make_pair(1, 0.05)
+    prompts = random_prompts(np.random.default_rng(3), [12, 4])
+    vocab = subset(np.arange(0, TARGET.vocab_size, 2))
+    want = vanilla_rows(tp, prompts, eos=())
+    for drafter in (DraftModel(vocab=vocab), EasySpec(groups=((0, 1),), vocab=vocab)):
+        out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompts, method=chain(3), max_new_tokens=N_NEW,
+                        drafter=drafter)
+        assert out.output_ids == want, type(drafter).__name__
+        assert 0 < out.stats["accepted"] < out.stats["drafted"], out.stats
+
+
+@pytest.mark.parametrize("method,sampling", [(chain(3), SamplingConfig(1.0)), (tree(2, 3), SamplingConfig(0.8, top_k=4))],
+                         ids=["chain3-t1", "tree2x3-top4"])
+def test_hot_vocabulary_sampling_matches_the_target_joint(method, sampling):
+    """q renormalised over the kept tokens (0 outside) — the acceptance rule stays exact: the first three
+    tokens follow the target's joint, tokens outside the subset included (the target emits them)."""
+    from tests.test_spec_sampling import DRAFT as SMALL_DRAFT, V, check_sampling
+    check_sampling(method, sampling, DraftModel(SMALL_DRAFT, vocab=HotVocab(np.array([0, 2, 3, 5, 6], np.int32), V)))
+
+
+def test_unbound_draft_model_and_size_errors():
+    tp, dp = make_pair(1, 0.3)
+    with pytest.raises(ValueError, match="not bound to a draft model"):
+        DraftModel().prepare(dp)
+    with pytest.raises(ValueError, match="made for 7 tokens"):
+        speculate(Model(tp, TARGET), Model(dp, DRAFT), [[1, 2]], method=chain(2), max_new_tokens=4,
+                  drafter=DraftModel(vocab=HotVocab(np.arange(3, dtype=np.int32), 7)))
+    with pytest.raises(ValueError, match="must be in 1.."):
+        hot_vocab({}, 0, 10)
