@@ -295,7 +295,7 @@ def cmd_generate(args) -> int:
         e = runner.spec.drafter.describe()
         print(f"easyspec: groups {e['partition_text']}, {e['policy']}, calibration {e['calibration']}, {e['path']}",
               file=sys.stderr)
-    if (v := getattr(runner.spec.drafter, "vocab", None)) is not None:
+    if (v := getattr(getattr(runner.spec, "drafter", None), "vocab", None)) is not None:  # vanilla: no drafter
         print(f"draft head: {v.size} of {v.vocab_size} tokens ({v.file})", file=sys.stderr)
     key = jax.random.key(args.seed)
     if args.compare_vanilla:  # a fair comparison: both warmed up, both one on-device loop (no per-round sync)
