@@ -47,3 +47,14 @@ def assert_target_cache_is_vanillas(cache, tp, cfg, prompts, outputs, slots: int
             for got, want in ((cache.k, ref.k), (cache.v, ref.v)):
                 np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),
                                            atol=2e-5)
+
+
+def pool_outcomes(hist: dict, stats, batch: int) -> None:
+    """Add the first `batch` rows' rounds to `hist` by outcome: drafts rejected at once ("none"), partly
+    ("partial") or wholly ("full") accepted — what a property test must have covered for its equality
+    to prove much."""
+    from jaxspec.speculative import summarize
+    h = summarize(stats, list(range(batch)))["histogram"]  # rounds by accepted length 0..depth
+    hist["none"] += h[0]
+    hist["partial"] += sum(h[1:-1])
+    hist["full"] += h[-1]

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from jaxspec import output_ids
 from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative import Model, NGram, chain, make_spec, run_speculation, speculate, summarize, tree
+from jaxspec.speculative import Model, NGram, chain, make_spec, run_speculation, speculate, tree
 from jaxspec.speculative.ngram import lookup
-from tests.spec_helpers import TARGET, make_pair
+from tests.spec_helpers import TARGET, make_pair, pool_outcomes
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
 
@@ -78,10 +78,7 @@ def test_greedy_ngram_equals_vanilla():
         state = run_speculation(tp, None, jnp.asarray(toks), jnp.asarray([len(p) for p in rows], jnp.int32),
                                 jax.random.key(0), spec=spec)
         assert output_ids(state)[:batch] == vanilla_rows(tp, prompts)
-        h = summarize(state.stats, list(range(batch)))["histogram"]
-        hist["none"] += h[0]
-        hist["partial"] += sum(h[1:-1])
-        hist["full"] += h[-1]
+        pool_outcomes(hist, state.stats, batch)
 
     check()
     assert min(hist.values()) > 0, hist

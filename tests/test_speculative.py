@@ -13,7 +13,7 @@ from jaxspec.sharding import replicated_plan
 from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
                                  summarize, tree)
 from tests.helpers import VOCAB, random_prompts, tiny_cfg
-from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair
+from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair, pool_outcomes
 
 N_NEW = 24
 WIDTH = 32  # every prompt padded to this width: one compile per (method, batch)
@@ -64,10 +64,7 @@ def test_greedy_speculation_equals_vanilla():
         prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
         state = spec_rows(tp, dp, prompts + [prompts[0]] * (MAX_BATCH - batch), METHODS[method])
         assert output_ids(state)[:batch] == vanilla_rows(tp, prompts)
-        h = summarize(state.stats, list(range(batch)))["histogram"]  # rounds by accepted length 0..depth
-        hist["none"] += h[0]
-        hist["partial"] += sum(h[1:-1])
-        hist["full"] += h[-1]
+        pool_outcomes(hist, state.stats, batch)
 
     check()
     rounds = sum(hist.values())
