@@ -95,6 +95,16 @@ def _exit_shares(rows: list[dict]) -> dict:
             "mean_tau": float(np.mean(taus)) if taus else None, "mean_drafted": float(np.mean(drafted)) if drafted else None}
 
 
+def _stage_shares(rows: list[dict]) -> dict:
+    """Cascade over a prompt set: rounds served by the lookup alone and by the draft model (extend: rounds
+    with a lookup proposal to extend and without), the model's runs and catch-up forwards."""
+    tot = {k: sum(r["drafter"]["cascade"][k] for r in rows) for k in ("ngram_rounds", "model_rounds",
+                                                                      "ngram_tokens_offered", "model_passes",
+                                                                      "catchup_passes")}
+    n = tot["ngram_rounds"] + tot["model_rounds"]
+    return {**tot, "ngram_share": tot["ngram_rounds"] / n if n else None}
+
+
 def _totals(rows: list[dict]) -> dict:
     new = sum(r["new_tokens"] for r in rows)
     prefill_s = sum(r["prefill_s"] for r in rows)
@@ -119,7 +129,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     `draft_replicated`: the draft whole on every device of `mesh` instead of tensor-parallel."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids as stop_ids
-    from jaxspec.speculative import DraftModel, check_vocab, make_runner, merge
+    from jaxspec.speculative import Cascade, DraftModel, check_vocab, make_runner, merge
 
     prompts = load_prompts(prompts_source, limit)
     numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype, attention=attention)
@@ -133,7 +143,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
         d = d if d is not None else load_model(draft, mesh=mesh, **numerics, replicated=draft_replicated or (
-            drafter is not None and not isinstance(drafter, DraftModel)))  # EasySpec's draft: replicated
+            drafter is not None and not isinstance(drafter, (DraftModel, Cascade))))  # EasySpec's draft: replicated
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         log(f"draft {draft} loaded in {d.load_s:.1f}s")
     ids = [encode(m.tokenizer, p, chat) for p in prompts]
@@ -177,8 +187,10 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         summary["mean_drafted_depth"] = summary["drafted"] / summary["rounds"] if summary["rounds"] else None
         if drafter is not None:  # "easyspec" / "layerskip": the drafter's own settings
             summary[type(drafter).__name__.lower()] = runner.spec.drafter.describe()
-        if any("drafter" in r for r in rows):
+        if any("exit_layer" in r.get("drafter", {}) for r in rows):
             summary["exit_layers"] = _exit_shares(rows)
+        if any("cascade" in r.get("drafter", {}) for r in rows):
+            summary["cascade_stages"] = _stage_shares(rows)
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9

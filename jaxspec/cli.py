@@ -27,7 +27,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="attention's products: einsum (ours), fused (jax.nn.dot_product_attention: cuDNN flash "
                         "attention on GPU where it applies) or auto (fused off CPU with --precision default)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del", "ngram"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del", "ngram",
+                                                          "cascade"],
                    help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
                         "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
                         "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
@@ -36,19 +37,21 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "self-draft stopped at the first token below an adapted confidence threshold, at most -k), "
                         "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k), "
                         "ngram: prompt lookup (the -k tokens that followed the last n-gram's most recent earlier "
-                        "occurrence in the prompt and output; no draft model)")
+                        "occurrence in the prompt and output; no draft model), cascade: prompt lookup where it proposes at least "
+                        "--min-match tokens, the --draft model's chain of -k elsewhere (or, with --cascade-extend, "
+                        "the model continuing every lookup proposal to -k tokens)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("--draft-sharding", default=None, choices=["tp", "replicated"], help="on a --mesh: the draft "
                    "tensor-parallel by its own plan (default for chain/tree) or whole on every device (no "
                    "collectives in a draft step; EasySpec's draft always is)")
     p.add_argument("-k", type=int, default=None, help="chain: draft tokens per round (default 7; dv, del: the cap, "
                                                        "default 18 as in DEL's paper; fs: the first round's; ngram: the most "
-                                                       "tokens a lookup proposes, default 4)")
+                                                       "tokens a lookup proposes, default 4; cascade: default 4)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
-    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec: the draft's LM head keeps "
+    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec, cascade: the draft's LM head keeps "
                    "only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; lossless)")
     p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
                    "the one shipped in conversion/hot_vocab/ for the draft's tokenizer)")
@@ -64,9 +67,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    choices=["every_round", "every_mismatch", "never", "prefill_only"])
     e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
     e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
-    g = p.add_argument_group("prompt lookup (ngram)")
-    g.add_argument("--max-ngram", type=int, default=None, help="ngram: the longest n-gram looked up (default 3)")
-    g.add_argument("--min-ngram", type=int, default=None, help="ngram: the shortest n-gram looked up (default 1)")
+    g = p.add_argument_group("prompt lookup (ngram, cascade)")
+    g.add_argument("--max-ngram", type=int, default=None, help="the longest n-gram looked up (default 3)")
+    g.add_argument("--min-ngram", type=int, default=None, help="the shortest n-gram looked up (default 1)")
+    g.add_argument("--min-match", type=int, default=None, help="cascade: a lookup proposing at least this many "
+                   "tokens serves the round without the draft model (default 1)")
+    g.add_argument("--cascade-extend", action="store_true", help="cascade: the draft model extends every lookup "
+                   "proposal to -k tokens instead")
     s = p.add_argument_group("self-speculation (ls, fs, dv, del)")
     s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv: draft with the model's first E "
                                                                 "layers (1..L-1)")
@@ -177,6 +184,12 @@ def cmd_generate(args) -> int:
             c = e["cost"]
             print(f"del: round cost measured on this machine (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
                   f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}", file=sys.stderr)
+    if args.method == "cascade":
+        e = runner.spec.drafter.describe()
+        how = ("the draft model extends every lookup proposal" if e["mode"] == "extend" else
+               f"a lookup of >= {e['min_match']} tokens serves the round, else the draft model")
+        print(f"cascade: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams in front of the draft "
+              f"model ({how}), {method.shape.depth} tokens a round", file=sys.stderr)
     if args.method == "ngram":
         e = runner.spec.drafter.describe()
         print(f"ngram: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams, up to {method.shape.depth} "

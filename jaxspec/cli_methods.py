@@ -8,7 +8,7 @@ FS_CAP = 18  # fs: the chain's static cap (the official FS has none; its γ rare
 
 
 def _k(args) -> int:
-    k = args.k if args.k is not None else (18 if args.method in ("dv", "del") else 4 if args.method == "ngram" else 7)
+    k = args.k if args.k is not None else (18 if args.method in ("dv", "del") else 4 if args.method in ("ngram", "cascade") else 7)
     if k < (0 if args.method == "fs" else 1):
         raise ValueError(f"-k must be >= {0 if args.method == 'fs' else 1} for --method {args.method}, got {k}")
     return k
@@ -23,7 +23,7 @@ def _method(args):
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
 NO_DRAFT = SELF_METHODS + ("ngram",)  # no draft model
-HOT_VOCAB_METHODS = ("chain", "tree", "easyspec")  # a draft model whose head --draft-vocab trims
+HOT_VOCAB_METHODS = ("chain", "tree", "easyspec", "cascade")  # a draft model whose head --draft-vocab trims
 DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
                "context")
 
@@ -33,8 +33,12 @@ def _check_draft(args) -> None:
     if given and args.method != "del":
         raise ValueError(f"--{given[0].replace('_', '-')} is a DEL option: it does nothing for --method {args.method}")
     ngram = [o for o in ("max_ngram", "min_ngram") if getattr(args, o) is not None]
-    if ngram and args.method != "ngram":
-        raise ValueError(f"--{ngram[0].replace('_', '-')} is an ngram option: it does nothing for --method {args.method}")
+    if ngram and args.method not in ("ngram", "cascade"):
+        raise ValueError(f"--{ngram[0].replace('_', '-')} is an ngram / cascade option: it does nothing for "
+                         f"--method {args.method}")
+    cascade = [o for o in ("min_match", "cascade_extend") if getattr(args, o) not in (None, False)]
+    if cascade and args.method != "cascade":
+        raise ValueError(f"--{cascade[0].replace('_', '-')} is a cascade option: it does nothing for --method {args.method}")
     if args.draft_sharding is not None and (args.method in NO_DRAFT or args.method == "vanilla"):
         raise ValueError(f"--draft-sharding is for a draft model: --method {args.method} has none")
     if args.method == "ngram" and args.draft:
@@ -92,6 +96,11 @@ def _hot_vocab(args):
 
 
 def _drafter(args):
+    if args.method == "cascade":
+        from jaxspec.speculative import Cascade, DraftModel, NGram
+        return Cascade(NGram(args.max_ngram or 3, args.min_ngram if args.min_ngram is not None else 1),
+                       DraftModel(vocab=_hot_vocab(args)),
+                       min_match=args.min_match if args.min_match is not None else 1, extend=args.cascade_extend)
     if args.method in ("chain", "tree") and args.draft_vocab is not None:
         from jaxspec.speculative import DraftModel
         return DraftModel(vocab=_hot_vocab(args))

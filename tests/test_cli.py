@@ -298,11 +298,40 @@ def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys):
 
 def test_ngram_user_errors(capsys):
     cases = [(["--method", "ngram", "--draft", MODEL], "--method ngram drafts from the prompt and output"),
-             (["--method", "chain", "--draft", MODEL, "--max-ngram", "2"], "--max-ngram is an ngram option"),
+             (["--method", "chain", "--draft", MODEL, "--max-ngram", "2"], "--max-ngram is an ngram / cascade option"),
              (["--method", "ngram", "--min-ngram", "0"], "min_ngram must be an integer >= 1"),
              (["--method", "ngram", "--max-ngram", "1", "--min-ngram", "2"], "max_ngram (1) must be >= min_ngram (2)"),
              (["--method", "ngram", "--draft-sharding", "tp"], "--draft-sharding is for a draft model"),
              (["--method", "ngram", "--adaptive"], "not a tree or an adaptive chain")]
+    for args, msg in cases:
+        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert msg in capsys.readouterr().err, args
+
+
+def test_bench_cascade_json(tmp_path, capsys):
+    """Prompt lookup in front of SmolLM2 drafting for itself, both modes: identical to vanilla; the JSON has
+    the cascade's settings and how many rounds each stage served (they add up to the rounds)."""
+    for extra, mode in (([], "switch"), (["--cascade-extend"], "extend")):
+        out = tmp_path / f"cascade_{mode}.json"
+        assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "cascade", "-k", "3", "--min-match", "2",
+                     "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out),
+                     "--compare-vanilla", *extra]) == 0
+        s = json.loads(out.read_text())["summary"]
+        assert s["vanilla_identical"] == 2
+        assert s["cascade"] == {"mode": mode, "max_ngram": 3, "min_ngram": 1, "min_match": 2, "catchup": 0,
+                                "draft_vocab": None}
+        st = s["cascade_stages"]
+        assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["model_passes"] > 0, (st, s["rounds"])
+
+
+def test_cascade_user_errors(capsys):
+    casc = ["--method", "cascade", "--draft", MODEL]
+    cases = [(["--method", "cascade"], "--method cascade needs --draft NAME"),
+             (["--method", "chain", "--draft", MODEL, "--min-match", "2"], "--min-match is a cascade option"),
+             (["--method", "ngram", "--cascade-extend"], "--cascade-extend is a cascade option"),
+             ([*casc, "--min-match", "0"], "min_match must be an integer >= 1"),
+             ([*casc, "-k", "2", "--min-match", "3"], "min_match (3) exceeds the chain's k (2)"),
+             ([*casc, "--adaptive"], "not a tree or an adaptive chain")]
     for args, msg in cases:
         assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args

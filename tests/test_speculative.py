@@ -220,7 +220,7 @@ def test_size_errors():
 def test_method_and_runner_errors():
     from jaxspec.bench import _add_vanilla
     from jaxspec.speculative import make_runner, parse_method
-    with pytest.raises(ValueError, match="unknown method .beam.: vanilla, chain, tree, easyspec, ls, fs, dv, del or ngram"):
+    with pytest.raises(ValueError, match="unknown method .beam.: vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram or cascade"):
         parse_method("beam")
     assert parse_method("vanilla") is None and parse_method("tree", depth=3, width=2) == tree(3, 2)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):

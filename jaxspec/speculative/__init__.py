@@ -1,5 +1,6 @@
 """Speculative decoding: the engine (one on-device loop), drafters, tree growth, acceptance, metrics."""
 from jaxspec.speculative.api import Model, SpecOutput, check_vocab, make_spec, pad_for, speculate
+from jaxspec.speculative.cascade import Cascade
 from jaxspec.speculative.drafters import DraftModel
 from jaxspec.speculative.engine import (SpecMethod, SpecSpec, SpecState, chain, draft_phase, run_speculation,
                                         parse_method, spec_loop, spec_prefill, tree, verify_phase)
@@ -10,7 +11,7 @@ from jaxspec.speculative.runner import SpecRunner, make_runner
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, TreeShape
 
-__all__ = ["Model", "SpecOutput", "check_vocab", "make_spec", "pad_for", "speculate", "DraftModel", "HotVocab", "load_hot_vocab", "NGram", "SpecMethod",
+__all__ = ["Model", "SpecOutput", "check_vocab", "make_spec", "pad_for", "speculate", "DraftModel", "HotVocab", "load_hot_vocab", "NGram", "Cascade", "SpecMethod",
            "SpecSpec", "SpecState", "chain", "draft_phase", "run_speculation", "spec_loop", "spec_prefill", "tree",
            "verify_phase", "SpecStats", "merge", "summarize", "SpecRunner", "make_runner", "parse_method", "Tree", "TreeShape",
            "Drafter", "Outcome", "Round", "Target"]

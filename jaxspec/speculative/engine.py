@@ -79,15 +79,15 @@ def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adapt
                  ) -> SpecMethod | None:
     """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
     a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
-    fs, dv (Draft & Verify) and del (DEL) a chain of at most k, ngram (prompt lookup) a chain of at most k
+    fs, dv (Draft & Verify) and del (DEL) a chain of at most k, ngram (prompt lookup) and cascade a chain of at most k
     (the drafter is chosen apart: cli.py)."""
     if name == "vanilla":
         return None
-    if name in ("chain", "ls", "fs", "dv", "del", "ngram") or (name == "easyspec" and width == 1):
+    if name in ("chain", "ls", "fs", "dv", "del", "ngram", "cascade") or (name == "easyspec" and width == 1):
         return chain(k, adaptive=adaptive)
     if name in ("tree", "easyspec"):
         return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv, del or ngram")
+    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram or cascade")
 
 
 @dataclasses.dataclass(frozen=True)

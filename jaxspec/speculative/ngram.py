@@ -55,13 +55,16 @@ def lookup(history: jax.Array, length: jax.Array, max_ngram: int, min_ngram: int
     return tokens, count
 
 
-def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int) -> Tree:
+def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int,
+               logq: jax.Array | None = None) -> Tree:
     """A chain of the first `count` of tokens i32[B, D] as a draft tree; when sampling, each node's q is
-    the point mass at its token (the distribution it was "drawn" from)."""
+    `logq` f32[B, D, V] (a node's row: the distribution its token was drawn from), by default the point
+    mass at its token (a lookup's proposal)."""
     B, D = tokens.shape
     depth = jnp.arange(D, dtype=jnp.int32)
-    logq = None
-    if not sampling.greedy:  # rows: the root's q (depth 1's token) and each non-leaf node's (the next one's)
+    if sampling.greedy:
+        logq = None
+    elif logq is None:  # rows: the root's q (depth 1's token) and each non-leaf node's (the next one's)
         logq = jnp.where(jnp.arange(vocab)[None, None] == tokens[..., None], 0.0, -jnp.inf).astype(jnp.float32)
     return Tree(tokens=tokens.astype(jnp.int32), parent=jnp.broadcast_to(depth - 1, (B, D)),
                 valid=depth[None] < count[:, None],
