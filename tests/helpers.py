@@ -1,10 +1,13 @@
 """Tiny model configs shared by the tests (random weights, built with transformers, no downloads)."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec import forward, init_cache
 from jaxspec.config import ModelConfig
 
 VOCAB = 97
@@ -78,3 +81,22 @@ def assert_follows(counts, p, lump: float = 0.0) -> None:
     """The draws follow `p`: the χ² p-value is at least P_MIN (fixed keys: deterministic)."""
     pv = chi2_pvalue(counts, p, lump)
     assert pv >= P_MIN, f"chi-square p-value {pv:.2e} < {P_MIN}: counts {np.ravel(counts)}"
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "hiddens"))
+def _padded_forward(params, tokens, cache, cfg, hiddens):
+    return forward(params, tokens, cache, cfg, return_hiddens=hiddens)
+
+
+def exact_forward(params, seq, cfg: ModelConfig, slots: int, return_hiddens: bool = False):
+    """The tests' reference: one forward over the token list `seq` into an empty `slots`-slot cache.
+    `seq` is zero-padded to `slots` tokens so that every length shares one compile (an eager forward
+    compiles each of its ops anew for every new length: seconds per call); the mask is causal, so the
+    padding cannot reach positions < len(seq). Returns numpy (logits f32[1, len(seq), V], cache, per-layer
+    hiddens f32[1, len(seq), H]) — read the cache's slots below len(seq) only."""
+    n = len(seq)
+    assert n <= slots, (n, slots)
+    tokens = np.zeros((1, slots), np.int32)
+    tokens[0, :n] = seq
+    logits, cache, hid = _padded_forward(params, jnp.asarray(tokens), init_cache(cfg, 1, slots), cfg, return_hiddens)
+    return np.asarray(logits)[:, :n], jax.tree.map(np.asarray, cache), [np.asarray(h)[:, :n] for h in hid]

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec import forward, init_cache, init_params
-from tests.helpers import tiny_cfg
+from jaxspec import init_params
+from tests.helpers import exact_forward, tiny_cfg
 
 TARGET = tiny_cfg(num_layers=3)
 DRAFT = tiny_cfg(num_layers=2)
@@ -42,7 +42,7 @@ def assert_target_cache_is_vanillas(cache, tp, cfg, prompts, outputs, slots: int
     for i, (p, out) in enumerate(zip(prompts, outputs)):
         seq = p + out
         n = len(seq) - 1
-        ref = forward(tp, jnp.asarray([seq]), init_cache(cfg, 1, slots), cfg)[1]
+        ref = exact_forward(tp, seq, cfg, slots)[1]
         for layer in range(cfg.num_layers):
             for got, want in ((cache.k, ref.k), (cache.v, ref.v)):
                 np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),

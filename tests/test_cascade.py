@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxspec import forward, init_cache, output_ids
+from jaxspec import output_ids
 from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative import (Cascade, DraftModel, Model, NGram, chain, draft_phase, make_spec, run_speculation,
                                  spec_prefill, speculate, tree, verify_phase)
 from jaxspec.speculative.hot_vocab import hot_vocab
+from tests.helpers import exact_forward
 from tests.spec_helpers import DRAFT, TARGET, make_pair, pool_outcomes
 from tests.test_ngram import _prompts
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
@@ -59,8 +60,7 @@ def test_greedy_cascade_equals_vanilla():
 
 def _draft_kv(dp, tokens: list[int]):
     """The draft model's K/V of `tokens` from one exact forward: per layer f32[Hkv, T, K]."""
-    cache = forward(dp, jnp.asarray([tokens], jnp.int32), init_cache(DRAFT, 1, len(tokens) + 1), DRAFT)[1]
-    return [np.asarray(k[0, :, :len(tokens)]) for k in cache.k]
+    return [k[0, :, :len(tokens)] for k in exact_forward(dp, tokens, DRAFT, SLOTS)[1].k]
 
 
 @pytest.mark.parametrize("drafter", [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1),

@@ -1,19 +1,21 @@
-"""The command line on the real SmolLM2-135M: `generate` (streamed and on-device), `bench` with the
-HF baseline and its JSON contract, prompt sources, and user errors as one clear line (exit 2)."""
+"""The command line: `generate` (streamed and on-device) and `bench` with the HF baseline and its JSON
+contract on the real SmolLM2-135M; every method's flags, JSON fields and user errors (one clear line,
+exit 2) on a small SmolLM2-shaped model (tests/cli_model.py: same tokenizer, 8 random layers) that
+compiles in a fraction of the real model's time; prompt sources."""
 import json
 
 import pytest
 
 from jaxspec.cli import main
 from jaxspec.prompts import load_prompts
+from tests.cli_model import tiny_smollm_dir
 
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("smollm2")]
 MODEL = "smollm2-135m-instruct"
 
 
-@pytest.fixture(scope="module")
-def add_greedy():
-    """text(n): SmolLM2's greedy continuation of "def add(a, b):" to n <= 13 tokens (no EOS before), from
+def _greedy_text(model: str):
+    """text(n): `model`'s greedy continuation of "def add(a, b):" to n <= 13 tokens (no EOS before), from
     the library's vanilla runner (HF-identical: test_real_models, and the bench test below)."""
     import jax
 
@@ -21,13 +23,29 @@ def add_greedy():
     from jaxspec import load_model
     from jaxspec.prompts import Prompt, encode
     from jaxspec.speculative import make_runner
-    m = load_model(MODEL)
+    m = load_model(model)
     ids = encode(m.tokenizer, Prompt("0", "def add(a, b):"))
     res = make_runner(m, None, None, max_new_tokens=13, max_len=64, eos_ids=eos_ids(m.tokenizer, m.cfg)).run(
         [ids], jax.random.key(0))
     toks = res.output_ids[0]
     assert len(toks) == 13
     return lambda n: m.tokenizer.decode(toks[:n], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def add_greedy():
+    return _greedy_text(MODEL)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The small SmolLM2-shaped model's directory (8 layers: exits 1..7)."""
+    return str(tiny_smollm_dir())
+
+
+@pytest.fixture(scope="module")
+def tiny_add_greedy(tiny):
+    return _greedy_text(tiny)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -39,13 +57,13 @@ def test_generate_prints_text_and_timings(capsys, stream, add_greedy):
     assert "\nvanilla: 12 new tokens | compile " in err and " ms | decode " in err and " tok/s | end-to-end " in err
 
 
-def test_generate_on_a_mesh_that_cannot_split_the_heads(capsys, add_greedy):
-    """SmolLM2's 9 heads at tp=2: attention replicated (said on stderr), the MLP split, output unchanged."""
-    assert main(["generate", "--model", MODEL, "--prompt", "def add(a, b):", "--max-new-tokens", "6",
+def test_generate_on_a_mesh_that_cannot_split_the_heads(capsys, tiny_add_greedy, tiny):
+    """9 heads (SmolLM2's count) at tp=2: attention replicated (said on stderr), the MLP split, output unchanged."""
+    assert main(["generate", "--model", tiny, "--prompt", "def add(a, b):", "--max-new-tokens", "6",
                  "--mesh", "tp=2", "--no-stream"]) == 0
     out, err = capsys.readouterr()
     assert "sharding: attention replicated: tp=2 does not divide the 9 query heads" in err
-    assert out == add_greedy(6) + "\n"
+    assert out == tiny_add_greedy(6) + "\n"
 
 
 def test_generate_chat_batch_with_sampling(capsys):
@@ -108,29 +126,29 @@ def test_prompt_sources(tmp_path):
         load_prompts(str(tmp_path / "missing.jsonl"))
 
 
-def test_generate_speculative_prints_acceptance_and_speedup(capsys, add_greedy):
-    # SmolLM2 drafting for itself: every draft is accepted, the output equals vanilla — the target
+def test_generate_speculative_prints_acceptance_and_speedup(capsys, tiny_add_greedy, tiny):
+    # the model drafting for itself: every draft is accepted, the output equals vanilla — the target
     # tensor-parallel over 3 devices, the draft whole on each of them
-    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "3", "--prompt",
+    assert main(["generate", "--model", tiny, "--draft", tiny, "--method", "chain", "-k", "3", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "13", "--compare-vanilla", "--mesh", "tp=3",
                  "--draft-sharding", "replicated"]) == 0
     out, err = capsys.readouterr()
-    assert out == add_greedy(13) + "\n"
+    assert out == tiny_add_greedy(13) + "\n"
     # 13 tokens = 1 from prefill + 3 rounds of 3 drafts + 1
     assert "acceptance: 9/9 drafts accepted (100.0%), mean accepted length 4.00 tokens/round over 3 rounds" in err
     assert "identical outputs 1/1" in err and "speedup" in err
 
 
-def test_generate_speculative_timing_mode_splits_draft_and_verify(capsys):
-    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "2", "--prompt",
+def test_generate_speculative_timing_mode_splits_draft_and_verify(capsys, tiny):
+    assert main(["generate", "--model", tiny, "--draft", tiny, "--method", "chain", "-k", "2", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "7"]) == 0
     err = capsys.readouterr().err
     assert "time split: drafting" in err and "mean accepted length 3.00" in err
 
 
-def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
+def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys, tiny):
     out = tmp_path / "r.json"
-    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "tree", "--depth", "3", "--width", "2",
+    assert main(["bench", "--model", tiny, "--draft", tiny, "--method", "tree", "--depth", "3", "--width", "2",
                  "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
                  "--compare-vanilla", "--hf-baseline", "--timing"]) == 0
     r = json.loads(out.read_text())
@@ -147,87 +165,87 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys):
     for k in ("rounds", "drafted", "accepted"):  # the summary pools the prompts' own counts
         assert s[k] == sum(x[k] for x in per), k
     assert s["histogram"] == [sum(c) for c in zip(*(x["histogram"] for x in per))]
-    # SmolLM2 drafting for itself: the tree's greedy branch is the target's own continuation, so every
+    # the model drafting for itself: the tree's greedy branch is the target's own continuation, so every
     # round accepts its whole depth (3 of 3 drafts)
     assert s["drafted"] == 3 * s["rounds"] and s["accepted"] == s["drafted"] and s["acceptance_rate"] == 1.0
     assert s["histogram"] == [0, 0, 0, s["rounds"]] and s["per_position"] == [1.0, 1.0, 1.0]
 
 
-def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys):
-    """SmolLM2 drafted by its own layer-parallel self (groups of 4 split to the layer axis of 2), the target
+def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys, tiny):
+    """The model drafted by its own layer-parallel self (groups of 4 split to the layer axis of 2), the target
     tensor-parallel over tp=3: output identical to vanilla, the easyspec summary in the JSON."""
     out = tmp_path / "e.json"
-    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--depth", "3", "--width", "2",
+    assert main(["bench", "--model", tiny, "--draft", tiny, "--method", "easyspec", "--depth", "3", "--width", "2",
                  "--parallel", "4", "--calibration", "every_mismatch", "--mesh", "layer=2,tp=3", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0
     s = json.loads(out.read_text())["summary"]
     assert s["vanilla_identical"] == 2 and s["mesh"] == {"layer": 2, "tp": 3} and s["draft_sharding"] == "replicated"
     e = s["easyspec"]
     assert e["policy"] == "attn_only" and e["calibration"] == "every_mismatch" and e["path"] == "shard_map over layer=2"
-    assert e["partition"][:3] == [[0], [1, 2], [3, 4]] and e["partition"][-1] == [29]
+    assert e["partition"][:3] == [[0], [1, 2], [3, 4]] and e["partition"][-1] == [7]
     assert 0 < s["accepted"] <= s["drafted"] == 3 * s["rounds"]
 
 
-def test_speculative_user_errors(capsys):
-    assert main(["generate", "--model", MODEL, "--method", "chain", "--prompt", "x"]) == 2
+def test_speculative_user_errors(capsys, tiny):
+    assert main(["generate", "--model", tiny, "--method", "chain", "--prompt", "x"]) == 2
     assert "--method chain needs --draft NAME" in capsys.readouterr().err
-    assert main(["generate", "--model", MODEL, "--draft", "qwen2.5-coder-0.5b-instruct", "--method", "chain",
+    assert main(["generate", "--model", tiny, "--draft", "qwen2.5-coder-0.5b-instruct", "--method", "chain",
                  "--prompt", "x"]) == 2
     assert "vocab mismatch: the target has 49152 token ids, the draft 151936" in capsys.readouterr().err
-    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "tree", "--width", "0", "--prompt", "x"]) == 2
+    assert main(["generate", "--model", tiny, "--draft", tiny, "--method", "tree", "--width", "0", "--prompt", "x"]) == 2
     assert "tree depth and width must be >= 1" in capsys.readouterr().err
-    assert main(["generate", "--model", MODEL, "--draft", MODEL, "--method", "easyspec", "--parallel", "0",
+    assert main(["generate", "--model", tiny, "--draft", tiny, "--method", "easyspec", "--parallel", "0",
                  "--prompt", "x"]) == 2
     assert "invalid layer groups: parallel size must be >= 1, got 0" in capsys.readouterr().err
     for argv, msg in [(["--method", "ls", "--exit-layer", "4", "--draft-sharding", "replicated"], "has none"),
-                      (["--draft", MODEL, "--method", "easyspec", "--draft-sharding", "tp"], "it is replicated")]:
-        assert main(["generate", "--model", MODEL, "--prompt", "x", *argv]) == 2
+                      (["--draft", tiny, "--method", "easyspec", "--draft-sharding", "tp"], "it is replicated")]:
+        assert main(["generate", "--model", tiny, "--prompt", "x", *argv]) == 2
         assert msg in capsys.readouterr().err
 
 
-def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys):
-    """SmolLM2 drafting with its own first 20 of 30 layers, tensor-parallel over tp=3 (the self-drafter
+def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys, tiny):
+    """The model drafting with its own first 5 of 8 layers, tensor-parallel over tp=3 (the self-drafter
     shares the target's plan and cache): identical to vanilla, the layerskip summary and HF's
     assistant_early_exit baseline in the JSON."""
     out = tmp_path / "ls.json"
-    assert main(["bench", "--model", MODEL, "--method", "ls", "--exit-layer", "20", "-k", "3", "--mesh", "tp=3",
+    assert main(["bench", "--model", tiny, "--method", "ls", "--exit-layer", "5", "-k", "3", "--mesh", "tp=3",
                  "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
                  "--compare-vanilla", "--hf-baseline"]) == 0
     s = json.loads(out.read_text())["summary"]
-    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 20, "layers": 30}
-    assert s["hf_method"] == "assistant_early_exit=20" and s["hf_identical"] == 2
+    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 5, "layers": 8}
+    assert s["hf_method"] == "assistant_early_exit=5" and s["hf_identical"] == 2
     assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"] and s["step_costs"]["draft_step_s"] > 0
 
 
-def test_layerskip_user_errors(capsys):
-    assert main(["generate", "--model", MODEL, "--method", "ls", "--exit-layer", "3", "--draft", MODEL,
+def test_layerskip_user_errors(capsys, tiny):
+    assert main(["generate", "--model", tiny, "--method", "ls", "--exit-layer", "3", "--draft", tiny,
                  "--prompt", "x"]) == 2
     assert "--method ls drafts with the model's own first layers: drop --draft" in capsys.readouterr().err
-    assert main(["generate", "--model", MODEL, "--method", "ls", "--prompt", "x"]) == 2
+    assert main(["generate", "--model", tiny, "--method", "ls", "--prompt", "x"]) == 2
     assert "--method ls needs --exit-layer E" in capsys.readouterr().err
-    assert main(["generate", "--model", MODEL, "--method", "ls", "--exit-layer", "30", "--prompt", "x"]) == 2
-    assert "exit layer 30 is outside 1..29" in capsys.readouterr().err
+    assert main(["generate", "--model", tiny, "--method", "ls", "--exit-layer", "8", "--prompt", "x"]) == 2
+    assert "exit layer 8 is outside 1..7" in capsys.readouterr().err
 
 
-def test_generate_draft_verify(capsys):
-    assert main(["generate", "--model", MODEL, "--method", "dv", "--exit-layer", "24", "-k", "10", "--prompt",
+def test_generate_draft_verify(capsys, tiny):
+    assert main(["generate", "--model", tiny, "--method", "dv", "--exit-layer", "6", "-k", "10", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
     err = capsys.readouterr().err
-    assert "dv: the first 24 of 30 layers draft" in err and "identical outputs 1/1" in err
+    assert "dv: the first 6 of 8 layers draft" in err and "identical outputs 1/1" in err
 
 
-def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
-    """DEL on SmolLM2 over three candidate exits: identical to vanilla; the JSON carries its settings,
+def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys, tiny):
+    """DEL over three candidate exits: identical to vanilla; the JSON carries its settings,
     the share of rounds each exit (or a plain step) was in effect, and per prompt the per-round traces."""
     out = tmp_path / "del.json"
-    assert main(["bench", "--model", MODEL, "--method", "del", "--exits", "20,25,29", "-k", "6", "--prompts",
+    assert main(["bench", "--model", tiny, "--method", "del", "--exits", "4,6,7", "-k", "6", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
                  "--compare-vanilla", "--probe", "4", "--probe-exits", "1", "--context", "5", "--cost", "layers"]) == 0
     res = json.loads(out.read_text())
     s = res["summary"]
-    assert s["vanilla_identical"] == 2 and s["del"]["exits"] == [20, 25, 29] and not s["del"]["faithful"]
+    assert s["vanilla_identical"] == 2 and s["del"]["exits"] == [4, 6, 7] and not s["del"]["faithful"]
     assert (s["del"]["probe"], s["del"]["probe_exits"], s["del"]["context"]) == (4, 1, 5)
-    assert set(s["exit_layers"]["share"]) <= {"0", "20", "25", "29"}
+    assert set(s["exit_layers"]["share"]) <= {"0", "4", "6", "7"}
     assert sum(s["exit_layers"]["share"].values()) == pytest.approx(1.0)
     for row in res["prompts"]:
         tr = row["drafter"]
@@ -236,36 +254,36 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys):
     assert "exits " in capsys.readouterr().out
 
 
-def test_generate_del_with_the_round_cost_measured_then_read(capsys, tmp_path, monkeypatch):
+def test_generate_del_with_the_round_cost_measured_then_read(capsys, tmp_path, monkeypatch, tiny):
     """The default cost model: timed on this machine the first time (the log line says where it is
     kept), read from there the second."""
     from jaxspec.selfspec import round_cost
     monkeypatch.setattr(round_cost, "cost_path", lambda key: tmp_path / f"{key['max_len']}.json")
-    argv = ["generate", "--model", MODEL, "--method", "del", "--exits", "25,29", "-k", "4",
+    argv = ["generate", "--model", tiny, "--method", "del", "--exits", "6,7", "-k", "4",
             "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--compare-vanilla"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "del: round cost measured on this machine (plain step " in err and "of [25, 29]" in err
+    assert "del: round cost measured on this machine (plain step " in err and "of [6, 7]" in err
     assert "DEL round cost measured in" in err and str(tmp_path) in err and "identical outputs 1/1" in err
     assert main(argv) == 0
     assert "DEL round cost read from" in capsys.readouterr().err
 
 
-def test_generate_fs(capsys):
-    assert main(["generate", "--model", MODEL, "--method", "fs", "--exit-layer", "26", "-k", "2", "--prompt",
+def test_generate_fs(capsys, tiny):
+    assert main(["generate", "--model", tiny, "--method", "fs", "--exit-layer", "7", "-k", "2", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
     err = capsys.readouterr().err
-    assert "fs: the first 26 of 30 layers draft" in err and "identical outputs 1/1" in err
+    assert "fs: the first 7 of 8 layers draft" in err and "identical outputs 1/1" in err
 
 
-def test_del_user_errors(capsys):
-    cases = [(["--method", "del", "--draft", MODEL], "--method del drafts with the model's own first layers"),
+def test_del_user_errors(capsys, tiny):
+    cases = [(["--method", "del", "--draft", tiny], "--method del drafts with the model's own first layers"),
              (["--method", "del", "--exit-layer", "4"], "--method del chooses its exit layer itself"),
              (["--method", "ls", "--exit-layer", "4", "--faithful"], "--faithful is a DEL option"),
-             (["--method", "chain", "--draft", MODEL, "--exits", "3,4"], "--exits is a DEL option"),
+             (["--method", "chain", "--draft", tiny, "--exits", "3,4"], "--exits is a DEL option"),
              (["--method", "del", "--exits", "3,x"], "comma-separated layer counts"),
              (["--method", "del", "--exits", "4,3"], "strictly increasing"),
-             (["--method", "del", "--exits", "3,30"], "outside 1..29"),
+             (["--method", "del", "--exits", "3,8"], "outside 1..7"),
              (["--method", "ls", "--exit-layer", "4", "--probe", "4"], "--probe is a DEL option"),
              (["--method", "ls", "--exit-layer", "4", "--probe-exits", "0"], "--probe-exits is a DEL option"),
              (["--method", "del", "--probe-exits", "-1"], "probe_exits"),
@@ -278,15 +296,15 @@ def test_del_user_errors(capsys):
              (["--method", "fs", "--exit-layer", "4", "-k", "-1"], "-k must be >= 0"),
              (["--method", "dv", "--exit-layer", "4", "-k", "0"], "-k must be >= 1")]
     for args, msg in cases:
-        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert main(["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args
 
 
-def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys):
-    """Prompt lookup on SmolLM2 with no draft model: identical to vanilla and to HF's own prompt lookup
+def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys, tiny):
+    """Prompt lookup with no draft model: identical to vanilla and to HF's own prompt lookup
     (prompt_lookup_num_tokens = -k, max_matching_ngram_size = --max-ngram); its settings in the JSON."""
     out = tmp_path / "ngram.json"
-    assert main(["bench", "--model", MODEL, "--method", "ngram", "-k", "3", "--max-ngram", "2", "--prompts",
+    assert main(["bench", "--model", tiny, "--method", "ngram", "-k", "3", "--max-ngram", "2", "--prompts",
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out),
                  "--compare-vanilla", "--hf-baseline"]) == 0
     s = json.loads(out.read_text())["summary"]
@@ -296,24 +314,24 @@ def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys):
     assert "mean accepted length" in capsys.readouterr().out
 
 
-def test_ngram_user_errors(capsys):
-    cases = [(["--method", "ngram", "--draft", MODEL], "--method ngram drafts from the prompt and output"),
-             (["--method", "chain", "--draft", MODEL, "--max-ngram", "2"], "--max-ngram is an ngram / cascade option"),
+def test_ngram_user_errors(capsys, tiny):
+    cases = [(["--method", "ngram", "--draft", tiny], "--method ngram drafts from the prompt and output"),
+             (["--method", "chain", "--draft", tiny, "--max-ngram", "2"], "--max-ngram is an ngram / cascade option"),
              (["--method", "ngram", "--min-ngram", "0"], "min_ngram must be an integer >= 1"),
              (["--method", "ngram", "--max-ngram", "1", "--min-ngram", "2"], "max_ngram (1) must be >= min_ngram (2)"),
              (["--method", "ngram", "--draft-sharding", "tp"], "--draft-sharding is for a draft model"),
              (["--method", "ngram", "--adaptive"], "not a tree or an adaptive chain")]
     for args, msg in cases:
-        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert main(["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args
 
 
-def test_bench_cascade_json(tmp_path, capsys):
-    """Prompt lookup in front of SmolLM2 drafting for itself, both modes: identical to vanilla; the JSON has
+def test_bench_cascade_json(tmp_path, capsys, tiny):
+    """Prompt lookup in front of the model drafting for itself, both modes: identical to vanilla; the JSON has
     the cascade's settings and how many rounds each stage served (they add up to the rounds)."""
     for extra, mode in (([], "switch"), (["--cascade-extend"], "extend")):
         out = tmp_path / f"cascade_{mode}.json"
-        assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "cascade", "-k", "3", "--min-match", "2",
+        assert main(["bench", "--model", tiny, "--draft", tiny, "--method", "cascade", "-k", "3", "--min-match", "2",
                      "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out),
                      "--compare-vanilla", *extra]) == 0
         s = json.loads(out.read_text())["summary"]
@@ -324,16 +342,16 @@ def test_bench_cascade_json(tmp_path, capsys):
         assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["model_passes"] > 0, (st, s["rounds"])
 
 
-def test_cascade_user_errors(capsys):
-    casc = ["--method", "cascade", "--draft", MODEL]
+def test_cascade_user_errors(capsys, tiny):
+    casc = ["--method", "cascade", "--draft", tiny]
     cases = [(["--method", "cascade"], "--method cascade needs --draft NAME"),
-             (["--method", "chain", "--draft", MODEL, "--min-match", "2"], "--min-match is a cascade option"),
+             (["--method", "chain", "--draft", tiny, "--min-match", "2"], "--min-match is a cascade option"),
              (["--method", "ngram", "--cascade-extend"], "--cascade-extend is a cascade option"),
              ([*casc, "--min-match", "0"], "min_match must be an integer >= 1"),
              ([*casc, "-k", "2", "--min-match", "3"], "min_match (3) exceeds the chain's k (2)"),
              ([*casc, "--adaptive"], "not a tree or an adaptive chain")]
     for args, msg in cases:
-        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert main(["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args
 
 
@@ -346,14 +364,14 @@ def _smollm_frequencies(path):
     return write_frequencies(path, count_tokens([ids]), tok, 49152, {"test": True})
 
 
-def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys):
-    """SmolLM2 drafting for itself with its head trimmed to 8192 tokens: identical to vanilla (and HF), the
+def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
+    """The model drafting for itself with its head trimmed to 8192 tokens: identical to vanilla (and HF), the
     draft vocabulary in the JSON; drafts the full head would accept and the trimmed one cannot propose
     are the only losses (acceptance < 1 unless every token is in the subset)."""
     freq = tmp_path / "smollm2.json"
     _smollm_frequencies(freq)
     out = tmp_path / "hv.json"
-    assert main(["bench", "--model", MODEL, "--draft", MODEL, "--method", "chain", "-k", "3", "--draft-vocab", "8192",
+    assert main(["bench", "--model", tiny, "--draft", tiny, "--method", "chain", "-k", "3", "--draft-vocab", "8192",
                  "--draft-vocab-file", str(freq), "--prompts", "humaneval-body", "--limit", "2",
                  "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0
     s = json.loads(out.read_text())["summary"]
@@ -363,14 +381,14 @@ def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys):
     assert 0 < s["accepted"] <= s["drafted"]
 
 
-def test_hot_vocabulary_user_errors(capsys, tmp_path):
+def test_hot_vocabulary_user_errors(capsys, tmp_path, tiny):
     freq = tmp_path / "smollm2.json"
     _smollm_frequencies(freq)
     qwen = tmp_path / "qwen.json"
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import write_frequencies
     write_frequencies(qwen, {1: 1}, load_model_tokenizer("qwen2.5-coder-0.5b-instruct"), 151936, {})
-    chain = ["--method", "chain", "--draft", MODEL]
+    chain = ["--method", "chain", "--draft", tiny]
     cases = [(["--method", "ngram", "--draft-vocab", "10"], "--draft-vocab trims a draft model's LM head"),
              (["--method", "del", "--draft-vocab", "10"], "--method del has none"),
              ([*chain, "--draft-vocab", "0"], "--draft-vocab must be >= 1"),
@@ -379,5 +397,5 @@ def test_hot_vocabulary_user_errors(capsys, tmp_path):
              ([*chain, "--draft-vocab", "100", "--draft-vocab-file", str(qwen)], "made for another tokenizer"),
              ([*chain, "--draft-vocab", "100"], "no hot-vocabulary frequency file for this tokenizer")]
     for args, msg in cases:
-        assert main(["generate", "--model", MODEL, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
+        assert main(["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args

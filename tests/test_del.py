@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxspec import DecodeSpec, forward, generate, init_cache, init_params, output_ids
+from jaxspec import DecodeSpec, generate, init_cache, init_params, output_ids
 from jaxspec.model import head
 from jaxspec.selfspec import DEL, FSM, LayerSkip, DELState, DELTrace, ExitStats, exit_stats, spread_exits
 from jaxspec.selfspec.dynamic_exit import exit_logits
@@ -23,7 +23,7 @@ from jaxspec.speculative import Model, chain, make_spec, run_speculation, specul
 from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import init_tree
-from tests.helpers import random_prompts, tiny_cfg
+from tests.helpers import exact_forward, random_prompts, tiny_cfg
 from tests.spec_helpers import assert_target_cache_is_vanillas
 
 CFG = tiny_cfg(num_layers=6)
@@ -159,8 +159,8 @@ def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
         cfg_e = dataclasses.replace(CFG, num_layers=E)
         for b, p in enumerate(prompts):
             seq = list(p) + outs[b] + drafts[b, :-1].tolist()
-            lg = forward(shallow, jnp.asarray([seq]), init_cache(cfg_e, 1, 64), cfg_e)[0]
-            greedy = np.asarray(jnp.argmax(lg[0, -5:], -1))
+            lg = exact_forward(shallow, seq, cfg_e, 64)[0]
+            greedy = lg[0, -5:].argmax(-1)
             assert greedy.tolist() == drafts[b].tolist()
 
 
@@ -226,7 +226,7 @@ def _reference_stats(tp, prompt, drafter: DEL, trace, rounds: int, context: int)
     clipped at the first mismatch at the round's exit; seeded from the prompt's last `context` + 1."""
     exits, omega = drafter.shadow_layers, drafter.omega
     seq = list(prompt) + vanilla(tp, [prompt], n_new=N_NEW + 24)[0]
-    _, _, hid = forward(tp, jnp.asarray([seq]), init_cache(CFG, 1, 128), CFG, return_hiddens=True)
+    _, _, hid = exact_forward(tp, seq, CFG, 128, return_hiddens=True)
     final = np.asarray(jnp.argmax(head(tp, hid[-1], CFG)[0], -1))
     lg = np.asarray(jnp.stack([head(tp, hid[e - 1], CFG)[0] for e in exits], 1), np.float64)  # [S, m, V]
     shadow = lg.argmax(-1)

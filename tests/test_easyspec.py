@@ -15,7 +15,7 @@ from jaxspec.easyspec.calibration import CALIBRATIONS, exact_pass, stack_all_lay
 from jaxspec.easyspec.layer_parallel import POLICIES, fuzzy_forward, group_step, stack_group_weights
 from jaxspec.masks import causal_mask
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
-from tests.helpers import random_prompts, tiny_cfg
+from tests.helpers import exact_forward, random_prompts, tiny_cfg
 from tests.spec_helpers import make_pair
 
 TARGET = tiny_cfg(num_layers=3)  # vanilla_rows decodes TARGET: the EasySpec pairs share its first layers
@@ -207,7 +207,7 @@ def _slots_match(dp, state, prompts, row, lo, hi):
     """Do the draft cache's slots [lo, hi) of `row` equal a sequential draft over the same tokens?"""
     seq = prompts[row] + output_ids(state)[row]
     assert hi <= len(seq)
-    ref = forward(dp, jnp.asarray([seq]), init_cache(DRAFT, 1, SLOTS), DRAFT)[1]
+    ref = exact_forward(dp, seq, DRAFT, SLOTS)[1]
     cache = state.draft_state.cache
     return all(np.allclose(np.asarray(c[l][row, :, lo:hi]), np.asarray(r[l][0, :, lo:hi]), atol=3e-5)
                for c, r in ((cache.k, ref.k), (cache.v, ref.v)) for l in range(DRAFT.num_layers))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import forward, init_cache, output_ids
+from jaxspec import forward, output_ids
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
@@ -24,7 +24,7 @@ from jaxspec.model import head
 from jaxspec.speculative import DraftModel, Model, chain, make_spec, run_speculation, speculate, summarize, tree
 from jaxspec.speculative.drafters import draft_logprobs, grow_tree
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
-from tests.helpers import random_prompts
+from tests.helpers import exact_forward, random_prompts
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair
 from tests.test_speculative import N_NEW, SLOTS, WIDTH, vanilla_rows
 
@@ -221,8 +221,7 @@ def test_shadow_tokens_equal_a_teacher_forced_reference():
     outs = output_ids(state)
     assert outs == vanilla_rows(tp, PROMPTS, eos=())
     for i, (p, out) in enumerate(zip(PROMPTS, outs)):
-        seq = jnp.asarray([p + out[:D + 1]])
-        _, _, hid = forward(tp, seq, init_cache(TARGET, 1, SLOTS), TARGET, return_hiddens=True)
+        _, _, hid = exact_forward(tp, p + out[:D + 1], TARGET, SLOTS, return_hiddens=True)
         for j, layer in enumerate((1, 2)):
             lg = head(tp, hid[layer - 1][:, len(p):len(p) + D + 1], TARGET)[0]  # the block: positions P..P+D
             np.testing.assert_array_equal(np.asarray(state.draft_state.tokens[i, :, j]), np.asarray(lg.argmax(-1)))

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output_ids, plan_for, shard_params
+from jaxspec import DecodeSpec, generate, make_mesh, output_ids, plan_for, shard_params
 from jaxspec.sharding import replicated_plan
 from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
                                  summarize, tree)
-from tests.helpers import VOCAB, random_prompts, tiny_cfg
+from tests.helpers import VOCAB, exact_forward, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair, pool_outcomes
 
 N_NEW = 24
@@ -145,7 +145,7 @@ def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
         for params, cfg, cache, n in ((tp, TARGET, state.target_cache, len(seq) - 1),
                                       (dp, DRAFT, state.draft_state.cache, len(seq) - 2)):
             # the committed tokens in the cache: all but the newest (target), all but the newest two (draft)
-            ref = forward(params, jnp.asarray([seq]), init_cache(cfg, 1, SLOTS), cfg)[1]
+            ref = exact_forward(params, seq, cfg, SLOTS)[1]
             for layer in range(cfg.num_layers):
                 np.testing.assert_allclose(np.asarray(cache.k[layer][i, :, :n]), np.asarray(ref.k[layer][0, :, :n]),
                                            atol=2e-5)
