@@ -7,7 +7,7 @@ method on the same prompts in one process, interleaved prompt by prompt, best of
 and method (interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
 over rounds (a plain step costs L); DEL's from its per-round traces.
 
-    python experiments/del_selfspec.py run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24
+    python experiments/del_selfspec.py run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24 28
     python experiments/del_selfspec.py sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
     python experiments/del_selfspec.py costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
     python experiments/del_selfspec.py plot                                          # redraw every PNG
@@ -121,10 +121,8 @@ def cmd_run(args) -> None:
     """Every method on the same prompts, interleaved prompt by prompt (`_measure_set`), set by set."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, run_bench, write_json
+    from jaxspec.bench import environment, write_json
     from jaxspec.prompts import encode, load_prompts
-    from jaxspec.selfspec import LayerSkip
-    from jaxspec.speculative import chain
 
     m = load_model(args.model)
     L, N, eos = m.cfg.num_layers, args.max_new_tokens, eos_ids(m.tokenizer, m.cfg)
@@ -134,17 +132,45 @@ def cmd_run(args) -> None:
     path = RESULTS / f"del_{args.model}{args.tag}.json"
     for spec, ids in sets.items():
         table, traces, info = _measure_set(m, spec, ids, _methods(args, L), args.repeats, N, eos)
-        if args.hf_exit is not None and spec == args.sets[0]:
-            source, limit = _source(spec)
-            r = run_bench(args.model, source, method=chain(args.hf_gamma), max_new_tokens=N, limit=limit,
-                          loaded=(m, None), log=log, hf_baseline=True, drafter=LayerSkip(args.hf_exit))
-            table["hf_early_exit"] = {"exit_layer": args.hf_exit, "hf_tok_per_s": r["summary"]["hf_tok_per_s"],
-                                      "speedup": r["summary"]["hf_tok_per_s"] / table["vanilla"]["tok_per_s"],
-                                      "hf_identical": r["summary"]["hf_identical"],
-                                      "hf_settings": r["summary"].get("hf_assistant_settings")}
+        if args.hf_exit and spec == args.sets[0]:
+            table["hf_early_exit"] = _hf_early_exit(m, ids, args.hf_exit, N, eos, args.hf_repeats, table["vanilla"])
         out["sets"][spec] = {"rows": table, "del_traces": traces, **info}
         write_json(out, path)  # after every set: a crash keeps what was measured
     plot()
+
+
+def _hf_early_exit(m, ids, exits, max_new_tokens: int, eos, repeats: int, jax_vanilla: dict) -> dict:
+    """HF's `assistant_early_exit=E` (transformers' defaults: 20 assistant tokens, 0.4 confidence stop)
+    beside HF's plain greedy `generate` on the same prompts, interleaved prompt by prompt, best of
+    `repeats`: the ratio that compares the method, not the two implementations (HF eager torch and
+    jaxspec's jitted loop differ several-fold on this CPU), and the ratio to jaxspec's vanilla."""
+    from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
+    hf = load_hf_model(m.source, "float32")
+    names = ["hf-vanilla"] + [f"hf-exit-{e}" for e in exits]
+    how = {"hf-vanilla": {}, **{f"hf-exit-{e}": {"early_exit": e} for e in exits}}
+    hf_generate(hf, ids[0], min(8, max_new_tokens), eos)  # warm-up, not timed
+    rows = {n: [None] * len(ids) for n in names}
+    for rep in range(repeats):
+        for j, pid in enumerate(ids):
+            s = (j + rep) % len(names)
+            for n in names[s:] + names[:s]:
+                out, dt = hf_generate(hf, pid, max_new_tokens, eos, **how[n])
+                if rows[n][j] is None or dt < rows[n][j][1]:
+                    rows[n][j] = (out, dt)
+                log(f"  {n} prompt {j}: {len(out)} tokens, {len(out) / dt:.2f} tok/s")
+    tps = {n: sum(len(o) for o, _ in rows[n]) / sum(dt for _, dt in rows[n]) for n in names}
+    res = {"prompts": len(ids), "repeats": repeats, "hf_settings": assistant_settings(hf),
+           "hf_vanilla_tok_per_s": tps["hf-vanilla"],
+           "hf_vanilla_vs_jaxspec_vanilla": tps["hf-vanilla"] / jax_vanilla["tok_per_s"], "exits": {}}
+    for e in exits:
+        n = f"hf-exit-{e}"
+        res["exits"][str(e)] = {
+            "tok_per_s": tps[n], "speedup_vs_hf_vanilla": tps[n] / tps["hf-vanilla"],
+            "speedup_vs_jaxspec_vanilla": tps[n] / jax_vanilla["tok_per_s"],
+            "identical_to_hf_vanilla": sum(a[0] == b[0] for a, b in zip(rows[n], rows["hf-vanilla"]))}
+        log(f"HF early exit {e}: {tps[n]:.2f} tok/s, {tps[n] / tps['hf-vanilla']:.3f}x HF vanilla "
+            f"({tps['hf-vanilla']:.2f} tok/s), {tps[n] / jax_vanilla['tok_per_s']:.3f}x jaxspec vanilla")
+    return res
 
 
 def _exit_shares(rows: list[dict]) -> dict:
@@ -348,8 +374,9 @@ def main() -> None:
     r.add_argument("--layers", action="store_true", help="also DEL under the official layer count (cost='layers')")
     r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
     r.add_argument("--tag", default="", help="suffix of the result file name")
-    r.add_argument("--hf-exit", type=int, default=None, help="also HF assistant_early_exit=E on the first set")
-    r.add_argument("--hf-gamma", type=int, default=3)
+    r.add_argument("--hf-exit", type=int, nargs="*", default=[], help="also HF assistant_early_exit=E (each E) "
+                   "beside HF's own greedy decoding, on the first set")
+    r.add_argument("--hf-repeats", type=int, default=1, help="HF runs per prompt and method (the best counts)")
     s = sub.add_parser("sweep")
     s.add_argument("--model", required=True)
     s.add_argument("--set", default="humaneval:5")
