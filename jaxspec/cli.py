@@ -7,7 +7,7 @@ import os
 import sys
 
 from jaxspec import distributed
-from jaxspec.cli_methods import NO_DRAFT, SELF_METHODS, _check_draft, _draft_replicated, _drafter, _method, _numerics
+from jaxspec.cli_methods import SELF_METHODS, _check_draft, _draft_replicated, _drafter, _method, _numerics
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k), "
                         "ngram: prompt lookup (the -k tokens that followed the last n-gram's most recent earlier "
                         "occurrence in the prompt and output; no draft model), cascade: prompt lookup where it proposes at least "
-                        "--min-match tokens, the --draft model's chain of -k elsewhere (or, with --cascade-extend, "
-                        "the model continuing every lookup proposal to -k tokens)")
+                        "--min-match tokens, the --draft model's chain of -k elsewhere (or the model's first --exit-layer "
+                        "layers'; or, with --cascade-extend, the draft model continuing every lookup proposal to -k "
+                        "tokens)")
     p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
     p.add_argument("--draft-sharding", default=None, choices=["tp", "replicated"], help="on a --mesh: the draft "
                    "tensor-parallel by its own plan (default for chain/tree) or whole on every device (no "
@@ -75,8 +76,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cascade-extend", action="store_true", help="cascade: the draft model extends every lookup "
                    "proposal to -k tokens instead")
     s = p.add_argument_group("self-speculation (ls, fs, dv, del)")
-    s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv: draft with the model's first E "
-                                                                "layers (1..L-1)")
+    s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv (and cascade without --draft): draft "
+                                                                "with the model's first E layers (1..L-1)")
     s.add_argument("--exits", default=None, help="del: candidate exit layers, comma-separated, 'spread' (default: "
                                                  "up to 8 over the depth) or 'all' (1..L-1, the official set)")
     s.add_argument("--faithful", action="store_true", help="del: reproduce the official code's quirks (draft "
@@ -166,7 +167,7 @@ def cmd_generate(args) -> int:
     for note in m.plan.notes if m.plan else ():  # what the mesh could not split
         print(f"sharding: {note}", file=sys.stderr)
     d = None
-    if method is not None and args.method not in NO_DRAFT:
+    if method is not None and args.draft:  # _check_draft: given exactly where a method needs one
         d = load_model(args.draft, mesh=mesh, **numerics, replicated=_draft_replicated(args))
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
@@ -186,10 +187,11 @@ def cmd_generate(args) -> int:
                   f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}", file=sys.stderr)
     if args.method == "cascade":
         e = runner.spec.drafter.describe()
+        model = (f"the model's first {e['exit_layer']} layers" if "exit_layer" in e else "the draft model")
         how = ("the draft model extends every lookup proposal" if e["mode"] == "extend" else
-               f"a lookup of >= {e['min_match']} tokens serves the round, else the draft model")
-        print(f"cascade: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams in front of the draft "
-              f"model ({how}), {method.shape.depth} tokens a round", file=sys.stderr)
+               f"a lookup of >= {e['min_match']} tokens serves the round, else {model}")
+        print(f"cascade: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams in front of {model} "
+              f"({how}), {method.shape.depth} tokens a round", file=sys.stderr)
     if args.method == "ngram":
         e = runner.spec.drafter.describe()
         print(f"ngram: prompt lookup of {e['max_ngram']}- down to {e['min_ngram']}-grams, up to {method.shape.depth} "

@@ -39,14 +39,15 @@ def _check_draft(args) -> None:
     cascade = [o for o in ("min_match", "cascade_extend") if getattr(args, o) not in (None, False)]
     if cascade and args.method != "cascade":
         raise ValueError(f"--{cascade[0].replace('_', '-')} is a cascade option: it does nothing for --method {args.method}")
-    if args.draft_sharding is not None and (args.method in NO_DRAFT or args.method == "vanilla"):
+    no_model = args.method in NO_DRAFT or args.method == "vanilla" or (args.method == "cascade" and not args.draft)
+    if args.draft_sharding is not None and no_model:
         raise ValueError(f"--draft-sharding is for a draft model: --method {args.method} has none")
     if args.method == "ngram" and args.draft:
         raise ValueError("--method ngram drafts from the prompt and output (prompt lookup): drop --draft")
     if args.draft_vocab_file is not None and args.draft_vocab is None:
         raise ValueError("--draft-vocab-file needs --draft-vocab N (how many of its tokens the head keeps)")
     if args.draft_vocab is not None:
-        if args.method not in HOT_VOCAB_METHODS:
+        if args.method not in HOT_VOCAB_METHODS or no_model:
             raise ValueError(f"--draft-vocab trims a draft model's LM head (--method {', '.join(HOT_VOCAB_METHODS)}): "
                              f"--method {args.method} has none")
         if args.draft_vocab <= 0:
@@ -59,6 +60,15 @@ def _check_draft(args) -> None:
                              "candidates)")
         if args.method != "del" and args.exit_layer is None:
             raise ValueError(f"--method {args.method} needs --exit-layer E (the model's first E layers draft)")
+    elif args.method == "cascade":
+        if bool(args.draft) == (args.exit_layer is not None):
+            raise ValueError("--method cascade falls back on a draft model (--draft NAME) or on the model's own first "
+                             "layers (--exit-layer E): give one of the two")
+        if args.exit_layer is not None and args.cascade_extend:
+            raise ValueError("--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
+                             "--draft NAME, not --exit-layer")
+    elif args.exit_layer is not None:
+        raise ValueError(f"--exit-layer is for ls, fs, dv and cascade: it does nothing for --method {args.method}")
     elif args.method not in ("vanilla", "ngram") and not args.draft:
         raise ValueError(f"--method {args.method} needs --draft NAME")
 
@@ -97,9 +107,10 @@ def _hot_vocab(args):
 
 def _drafter(args):
     if args.method == "cascade":
+        from jaxspec.selfspec import LayerSkip
         from jaxspec.speculative import Cascade, DraftModel, NGram
         return Cascade(NGram(args.max_ngram or 3, args.min_ngram if args.min_ngram is not None else 1),
-                       DraftModel(vocab=_hot_vocab(args)),
+                       DraftModel(vocab=_hot_vocab(args)) if args.draft else LayerSkip(args.exit_layer),
                        min_match=args.min_match if args.min_match is not None else 1, extend=args.cascade_extend)
     if args.method in ("chain", "tree") and args.draft_vocab is not None:
         from jaxspec.speculative import DraftModel

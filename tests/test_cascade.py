@@ -1,5 +1,6 @@
-"""Cascade (prompt lookup in front of a draft model): greedy output equals vanilla (property-based: random
-tiny pairs, prompts with and without repeats, batches, both modes, min_match); whenever the model drafts,
+"""Cascade (prompt lookup in front of a draft model or a self-drafter): greedy output equals vanilla
+(property-based: random tiny pairs, prompts with and without repeats, batches, both modes, min_match; the
+self-drafter fallbacks); a self-drafter cascade leaves the target cache as vanilla's; whenever the model drafts,
 its cache is exact below the round's start — the catch-up over lookup-served rounds included (greedy
 equality cannot see a stale draft cache: any draft is lossless); sampling follows the target's exact
 joint in both modes; the errors."""
@@ -12,11 +13,12 @@ from hypothesis import strategies as st
 
 from jaxspec import output_ids
 from jaxspec.sampling import SamplingConfig
+from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
 from jaxspec.speculative import (Cascade, DraftModel, Model, NGram, chain, draft_phase, make_spec, run_speculation,
                                  spec_prefill, speculate, tree, verify_phase)
 from jaxspec.speculative.hot_vocab import hot_vocab
 from tests.helpers import exact_forward
-from tests.spec_helpers import DRAFT, TARGET, make_pair, pool_outcomes
+from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair, pool_outcomes
 from tests.test_ngram import _prompts
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
@@ -31,24 +33,25 @@ def _padded(prompts):
     return jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 
-def test_greedy_cascade_equals_vanilla():
-    """Both modes and a narrow catch-up, chains of 2 and 5, batches padded to MAX_BATCH rows; the pair
-    agrees partly (lam 0.3), so rejections, partial and whole acceptances all occur, and the lookup serves
-    some rounds and the model others."""
+def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int) -> None:
+    """Property: each of `drafters` (bound to the config `bound_to`), chains of 2 and 5, batches padded to
+    MAX_BATCH rows, prompts with and without repeats: vanilla's output; over the examples rejections,
+    partial and whole acceptances occur, and both stages serve rounds. `draft_params`: run with the
+    pair's draft model (else none: a self-drafter fallback)."""
     hist = {"none": 0, "partial": 0, "full": 0}
     served = {"ngram": 0, "model": 0}
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
-    @given(d=st.sampled_from(range(len(DRAFTERS))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @given(d=st.sampled_from(range(len(drafters))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
            seed=st.integers(0, 3), repeats=st.booleans(), data=st.data())
     def check(d, k, batch, seed, repeats, data):
         tp, dp = make_pair(seed, 0.3)
         lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
         prompts = _prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths, repeats)
         rows = prompts + [prompts[0]] * (MAX_BATCH - batch)
-        spec = make_spec(TARGET, DRAFTERS[d].bind(DRAFT), chain(k), prompt_len=WIDTH, max_new_tokens=N_NEW,
+        spec = make_spec(TARGET, drafters[d].bind(bound_to), chain(k), prompt_len=WIDTH, max_new_tokens=N_NEW,
                          eos_ids=(7,), max_len=SLOTS)
-        state = run_speculation(tp, dp, *_padded(rows), jax.random.key(0), spec=spec)
+        state = run_speculation(tp, dp if draft_params else None, *_padded(rows), jax.random.key(0), spec=spec)
         assert output_ids(state)[:batch] == vanilla_rows(tp, prompts)
         pool_outcomes(hist, state.stats, batch)
         served["ngram"] += int(state.draft_state.ngram_rounds[:batch].sum())
@@ -56,6 +59,11 @@ def test_greedy_cascade_equals_vanilla():
 
     check()
     assert min(hist.values()) > 0 and min(served.values()) > 0, (hist, served)
+
+
+def test_greedy_cascade_equals_vanilla():
+    """Both modes and a narrow catch-up; the pair agrees partly (lam 0.3)."""
+    _greedy_equals_vanilla(DRAFTERS, DRAFT, True, 40)
 
 
 def _draft_kv(dp, tokens: list[int]):
@@ -126,13 +134,46 @@ def test_cascade_sampling_matches_the_target_joint(drafter, sampling):
     check_sampling(chain(3), sampling, drafter.bind(SMALL_DRAFT))
 
 
+SELF_FALLBACKS = [Cascade(NGram(3, 1), LayerSkip(1)), Cascade(NGram(2, 1), LayerSkip(2), min_match=2),
+                  Cascade(NGram(2, 1), FSM(1, start=2)), Cascade(NGram(3, 1), DraftVerify(2))]
+
+
+def test_greedy_cascade_with_a_self_drafter_equals_vanilla():
+    """The lookup in front of the target's own first layers (LayerSkip, FSM, DraftVerify): no draft model,
+    the fallback drafts in the target's cache."""
+    _greedy_equals_vanilla(SELF_FALLBACKS, TARGET, False, 20)
+
+
+def test_a_self_drafter_cascade_leaves_the_target_cache_as_vanilla():
+    """Through `speculate` with no draft model: the one cache after the run equals vanilla decoding's
+    (the fallback's shallow K/V written in model rounds were overwritten by verification)."""
+    tp, _ = make_pair(2, 0.3)
+    prompts = _prompts(np.random.default_rng(7), [20, 13, 6], repeats=True)
+    out = speculate(Model(tp, TARGET), None, prompts, method=chain(4), max_new_tokens=N_NEW,
+                    drafter=Cascade(NGram(2, 1), FSM(2, start=3)))
+    assert out.output_ids == vanilla_rows(tp, prompts, eos=())
+    ds = out.state.draft_state
+    assert int(ds.ngram_rounds.sum()) > 0 and int(ds.model_rounds.sum()) > 0, (ds.ngram_rounds, ds.model_rounds)
+    assert_target_cache_is_vanillas(out.state.target_cache, tp, TARGET, prompts, out.output_ids,
+                                    out.state.target_cache.max_len)
+
+
+def test_self_drafter_cascade_sampling_matches_the_target_joint():
+    from tests.test_spec_sampling import TARGET as SMALL_TARGET, check_sampling
+    check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))
+
+
 def test_cascade_errors():
     with pytest.raises(ValueError, match="min_match must be an integer >= 1"):
         Cascade(min_match=0)
     with pytest.raises(ValueError, match="first stage is an NGram"):
         Cascade(DraftModel())
-    with pytest.raises(ValueError, match="fallback must be a DraftModel"):
+    with pytest.raises(ValueError, match="fallback is a draft model .* or a self-drafter"):
         Cascade(fallback=NGram())
+    with pytest.raises(ValueError, match="DEL behind the lookup is not supported"):
+        Cascade(fallback=DEL())
+    with pytest.raises(ValueError, match="extend mode .* needs a draft model"):
+        Cascade(fallback=LayerSkip(1), extend=True)
     with pytest.raises(ValueError, match="catchup must be >= 0"):
         Cascade(catchup=-1)
     tp, dp = make_pair(1, 0.3)
@@ -143,3 +184,7 @@ def test_cascade_errors():
         speculate(t, d, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(min_match=3))
     with pytest.raises(ValueError, match="falls back on a draft model"):
         speculate(t, None, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade())
+    with pytest.raises(ValueError, match="drafts with the target's own layers: give no draft model"):
+        speculate(t, d, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(1)))
+    with pytest.raises(ValueError, match=r"exit layer 3 is outside 1\.\.2"):
+        speculate(t, None, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(3)))

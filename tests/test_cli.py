@@ -342,9 +342,29 @@ def test_bench_cascade_json(tmp_path, capsys, tiny):
         assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["model_passes"] > 0, (st, s["rounds"])
 
 
+def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
+    """No draft model: prompt lookup in front of the model's first 6 layers; identical to vanilla, the JSON
+    names the exit and both stages' rounds."""
+    out = tmp_path / "cascade_ls.json"
+    assert main(["bench", "--model", tiny, "--method", "cascade", "--exit-layer", "6", "-k", "3", "--prompts",
+                 "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out), "--compare-vanilla"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["vanilla_identical"] == 2 and s["draft"] is None
+    assert s["cascade"] == {"mode": "switch", "max_ngram": 3, "min_ngram": 1, "min_match": 1, "catchup": 0,
+                            "exit_layer": 6, "layers": 8}
+    st = s["cascade_stages"]
+    assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["catchup_passes"] == 0, (st, s["rounds"])
+
+
 def test_cascade_user_errors(capsys, tiny):
     casc = ["--method", "cascade", "--draft", tiny]
-    cases = [(["--method", "cascade"], "--method cascade needs --draft NAME"),
+    cases = [(["--method", "cascade"], "falls back on a draft model (--draft NAME) or on the model's own first layers"),
+             ([*casc, "--exit-layer", "4"], "give one of the two"),
+             (["--method", "cascade", "--exit-layer", "4", "--cascade-extend"], "--cascade-extend continues"),
+             (["--method", "cascade", "--exit-layer", "4", "--draft-vocab", "64"], "--draft-vocab trims a draft model"),
+             (["--method", "cascade", "--exit-layer", "4", "--draft-sharding", "tp"], "--draft-sharding is for a draft"),
+             (["--method", "cascade", "--exit-layer", "8"], "exit layer 8 is outside 1..7"),
+             (["--method", "chain", "--draft", tiny, "--exit-layer", "4"], "--exit-layer is for ls, fs, dv and cascade"),
              (["--method", "chain", "--draft", tiny, "--min-match", "2"], "--min-match is a cascade option"),
              (["--method", "ngram", "--cascade-extend"], "--cascade-extend is a cascade option"),
              ([*casc, "--min-match", "0"], "min_match must be an integer >= 1"),

@@ -3,6 +3,7 @@ repeats itself, the draft model's where it does not.
 
     speculate(target, draft, prompts, method=chain(4), drafter=Cascade(NGram(3, 1), min_match=2))
     speculate(target, draft, prompts, method=chain(6), drafter=Cascade(NGram(3, 1), extend=True))
+    speculate(target, None, prompts, method=chain(4), drafter=Cascade(fallback=LayerSkip(24)))  # no draft model
 
 switch (the default): a row whose lookup proposes at least `min_match` tokens drafts them (NGram's
 chain); the other rows draft with the model (`DraftModel`'s chain). A round in which every row has a
@@ -11,6 +12,12 @@ so before the model drafts again it is caught up from the token history (NGram's
 `catchup` tokens per forward, in an on-device loop of as many passes as the lag needs. On memory-bound
 hardware a pass costs about one draft step (the weights are streamed once per pass) — less than the
 k draft steps each skipped round saved.
+
+Behind the lookup a self-drafter may stand instead (LayerSkip, FSM, DraftVerify: the target's first E
+layers, in the target's own cache — switch mode only). It needs no catch-up: it drafts from the target's
+cache, which verification keeps exact whoever drafted. It learns (FSM's γ, DraftVerify's threshold) only
+from the rounds it drafted. DEL is refused: it learns from every verification's shadow tokens and plain
+steps, which a lookup round would have to hand it.
 
 extend: every round the model continues the row's n-gram proposal of c tokens (c = 0: plain drafting).
 It reads (prev, last) and the proposal in one block — which also writes those tokens' K/V, so its cache
@@ -69,10 +76,11 @@ def _chain_logq(lq: jax.Array, at: jax.Array, logq: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Cascade(Drafter):
     """`ngram` (prompt lookup) in front of `fallback` (a `DraftModel`, bound to the draft model by
-    `speculate` / `make_runner`): switch at `min_match` proposed tokens, or `extend` the proposal with the
-    model; `catchup`: tokens per catch-up forward of the model's cache (switch; 0: k + 2)."""
+    `speculate` / `make_runner`) or a self-drafter (the target's first layers; switch only): switch at
+    `min_match` proposed tokens, or `extend` the proposal with the model; `catchup`: tokens per catch-up
+    forward of the model's cache (switch; 0: k + 2)."""
     ngram: NGram = NGram()
-    fallback: DraftModel = DraftModel()
+    fallback: Drafter = DraftModel()
     min_match: int = 1
     extend: bool = False
     catchup: int = 0
@@ -81,9 +89,18 @@ class Cascade(Drafter):
     def __post_init__(self):
         if not isinstance(self.ngram, NGram):
             raise ValueError(f"Cascade's first stage is an NGram (prompt lookup), got {type(self.ngram).__name__}")
-        if not isinstance(self.fallback, DraftModel):
-            raise ValueError(f"Cascade's fallback must be a DraftModel (a separate draft model), got "
-                             f"{type(self.fallback).__name__}: a self-drafter behind the lookup is not supported")
+        fb = self.fallback
+        if not isinstance(fb, DraftModel) and not (fb.writes_target_cache and not fb.needs_draft_model):
+            raise ValueError(f"Cascade's fallback is a draft model (DraftModel) or a self-drafter (LayerSkip, FSM, "
+                             f"DraftVerify), got {type(fb).__name__}")
+        if self.self_fallback and (type(fb).plain_next is not Drafter.plain_next  # DEL (unbound: no layers yet)
+                                   or fb.shadow_layers or fb.hidden_layers or fb.prompt_shadows):
+            raise ValueError(f"{type(fb).__name__} behind the lookup is not supported: it learns from every round's "
+                             f"shadow tokens and plain steps, which lookup rounds would have to hand it (use a "
+                             f"static self-drafter: LayerSkip, FSM, DraftVerify)")
+        if self.self_fallback and self.extend:
+            raise ValueError("Cascade's extend mode continues a lookup proposal in the draft model's own cache: it "
+                             "needs a draft model (DraftModel), not a self-drafter")
         if not isinstance(self.min_match, int) or self.min_match < 1:
             raise ValueError(f"min_match must be an integer >= 1 (n-gram tokens that make a round the lookup's), "
                              f"got {self.min_match!r}")
@@ -91,18 +108,35 @@ class Cascade(Drafter):
             raise ValueError(f"catchup must be >= 0 tokens per catch-up forward (0: k + 2), got {self.catchup}")
 
     @property
+    def self_fallback(self) -> bool:
+        """The fallback drafts with the target's own layers (no draft model, no cache of its own)."""
+        return not isinstance(self.fallback, DraftModel)
+
+    @property
+    def writes_target_cache(self) -> bool:
+        return self.fallback.writes_target_cache
+
+    @property
+    def needs_draft_model(self) -> bool:
+        return self.fallback.needs_draft_model
+
+    @property
     def cfg(self) -> ModelConfig | None:
         return self.fallback.cfg
 
     @property
     def vocab(self):
-        return self.fallback.vocab
+        return getattr(self.fallback, "vocab", None)
+
+    def check_head(self, target_params) -> None:
+        if hasattr(self.fallback, "check_head"):  # a self-drafter's exit reads the target's head
+            self.fallback.check_head(target_params)
 
     def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "Cascade":
         return dataclasses.replace(self, ngram=self.ngram.bind(cfg), fallback=self.fallback.bind(cfg, mesh, plan=plan))
 
     def prepare(self, params):
-        if params is None:
+        if params is None and not self.self_fallback:
             raise ValueError("Cascade falls back on a draft model: give one (draft=...)")
         return self.fallback.prepare(params)
 
@@ -115,6 +149,8 @@ class Cascade(Drafter):
         return self.catchup or depth + 2
 
     def cache_slots(self, slots: int, shape) -> int:
+        if self.self_fallback:  # no cache of its own
+            return self.fallback.cache_slots(slots, shape)
         # a catch-up pass or a row that finished its chain writes past the round's block: room for it
         return self.fallback.cache_slots(slots, shape) + self._width(shape.depth) + shape.depth
 
@@ -146,21 +182,26 @@ class Cascade(Drafter):
         ngram_tree = chain_tree(tokens, jnp.where(took, count, 0), sampling, V)
 
         def with_model(st: CascadeState):
-            model, passes = self._catch_up(params, st, rnd, D)
-            model, tree, _ = self.fallback.propose(params, model, target, rnd, key, method=method, sampling=sampling)
+            if self.self_fallback:  # it drafts from the target's cache, exact whoever drafted before
+                model, passes = st.model, jnp.int32(0)
+            else:
+                model, passes = self._catch_up(params, st, rnd, D)
+            model, tree, cache = self.fallback.propose(params, model, target, rnd, key, method=method,
+                                                       sampling=sampling)
             pick = lambda a, b: jnp.where(took.reshape(took.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
             return (dataclasses.replace(st, model=model, fed=jnp.where(rnd.live, rnd.committed, st.fed),
                                         model_passes=st.model_passes + 1, catchup_passes=st.catchup_passes + passes),
-                    jax.tree.map(pick, ngram_tree, tree), jnp.bool_(True))
+                    jax.tree.map(pick, ngram_tree, tree), jnp.bool_(True),
+                    cache if self.self_fallback else target.cache)
 
         def lookup_only(st: CascadeState):
-            return st, ngram_tree, jnp.bool_(False)
+            return st, ngram_tree, jnp.bool_(False), target.cache
 
-        st, tree, ran = lax.cond(jnp.any(rnd.live & ~took), with_model, lookup_only, st)
+        st, tree, ran, cache = lax.cond(jnp.any(rnd.live & ~took), with_model, lookup_only, st)
         live = rnd.live.astype(jnp.int32)
         st = dataclasses.replace(st, took_ngram=took, model_ran=ran, ngram_rounds=st.ngram_rounds + live * took,
                                  model_rounds=st.model_rounds + live * ~took)
-        return st, tree, target.cache
+        return st, tree, cache
 
     def _catch_up(self, params, st: CascadeState, rnd: Round, depth: int) -> tuple[DraftModelState, jax.Array]:
         """Feed the history's tokens at slots [fed, T − 2) to the draft model, `catchup` per forward,
@@ -233,8 +274,11 @@ class Cascade(Drafter):
         the invariant in the module docstring."""
         D = method.shape.depth
         ngram = self.ngram.commit(None, st.ngram, out, method=method)
-        model = self.fallback.commit(params, st.model, out, method=method)
         own = out.live & st.model_ran & ~st.took_ngram  # the accepted nodes are the model's own
+        # a self-drafter adapts (FSM's γ, DV's threshold) only to the rounds it drafted: to it a row the
+        # lookup served looks finished (not live); DraftModel learns every row's `prev`
+        model = self.fallback.commit(params, st.model, dataclasses.replace(out, live=own) if self.self_fallback
+                                     else out, method=method)
         fed = jnp.where(own, out.committed + jnp.minimum(out.n, D - 1), st.fed)
         return dataclasses.replace(st, ngram=ngram, model=model, fed=fed)
 
