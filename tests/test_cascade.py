@@ -158,6 +158,31 @@ def test_a_self_drafter_cascade_leaves_the_target_cache_as_vanilla():
                                     out.state.target_cache.max_len)
 
 
+def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
+    """Cascade.commit hands FSM an outcome in which the rows the lookup served are not live: their γ stays;
+    the row the model served moves (+1: its whole draft accepted); in a round where the model did not run
+    at all no γ moves."""
+    from jaxspec.speculative.cascade import CascadeState
+    from jaxspec.speculative.ngram import NGramState, chain_tree
+    from jaxspec.speculative.seam import Outcome
+    cas = Cascade(NGram(2, 1), FSM(1, start=2)).bind(TARGET)
+    B, D = 3, 4
+    z = jnp.zeros((B,), jnp.int32)
+    tree = chain_tree(jnp.ones((B, D), jnp.int32), jnp.full((B,), D, jnp.int32), SamplingConfig(0.0),
+                      TARGET.vocab_size)
+    out = Outcome(tree, n=jnp.full((B,), D, jnp.int32), path=jnp.broadcast_to(jnp.arange(D), (B, D)),
+                  extra=z, last=z, committed=jnp.full((B,), 5, jnp.int32), live=jnp.ones((B,), bool),
+                  drafted=jnp.full((B,), D, jnp.int32), logits=None, hiddens=None)
+
+    def gamma_after(took, ran):
+        st = CascadeState(NGramState(jnp.zeros((B, 32), jnp.int32)), jnp.full((B,), 2, jnp.int32), z,
+                          jnp.asarray(took), jnp.bool_(ran), z, z, z, jnp.int32(0), jnp.int32(0))
+        return np.asarray(cas.commit(None, st, out, method=chain(D)).model).tolist()
+
+    assert gamma_after([True, False, True], True) == [2, 3, 2]
+    assert gamma_after([True, True, True], False) == [2, 2, 2]
+
+
 def test_self_drafter_cascade_sampling_matches_the_target_joint():
     from tests.test_spec_sampling import TARGET as SMALL_TARGET, check_sampling
     check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))
