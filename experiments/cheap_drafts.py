@@ -1,15 +1,21 @@
 """Cheap drafts against the draft-model chain (issue 16 §3): the 1.5B target, greedy, on one CPU device —
 vanilla, the 0.5B draft model's chain, prompt lookup (NGram), the cascade (lookup in front of the 0.5B:
-switch at `--min-match`, and extend), each optionally with the 0.5B's head trimmed to `--vocab` hot tokens;
-every method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats`
-(interleaved.py), compile and warm-up excluded, prefill and decode apart. `--hf` adds HF's prompt lookup
-(`prompt_lookup_num_tokens` = k, `max_matching_ngram_size` = max n) and assisted generation (the 0.5B) on
-the same prompts (torch, timed once per prompt after a warm-up).
+switch at `--min-match`, and extend), each optionally with the 0.5B's head trimmed to `--vocab` hot tokens,
+and a grid of other lookup settings (`--ngram-grid K:MAX:MIN ...`); every method on the same prompts in one
+process, interleaved prompt by prompt, best of `--repeats` (interleaved.py), compile and warm-up excluded,
+prefill and decode apart. `--hf` adds HF's greedy `generate` on the same prompts — `vanilla`,
+`prompt-lookup` (`prompt_lookup_num_tokens` = k, `max_matching_ngram_size` = max n) and `assisted` (the
+0.5B) — interleaved per prompt after a warm-up, timed once each.
 
-    python experiments/cheap_drafts.py run --sets humaneval:4 spec-bench:summarization:3 --tag _small
-    python experiments/cheap_drafts.py plot --tag _small
+A run appends chunks (a set's prompts [offset, offset + n)) to results/cheap_drafts<tag>.json, one per set,
+written as each finishes; a chunk already there is skipped, so a long sweep spreads over several runs
+(with the same settings: a file holds one configuration, other settings need another `--tag`):
 
-Writes results/cheap_drafts<tag>.json (+ .png: end-to-end speedup per set and method)."""
+    python experiments/cheap_drafts.py run --sets humaneval:0:3 spec-bench:summarization:0:3 --hf vanilla prompt-lookup
+    python experiments/cheap_drafts.py table     # per set and pooled (Spec-Bench's categories), markdown
+    python experiments/cheap_drafts.py plot      # results/cheap_drafts<tag>.png
+
+Every row keeps its per-prompt times, so sets and runs pool by summing tokens and seconds."""
 from __future__ import annotations
 
 import argparse
@@ -20,32 +26,46 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
+ROW_KEYS = ("prompt_tokens", "new_tokens", "prefill_s", "decode_s", "stats", "drafter")
 
 
 def log(s: str) -> None:
     print(s, file=sys.stderr, flush=True)
 
 
-def _drafters(args, d_tok):
-    """(name, needs the draft model, drafter) per method; None: DraftModel with the full head."""
+def _methods(args, d_tok):
+    """(name, k, needs the draft model, drafter) per method; drafter None: DraftModel with the full head."""
     from jaxspec.speculative import Cascade, DraftModel, NGram
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
     vocab = load_hot_vocab(find_file(d_tok), args.vocab, tokenizer=d_tok) if args.vocab else None
-    ng = NGram(args.max_ngram, args.min_ngram)
-    out = [("chain", True, None), ("ngram", False, ng),
-           (f"cascade-m{args.min_match}", True, Cascade(ng, min_match=args.min_match)),
-           ("cascade-extend", True, Cascade(ng, extend=True))]
+    ng, k = NGram(args.max_ngram, args.min_ngram), args.k
+    every = {"chain": (k, True, None), "ngram": (k, False, ng),
+             "cascade": (k, True, Cascade(ng, min_match=args.min_match)),
+             "cascade-extend": (k, True, Cascade(ng, extend=True))}
     if vocab is not None:
-        out += [(f"chain-V{args.vocab}", True, DraftModel(vocab=vocab)),
-                (f"cascade-m{args.min_match}-V{args.vocab}", True,
-                 Cascade(ng, DraftModel(vocab=vocab), min_match=args.min_match))]
+        every[f"chain-V{args.vocab}"] = (k, True, DraftModel(vocab=vocab))
+        every[f"cascade-V{args.vocab}"] = (k, True, Cascade(ng, DraftModel(vocab=vocab), min_match=args.min_match))
+    out = [(n, *every[n]) for n in args.methods]
+    out += [(n, *every[n]) for n in every if args.vocab and f"V{args.vocab}" in n]
+    for g in args.ngram_grid:
+        gk, hi, lo = map(int, g.split(":"))
+        out.append((f"ngram-k{gk}-n{hi}..{lo}", gk, False, NGram(hi, lo)))
     return out
 
 
-def _stages(rows: list[dict]) -> dict | None:
-    """A cascade's stage counts pooled over the set (bench's own pooling); None for other methods."""
-    from jaxspec.bench import _stage_shares
-    return _stage_shares(rows) if rows and "cascade" in rows[0].get("drafter", {}) else None
+def _chunks(specs):
+    """SOURCE:OFFSET:N (or SOURCE:N) -> (source, offset, n)."""
+    for spec in specs:
+        parts = spec.split(":")
+        nums = [p for p in parts[::-1] if p.isdigit()][:2][::-1]
+        source = ":".join(parts[:len(parts) - len(nums)])
+        yield (source, 0, int(nums[0])) if len(nums) == 1 else (source, int(nums[0]), int(nums[1]))
+
+
+def _row(r: dict, vanilla: dict) -> dict:
+    out = {k: r[k] for k in ROW_KEYS if k in r}
+    out["identical"] = r["output_ids"] == vanilla["output_ids"]
+    return out
 
 
 def cmd_run(args) -> None:
@@ -59,61 +79,180 @@ def cmd_run(args) -> None:
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative import chain, make_runner
 
-    t, d = load_model(TARGET), load_model(DRAFT)
-    eos, N, meth = eos_ids(t.tokenizer, t.cfg), args.max_new_tokens, chain(args.k)
     path = RESULTS / f"cheap_drafts{args.tag}.json"
-    out = {"target": TARGET, "draft": DRAFT, "k": args.k, "max_ngram": args.max_ngram, "min_ngram": args.min_ngram,
-           "min_match": args.min_match, "vocab": args.vocab, "max_new_tokens": N, "repeats": args.repeats,
-           "measurement": "interleaved, best of repeats per prompt and method", "sets": {}, "env": environment()}
-    for spec in args.sets:
-        source, limit = spec.rsplit(":", 1)
-        prompts = load_prompts(source, int(limit))
-        ids = [encode(t.tokenizer, p) for p in prompts]
-        kw = dict(max_new_tokens=N, eos_ids=eos, max_len=cache_slots(max(map(len, ids)) + N + meth.shape.nodes + 1))
-        runners = {"vanilla": make_runner(t, None, None, **kw)}
-        for name, with_draft, drafter in _drafters(args, d.tokenizer):
-            runners[name] = make_runner(t, d if with_draft else None, meth, drafter=drafter, **kw)
+    out = json.loads(path.read_text()) if path.exists() else {
+        "target": TARGET, "draft": DRAFT, "max_new_tokens": args.max_new_tokens,
+        "measurement": "interleaved per prompt, best of repeats per prompt and method; HF once each", "chunks": []}
+    if out["max_new_tokens"] != args.max_new_tokens:
+        raise SystemExit(f"{path} holds runs of {out['max_new_tokens']} tokens; use another --tag")
+    config = {"methods": args.methods, "k": args.k, "max_ngram": args.max_ngram, "min_ngram": args.min_ngram,
+              "min_match": args.min_match, "vocab": args.vocab, "ngram_grid": args.ngram_grid, "hf": args.hf,
+              "repeats": args.repeats}
+    for c in out["chunks"]:  # chunks pool only when they measured the same methods the same way
+        if {k: v for k, v in c["config"].items() if k != "max_len"} != config:
+            raise SystemExit(f"{path} was measured with {c['config']}; this run's settings differ: use another --tag")
+    done = {(c["source"], c["offset"], c["n"]) for c in out["chunks"]}
+    todo = [c for c in _chunks(args.sets) if c not in done]
+    if not todo:
+        log("every chunk is already measured")
+        return
+    t, d = load_model(TARGET), load_model(DRAFT)
+    eos, N = eos_ids(t.tokenizer, t.cfg), args.max_new_tokens
+    sets = {c: [encode(t.tokenizer, p) for p in load_prompts(c[0], c[2], c[1])] for c in todo}
+    methods = _methods(args, d.tokenizer)
+    # one cache size for every set: each runner's loop compiles once (prefill per prompt-width bucket)
+    nodes = max(chain(k).shape.nodes for _, k, _, _ in methods)
+    max_len = cache_slots(max(len(i) for ids in sets.values() for i in ids) + N + nodes + 1)
+    kw = dict(max_new_tokens=N, eos_ids=eos, max_len=max_len)
+    runners = {"vanilla": make_runner(t, None, None, **kw)}
+    for name, k, with_draft, drafter in methods:
+        runners[name] = make_runner(t, d if with_draft else None, chain(k), drafter=drafter, **kw)
+    hf = _hf_models(t, d, args.hf) if args.hf else None
+    config["max_len"] = max_len
+    warmed: set = set()
+    for (source, offset, n), ids in sets.items():
         t0 = time.perf_counter()
-        compile_s = interleaved.prepare(runners, ids)
-        log(f"[{spec}] {len(ids)} prompts, compiled {list(runners)} in {time.perf_counter() - t0:.0f}s")
+        compile_s = _prepare(runners, ids, warmed)
+        log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
         rows = interleaved.measure(runners, ids, args.repeats, log)
-        table = {"vanilla": interleaved.summary(rows["vanilla"])}
-        for name in list(runners)[1:]:
-            s = interleaved.summary(rows[name], rows["vanilla"])
-            table[name] = {k: v for k, v in s.items() if k not in ("per_row",)} | {"compile_s": compile_s[name]}
-            if (st := _stages(rows[name])) is not None:
-                table[name]["stages"] = st
-            if s["vanilla_identical"] != len(ids):
-                raise RuntimeError(f"{spec} {name}: {s['vanilla_identical']}/{len(ids)} outputs equal vanilla's")
-            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
-                f"{s['prefill_ratio']:.2f}x), acceptance {s['acceptance_rate'] or 0:.3f}, mean accepted "
-                f"{s['mean_accepted_length']:.2f}" + (f", lookup share {st['ngram_share']:.2f}" if st else ""))
-        if args.hf:
-            table.update(_hf(t, d, ids, rows["vanilla"], table["vanilla"], args, eos))
-        out["sets"][spec] = table
-        write_json(out, path)  # after every set: a crash keeps what was measured
+        van = rows["vanilla"]
+        chunk = {"source": source, "offset": offset, "n": n, "config": config, "env": environment(),
+                 "compile_s": compile_s, "vanilla_output_ids": [r["output_ids"] for r in van],
+                 "rows": {m: [_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
+        for m, rs in chunk["rows"].items():
+            if not all(r["identical"] for r in rs):
+                raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
+        if hf is not None:
+            chunk["hf"] = _hf(hf, ids, van, args, eos)
+        _log_chunk(chunk)
+        out["chunks"].append(chunk)
+        write_json(out, path)  # after every chunk: a crash keeps what was measured
     plot(args.tag)
 
 
-def _hf(t, d, ids, vanilla_rows, vanilla, args, eos) -> dict:
-    """HF's prompt lookup and assisted generation on the same prompts (ratios to our vanilla)."""
-    import gc
+def _prepare(runners: dict, ids, warmed: set) -> dict[str, float]:
+    """interleaved.prepare for the prompt widths not warmed yet in this run (the runners share one cache
+    size and keep their executables, so a later set compiles and warms only its new prefill widths).
+    Returns each runner's compile seconds for this set."""
+    new = []
+    for i in ids:
+        width = runners["vanilla"]._inputs([i])[0].shape
+        if width not in warmed:
+            warmed.add(width)
+            new.append(i)
+    compile_s = {m: sum(r.compile([i]) for i in new) for m, r in runners.items()}
+    for r in runners.values():
+        if new:
+            r.warmup([[i] for i in new])
+    return compile_s
 
-    from jaxspec.hf_reference import hf_generate, load_hf_model
-    hf, assistant = load_hf_model(t.source), load_hf_model(d.source)
-    res = {}
-    for name, how in (("hf-prompt-lookup", dict(prompt_lookup=(args.k, args.max_ngram))),
-                      ("hf-assisted", dict(assistant=assistant)), ("hf-vanilla", {})):
-        hf_generate(hf, ids[0], 8, eos, **how)  # warm-up, not timed
-        new = secs = same = 0
-        for pid, row in zip(ids, vanilla_rows):
-            o, dt = hf_generate(hf, pid, args.max_new_tokens, eos, **how)
-            new, secs, same = new + len(o), secs + dt, same + (o == row["output_ids"])
-        res[name] = {"tok_per_s": new / secs, "speedup": new / secs / vanilla["tok_per_s"], "vanilla_identical": same}
-        log(f"  {name}: {new / secs:.2f} tok/s ({res[name]['speedup']:.3f}x our vanilla), identical {same}/{len(ids)}")
-    del hf, assistant
-    gc.collect()
+
+def _hf_models(t, d, names):
+    from jaxspec.hf_reference import load_hf_model
+    return {"target": load_hf_model(t.source), "assistant": load_hf_model(d.source) if "assisted" in names else None,
+            "names": names}
+
+
+def _hf(hf, ids, vanilla_rows, args, eos) -> dict:
+    """HF's greedy generate per method, interleaved per prompt (rotated order), one timing each."""
+    from jaxspec.hf_reference import hf_generate
+    how = {"vanilla": {}, "prompt-lookup": dict(prompt_lookup=(args.k, args.max_ngram)),
+           "assisted": dict(assistant=hf["assistant"])}
+    names = hf["names"]
+    for n in names:
+        hf_generate(hf["target"], ids[0], 8, eos, **how[n])  # warm-up, not timed
+    res = {n: [] for n in names}
+    for j, (pid, row) in enumerate(zip(ids, vanilla_rows)):
+        s = j % len(names)
+        for n in names[s:] + names[:s]:
+            o, dt = hf_generate(hf["target"], pid, args.max_new_tokens, eos, **how[n])
+            res[n].append({"new_tokens": len(o), "wall_s": dt, "identical": o == row["output_ids"]})
     return res
+
+
+def _pool(chunks: list[dict]) -> dict:
+    """Per method: our rows pooled (interleaved.summary against vanilla), HF's tok/s and ratios."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import interleaved
+
+    from jaxspec.bench import _stage_shares
+    rows: dict[str, list] = {}
+    hf: dict[str, list] = {}
+    for c in chunks:
+        for m, rs in c["rows"].items():
+            rows.setdefault(m, []).extend(rs)
+        for m, rs in c.get("hf", {}).items():
+            hf.setdefault(m, []).extend(rs)
+    van = rows["vanilla"]
+    res = {"vanilla": interleaved.summary(van)}
+    for m, rs in rows.items():
+        if m == "vanilla":
+            continue
+        s, v = interleaved.summary(rs), res["vanilla"]
+        res[m] = s | {"speedup": s["tok_per_s"] / v["tok_per_s"],
+                      "decode_speedup": s["decode_tok_per_s"] / v["decode_tok_per_s"],
+                      "prefill_ratio": s["prefill_s"] / v["prefill_s"],
+                      "vanilla_identical": sum(r["identical"] for r in rs)}
+        if rs and "cascade" in (rs[0].get("drafter") or {}):
+            res[m]["stages"] = _stage_shares(rs)
+    for m, rs in hf.items():
+        tps = sum(r["new_tokens"] for r in rs) / sum(r["wall_s"] for r in rs)
+        res[f"hf-{m}"] = {"prompts": len(rs), "tok_per_s": tps, "speedup": tps / res["vanilla"]["tok_per_s"],
+                          "vanilla_identical": sum(r["identical"] for r in rs)}
+    if "hf-vanilla" in res:
+        for m in hf:
+            res[f"hf-{m}"]["vs_hf_vanilla"] = res[f"hf-{m}"]["tok_per_s"] / res["hf-vanilla"]["tok_per_s"]
+    return res
+
+
+def _log_chunk(c: dict) -> None:
+    res = _pool([c])
+    for m, s in res.items():
+        if m == "vanilla":
+            log(f"  vanilla: {s['tok_per_s']:.2f} tok/s")
+        elif m.startswith("hf-"):
+            log(f"  {m}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x our vanilla), identical {s['vanilla_identical']}")
+        else:
+            st = s.get("stages")
+            log(f"  {m}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+                f"{s['acceptance_rate'] or 0:.3f}, mean accepted {s['mean_accepted_length']:.2f}"
+                + (f", lookup share {st['ngram_share']:.2f}" if st else ""))
+
+
+def _groups(out: dict) -> dict[str, list[dict]]:
+    """Set name -> its chunks, then 'spec-bench (pooled)' over every Spec-Bench category."""
+    groups: dict[str, list[dict]] = {}
+    for c in out["chunks"]:
+        groups.setdefault(c["source"].replace("spec-bench:", ""), []).append(c)
+    sb = [c for c in out["chunks"] if c["source"].startswith("spec-bench:")]
+    if sb:
+        groups["spec-bench (pooled)"] = sb
+    return groups
+
+
+def table(tag: str) -> str:
+    out = json.loads((RESULTS / f"cheap_drafts{tag}.json").read_text())
+    groups = {g: _pool(cs) for g, cs in _groups(out).items()}
+    methods = [m for m in next(iter(groups.values())) if m != "vanilla"]
+    lines = ["| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
+             "|---|---|---|---|" + "---|" * len(methods)]
+    for g, res in groups.items():
+        cells = []
+        for m in methods:
+            s = res.get(m)
+            if s is None:
+                cells.append("—")
+            elif m.startswith("hf-"):
+                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else ""))
+            else:
+                st = s.get("stages")
+                cells.append(f"{s['speedup']:.2f}× (dec {s['decode_speedup']:.2f}; len {s['mean_accepted_length']:.2f}"
+                             + (f"; lookup {st['ngram_share']:.0%}" if st else "") + ")")
+        v, rows = res["vanilla"], [r for c in _groups(out)[g] for r in c["rows"]["vanilla"]]
+        lines.append(f"| {g} | {v['prompts']} | {sum(r['prompt_tokens'] for r in rows) / len(rows):.0f} | "
+                     f"{v['tok_per_s']:.2f} ({v['prefill_s'] / (v['prefill_s'] + v['decode_s']):.0%}) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(tag: str) -> None:
@@ -121,19 +260,19 @@ def plot(tag: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     path = RESULTS / f"cheap_drafts{tag}.json"
-    out = json.loads(path.read_text())
-    sets = list(out["sets"])
-    names = [n for n in out["sets"][sets[0]] if n != "vanilla"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(sets) * len(names) / 3), 4.2))
+    groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.read_text())).items()}
+    sets = list(groups)
+    names = [n for n in groups[sets[0]] if n not in ("vanilla", "hf-vanilla")]
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4))
     w = 0.8 / len(names)
     for i, n in enumerate(names):
-        ys = [out["sets"][s].get(n, {}).get("speedup", 0) for s in sets]
+        ys = [groups[s].get(n, {}).get("speedup", 0) for s in sets]
         ax.bar([j + i * w for j in range(len(sets))], ys, w, label=n)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(sets))], [s.replace("spec-bench:", "") for s in sets])
-    ax.set_ylabel("end-to-end speedup vs vanilla (1.5B, greedy)")
-    ax.set_title(f"cheap drafts, k = {out['k']}, {out['max_new_tokens']} tokens, best of {out['repeats']}")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(sets))], sets, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("end-to-end speedup vs jaxspec vanilla")
+    ax.set_title("cheap drafts on the 1.5B (greedy, CPU)")
+    ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=110)
     log(f"wrote {path.with_suffix('.png')}")
@@ -143,21 +282,29 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--sets", nargs="+", default=["humaneval:10", "spec-bench:summarization:10"],
-                   help="SOURCE:LIMIT, e.g. spec-bench:rag:10")
+    r.add_argument("--sets", nargs="+", default=["humaneval:0:10", "spec-bench:summarization:0:10"],
+                   help="SOURCE:OFFSET:N or SOURCE:N, e.g. spec-bench:rag:0:10")
+    r.add_argument("--methods", nargs="*", default=["chain", "ngram", "cascade", "cascade-extend"],
+                   choices=["chain", "ngram", "cascade", "cascade-extend"])
     r.add_argument("-k", type=int, default=4)
     r.add_argument("--max-ngram", type=int, default=3)
     r.add_argument("--min-ngram", type=int, default=1)
     r.add_argument("--min-match", type=int, default=2)
+    r.add_argument("--ngram-grid", nargs="*", default=[], metavar="K:MAX:MIN", help="more lookup settings")
     r.add_argument("--vocab", type=int, default=0, help="also the chain and the cascade with a hot-vocabulary head")
     r.add_argument("--max-new-tokens", type=int, default=64)
     r.add_argument("--repeats", type=int, default=2)
-    r.add_argument("--hf", action="store_true", help="also HF prompt lookup and assisted generation")
+    r.add_argument("--hf", nargs="*", default=[], choices=["vanilla", "prompt-lookup", "assisted"])
     r.add_argument("--tag", default="")
-    q = sub.add_parser("plot")
-    q.add_argument("--tag", default="")
+    for name in ("table", "plot"):
+        sub.add_parser(name).add_argument("--tag", default="")
     args = p.parse_args()
-    cmd_run(args) if args.cmd == "run" else plot(args.tag)
+    if args.cmd == "run":
+        cmd_run(args)
+    elif args.cmd == "table":
+        print(table(args.tag))
+    else:
+        plot(args.tag)
 
 
 if __name__ == "__main__":
