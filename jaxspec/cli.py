@@ -52,8 +52,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                               "starts at -k, at most 2k)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
-    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec, cascade: the draft's LM head keeps "
-                   "only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; lossless)")
+    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec, cascade, ls, fs, dv, del: the "
+                   "draft's LM head keeps only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; "
+                   "lossless); a self-drafter's is cut from the model's own head")
     p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
                    "the one shipped in conversion/hot_vocab/ for the draft's tokenizer)")
     h = p.add_argument_group("multi-host (one process per host; or JAXSPEC_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")

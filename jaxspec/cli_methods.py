@@ -23,7 +23,7 @@ def _method(args):
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft
 NO_DRAFT = SELF_METHODS + ("ngram",)  # no draft model
-HOT_VOCAB_METHODS = ("chain", "tree", "easyspec", "cascade")  # a draft model whose head --draft-vocab trims
+HOT_VOCAB_METHODS = ("chain", "tree", "easyspec", "cascade") + SELF_METHODS  # a draft head --draft-vocab trims
 DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
                "context")
 
@@ -47,9 +47,9 @@ def _check_draft(args) -> None:
     if args.draft_vocab_file is not None and args.draft_vocab is None:
         raise ValueError("--draft-vocab-file needs --draft-vocab N (how many of its tokens the head keeps)")
     if args.draft_vocab is not None:
-        if args.method not in HOT_VOCAB_METHODS or no_model:
-            raise ValueError(f"--draft-vocab trims a draft model's LM head (--method {', '.join(HOT_VOCAB_METHODS)}): "
-                             f"--method {args.method} has none")
+        if args.method not in HOT_VOCAB_METHODS:
+            raise ValueError(f"--draft-vocab trims a draft's LM head (a draft model's or the model's own exits': "
+                             f"--method {', '.join(HOT_VOCAB_METHODS)}): --method {args.method} has none")
         if args.draft_vocab <= 0:
             raise ValueError(f"--draft-vocab must be >= 1 (tokens the draft head keeps), got {args.draft_vocab}")
     if args.method in SELF_METHODS:
@@ -96,12 +96,13 @@ def _exits(text):
 
 
 def _hot_vocab(args):
-    """--draft-vocab N: the draft's N most frequent tokens, from the frequency file made for its tokenizer."""
+    """--draft-vocab N: the draft's N most frequent tokens, from the frequency file made for its tokenizer
+    (a self-drafter's: the model's)."""
     if args.draft_vocab is None:
         return None
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
-    tok = load_model_tokenizer(args.draft)
+    tok = load_model_tokenizer(args.draft or args.model)
     return load_hot_vocab(args.draft_vocab_file or find_file(tok), args.draft_vocab, tokenizer=tok)
 
 
@@ -110,7 +111,8 @@ def _drafter(args):
         from jaxspec.selfspec import LayerSkip
         from jaxspec.speculative import Cascade, DraftModel, NGram
         return Cascade(NGram(args.max_ngram or 3, args.min_ngram if args.min_ngram is not None else 1),
-                       DraftModel(vocab=_hot_vocab(args)) if args.draft else LayerSkip(args.exit_layer),
+                       DraftModel(vocab=_hot_vocab(args)) if args.draft else LayerSkip(args.exit_layer,
+                                                                                         vocab=_hot_vocab(args)),
                        min_match=args.min_match if args.min_match is not None else 1, extend=args.cascade_extend)
     if args.method in ("chain", "tree") and args.draft_vocab is not None:
         from jaxspec.speculative import DraftModel
@@ -124,10 +126,10 @@ def _drafter(args):
             opts = {k: getattr(args, k) for k in ("head_cost", "dispatch", "probe", "probe_exits", "context")
                     if getattr(args, k) is not None}
             return DEL(exits=_exits(args.exits), faithful=args.faithful,
-                       cost=args.cost, remeasure=args.remeasure_cost, **opts)
+                       cost=args.cost, remeasure=args.remeasure_cost, vocab=_hot_vocab(args), **opts)
         if args.method == "fs":
-            return FSM(args.exit_layer, start=_k(args))
-        return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer)
+            return FSM(args.exit_layer, start=_k(args), vocab=_hot_vocab(args))
+        return (LayerSkip if args.method == "ls" else DraftVerify)(args.exit_layer, vocab=_hot_vocab(args))
     if args.method != "easyspec":
         return None
     from jaxspec.easyspec import EasySpec

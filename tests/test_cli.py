@@ -212,7 +212,8 @@ def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys, tiny)
                  "--prompts", "humaneval-body", "--limit", "2", "--max-new-tokens", "12", "--json", str(out),
                  "--compare-vanilla", "--hf-baseline"]) == 0
     s = json.loads(out.read_text())["summary"]
-    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 5, "layers": 8}
+    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 5, "layers": 8,
+                                                                                  "draft_vocab": None}
     assert s["hf_method"] == "assistant_early_exit=5" and s["hf_identical"] == 2
     assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"] and s["step_costs"]["draft_step_s"] > 0
 
@@ -351,7 +352,7 @@ def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
     s = json.loads(out.read_text())["summary"]
     assert s["vanilla_identical"] == 2 and s["draft"] is None
     assert s["cascade"] == {"mode": "switch", "max_ngram": 3, "min_ngram": 1, "min_match": 1, "catchup": 0,
-                            "exit_layer": 6, "layers": 8}
+                            "exit_layer": 6, "layers": 8, "draft_vocab": None}
     st = s["cascade_stages"]
     assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["catchup_passes"] == 0, (st, s["rounds"])
 
@@ -361,7 +362,6 @@ def test_cascade_user_errors(capsys, tiny):
     cases = [(["--method", "cascade"], "falls back on a draft model (--draft NAME) or on the model's own first layers"),
              ([*casc, "--exit-layer", "4"], "give one of the two"),
              (["--method", "cascade", "--exit-layer", "4", "--cascade-extend"], "--cascade-extend continues"),
-             (["--method", "cascade", "--exit-layer", "4", "--draft-vocab", "64"], "--draft-vocab trims a draft model"),
              (["--method", "cascade", "--exit-layer", "4", "--draft-sharding", "tp"], "--draft-sharding is for a draft"),
              (["--method", "cascade", "--exit-layer", "8"], "exit layer 8 is outside 1..7"),
              (["--method", "chain", "--draft", tiny, "--exit-layer", "4"], "--exit-layer is for ls, fs, dv and cascade"),
@@ -401,6 +401,23 @@ def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
     assert 0 < s["accepted"] <= s["drafted"]
 
 
+def test_bench_self_drafters_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
+    """LayerSkip and DEL drafting through the model's own head cut to 8192 tokens: identical to vanilla,
+    the draft vocabulary in the JSON (and in DEL's settings), drafts made."""
+    freq = tmp_path / "smollm2.json"
+    _smollm_frequencies(freq)
+    want = {"size": 8192, "vocab_size": 49152, "file": "smollm2.json"}
+    for name, extra in (("ls", ["--exit-layer", "6"]), ("del", ["--exits", "4,6,7", "--faithful"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["bench", "--model", tiny, "--method", name, *extra, "-k", "4", "--draft-vocab", "8192",
+                     "--draft-vocab-file", str(freq), "--prompts", "humaneval-body", "--limit", "2",
+                     "--max-new-tokens", "12", "--json", str(out), "--compare-vanilla"]) == 0, name
+        s = json.loads(out.read_text())["summary"]
+        assert s["vanilla_identical"] == 2 and s["draft_vocab"] == want and s["drafted"] > 0, (name, s)
+        if name == "del":
+            assert s["del"]["draft_vocab"] == want
+
+
 def test_hot_vocabulary_user_errors(capsys, tmp_path, tiny):
     freq = tmp_path / "smollm2.json"
     _smollm_frequencies(freq)
@@ -409,8 +426,9 @@ def test_hot_vocabulary_user_errors(capsys, tmp_path, tiny):
     from jaxspec.speculative.hot_vocab import write_frequencies
     write_frequencies(qwen, {1: 1}, load_model_tokenizer("qwen2.5-coder-0.5b-instruct"), 151936, {})
     chain = ["--method", "chain", "--draft", tiny]
-    cases = [(["--method", "ngram", "--draft-vocab", "10"], "--draft-vocab trims a draft model's LM head"),
-             (["--method", "del", "--draft-vocab", "10"], "--method del has none"),
+    cases = [(["--method", "ngram", "--draft-vocab", "10"], "--draft-vocab trims a draft's LM head"),
+             (["--draft-vocab", "10"], "--method vanilla has none"),
+             (["--method", "del", "--draft-vocab", "50000", "--draft-vocab-file", str(freq)], "must be in 1..49152"),
              ([*chain, "--draft-vocab", "0"], "--draft-vocab must be >= 1"),
              ([*chain, "--draft-vocab-file", str(freq)], "--draft-vocab-file needs --draft-vocab N"),
              ([*chain, "--draft-vocab", "50000", "--draft-vocab-file", str(freq)], "must be in 1..49152"),

@@ -125,7 +125,7 @@ def sample_counts(method, sampling, drafter, mesh=None):
         tp, target_cfg, plan = shard_model(tp, TARGET, mesh)
         dp, draft_cfg, dplan = shard_model(dp, DRAFT, mesh)
         drafter = DraftModel(draft_cfg, dplan)
-    dp = drafter.prepare(dp if drafter.needs_draft_model else None)  # a self-drafter, NGram: no params
+    dp = drafter.prepare_for(dp if drafter.needs_draft_model else None, tp)  # a self-drafter, NGram: no model
     spec = make_spec(target_cfg, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
                      sampling=sampling, max_len=32, plan=plan)
     toks = jnp.asarray(np.tile(PROMPT, (ROWS, 1)), jnp.int32)

@@ -188,7 +188,7 @@ class DEL(SelfDrafter):
             return self
         from jaxspec.selfspec.round_cost import cached_round_cost
         cost = cached_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
-                                 dispatch=self.dispatch, refresh=refresh or self.remeasure)
+                                 dispatch=self.dispatch, refresh=refresh or self.remeasure, vocab=self.vocab)
         return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost), remeasure=False)
 
     @property
@@ -242,7 +242,7 @@ class DEL(SelfDrafter):
                 "faithful": self.faithful,
                 "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost_model,
                 "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
-                "probe_exits": self._picks or len(self.shadow_layers)}
+                "probe_exits": self._picks or len(self.shadow_layers), **self.vocab_describe()}
 
     def report(self, st: DELState) -> dict:
         """The per-round traces up to the last round (pooled over the batch: one exit per batch)."""
@@ -298,8 +298,8 @@ class DEL(SelfDrafter):
         thr = jnp.broadcast_to(tau, (B,))
 
         def draft(_):
-            lq_root, c = self._root(target, rnd, sampling, st.exit)
-            step = self._step(target, rnd, 1, sampling, st.exit)
+            lq_root, c = self._root(params, target, rnd, sampling, st.exit)
+            step = self._step(params, target, rnd, 1, sampling, st.exit)
             c, t = draft_chain(lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, shape, sampling,
                                jnp.int32(shape.depth), thr)
             return t, c.replace(lengths=target.cache.lengths)

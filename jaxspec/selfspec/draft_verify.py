@@ -56,8 +56,8 @@ class DraftVerify(LayerSkip):
 
     def propose(self, params, st: DVState, target: Target, rnd: Round, key, *, method,
                 sampling: SamplingConfig) -> tuple[DVState, Tree, KVCache]:
-        lq_root, c = self._root(target, rnd, sampling)
-        step = self._step(target, rnd, 1, sampling)
+        lq_root, c = self._root(params, target, rnd, sampling)
+        step = self._step(params, target, rnd, 1, sampling)
         c, tree = draft_chain(lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, method.shape, sampling,
                               jnp.int32(method.shape.depth), st.threshold)
         return st, tree, c.replace(lengths=target.cache.lengths)

@@ -45,8 +45,8 @@ class FSM(LayerSkip):
         steps = jnp.max(jnp.where(rnd.live, gamma, 0))
 
         def draft(_):
-            lq_root, c = self._root(target, rnd, sampling)
-            c, t = grow_tree(self._step(target, rnd, 1, sampling), c, lq_root, key, shape, sampling, steps)
+            lq_root, c = self._root(params, target, rnd, sampling)
+            c, t = grow_tree(self._step(params, target, rnd, 1, sampling), c, lq_root, key, shape, sampling, steps)
             depth = jnp.arange(1, shape.depth + 1, dtype=jnp.int32)[None]
             return dataclasses.replace(t, valid=t.valid & (depth <= gamma[:, None])), c.replace(
                 lengths=target.cache.lengths)

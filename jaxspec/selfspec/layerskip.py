@@ -9,6 +9,11 @@ verification then runs every layer over [last] + drafts from slot T-1, overwriti
 values for the accepted prefix (the shallow layers see the same tokens either way). Rollback is the
 engine's: `lengths` = T + n for every layer at once, so E could change every round.
 
+A hot-vocabulary head (`vocab=`, FR-Spec / VocabTrim, hot_vocab.py; every self-drafter): the draft's
+logits come from the kept rows of the target's head only — a copy of V'·D weights gathered once by
+`prepare_for` (the drafter's params: {"hot_head": ...}), read instead of the V·D head per draft step;
+verification keeps the full head, so the output is the target's as always.
+
 Verification recomputes the drafted tokens' shallow layers instead of reusing LayerSkip's exit states:
 at batch 1 a forward is bound by its weight reads, which are the same (every layer is read once per
 verification either way), and reuse would cost a second, ragged code path through the deep layers."""
@@ -26,6 +31,7 @@ from jaxspec.model import embed, head, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import Tree
 
@@ -50,9 +56,11 @@ def shallow_logits(params, tokens, cache: KVCache, positions, mask, exit_layer: 
 class SelfDrafter(Drafter):
     """What every self-drafter shares: it is bound to the target's config and sharding plan (by
     `speculate`), takes no draft model, and drafts through `_shallow` — the target's first layers up to
-    its exit — in the target's own cache (`_root` for `last`, `_step` for the later depths)."""
+    its exit — in the target's own cache (`_root` for `last`, `_step` for the later depths). `vocab`: a
+    hot-vocabulary draft head (module docstring)."""
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
     plan: ShardingPlan | None = dataclasses.field(default=None, kw_only=True)
+    vocab: HotVocab | None = dataclasses.field(default=None, kw_only=True)
     writes_target_cache = True
     needs_draft_model = False
 
@@ -61,8 +69,19 @@ class SelfDrafter(Drafter):
 
     def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None):
         del mesh
+        if self.vocab is not None and self.vocab.vocab_size != cfg.vocab_size:
+            raise ValueError(f"the hot vocabulary was made for {self.vocab.vocab_size} tokens, the target has "
+                             f"{cfg.vocab_size}")
         self.check(cfg)
         return dataclasses.replace(self, cfg=cfg, plan=plan)
+
+    @property
+    def shadow_vocab(self) -> HotVocab | None:
+        """Shadow tokens (DEL) estimate what this drafter's head would draft: its hot vocabulary's."""
+        return self.vocab
+
+    def vocab_describe(self) -> dict:
+        return {"draft_vocab": self.vocab.describe() if self.vocab is not None else None}
 
     @property
     def bound_cfg(self) -> ModelConfig:
@@ -77,6 +96,19 @@ class SelfDrafter(Drafter):
                              f"(draft=None)")
         return None
 
+    def prepare_for(self, params, target_params):
+        """None, or with a hot vocabulary {"hot_head": the kept rows of the target's head} (gathered once:
+        V'·D weights beside the target's)."""
+        self.prepare(params)
+        if self.vocab is None:
+            return None
+        return {"hot_head": trim_head(target_params, self.bound_cfg, self.vocab)["hot_head"]}
+
+    @staticmethod
+    def _draft_params(target_params, params):
+        """The params a draft step reads: the target's, with the hot head when there is one."""
+        return target_params if params is None else {**target_params, "hot_head": params["hot_head"]}
+
     def check_head(self, target_params) -> None:
         """A self-drafter's exits read through the target's final norm and LM head: both must be there."""
         need = ["final_norm", "embed"] + ([] if self.bound_cfg.tie_embeddings else ["lm_head"])
@@ -90,24 +122,26 @@ class SelfDrafter(Drafter):
         choice for this round, None for a static exit)."""
         raise NotImplementedError
 
-    def _root(self, target: Target, rnd: Round, sampling: SamplingConfig, exit_state=None):
-        """`last` at slot T-1 through the shallow layers: (depth 1's distribution f32[B, V], target cache)."""
+    def _root(self, params, target: Target, rnd: Round, sampling: SamplingConfig, exit_state=None):
+        """`last` at slot T-1 through the shallow layers (`params`: the drafter's, from `prepare_for`):
+        (depth 1's distribution f32[B, V], target cache)."""
         T = rnd.committed
         c = target.cache.replace(lengths=T - 1)
-        logits, c = self._shallow(target.params, rnd.last[:, None], c, (T - 1)[:, None],
-                                  causal_mask(T - 1, 1, c.max_len), exit_state)
+        logits, c = self._shallow(self._draft_params(target.params, params), rnd.last[:, None], c,
+                                  (T - 1)[:, None], causal_mask(T - 1, 1, c.max_len), exit_state)
         return draft_logprobs(logits[:, 0], sampling), constrain_cache(c, self.plan)
 
-    def _step(self, target: Target, rnd: Round, width: int, sampling: SamplingConfig, exit_state=None):
+    def _step(self, params, target: Target, rnd: Round, width: int, sampling: SamplingConfig, exit_state=None):
         """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
         slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
         T, S = rnd.committed, target.cache.max_len
+        draft_params = self._draft_params(target.params, params)
 
         def step(c, leaves, anc, d):
             c = c.replace(lengths=T + (d - 2) * width)
             pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
             mask = tree_mask(T, anc, S) if anc is not None else causal_mask(T + d - 2, 1, S)
-            lg, c = self._shallow(target.params, leaves, c, pos, mask, exit_state)
+            lg, c = self._shallow(draft_params, leaves, c, pos, mask, exit_state)
             return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
         return step
 
@@ -126,7 +160,7 @@ class LayerSkip(SelfDrafter):
         return logits, cache
 
     def describe(self) -> dict:
-        return {"exit_layer": self.exit_layer, "layers": self.bound_cfg.num_layers}
+        return {"exit_layer": self.exit_layer, "layers": self.bound_cfg.num_layers, **self.vocab_describe()}
 
     def draft_costs(self, params, shape, *, context: int, max_len: int, repeats: int = 5) -> dict:
         """Measured seconds of a round's first draft forward (`last`, 1 token) and of each later one (K
@@ -134,6 +168,8 @@ class LayerSkip(SelfDrafter):
         from jaxspec.speculative.costs import time_forward
         cfg = dataclasses.replace(self.bound_cfg, num_layers=self.exit_layer)
         shallow = dict(params, layers=params["layers"][:self.exit_layer])
+        if self.vocab is not None:  # the draft step reads the trimmed head
+            shallow = trim_head(shallow, cfg, self.vocab)
         kw = dict(context=context, max_len=max_len, repeats=repeats)
         return {"draft_first_s": time_forward(shallow, cfg, 1, **kw),
                 "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw)}
@@ -144,9 +180,9 @@ class LayerSkip(SelfDrafter):
 
     def propose(self, params, k, target: Target, rnd: Round, key, *, method,
                 sampling: SamplingConfig) -> tuple[jax.Array, Tree, KVCache]:
-        lq_root, c = self._root(target, rnd, sampling)
-        c, tree = grow_tree(self._step(target, rnd, method.shape.width, sampling), c, lq_root, key, method.shape,
-                            sampling, adaptive_steps(method, k))
+        lq_root, c = self._root(params, target, rnd, sampling)
+        c, tree = grow_tree(self._step(params, target, rnd, method.shape.width, sampling), c, lq_root, key,
+                            method.shape, sampling, adaptive_steps(method, k))
         return k, tree, c.replace(lengths=target.cache.lengths)
 
     def commit(self, params, k, out: Outcome, *, method) -> jax.Array:

@@ -10,7 +10,8 @@ round TPL scores as a win can be slower than plain decoding even when every draf
 `measure_round_cost` times the pieces a DEL round is made of, with the engine's own functions, at a
 given cache size, in units of one plain decoding step (every piece timed once per round, interleaved,
 fastest of `repeats` rounds kept):
-    draft[i]   one draft forward (1 token) at candidate exit i, through DEL's exit dispatch
+    draft[i]   one draft forward (1 token) at candidate exit i, through DEL's exit dispatch (and the
+               hot-vocabulary head when DEL has one: `vocab`)
     verify[d]  the verification of d drafts: the engine's block for d + 1 positions (its width bucket,
                verification.verify_widths) with the shadow rows of the candidate exits
 and `RoundCost.matrix` turns them into TPL's denominator: cost[i, 0] = 1 (a plain step), cost[i, d] =
@@ -44,6 +45,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.masks import causal_mask
 from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.exit_stats import can_pay
+from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.verification import chain_widths, verification_pass
 from jaxspec.timing import best_times
 
@@ -96,13 +98,15 @@ def _kept(exits, draft, verify) -> tuple[int, ...]:
 
 
 def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                       context: int | None = None, dispatch: str = "segments", repeats: int = 7) -> RoundCost:
+                       context: int | None = None, dispatch: str = "segments", repeats: int = 7,
+                       vocab: HotVocab | None = None) -> RoundCost:
     """Time a DEL round's pieces on this machine (batch 1, cache of `max_len` slots holding `context`
     tokens, default half) and keep the exits that can pay. Every piece is timed once per round over
     `repeats` rounds, the pieces interleaved, and its fastest time kept (timing.best_times): the costs are
     ratios to the plain step, and a slow spell that hit only the step's repeats once made every exit look
     cheap (README "Results (DEL)", run G). Verification is timed again, with the step, with the kept
-    exits' shadow rows when the first pass (all exits' rows) dropped some."""
+    exits' shadow rows when the first pass (all exits' rows) dropped some. `vocab`: DEL's hot-vocabulary
+    draft head — the draft forwards read it (the shadow rows are only masked to it: no cost)."""
     if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] >= cfg.num_layers:
         raise ValueError(f"candidate exits must be increasing layer counts in 1..{cfg.num_layers - 1}, got {exits}")
     ctx = max_len // 2 if context is None else context
@@ -113,7 +117,7 @@ def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, dept
 
     def verify_call(width: int, shadow: tuple[int, ...]) -> tuple:
         toks, pos = jnp.ones((1, width), jnp.int32), ctx + jnp.arange(width, dtype=jnp.int32)[None]
-        f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
+        f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow, shadow_vocab=vocab))
         return f, params, toks, cache, pos, causal_mask(cache.lengths, width, max_len)
 
     def verify_table(t: dict, step: float) -> list[float]:
@@ -124,7 +128,8 @@ def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, dept
     draft_fn = jax.jit(lambda p, c, i: exit_logits(p, toks, c, pos, causal_mask(c.lengths, 1, max_len), cfg,
                                                    tuple(exits), i, dispatch)[0])
     calls = {"step": verify_call(1, ())}
-    calls |= {("draft", i): (draft_fn, params, cache, jnp.int32(i)) for i in range(len(exits))}
+    draft_params = params if vocab is None else trim_head(params, cfg, vocab)
+    calls |= {("draft", i): (draft_fn, draft_params, cache, jnp.int32(i)) for i in range(len(exits))}
     calls |= {w: verify_call(w, tuple(exits)) for w in widths}
     t = best_times(calls, repeats)
     step = t["step"]
@@ -141,7 +146,8 @@ def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, dept
                      cfg.num_layers, max_len, 1e3 * step)
 
 
-def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, max_len: int, dispatch: str) -> dict:
+def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, max_len: int, dispatch: str,
+             vocab: HotVocab | None = None) -> dict:
     """Everything a measured round cost depends on (not the weights' values: the same shapes cost the same)."""
     leaves = jax.tree.leaves(params)
     dev = jax.devices()[0]
@@ -150,7 +156,8 @@ def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, ma
             "exits": list(exits), "depth": depth, "max_len": max_len, "dispatch": dispatch,
             "platform": dev.platform, "device_kind": dev.device_kind,
             "devices": len(sharding.device_set) if sharding is not None else 1,
-            "cpus": os.cpu_count(), "jax": jax.__version__}
+            "cpus": os.cpu_count(), "jax": jax.__version__,
+            **({"draft_vocab": vocab.digest} if vocab is not None else {})}  # absent: the keys made before it
 
 
 def cost_path(key: dict):
@@ -178,18 +185,18 @@ def _load(path, key: dict) -> RoundCost | None:
 
 
 def cached_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                      dispatch: str = "segments", refresh: bool = False) -> RoundCost:
+                      dispatch: str = "segments", refresh: bool = False, vocab: HotVocab | None = None) -> RoundCost:
     """`measure_round_cost`, kept on disk per `cost_key` (module docstring): the first call on a machine
     measures (25–110 s for these models on a 2-core CPU) and writes the file atomically from process 0;
-    later calls read it. `refresh`: measure again and overwrite."""
-    key = cost_key(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch)
+    later calls read it. `refresh`: measure again and overwrite. `vocab`: DEL's hot-vocabulary head."""
+    key = cost_key(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch, vocab=vocab)
     path = cost_path(key)
     cost = None if refresh else _load(path, key)
     if cost is not None:
         log.info("DEL round cost read from %s", path)
         return cost
     t0 = time.perf_counter()
-    cost = measure_round_cost(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch)
+    cost = measure_round_cost(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch, vocab=vocab)
     log.info("DEL round cost measured in %.0f s, kept in %s", time.perf_counter() - t0, path)
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
                      max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
                      plan=getattr(target, "plan", None))
     toks, lens = pad_for(spec, prompts)
-    state = run_speculation(target.params, drafter.prepare(draft.params), toks, lens, jax.random.key(0) if key is None else key,
-                            spec=spec)
+    state = run_speculation(target.params, drafter.prepare_for(draft.params, target.params), toks, lens,
+                            jax.random.key(0) if key is None else key, spec=spec)
     return SpecOutput(output_ids(state), summarize(state.stats),
                       [summarize(state.stats, [i]) for i in range(len(prompts))], state)

@@ -6,7 +6,9 @@ repeats itself, the draft model's where it does not.
     speculate(target, None, prompts, method=chain(4), drafter=Cascade(fallback=LayerSkip(24)))  # no draft model
 
 switch (the default): a row whose lookup proposes at least `min_match` tokens drafts them (NGram's
-chain); the other rows draft with the model (`DraftModel`'s chain). A round in which every row has a
+chain); the other rows draft with the model (`DraftModel`'s chain). `min_match` counts proposed tokens;
+the length of the matched n-gram is gated by the lookup itself: `Cascade(NGram(3, 2))` takes the lookup
+only where at least 2 tokens matched, the model everywhere else. A round in which every row has a
 match runs no model step at all. The model's cache then lags behind the tokens those rounds committed,
 so before the model drafts again it is caught up from the token history (NGram's state holds it):
 `catchup` tokens per forward, in an on-device loop of as many passes as the lag needs. On memory-bound
@@ -136,9 +138,12 @@ class Cascade(Drafter):
         return dataclasses.replace(self, ngram=self.ngram.bind(cfg), fallback=self.fallback.bind(cfg, mesh, plan=plan))
 
     def prepare(self, params):
+        return self.prepare_for(params, None)
+
+    def prepare_for(self, params, target_params):
         if params is None and not self.self_fallback:
             raise ValueError("Cascade falls back on a draft model: give one (draft=...)")
-        return self.fallback.prepare(params)
+        return self.fallback.prepare_for(params, target_params)
 
     def describe(self) -> dict:
         return {"mode": "extend" if self.extend else "switch", "max_ngram": self.ngram.max_ngram,

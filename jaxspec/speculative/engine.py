@@ -147,7 +147,8 @@ def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: j
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
     if spec.drafter.prompt_shadows:  # the drafter's shadow tokens over the prompt's end, from this pass
         logits, cache, shadows = prompt_pass(target_params, prompts, prompt_lens, cache, spec.target,
-                                             spec.drafter.shadow_layers, spec.drafter.prompt_shadows)
+                                             spec.drafter.shadow_layers, spec.drafter.prompt_shadows,
+                                             spec.drafter.shadow_vocab)
     else:
         (logits, cache), shadows = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target), None
     key, sub = jax.random.split(key)
@@ -202,12 +203,13 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     if len(widths) == 1:
         logits, cache, hiddens, shadow = verification_pass(target_params, inp, cache, pos, mask, cfg,
                                                            spec.drafter.hidden_layers, spec.drafter.shadow_layers,
-                                                           shadow_now)
+                                                           shadow_now, shadow_vocab=spec.drafter.shadow_vocab)
     else:  # the narrowest block that holds every live row's drafts
         need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
         which = jnp.sum(jnp.asarray(widths) < need)
         branches = [functools.partial(_narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
-                                      shadow_layers=spec.drafter.shadow_layers) for w in widths]
+                                      shadow_layers=spec.drafter.shadow_layers,
+                                      shadow_vocab=spec.drafter.shadow_vocab) for w in widths]
         logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask, shadow_now)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
@@ -263,7 +265,8 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
         logits, cache, _, (sh, conf) = verification_pass(target_params, s.last[:, None], cache, pos,
                                                          causal_mask(base, 1, cache.max_len), spec.target, (),
                                                          spec.drafter.shadow_layers, shadow_now,
-                                                         spec.drafter.shadow_pick(s.draft_state, method=spec.method))
+                                                         spec.drafter.shadow_pick(s.draft_state, method=spec.method),
+                                                         spec.drafter.shadow_vocab)
     else:
         (logits, cache, _), sh, conf = forward(target_params, s.last[:, None], cache, spec.target), None, None
     key, sub = jax.random.split(s.key)

@@ -4,6 +4,7 @@ of V·D — on the Qwen2.5 0.5B (tied 151,936 × 896 head) the head is 28 % of t
 
     vocab = load_hot_vocab(path, 32768, tokenizer=draft.tokenizer, vocab_size=draft.cfg.vocab_size)
     speculate(target, draft, prompts, drafter=DraftModel(vocab=vocab))   # or EasySpec(vocab=vocab)
+    speculate(target, None, prompts, drafter=DEL(vocab=vocab))  # any self-drafter: LayerSkip, FSM, DraftVerify
 
 The drafter's `prepare` adds `params["hot_head"]` = {"ids": i32[V'], "w": [V', D]} (`trim_head`); with it
 `model.head` computes the V' logits and puts them back at their ids in a full-vocabulary row that is
@@ -11,6 +12,9 @@ The drafter's `prepare` adds `params["hot_head"]` = {"ids": i32[V'], "w": [V', D
 sampling draws from q renormalised over the subset and 0 outside, and the engine's acceptance rule
 (accept x with min(1, p/q), resample from max(p − q, 0)) is exact for any q — so still lossless. A
 token outside the subset is never drafted, only emitted by the target (the extra token or a resample).
+A self-drafter's head is the target's own, which verification reads whole: its trimmed rows are a copy
+(`prepare_for` gathers them from the target's params), and DEL's shadow rows, which share the
+verification's head call, are `restrict`ed to the subset instead.
 
 The frequency file (JSON, written by `python -m conversion.hot_vocab`): counts of each token in text
 the *target* generated (VocabTrim found target-generated text a better calibration than raw text or the
@@ -167,3 +171,18 @@ def trim_head(params: dict, cfg, vocab: HotVocab) -> dict:
     w = params["embed"] if cfg.tie_embeddings else params["lm_head"]
     ids = jnp.asarray(vocab.ids, jnp.int32)
     return {**params, "hot_head": {"ids": ids, "w": jnp.take(w, ids, axis=0)}}
+
+
+def restrict(logits, vocab: HotVocab | None):
+    """logits f32[..., V] with every token outside the hot vocabulary at −inf: what the trimmed head gives
+    on the same rows (its logits equal the full head's on the kept ids), for rows that go through the full
+    head anyway — DEL's shadow rows share the verification's head call, so a hot drafter's would-be
+    tokens and their probabilities cost a mask there, not a second head. None: unchanged."""
+    if vocab is None:
+        return logits
+    if vocab.vocab_size != logits.shape[-1]:
+        raise ValueError(f"the hot vocabulary was made for {vocab.vocab_size} tokens, the logits have "
+                         f"{logits.shape[-1]}")
+    keep = np.zeros(vocab.vocab_size, bool)
+    keep[vocab.ids] = True
+    return jnp.where(jnp.asarray(keep), logits, -jnp.inf)

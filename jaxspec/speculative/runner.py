@@ -29,7 +29,7 @@ class SpecRunner(AotRunner):
         drafter = DraftModel(draft_cfg, draft_plan) if drafter is None else drafter
         spec = make_spec(target_cfg, drafter, method, prompt_len=1, max_new_tokens=max_new_tokens,
                          sampling=sampling, eos_ids=eos_ids, plan=plan, max_len=max_len)
-        super().__init__((target_params, drafter.prepare(draft_params)), target_cfg, spec)
+        super().__init__((target_params, drafter.prepare_for(draft_params, target_params)), target_cfg, spec)
         self.method = method.name
 
     def _inputs(self, prompts: Sequence[Sequence[int]]):

@@ -4,7 +4,9 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
 
   prepare(params) -> params
       once, on the host: the param tree the three functions below receive (EasySpec: stacked group
-      weights; a self-drafter, which reads the target's params, gets None);
+      weights; a self-drafter, which reads the target's params, gets None); the engine's callers call
+      prepare_for(draft params, target params), which is prepare(draft params) unless a drafter needs
+      the target's too (a self-drafter's hot-vocabulary head: the kept rows of the target's head);
   cache_slots(slots, shape) -> int
       slots of its own cache next to the target's `slots` (EasySpec: room for a calibration block);
   init(params, target: Target, prompts, prompt_lens, *, max_len, method) -> state
@@ -28,6 +30,8 @@ Static declarations (class attributes of `Drafter`, overridden per drafter):
   shadow_layers: tuple[int, ...]   "shadow tokens" (DEL): the greedy token and its probability that an
                                    exit after each of these layers gives over the verified block, its
                                    rows through the LM head in one call with the verification's own;
+  shadow_vocab: HotVocab | None    the shadow tokens restricted to the drafter's hot vocabulary (what
+                                   its trimmed head would draft: hot_vocab.restrict);
   prompt_shadows: int              W > 0: the target's prefill also computes the shadow tokens over the
                                    prompt's last W positions (Target.prompt_shadows at init; DEL seeds
                                    its statistics there) — from the prefill's own hidden states;
@@ -118,6 +122,7 @@ class Drafter:
     """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
     hidden_layers: tuple[int, ...] = ()
     shadow_layers: tuple[int, ...] = ()
+    shadow_vocab = None  # a HotVocab: the shadow rows restricted to it
     prompt_shadows: int = 0
     writes_target_cache: bool = False
     needs_draft_model: bool = True
@@ -125,6 +130,12 @@ class Drafter:
 
     def prepare(self, params):
         return params
+
+    def prepare_for(self, params, target_params):
+        """`prepare` given the target's params too — what the engine's callers call (speculate, the
+        runners). A drafter that takes something from the target's weights overrides it."""
+        del target_params
+        return self.prepare(params)
 
     def cache_slots(self, slots: int, shape: TreeShape) -> int:
         del shape
