@@ -6,13 +6,18 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
     python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
     python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
     python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
+    python experiments/hot_vocab.py exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
+    python experiments/hot_vocab.py self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
 
 Coverage reads results/continuations/*_134_*.json (the 1.5B's greedy continuations of the experiments'
 own prompts; the calibration text came from other, held-out prompts: conversion/hot_vocab.py). `step`
 times one draft forward (T = 1, a 256-slot cache) with the trimmed head against the full one, and the
 target's for the ratio that bounds chain speculation. `run` times vanilla, the full-head chain and each
 V, interleaved prompt by prompt (experiments/interleaved.py), greedy, and checks every output against
-vanilla's. All write results/hot_vocab.json (one key per command) and results/hot_vocab.png."""
+vanilla's. `exit-step` and `self-run` do the same for the self-drafters, whose head is the 1.5B's own
+(151,936 x 1536, tied: 933 MB of a 6.2 GB step in f32): the draft step of the first E layers with the full
+and the trimmed head, and DEL's measured round cost (which exits can pay) with each; then LayerSkip and
+DEL with and without the hot head against vanilla. All write results/hot_vocab.json (one key per command) and results/hot_vocab.png."""
 from __future__ import annotations
 
 import argparse
@@ -111,6 +116,130 @@ def cmd_step(args) -> None:
     _save("step", res)
 
 
+def _exit_stepper(params, cfg, exit_layer: int, vocab, slots: int, fill: int):
+    """A jitted forward of one token through the first `exit_layer` layers and the head (trimmed to
+    `vocab` when given) over a `slots`-slot cache holding `fill` tokens: a self-drafter's draft step."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxspec.cache import init_cache
+    from jaxspec.model import forward
+    from jaxspec.speculative.hot_vocab import trim_head
+    ecfg = dataclasses.replace(cfg, num_layers=exit_layer)
+    p = dict(params, layers=params["layers"][:exit_layer])
+    p = p if vocab is None else trim_head(p, ecfg, vocab)
+    cache = init_cache(ecfg, 1, slots).replace(lengths=jnp.full((1,), fill, jnp.int32))
+    return jax.jit(lambda q, c: forward(q, jnp.ones((1, 1), jnp.int32), c, ecfg)[0]), p, cache
+
+
+def cmd_exit_step(args) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from conversion.loader import load_model
+    from jaxspec.cache import init_cache
+    from jaxspec.model import forward
+    from jaxspec.selfspec.del_drafter import spread_exits
+    from jaxspec.selfspec.round_cost import measure_round_cost
+    from jaxspec.speculative.hot_vocab import load_hot_vocab
+    from jaxspec.timing import best_times
+
+    t = load_model(TARGET)
+    cfg = t.cfg
+    path, _ = _frequency_doc(t.tokenizer)
+    vocabs = {n: load_hot_vocab(path, n, tokenizer=t.tokenizer) for n in args.sizes}
+    S, fill = 256, 128
+    cache = init_cache(cfg, 1, S).replace(lengths=jnp.full((1,), fill, jnp.int32))
+    calls = {"target": (jax.jit(lambda q, c: forward(q, jnp.ones((1, 1), jnp.int32), c, cfg)[0]), t.params, cache)}
+    for e in args.exits:
+        calls[e, 0] = _exit_stepper(t.params, cfg, e, None, S, fill)
+        calls |= {(e, n): _exit_stepper(t.params, cfg, e, v, S, fill) for n, v in vocabs.items()}
+    best = best_times(calls, args.repeats)
+    del calls
+    tgt = best["target"]
+    hb = cfg.vocab_size * cfg.hidden_size * 4
+    res = {"model": TARGET, "file": path.name, "repeats": args.repeats, "cache_slots": S, "target_ms": tgt * 1e3,
+           "head_bytes": hb, "tied": cfg.tie_embeddings, "exits": {}}
+    for e in args.exits:
+        full = best[e, 0]
+        row = {"full_ms": full * 1e3, "full_vs_target": full / tgt, "sizes": {}}
+        for n in args.sizes:
+            row["sizes"][str(n)] = {"ms": best[e, n] * 1e3, "saving": 1 - best[e, n] / full,
+                                    "vs_target": best[e, n] / tgt}
+        res["exits"][str(e)] = row
+        log(f"E{e}: full head {full * 1e3:.1f} ms ({full / tgt:.3f} of a step); " + ", ".join(
+            f"{n // 1024}K {best[e, n] * 1e3:.1f} ms (-{row['sizes'][str(n)]['saving']:.1%}, {best[e, n] / tgt:.3f})"
+            for n in args.sizes))
+    log(f"target step {tgt * 1e3:.1f} ms")
+    # DEL's own cost model (round_cost.py) with and without the hot head: which candidate exits can pay
+    exits = spread_exits(cfg.num_layers)
+    del_cost = {}
+    for name, v in {"full": None, **{str(n): vocabs[n] for n in args.del_sizes}}.items():
+        c = measure_round_cost(t.params, cfg, exits, depth=18, max_len=512, vocab=v)
+        del_cost[name] = c.describe()
+        log(f"DEL cost ({name}): kept exits {list(c.exits)}, draft {[round(x, 3) for x in c.draft]}, "
+            f"verify[1..4] {[round(x, 3) for x in c.verify[1:5]]}, step {c.step_ms:.1f} ms")
+    res["del_cost"] = {"candidates": list(exits), "depth": 18, "max_len": 512, "by_head": del_cost}
+    _save("exit_step", res)
+
+
+def _ls_specs(specs):
+    """["E:K", ...] -> [(E, K), ...]."""
+    return [tuple(map(int, s.split(":"))) for s in specs]
+
+
+def cmd_self_run(args) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import interleaved
+
+    from conversion.loader import load_model
+    from conversion.tokenizer import eos_ids
+    from jaxspec.decode import cache_slots
+    from jaxspec.prompts import encode, load_prompts
+    from jaxspec.selfspec import DEL, LayerSkip
+    from jaxspec.speculative import chain, make_runner
+    from jaxspec.speculative.hot_vocab import load_hot_vocab
+
+    t = load_model(TARGET)
+    path, _ = _frequency_doc(t.tokenizer)
+    vocab = load_hot_vocab(path, args.vocab, tokenizer=t.tokenizer)
+    eos, N = eos_ids(t.tokenizer, t.cfg), args.max_new_tokens
+    V = f"V{args.vocab}"
+    sets = _load().get("self_run", {}).get("sets", {})
+    for spec in args.sets:
+        source, limit = spec.rsplit(":", 1)
+        ids = [encode(t.tokenizer, p) for p in load_prompts(source, int(limit))]
+        slots = cache_slots(max(map(len, ids)) + N + 19)  # one size for every method (DEL's chain(18) + 1)
+        kw = dict(max_new_tokens=N, eos_ids=eos, max_len=slots)
+        runners = {"vanilla": make_runner(t, None, None, **kw)}
+        for e, k in _ls_specs(args.ls):
+            runners[f"ls-E{e}-k{k}"] = make_runner(t, None, chain(k), **kw, drafter=LayerSkip(e))
+            runners[f"ls-E{e}-k{k}-{V}"] = make_runner(t, None, chain(k), **kw, drafter=LayerSkip(e, vocab=vocab))
+        runners["del"] = make_runner(t, None, chain(18), **kw, drafter=DEL())
+        runners[f"del-{V}"] = make_runner(t, None, chain(18), **kw, drafter=DEL(vocab=vocab))
+        compile_s = interleaved.prepare(runners, ids)
+        rows = interleaved.measure(runners, ids, args.repeats, log)
+        table = {"vanilla": interleaved.summary(rows["vanilla"])}
+        for name in list(runners)[1:]:
+            s = interleaved.summary(rows[name], rows["vanilla"])
+            table[name] = {k: v for k, v in s.items() if k not in ("per_row",)} | {"compile_s": compile_s[name]}
+            if name.startswith("del"):
+                exits = [x for r in rows[name] for x in r["drafter"]["exit_layer"]]
+                table[name]["plain_share"] = exits.count(0) / len(exits) if exits else None
+                table[name]["exit_shares"] = {str(e): exits.count(e) / len(exits) for e in sorted(set(exits))}
+                table[name]["drafter"] = runners[name].spec.drafter.describe()
+            if s["vanilla_identical"] != len(ids):
+                raise RuntimeError(f"{spec} {name}: {s['vanilla_identical']}/{len(ids)} outputs equal vanilla's")
+            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+                f"{s['acceptance_rate']}, mean accepted {s['mean_accepted_length']}"
+                + (f", plain {table[name]['plain_share']:.2f}" if "plain_share" in table[name] else ""))
+        sets[spec] = table
+        _save("self_run", {"model": TARGET, "file": path.name, "vocab": args.vocab, "ls": args.ls, "del_cap": 18,
+                           "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+
+
 def cmd_run(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import interleaved
@@ -153,7 +282,8 @@ def plot(out: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.4))
+    axes = grid.ravel()
     if "coverage" in out:
         ax = axes[0]
         for name, cov in out["coverage"]["sets"].items():
@@ -184,6 +314,38 @@ def plot(out: dict) -> None:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_title(f"chain k={out['run']['k']}, 1.5B target, vs vanilla", fontsize=9)
         ax.legend(fontsize=6)
+    if "exit_step" in out:
+        ax, s = axes[3], out["exit_step"]
+        es = sorted(map(int, s["exits"]))
+        ax.plot(es, [s["exits"][str(e)]["full_vs_target"] for e in es], marker="o", color="k", label="full head")
+        for n in s["exits"][str(es[0])]["sizes"]:
+            ax.plot(es, [s["exits"][str(e)]["sizes"][n]["vs_target"] for e in es], marker="o", lw=0.9,
+                    label=f"{int(n) // 1024}K")
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.set_xlabel("exit E (layers of the 1.5B)")
+        ax.set_ylabel("draft step / target step")
+        ax.set_title(f"self-draft step (target step {s['target_ms']:.0f} ms)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[4]
+        for name, c in s["del_cost"]["by_head"].items():
+            ax.plot(c["exits"], c["draft"], marker="o", label=f"DEL draft, {name} head (kept exits)")
+        ax.set_xlabel("exit E")
+        ax.set_ylabel("DEL's measured draft cost (plain steps)")
+        ax.set_title("DEL's round cost: the exits that can pay", fontsize=9)
+        ax.legend(fontsize=7)
+    if "self_run" in out:
+        ax = axes[5]
+        for spec, table in out["self_run"]["sets"].items():
+            names = [n for n in table if n != "vanilla"]
+            ax.plot(names, [table[n]["speedup"] for n in names], marker="o", label=spec)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.set_ylabel("end-to-end speedup vs vanilla")
+        ax.set_title(f"self-drafters, full head vs V{out['self_run']['vocab']}", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in axes:
+        if not ax.has_data():
+            ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(RESULTS / "hot_vocab.png", dpi=110)
     log(f"wrote {RESULTS / 'hot_vocab.png'}")
@@ -203,9 +365,21 @@ def main() -> None:
     r.add_argument("-k", type=int, default=4)
     r.add_argument("--max-new-tokens", type=int, default=48)
     r.add_argument("--repeats", type=int, default=2)
+    e = sub.add_parser("exit-step")
+    e.add_argument("--exits", type=int, nargs="+", default=[14, 20, 24, 27])
+    e.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
+    e.add_argument("--del-sizes", type=int, nargs="*", default=[32768], help="DEL's round cost per head")
+    e.add_argument("--repeats", type=int, default=30)
+    sr = sub.add_parser("self-run")
+    sr.add_argument("--sets", nargs="+", default=["humaneval:5", "spec-bench:qa:3"])
+    sr.add_argument("--vocab", type=int, default=32768)
+    sr.add_argument("--ls", nargs="*", default=["27:1", "24:2"], metavar="E:K", help="LayerSkip exit and chain")
+    sr.add_argument("--max-new-tokens", type=int, default=48)
+    sr.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    {"coverage": cmd_coverage, "step": cmd_step, "run": cmd_run}[args.cmd](args)
+    {"coverage": cmd_coverage, "step": cmd_step, "run": cmd_run, "exit-step": cmd_exit_step,
+     "self-run": cmd_self_run}[args.cmd](args)
     log(f"done in {time.perf_counter() - t0:.0f}s")
 
 
