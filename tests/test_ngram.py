@@ -93,6 +93,11 @@ def test_speculate_with_ngram_on_a_looping_target():
     assert out.output_ids == vanilla_rows(tp, prompts, eos=())
     assert out.stats["drafted"] > 0 and out.stats["accepted"] > 0, out.stats
     assert out.state.draft_state.history.shape == (3, out.state.target_cache.max_len)
+    # verified at the full 5-wide block every round instead of the width buckets: the same run
+    full = speculate(Model(tp, TARGET), None, prompts, method=chain(4, narrow=False), max_new_tokens=N_NEW,
+                     drafter=NGram(3, 1))
+    assert full.output_ids == out.output_ids and full.stats == out.stats
+    assert np.asarray(full.state.target_cache.lengths).tolist() == np.asarray(out.state.target_cache.lengths).tolist()
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.8, top_k=4)], ids=["t1", "t0.8-top4"])

@@ -107,24 +107,18 @@ def test_batch_rows_equal_single_runs_with_their_own_stats(method):
         assert summarize(single.stats) == summarize(batch.stats, [i])
 
 
-def test_bucketed_verification_equals_the_full_width(monkeypatch):
+def test_bucketed_verification_equals_the_full_width():
     """An adaptive chain verifies the narrowest width bucket that holds the round's drafts (1, 2, 4, 7
-    positions for k_max 6: `verification.verify_widths`). Traced again with every round verifying all
-    7 positions, the tokens, statistics and target cache lengths are the same."""
+    positions for k_max 6: `verification.verify_widths`). The same method with `narrow=False` verifies
+    all 7 positions every round: the tokens, statistics and target cache lengths are the same."""
     from jaxspec.speculative import engine
     tp, dp = make_pair(3, 0.05)  # a close draft: k climbs from 2 (width 4) past 3 (width 7) and falls back
     prompts = random_prompts(np.random.default_rng(11), [5, 20, 31, 9])
-    method = chain(2, adaptive=True, k_max=6)
-    bucketed = spec_rows(tp, dp, prompts, method)
-    assert engine.verify_widths(make_spec(TARGET, DraftModel(DRAFT), method, prompt_len=WIDTH, max_new_tokens=N_NEW,
-                                          max_len=SLOTS)) == (1, 2, 4, 7)
-    jax.clear_caches()
-    monkeypatch.setattr(engine, "verify_widths", lambda spec: (1 + spec.shape.nodes,))
-    try:
-        full = spec_rows(tp, dp, prompts, method)
-    finally:
-        monkeypatch.undo()
-        jax.clear_caches()
+    method, wide = chain(2, adaptive=True, k_max=6), chain(2, adaptive=True, k_max=6, narrow=False)
+    for m, widths in ((method, (1, 2, 4, 7)), (wide, (7,))):
+        assert engine.verify_widths(make_spec(TARGET, DraftModel(DRAFT), m, prompt_len=WIDTH, max_new_tokens=N_NEW,
+                                              max_len=SLOTS)) == widths
+    bucketed, full = spec_rows(tp, dp, prompts, method), spec_rows(tp, dp, prompts, wide)
     assert output_ids(full) == output_ids(bucketed)
     assert summarize(full.stats) == summarize(bucketed.stats)
     assert np.asarray(full.target_cache.lengths).tolist() == np.asarray(bucketed.target_cache.lengths).tolist()

@@ -49,6 +49,10 @@ class SpecMethod:
     shape: TreeShape
     adaptive: bool = False
     start: int | None = None  # adaptive chains: the first round's k (default: shape.depth // 2)
+    # variable-depth chains verify the narrowest width bucket that holds the round's drafts; False: always
+    # the full block (one verification shape) — the same tokens and statistics, for measuring what the
+    # buckets save (experiments/verify_buckets.py)
+    narrow: bool = True
 
     @property
     def name(self) -> str:
@@ -61,14 +65,15 @@ class SpecMethod:
         return self.start if self.start is not None else max(1, self.shape.depth // 2)
 
 
-def chain(k: int, adaptive: bool = False, k_max: int | None = None) -> SpecMethod:
-    """k drafts per round; adaptive: start at k and move within [1, k_max] (default 2k)."""
+def chain(k: int, adaptive: bool = False, k_max: int | None = None, narrow: bool = True) -> SpecMethod:
+    """k drafts per round; adaptive: start at k and move within [1, k_max] (default 2k). narrow=False
+    verifies every round at the full width even when fewer tokens were drafted (`SpecMethod.narrow`)."""
     if adaptive:
         k_max = 2 * k if k_max is None else k_max
         if not 1 <= k <= k_max:
             raise ValueError(f"adaptive chain needs 1 <= k <= k_max, got k={k}, k_max={k_max}")
-        return SpecMethod(TreeShape(k_max, 1), adaptive=True, start=k)
-    return SpecMethod(TreeShape(k, 1))
+        return SpecMethod(TreeShape(k_max, 1), adaptive=True, start=k, narrow=narrow)
+    return SpecMethod(TreeShape(k, 1), narrow=narrow)
 
 
 def tree(depth: int, width: int) -> SpecMethod:

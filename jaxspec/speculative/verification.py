@@ -53,9 +53,10 @@ def verify_widths(spec) -> tuple[int, ...]:
     """The verification block's widths: [last] + every node, or — for chains whose drafted depth varies
     from round to round (adaptive chains, confidence stops, DEL's plain steps) — the narrowest of 1, 2, 4,
     8, … , 1 + N that holds the round's drafts (a `lax.switch`): a round that drafted 2 tokens verifies 3
-    positions, not 19, which matters wherever the block's compute, not the weight reads, sets its cost."""
+    positions, not 19, which matters wherever the block's compute, not the weight reads, sets its cost.
+    A method with `narrow=False` always verifies the full block."""
     full = 1 + spec.shape.nodes
-    if spec.shape.width != 1 or not (spec.method.adaptive or spec.drafter.variable_depth):
+    if spec.shape.width != 1 or not spec.method.narrow or not (spec.method.adaptive or spec.drafter.variable_depth):
         return (full,)
     return chain_widths(full)
 
