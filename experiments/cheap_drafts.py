@@ -14,6 +14,7 @@ written as each finishes; a chunk already there is skipped, so a long sweep spre
     python experiments/cheap_drafts.py run --sets humaneval:0:3 spec-bench:summarization:0:3 --hf vanilla prompt-lookup
     python experiments/cheap_drafts.py table     # per set and pooled (Spec-Bench's categories), markdown
     python experiments/cheap_drafts.py plot      # results/cheap_drafts<tag>.png
+    python experiments/cheap_drafts.py table --tag _full _ten   # two runs' chunks pooled (common methods)
 
 Every row keeps its per-prompt times, so sets and runs pool by summing tokens and seconds."""
 from __future__ import annotations
@@ -127,7 +128,7 @@ def cmd_run(args) -> None:
         _log_chunk(chunk)
         out["chunks"].append(chunk)
         write_json(out, path)  # after every chunk: a crash keeps what was measured
-    plot(args.tag)
+    plot([args.tag])
 
 
 def _prepare(runners: dict, ids, warmed: set) -> dict[str, float]:
@@ -230,8 +231,31 @@ def _groups(out: dict) -> dict[str, list[dict]]:
     return groups
 
 
-def table(tag: str) -> str:
-    out = json.loads((RESULTS / f"cheap_drafts{tag}.json").read_text())
+def _load(tags: list[str]) -> dict:
+    """The chunks of one tag's file, or of several pooled: then only what every chunk measured (the methods
+    common to all of them, HF's only if every chunk ran the same HF methods), and no prompt measured twice."""
+    outs = [json.loads((RESULTS / f"cheap_drafts{t}.json").read_text()) for t in tags]
+    if len({o["max_new_tokens"] for o in outs}) > 1:
+        raise SystemExit(f"{tags} hold runs of different lengths: {[o['max_new_tokens'] for o in outs]} tokens")
+    chunks = [c for o in outs for c in o["chunks"]]
+    if len(outs) == 1:
+        return outs[0]
+    seen: dict[str, set] = {}
+    for c in chunks:
+        ids = set(range(c["offset"], c["offset"] + c["n"]))
+        if seen.setdefault(c["source"], set()) & ids:
+            raise SystemExit(f"{c['source']}: prompts {sorted(seen[c['source']] & ids)} are in more than one of {tags}")
+        seen[c["source"]] |= ids
+    common = set.intersection(*(set(c["rows"]) for c in chunks))
+    hf = {tuple(c.get("hf", {})) for c in chunks}
+    chunks = [c | {"rows": {m: rs for m, rs in c["rows"].items() if m in common}} for c in chunks]
+    if len(hf) > 1:
+        chunks = [{k: v for k, v in c.items() if k != "hf"} for c in chunks]
+    return outs[0] | {"chunks": chunks}
+
+
+def table(tags: list[str]) -> str:
+    out = _load(tags)
     groups = {g: _pool(cs) for g, cs in _groups(out).items()}
     methods = [m for m in next(iter(groups.values())) if m != "vanilla"]
     lines = ["| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
@@ -255,12 +279,12 @@ def table(tag: str) -> str:
     return "\n".join(lines)
 
 
-def plot(tag: str) -> None:
+def plot(tags: list[str]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    path = RESULTS / f"cheap_drafts{tag}.json"
-    groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.read_text())).items()}
+    path = RESULTS / f"cheap_drafts{''.join(tags)}.json"  # several tags: the PNG is named after all of them
+    groups = {g: _pool(cs) for g, cs in _groups(_load(tags)).items()}
     sets = list(groups)
     names = [n for n in groups[sets[0]] if n not in ("vanilla", "hf-vanilla")]
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4))
@@ -297,7 +321,8 @@ def main() -> None:
     r.add_argument("--hf", nargs="*", default=[], choices=["vanilla", "prompt-lookup", "assisted"])
     r.add_argument("--tag", default="")
     for name in ("table", "plot"):
-        sub.add_parser(name).add_argument("--tag", default="")
+        sub.add_parser(name).add_argument("--tag", nargs="+", default=[""],
+                                          help="one file's tag, or several to pool (their common methods)")
     args = p.parse_args()
     if args.cmd == "run":
         cmd_run(args)
