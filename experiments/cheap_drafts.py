@@ -102,7 +102,7 @@ def cmd_run(args) -> None:
     sets = {c: [encode(t.tokenizer, p) for p in load_prompts(c[0], c[2], c[1])] for c in todo}
     methods = _methods(args, d.tokenizer)
     # one cache size for every set: each runner's loop compiles once (prefill per prompt-width bucket)
-    nodes = max(chain(k).shape.nodes for _, k, _, _ in methods)
+    nodes = max((chain(k).shape.nodes for _, k, _, _ in methods), default=1)  # none: vanilla (and HF) only
     max_len = cache_slots(max(len(i) for ids in sets.values() for i in ids) + N + nodes + 1)
     kw = dict(max_new_tokens=N, eos_ids=eos, max_len=max_len)
     runners = {"vanilla": make_runner(t, None, None, **kw)}
@@ -232,8 +232,8 @@ def _groups(out: dict) -> dict[str, list[dict]]:
 
 
 def _load(tags: list[str]) -> dict:
-    """The chunks of one tag's file, or of several pooled: then only what every chunk measured (the methods
-    common to all of them, HF's only if every chunk ran the same HF methods), and no prompt measured twice."""
+    """The chunks of one tag's file, or of several pooled: then only what every chunk measured (our methods
+    and HF's common to all of them), and no prompt measured twice."""
     outs = [json.loads((RESULTS / f"cheap_drafts{t}.json").read_text()) for t in tags]
     if len({o["max_new_tokens"] for o in outs}) > 1:
         raise SystemExit(f"{tags} hold runs of different lengths: {[o['max_new_tokens'] for o in outs]} tokens")
@@ -247,16 +247,26 @@ def _load(tags: list[str]) -> dict:
             raise SystemExit(f"{c['source']}: prompts {sorted(seen[c['source']] & ids)} are in more than one of {tags}")
         seen[c["source"]] |= ids
     common = set.intersection(*(set(c["rows"]) for c in chunks))
-    hf = {tuple(c.get("hf", {})) for c in chunks}
-    chunks = [c | {"rows": {m: rs for m, rs in c["rows"].items() if m in common}} for c in chunks]
-    if len(hf) > 1:
-        chunks = [{k: v for k, v in c.items() if k != "hf"} for c in chunks]
+    hf = set.intersection(*(set(c.get("hf", {})) for c in chunks))
+    chunks = [c | {"rows": {m: rs for m, rs in c["rows"].items() if m in common},
+                   "hf": {m: rs for m, rs in c.get("hf", {}).items() if m in hf}} for c in chunks]
     return outs[0] | {"chunks": chunks}
 
 
-def table(tags: list[str]) -> str:
-    out = _load(tags)
-    groups = {g: _pool(cs) for g, cs in _groups(out).items()}
+def _results(tags: list[str], hf_tags: list[str]) -> tuple[dict, dict]:
+    """Set -> its chunks, and set -> pooled results of `tags`; with hf_tags, HF's columns come from those
+    files instead (each HF ratio is against the jaxspec vanilla timed in the same process as it)."""
+    chunks = _groups(_load(tags))
+    res = {g: _pool(cs) for g, cs in chunks.items()}
+    if hf_tags:
+        hf = {g: _pool(cs) for g, cs in _groups(_load(hf_tags)).items()}
+        res = {g: {m: s for m, s in r.items() if not m.startswith("hf-")}
+               | {m: s for m, s in hf.get(g, {}).items() if m.startswith("hf-")} for g, r in res.items()}
+    return chunks, res
+
+
+def table(tags: list[str], hf_tags: list[str] = ()) -> str:
+    chunks, groups = _results(tags, hf_tags)
     methods = [m for m in next(iter(groups.values())) if m != "vanilla"]
     lines = ["| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
              "|---|---|---|---|" + "---|" * len(methods)]
@@ -266,40 +276,31 @@ def table(tags: list[str]) -> str:
             s = res.get(m)
             if s is None:
                 cells.append("—")
-            elif m.startswith("hf-"):
-                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else ""))
+            elif m.startswith("hf-"):  # n: HF measured on another number of prompts than the set's
+                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else "")
+                             + (f" n={s['prompts']}" if s["prompts"] != res["vanilla"]["prompts"] else ""))
             else:
                 st = s.get("stages")
                 cells.append(f"{s['speedup']:.2f}× (dec {s['decode_speedup']:.2f}; len {s['mean_accepted_length']:.2f}"
                              + (f"; lookup {st['ngram_share']:.0%}" if st else "") + ")")
-        v, rows = res["vanilla"], [r for c in _groups(out)[g] for r in c["rows"]["vanilla"]]
+        v, rows = res["vanilla"], [r for c in chunks[g] for r in c["rows"]["vanilla"]]
         lines.append(f"| {g} | {v['prompts']} | {sum(r['prompt_tokens'] for r in rows) / len(rows):.0f} | "
                      f"{v['tok_per_s']:.2f} ({v['prefill_s'] / (v['prefill_s'] + v['decode_s']):.0%}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(tags: list[str]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    path = RESULTS / f"cheap_drafts{''.join(tags)}.json"  # several tags: the PNG is named after all of them
-    groups = {g: _pool(cs) for g, cs in _groups(_load(tags)).items()}
+def plot(tags: list[str], hf_tags: list[str] = ()) -> None:
+    from bars import grouped_bars
+    # several tags: the PNG is named after all of them (and after the HF tags, if any)
+    path = RESULTS / f"cheap_drafts{''.join(tags)}{'_hf' + ''.join(hf_tags) if hf_tags else ''}.png"
+    groups = _results(tags, hf_tags)[1]
     sets = list(groups)
     names = [n for n in groups[sets[0]] if n not in ("vanilla", "hf-vanilla")]
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4))
-    w = 0.8 / len(names)
-    for i, n in enumerate(names):
-        ys = [groups[s].get(n, {}).get("speedup", 0) for s in sets]
-        ax.bar([j + i * w for j in range(len(sets))], ys, w, label=n)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(sets))], sets, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("end-to-end speedup vs jaxspec vanilla")
-    ax.set_title("cheap drafts on the 1.5B (greedy, CPU)")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=110)
-    log(f"wrote {path.with_suffix('.png')}")
+    bars = {n: [groups[s].get(n, {}).get("speedup", 0) for s in sets] for n in names}
+    grouped_bars(path, sets, bars, ylabel="end-to-end speedup vs jaxspec vanilla",
+                 title="cheap drafts on the 1.5B (greedy, CPU)", figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4))
+    log(f"wrote {path}")
 
 
 def main() -> None:
@@ -321,15 +322,16 @@ def main() -> None:
     r.add_argument("--hf", nargs="*", default=[], choices=["vanilla", "prompt-lookup", "assisted"])
     r.add_argument("--tag", default="")
     for name in ("table", "plot"):
-        sub.add_parser(name).add_argument("--tag", nargs="+", default=[""],
-                                          help="one file's tag, or several to pool (their common methods)")
+        t = sub.add_parser(name)
+        t.add_argument("--tag", nargs="+", default=[""], help="one file's tag, or several to pool (their common methods)")
+        t.add_argument("--hf-tag", nargs="+", default=[], help="HF's columns from these files instead")
     args = p.parse_args()
     if args.cmd == "run":
         cmd_run(args)
     elif args.cmd == "table":
-        print(table(args.tag))
+        print(table(args.tag, args.hf_tag))
     else:
-        plot(args.tag)
+        plot(args.tag, args.hf_tag)
 
 
 if __name__ == "__main__":

@@ -149,27 +149,17 @@ def table(tag: str) -> str:
 
 
 def plot(tag: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    path = RESULTS / f"verify_buckets{tag}.json"
-    groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.read_text())).items()}
+    from bars import grouped_bars
+    path = RESULTS / f"verify_buckets{tag}.png"
+    groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.with_suffix(".json").read_text())).items()}
     sets, methods = list(groups), list(next(iter(groups.values())))
-    fig, ax = plt.subplots(figsize=(min(14, max(7, 0.25 * len(sets) * len(methods))), 4.4))
-    w = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        xs = [j + i * w for j in range(len(sets))]
-        ax.bar(xs, [groups[s][m]["decode_speedup"] for s in sets], w, label=f"{m} (width buckets)", alpha=0.9)
-        ax.scatter(xs, [groups[s][m]["decode_speedup_full"] for s in sets], color="k", marker="_", s=80,
-                   label="full width" if i == 0 else None, zorder=3)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(sets))], sets, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("decode speedup vs vanilla")
-    ax.set_title("verification width buckets vs the full block (1.5B, greedy, CPU)")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=110)
-    log(f"wrote {path.with_suffix('.png')}")
+    label = {m: f"{m} (width buckets)" for m in methods}
+    bars = {label[m]: [groups[s][m]["decode_speedup"] for s in sets] for m in methods}
+    full = {label[m]: [groups[s][m]["decode_speedup_full"] for s in sets] for m in methods}
+    grouped_bars(path, sets, bars, ticks=full, ticks_label="full width", ylabel="decode speedup vs vanilla",
+                 title="verification width buckets vs the full block (1.5B, greedy, CPU)",
+                 figsize=(min(14, max(7, 0.25 * len(sets) * len(methods))), 4.4))
+    log(f"wrote {path}")
 
 
 def main() -> None:
