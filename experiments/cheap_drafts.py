@@ -128,7 +128,7 @@ def cmd_run(args) -> None:
         _log_chunk(chunk)
         out["chunks"].append(chunk)
         write_json(out, path)  # after every chunk: a crash keeps what was measured
-    plot([args.tag])
+    plot([[args.tag]])
 
 
 def _prepare(runners: dict, ids, warmed: set) -> dict[str, float]:
@@ -253,20 +253,24 @@ def _load(tags: list[str]) -> dict:
     return outs[0] | {"chunks": chunks}
 
 
-def _results(tags: list[str], hf_tags: list[str]) -> tuple[dict, dict]:
-    """Set -> its chunks, and set -> pooled results of `tags`; with hf_tags, HF's columns come from those
-    files instead (each HF ratio is against the jaxspec vanilla timed in the same process as it)."""
-    chunks = _groups(_load(tags))
+def _results(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> tuple[dict, dict]:
+    """Set -> the first group's chunks, and set -> pooled results. Each group of tags pools on its own (its
+    methods against the jaxspec vanilla timed in the same processes); a later group adds only the methods the
+    earlier ones lack. With hf_groups, HF's columns come from those groups instead of the tag groups."""
+    chunks = _groups(_load(tag_groups[0]))
     res = {g: _pool(cs) for g, cs in chunks.items()}
-    if hf_tags:
-        hf = {g: _pool(cs) for g, cs in _groups(_load(hf_tags)).items()}
-        res = {g: {m: s for m, s in r.items() if not m.startswith("hf-")}
-               | {m: s for m, s in hf.get(g, {}).items() if m.startswith("hf-")} for g, r in res.items()}
+    if hf_groups:
+        res = {g: {m: s for m, s in r.items() if not m.startswith("hf-")} for g, r in res.items()}
+    for tags, hf in [(t, False) for t in tag_groups[1:]] + [(t, True) for t in hf_groups]:
+        more = {g: _pool(cs) for g, cs in _groups(_load(tags)).items()}
+        for g, r in res.items():
+            r |= {m: s for m, s in more.get(g, {}).items()
+                  if m not in r and m != "vanilla" and m.startswith("hf-") == hf}
     return chunks, res
 
 
-def table(tags: list[str], hf_tags: list[str] = ()) -> str:
-    chunks, groups = _results(tags, hf_tags)
+def table(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> str:
+    chunks, groups = _results(tag_groups, hf_groups)
     methods = [m for m in next(iter(groups.values())) if m != "vanilla"]
     lines = ["| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
              "|---|---|---|---|" + "---|" * len(methods)]
@@ -276,13 +280,14 @@ def table(tags: list[str], hf_tags: list[str] = ()) -> str:
             s = res.get(m)
             if s is None:
                 cells.append("—")
-            elif m.startswith("hf-"):  # n: HF measured on another number of prompts than the set's
-                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else "")
-                             + (f" n={s['prompts']}" if s["prompts"] != res["vanilla"]["prompts"] else ""))
+                continue
+            n = f" n={s['prompts']}" if s["prompts"] != res["vanilla"]["prompts"] else ""  # measured on fewer prompts
+            if m.startswith("hf-"):
+                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else "") + n)
             else:
                 st = s.get("stages")
                 cells.append(f"{s['speedup']:.2f}× (dec {s['decode_speedup']:.2f}; len {s['mean_accepted_length']:.2f}"
-                             + (f"; lookup {st['ngram_share']:.0%}" if st else "") + ")")
+                             + (f"; lookup {st['ngram_share']:.0%}" if st else "") + ")" + n)
         v, rows = res["vanilla"], [r for c in chunks[g] for r in c["rows"]["vanilla"]]
         lines.append(f"| {g} | {v['prompts']} | {sum(r['prompt_tokens'] for r in rows) / len(rows):.0f} | "
                      f"{v['tok_per_s']:.2f} ({v['prefill_s'] / (v['prefill_s'] + v['decode_s']):.0%}) | "
@@ -290,16 +295,19 @@ def table(tags: list[str], hf_tags: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def plot(tags: list[str], hf_tags: list[str] = ()) -> None:
+def plot(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> None:
     from bars import grouped_bars
     # several tags: the PNG is named after all of them (and after the HF tags, if any)
-    path = RESULTS / f"cheap_drafts{''.join(tags)}{'_hf' + ''.join(hf_tags) if hf_tags else ''}.png"
-    groups = _results(tags, hf_tags)[1]
+    name = "_and".join("".join(t) for t in tag_groups) + "".join("_hf" + "".join(t) for t in hf_groups)
+    path = RESULTS / f"cheap_drafts{name}.png"
+    groups = _results(tag_groups, hf_groups)[1]
     sets = list(groups)
     names = [n for n in groups[sets[0]] if n not in ("vanilla", "hf-vanilla")]
     bars = {n: [groups[s].get(n, {}).get("speedup", 0) for s in sets] for n in names}
+    fewer = {n: [groups[s].get(n, {}).get("prompts", 0) < groups[s]["vanilla"]["prompts"] for s in sets] for n in names}
     grouped_bars(path, sets, bars, ylabel="end-to-end speedup vs jaxspec vanilla",
-                 title="cheap drafts on the 1.5B (greedy, CPU)", figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4))
+                 title="cheap drafts on the 1.5B (greedy, CPU)", figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4),
+                 hatched=fewer, hatched_label="hatched: fewer prompts than the set (table: n=)")
     log(f"wrote {path}")
 
 
@@ -323,15 +331,17 @@ def main() -> None:
     r.add_argument("--tag", default="")
     for name in ("table", "plot"):
         t = sub.add_parser(name)
-        t.add_argument("--tag", nargs="+", default=[""], help="one file's tag, or several to pool (their common methods)")
-        t.add_argument("--hf-tag", nargs="+", default=[], help="HF's columns from these files instead")
+        t.add_argument("--tag", nargs="+", action="append", help="one file's tag, or several to pool (their common "
+                       "methods); repeated: each group pools apart, a later one adds the methods the earlier lack")
+        t.add_argument("--hf-tag", nargs="+", action="append", default=[],
+                       help="HF's columns from these files instead (repeatable like --tag)")
     args = p.parse_args()
     if args.cmd == "run":
         cmd_run(args)
     elif args.cmd == "table":
-        print(table(args.tag, args.hf_tag))
+        print(table(args.tag or [[""]], args.hf_tag))
     else:
-        plot(args.tag, args.hf_tag)
+        plot(args.tag or [[""]], args.hf_tag)
 
 
 if __name__ == "__main__":
