@@ -6,6 +6,7 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
     python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
     python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
     python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
+    python experiments/hot_vocab.py run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
     python experiments/hot_vocab.py exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
     python experiments/hot_vocab.py self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
 
@@ -17,7 +18,8 @@ V, interleaved prompt by prompt (experiments/interleaved.py), greedy, and checks
 vanilla's. `exit-step` and `self-run` do the same for the self-drafters, whose head is the 1.5B's own
 (151,936 x 1536, tied: 933 MB of a 6.2 GB step in f32): the draft step of the first E layers with the full
 and the trimmed head, and DEL's measured round cost (which exits can pay) with each; then LayerSkip and
-DEL with and without the hot head against vanilla. All write results/hot_vocab.json (one key per command) and results/hot_vocab.png."""
+DEL with and without the hot head against vanilla. All write results/hot_vocab.json (one key per command; `run --key` keeps runs with other sizes
+apart) and results/hot_vocab.png."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +31,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
-SIZES = (4096, 8192, 16384, 32768, 65536)
+SIZES = (4096, 8192, 16384, 32768, 49152, 65536)
 OUT = RESULTS / "hot_vocab.json"
 
 
@@ -275,14 +277,15 @@ def cmd_run(args) -> None:
             log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
                 f"{s['acceptance_rate']:.3f}, mean accepted {s['mean_accepted_length']:.2f}")
         sets[spec] = table
-        _save("run", {"file": path.name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+        _save(args.key, {"file": path.name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
 
 
 def plot(out: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, grid = plt.subplots(2, 3, figsize=(15, 8.4))
+    wide = sum(k.startswith("run") for k in out) > 1  # a third row for the runs kept apart
+    fig, grid = plt.subplots(3 if wide else 2, 3, figsize=(15, 12.6 if wide else 8.4))
     axes = grid.ravel()
     if "coverage" in out:
         ax = axes[0]
@@ -305,14 +308,14 @@ def plot(out: dict) -> None:
         ax.set_ylabel("0.5B draft step, ms")
         ax.set_title(f"draft step (target step {s['target_ms']:.0f} ms)", fontsize=9)
         ax.legend(fontsize=7)
-    if "run" in out:
-        ax = axes[2]
-        for spec, table in out["run"]["sets"].items():
+    runs = sorted(k for k in out if k.startswith("run"))  # "run" first, then each `run --key` kept apart
+    for ax, key in zip([axes[2], *axes[6:]], runs):
+        for spec, table in out[key]["sets"].items():
             names = [n for n in table if n != "vanilla"]
             ax.plot(names, [table[n]["speedup"] for n in names], marker="o", label=f"{spec} speedup")
             ax.plot(names, [table[n]["acceptance_rate"] for n in names], marker="x", ls=":", label=f"{spec} acceptance")
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_title(f"chain k={out['run']['k']}, 1.5B target, vs vanilla", fontsize=9)
+        ax.set_title(f"{key}: chain k={out[key]['k']}, 1.5B target, vs vanilla", fontsize=9)
         ax.legend(fontsize=6)
     if "exit_step" in out:
         ax, s = axes[3], out["exit_step"]
@@ -365,6 +368,8 @@ def main() -> None:
     r.add_argument("-k", type=int, default=4)
     r.add_argument("--max-new-tokens", type=int, default=48)
     r.add_argument("--repeats", type=int, default=2)
+    r.add_argument("--key", default="run", help="the JSON key (and plot panel) of this run: another key keeps "
+                   "an earlier run with other sizes")
     e = sub.add_parser("exit-step")
     e.add_argument("--exits", type=int, nargs="+", default=[14, 20, 24, 27])
     e.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
