@@ -4,6 +4,7 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
 
     python -m conversion.hot_vocab --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
     python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
+    python experiments/hot_vocab.py coverage --file results/hot_vocab_large.json --key coverage_large
     python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
     python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
     python experiments/hot_vocab.py run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
@@ -51,9 +52,10 @@ def _save(key: str, value) -> None:
     plot(out)
 
 
-def _frequency_doc(tok):
-    from jaxspec.speculative.hot_vocab import find_file
-    path = find_file(tok)
+def _frequency_doc(tok, file=None):
+    from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+    path = Path(file) if file else find_file(tok)
+    load_hot_vocab(path, 1, tokenizer=tok)  # made for this tokenizer
     return path, json.loads(path.read_text())
 
 
@@ -61,7 +63,7 @@ def cmd_coverage(args) -> None:
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import coverage, rank
     tok = load_model_tokenizer(TARGET)
-    path, doc = _frequency_doc(tok)
+    path, doc = _frequency_doc(tok, args.file)
     order = rank({t: n for t, n in doc["counts"]}, doc["vocab_size"], {t: n for t, n in doc.get("prior_counts", [])})
     from types import SimpleNamespace
 
@@ -77,7 +79,7 @@ def cmd_coverage(args) -> None:
         log(f"{d['source']}: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets[d["source"]].items()))
     sets["pooled"] = {str(n): c for n, c in coverage(order, pooled, SIZES).items()}
     log("pooled: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets["pooled"].items()))
-    _save("coverage", {"file": path.name, "tokens_counted": doc["tokens_counted"], "distinct": doc["distinct"],
+    _save(args.key, {"file": path.name, "tokens_counted": doc["tokens_counted"], "distinct": doc["distinct"],
                        "new_tokens": args.new, "sets": sets})
 
 
@@ -293,6 +295,11 @@ def plot(out: dict) -> None:
             xs = sorted(map(int, cov))
             ax.plot([x // 1024 for x in xs], [cov[str(x)] for x in xs], marker="o",
                     lw=2.5 if name == "pooled" else 0.8, label=name.replace("spec-bench:", ""))
+        for key in sorted(k for k in out if k.startswith("coverage_")):  # other frequency files: their pooled line
+            cov = out[key]["sets"]["pooled"]
+            xs = sorted(map(int, cov))
+            ax.plot([x // 1024 for x in xs], [cov[str(x)] for x in xs], marker="s", ls="--", lw=2,
+                    label=f"pooled, {out[key]['file']} ({out[key]['tokens_counted']} tokens)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("V (thousand tokens kept)")
         ax.set_ylabel("share of the 1.5B's output tokens")
@@ -359,6 +366,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("coverage")
     c.add_argument("--new", type=int, default=128)
+    c.add_argument("--file", default=None, help="a frequency file (default: the shipped one)")
+    c.add_argument("--key", default="coverage", help="the JSON key (another keeps the shipped file's)")
     s = sub.add_parser("step")
     s.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
     s.add_argument("--repeats", type=int, default=30)

@@ -12,7 +12,7 @@ kept ids (the logits there equal the full head's), so one forward serves every V
         --new 48 --key check                                   # hot_vocab.py run's prompts and length
 
 Reads results/continuations/*_134_*.json (easyspec_data.continuations; the prompt ids are re-encoded and
-checked against the file's key) and the shipped frequency file; a prompt's output ends at `--new` tokens
+checked against the file's key) and the shipped frequency file (or `--file`'s); a prompt's output ends at `--new` tokens
 or after its first EOS, and its last round still reads up to k recorded tokens beyond (the engine's
 statistics count what the target accepts before the cut). Writes results/hot_vocab_replay.json (one key per `--key`) + .png."""
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--key", default="all")
+    ap.add_argument("--file", default=None, help="a frequency file (default: the shipped one)")
     args = ap.parse_args()
     from types import SimpleNamespace
 
@@ -96,7 +97,7 @@ def main() -> None:
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
     draft = load_model(DRAFT)
     tok = draft.tokenizer  # the pair's one tokenizer
-    freq = find_file(tok)
+    freq = Path(args.file) if args.file else find_file(tok)
     heads = {str(n): load_hot_vocab(freq, n, tokenizer=tok).ids for n in args.sizes}
     stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
     files = {json.loads(p.read_text())["source"]: p for p in sorted((RESULTS / "continuations").glob("*_134_*.json"))}
