@@ -9,7 +9,16 @@ each category's first 10) and HumanEval from problem `--humaneval-offset` on (th
 eight 10-prompt MT-bench categories have no held-out prompts: they are not in the calibration text.
 The prior (the order among tokens the target never generated there): token counts of the raw text of
 every held-out prompt (Spec-Bench's five categories from prompt 10, HumanEval from problem 20).
-`--counts-from FILE` reuses an earlier file's generated counts (and its source) and recomputes the prior."""
+`--soft MODEL` adds soft counts (the order among tokens the raw counts tie on, and among the many they
+never saw): MODEL's expected next-token counts over the same raw text, teacher-forced (the draft: it is
+the model whose head is trimmed; 48 min on this CPU for the 0.5B over 127k tokens at `--soft-max-tokens`
+1024, beside a generation run). `--counts-from FILE` reuses an earlier file's generated counts (and its source) and recomputes the
+prior (and the soft counts, with `--soft`).
+
+The shipped conversion/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
+experiments/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56
+prompts plus 12.5k tokens the 1.5B generated on 160 other held-out prompts, the raw-text prior and the
+0.5B's soft counts (the README's hot-vocabulary section measures each step)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +28,14 @@ from pathlib import Path
 
 CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 PRIOR = "raw text of the held-out prompts: Spec-Bench's five 80-prompt categories from prompt 10, HumanEval from 20"
+SOFT_KEEP = 65536 + 8192  # soft counts written (the experiments' largest head is 64K); ranks beyond: id order
+
+
+def prior_texts() -> list[str]:
+    """The raw text of every prompt the experiments do not use."""
+    from jaxspec.prompts import load_prompts
+    held_out = [q for c in CATEGORIES for q in load_prompts(f"spec-bench:{c}", None, 10)]
+    return [q.text for q in held_out + load_prompts("humaneval", None, 20)]
 
 
 def calibration_prompts(per_category: int, offset: int, humaneval: int, humaneval_offset: int):
@@ -31,10 +48,63 @@ def calibration_prompts(per_category: int, offset: int, humaneval: int, humaneva
 
 def prior_counts(tokenizer) -> dict[int, int]:
     """Token counts of the raw text of every prompt the experiments do not use."""
-    from jaxspec.prompts import load_prompts
     from jaxspec.speculative.hot_vocab import count_tokens
-    held_out = [q for c in CATEGORIES for q in load_prompts(f"spec-bench:{c}", None, 10)]
-    return count_tokens(tokenizer.encode(q.text) for q in held_out + load_prompts("humaneval", None, 20))
+    return count_tokens(tokenizer.encode(t) for t in prior_texts())
+
+
+def expected_counts(m, seqs: list[list[int]], positions_per_call: int = 2048, log=print):
+    """f64[V]: the loaded model `m`'s next-token probabilities at every position of `seqs` (teacher-forced),
+    summed — the tokens the text makes likely, each with a weight, where raw counts only see the tokens
+    it contains. Rows of similar length are batched (right-padded to a multiple of 64; padding is causal-
+    invisible to the real positions and masked out of the sum), at most `positions_per_call` a call."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxspec.cache import init_cache
+    from jaxspec.model import forward
+    cfg = m.cfg
+
+    @jax.jit
+    def expected(params, tokens, lens):  # tokens i32[B, T] right-padded; lens i32[B] real tokens per row
+        B, T = tokens.shape
+        logits = forward(params, tokens, init_cache(cfg, B, T), cfg, window=T)[0]
+        p = jax.nn.softmax(logits.astype(jnp.float32), -1)  # f32[B, T, V]
+        return jnp.sum(jnp.where((jnp.arange(T) < lens[:, None])[..., None], p, 0.0), (0, 1))
+
+    pad = lambda n: -(-n // 64) * 64  # noqa: E731
+    total, t0, done = np.zeros(cfg.vocab_size, np.float64), time.perf_counter(), 0
+    order = [i for i in sorted(range(len(seqs)), key=lambda i: len(seqs[i])) if seqs[i]]
+    i = 0
+    while i < len(order):
+        T = pad(len(seqs[order[i]]))
+        rows = [j for j in order[i:i + max(1, positions_per_call // T)] if pad(len(seqs[j])) == T]
+        toks = np.zeros((len(rows), T), np.int32)
+        for r, j in enumerate(rows):
+            toks[r, :len(seqs[j])] = seqs[j]
+        lens = np.asarray([len(seqs[j]) for j in rows], np.int32)
+        total += np.asarray(expected(m.params, jnp.asarray(toks), jnp.asarray(lens)), np.float64)
+        done, i = done + int(lens.sum()), i + len(rows)
+        log(f"  {i}/{len(order)} texts, {done} tokens in {time.perf_counter() - t0:.0f}s")
+    return total
+
+
+def soft_counts(model: str, tokenizer, max_tokens: int, keep: int = SOFT_KEEP, log=print) -> tuple[dict, dict]:
+    """(token → expected count, for the `keep` largest; a source record): `model`'s expected counts over
+    the prior's raw text, each text cut to `max_tokens`. `model` must share the target's tokenizer."""
+    import numpy as np
+
+    from conversion.loader import load_model
+    from jaxspec.speculative.hot_vocab import vocab_hash
+    m = load_model(model)
+    if vocab_hash(m.tokenizer) != vocab_hash(tokenizer):
+        raise ValueError(f"--soft {model}: its tokenizer is not the target's; its expected counts would rank other tokens")
+    seqs = [tokenizer.encode(t)[:max_tokens] for t in prior_texts()]
+    e = expected_counts(m, seqs, log=log)
+    top = np.argsort(-e, kind="stable")[:keep]
+    source = {"model": model, "tokens": int(sum(map(len, seqs))), "max_tokens_per_text": max_tokens, "kept": keep,
+              "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text"}
+    return {int(t): float(e[t]) for t in top if e[t] > 0}, source
 
 
 def generate(m, ids, max_new_tokens: int, batch: int, log=print) -> list[list[int]]:
@@ -74,11 +144,26 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default=None, help="default conversion/hot_vocab/<model>.json")
     p.add_argument("--counts-from", default=None, help="reuse this file's generated counts; recompute the prior")
+    p.add_argument("--soft", default=None, metavar="MODEL", help="add MODEL's expected counts over the prior's "
+                   "text (the draft; same tokenizer)")
+    p.add_argument("--soft-max-tokens", type=int, default=1024, help="per prompt text, with --soft")
     args = p.parse_args(argv)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import vocab_hash
+    if args.soft and vocab_hash(load_model_tokenizer(args.soft)) != vocab_hash(load_model_tokenizer(args.model)):
+        p.error(f"--soft {args.soft}: its tokenizer is not {args.model}'s; its expected counts would rank other tokens")
+
+    def soft(tok, source: dict):
+        if not args.soft:
+            return None
+        counts, how = soft_counts(args.soft, tok, args.soft_max_tokens, log=log)
+        source["soft"] = how
+        return counts
 
     import json
 
-    from conversion.loader import load_model, load_model_tokenizer
+    from conversion.loader import load_model
     from jaxspec.prompts import encode
     from jaxspec.speculative.hot_vocab import ASSET_DIR, count_tokens, load_hot_vocab, write_frequencies
 
@@ -87,8 +172,10 @@ def main(argv=None) -> int:
         tok = load_model_tokenizer(args.model)
         load_hot_vocab(args.counts_from, 1, tokenizer=tok)  # made for this tokenizer
         old = json.loads(Path(args.counts_from).read_text())
-        doc = write_frequencies(out, {t: n for t, n in old["counts"]}, tok, old["vocab_size"],
-                                old["source"] | {"prior": PRIOR}, prior_counts(tok))
+        source = old["source"] | {"prior": PRIOR}
+        source.pop("soft", None)
+        doc = write_frequencies(out, {t: n for t, n in old["counts"]}, tok, old["vocab_size"], source,
+                                prior_counts(tok), soft(tok, source))
         print(f"wrote {out}: {doc['tokens_counted']} tokens ({args.counts_from}'s), prior of "
               f"{sum(n for _, n in doc['prior_counts'])} raw tokens", file=sys.stderr)
         return 0
@@ -96,14 +183,15 @@ def main(argv=None) -> int:
     prompts = calibration_prompts(args.per_category, args.offset, args.humaneval, args.humaneval_offset)
     ids = [encode(m.tokenizer, q) for q in prompts]
     print(f"{args.model}: {len(prompts)} calibration prompts, {args.max_new_tokens} new tokens each", file=sys.stderr)
-    outs = generate(m, ids, args.max_new_tokens, args.batch, log=lambda s: print(s, file=sys.stderr))
+    outs = generate(m, ids, args.max_new_tokens, args.batch, log=log)
     counts = count_tokens(outs)
     source = {"target": args.model, "generation": f"greedy, {args.max_new_tokens} new tokens, cut at EOS",
               "prompts": {f"spec-bench:{c}": [args.offset, args.offset + args.per_category] for c in CATEGORIES}
               | {"humaneval": [args.humaneval_offset, args.humaneval_offset + args.humaneval]},
               "command": "python -m conversion.hot_vocab " + " ".join(argv if argv is not None else sys.argv[1:]),
               "prior": PRIOR}
-    doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer))
+    doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer),
+                            soft(m.tokenizer, source))
     print(f"wrote {out}: {doc['tokens_counted']} tokens, {doc['distinct']} distinct", file=sys.stderr)
     return 0
 

@@ -6,8 +6,10 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
     python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
     python experiments/hot_vocab.py coverage --file results/hot_vocab_large.json --key coverage_large
     python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
+    python experiments/hot_vocab.py step --sizes 32768 49152 65536 --key step_v2   # kept beside `step`
     python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
     python experiments/hot_vocab.py run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
+    python experiments/hot_vocab.py run --sizes 49152 --file results/hot_vocab_large_soft.json --key run_soft
     python experiments/hot_vocab.py exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
     python experiments/hot_vocab.py self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
 
@@ -61,10 +63,11 @@ def _frequency_doc(tok, file=None):
 
 def cmd_coverage(args) -> None:
     from conversion.loader import load_model_tokenizer
-    from jaxspec.speculative.hot_vocab import coverage, rank
+    from jaxspec.speculative.hot_vocab import coverage, file_ranking, rank
     tok = load_model_tokenizer(TARGET)
     path, doc = _frequency_doc(tok, args.file)
-    order = rank({t: n for t, n in doc["counts"]}, doc["vocab_size"], {t: n for t, n in doc.get("prior_counts", [])})
+    counts, prior, soft = file_ranking(doc)
+    order = rank(counts, doc["vocab_size"], prior, soft)
     from types import SimpleNamespace
 
     from conversion.tokenizer import eos_ids
@@ -117,7 +120,7 @@ def cmd_step(args) -> None:
             f"{best[n] / best['target']:.3f} of a target step)")
     log(f"full head: {best['full'] * 1e3:.2f} ms = {best['full'] / best['target']:.3f} of a target step "
         f"({best['target'] * 1e3:.1f} ms)")
-    _save("step", res)
+    _save(args.key, res)
 
 
 def _exit_stepper(params, cfg, exit_layer: int, vocab, slots: int, fill: int):
@@ -268,6 +271,9 @@ def cmd_run(args) -> None:
         for n in args.sizes:
             runners[f"V{n}"] = make_runner(t, d, meth, **kw,
                                            drafter=DraftModel(vocab=load_hot_vocab(path, n, tokenizer=d.tokenizer)))
+            if args.file:  # the same V from another frequency file, beside the shipped one
+                other = load_hot_vocab(args.file, n, tokenizer=d.tokenizer)
+                runners[f"V{n}-{Path(args.file).stem}"] = make_runner(t, d, meth, **kw, drafter=DraftModel(vocab=other))
         compile_s = interleaved.prepare(runners, ids)
         rows = interleaved.measure(runners, ids, args.repeats, log)
         table = {"vanilla": interleaved.summary(rows["vanilla"])}
@@ -279,7 +285,7 @@ def cmd_run(args) -> None:
             log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
                 f"{s['acceptance_rate']:.3f}, mean accepted {s['mean_accepted_length']:.2f}")
         sets[spec] = table
-        _save(args.key, {"file": path.name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+        _save(args.key, {"file": path.name, "other_file": args.file and Path(args.file).name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
 
 
 def plot(out: dict) -> None:
@@ -322,6 +328,7 @@ def plot(out: dict) -> None:
             ax.plot(names, [table[n]["speedup"] for n in names], marker="o", label=f"{spec} speedup")
             ax.plot(names, [table[n]["acceptance_rate"] for n in names], marker="x", ls=":", label=f"{spec} acceptance")
         ax.axhline(1.0, color="k", lw=0.8)
+        ax.tick_params(axis="x", labelrotation=15, labelsize=7)
         ax.set_title(f"{key}: chain k={out[key]['k']}, 1.5B target, vs vanilla", fontsize=9)
         ax.legend(fontsize=6)
     if "exit_step" in out:
@@ -371,12 +378,14 @@ def main() -> None:
     s = sub.add_parser("step")
     s.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
     s.add_argument("--repeats", type=int, default=30)
+    s.add_argument("--key", default="step", help="the JSON key: another keeps an earlier step run (the plot shows `step`)")
     r = sub.add_parser("run")
     r.add_argument("--sets", nargs="+", default=["humaneval:5", "spec-bench:qa:3"])
     r.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
     r.add_argument("-k", type=int, default=4)
     r.add_argument("--max-new-tokens", type=int, default=48)
     r.add_argument("--repeats", type=int, default=2)
+    r.add_argument("--file", default=None, help="also each V from this frequency file")
     r.add_argument("--key", default="run", help="the JSON key (and plot panel) of this run: another key keeps "
                    "an earlier run with other sizes")
     e = sub.add_parser("exit-step")

@@ -1,7 +1,7 @@
-"""A larger hot-vocabulary calibration and a soft prior (issue 16 §2's acceptance target). The shipped
-frequency file ranks tokens by the counts of 4.5k tokens the 1.5B generated on 56 held-out prompts, their
-ties by the raw text of the held-out prompts, and every token neither saw (most of a 32K head) by id.
-This measures two remedies: more target-generated text (other held-out prompts), and a soft prior — the
+"""A larger hot-vocabulary calibration and a soft prior (issue 16 §2's acceptance target). The first
+shipped frequency file (results/hot_vocab_v1.json) ranked tokens by the counts of 4.5k tokens the 1.5B
+generated on 56 held-out prompts, their ties by the raw text of the held-out prompts, and every token
+neither saw (most of a 32K head) by id. This measures two remedies: more target-generated text (other held-out prompts), and a soft prior — the
 0.5B's expected next-token counts over the same raw text — for the ties and the unseen tokens:
 
     python experiments/hot_vocab_calibration.py generate --sets spec-bench:qa:10:24 spec-bench:translation:10:24 \
@@ -9,17 +9,19 @@ This measures two remedies: more target-generated text (other held-out prompts),
     python experiments/hot_vocab_calibration.py misses [--file F] [--size 32768]   # what a head misses, 5 s
     python experiments/hot_vocab_calibration.py soft --max-tokens 1024   # 48 min (beside `generate`)
     python experiments/hot_vocab_calibration.py write                   # results/hot_vocab_large.json
-    python experiments/hot_vocab_calibration.py write --soft --out experiments/results/hot_vocab_large_soft.json
+    python experiments/hot_vocab_calibration.py write --soft --out conversion/hot_vocab/qwen2.5-coder-1.5b-instruct.json
     python experiments/hot_vocab_calibration.py write --soft --only-shipped --out experiments/results/hot_vocab_shipped_soft.json
-    python experiments/hot_vocab.py coverage --file experiments/results/hot_vocab_large_soft.json --key coverage_large_soft
-    python experiments/hot_vocab_replay.py --file experiments/results/hot_vocab_large_soft.json --key large_soft
+    python experiments/hot_vocab.py coverage --key coverage_v2     # the shipped file (since it is this one)
+    python experiments/hot_vocab_replay.py --key shipped_v2
 
 `generate` runs conversion.hot_vocab.generate (greedy, batches of similar length, cut at EOS) one set at a
 time and appends each set's outputs to results/hot_vocab_calibration.json as it finishes (a set already
 there is skipped, so the run resumes). It refuses the experiments' own prompts (each Spec-Bench category's
 first 10, HumanEval's first 20) and the shipped file's (Spec-Bench 40-47, HumanEval 100-115), so the counts
-can be added to the shipped ones. The eight 10-prompt MT-bench categories have no held-out prompts.
-`soft` writes results/hot_vocab_soft.npz; `write` adds the shipped file's counts unless `--without-shipped`."""
+can be added to the first file's. The eight 10-prompt MT-bench categories have no held-out prompts.
+`soft` writes results/hot_vocab_soft.npz; `write` adds hot_vocab_v1.json's counts unless `--without-shipped`.
+`write --soft` to conversion/hot_vocab/ made the shipped file (the file measured as `large_soft` in the
+README, there with the soft counts folded into a composite prior key; the same ranking)."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +38,7 @@ TARGET = "qwen2.5-coder-1.5b-instruct"
 OUT = RESULTS / "hot_vocab_calibration.json"
 FILE = RESULTS / "hot_vocab_large.json"
 SOFT = RESULTS / "hot_vocab_soft.npz"
-KEEP = 65536 + 8192  # prior entries written (the experiments' largest V is 64K)
-SCALE = 10 ** 9  # the soft prior breaks the raw counts' ties: key = raw count * SCALE + soft rank key
+V1 = RESULTS / "hot_vocab_v1.json"  # the first shipped file (56 prompts' counts, raw prior): `write` adds its counts
 # prompts [lo, hi) no calibration may use: the experiments' (first 10 / 20) and the shipped file's
 RESERVED = {"spec-bench": [(0, 10), (40, 48)], "humaneval": [(0, 20), (100, 116)]}
 
@@ -83,46 +84,18 @@ def cmd_generate(args) -> None:
 
 
 def cmd_soft(args) -> None:
-    """The model's expected token counts over the held-out prompts' raw text (the prior's text): at every
-    position, teacher-forced, the softmax of its next-token logits, summed. Unlike the raw counts it gives
-    every token a weight — the words the text makes likely, not only those it contains."""
-    import jax
-    import jax.numpy as jnp
+    """The model's expected token counts over the held-out prompts' raw text (the prior's text):
+    conversion.hot_vocab.expected_counts, saved whole (the file keeps only the top SOFT_KEEP)."""
     import numpy as np
 
-    from conversion.hot_vocab import CATEGORIES
+    from conversion.hot_vocab import expected_counts, prior_texts
     from conversion.loader import load_model
-    from jaxspec.cache import init_cache
-    from jaxspec.model import forward
-    from jaxspec.prompts import load_prompts
     m = load_model(args.model)
-    cfg = m.cfg
-    texts = [q.text for c in CATEGORIES for q in load_prompts(f"spec-bench:{c}", None, 10)]
-    texts += [q.text for q in load_prompts("humaneval", None, 20)]
-    seqs = [m.tokenizer.encode(t)[:args.max_tokens] for t in texts][:args.limit]
-
-    @jax.jit
-    def expected(params, tokens, lens):  # tokens i32[B, T] right-padded; lens i32[B] real tokens per row
-        B, T = tokens.shape
-        logits = forward(params, tokens, init_cache(cfg, B, T), cfg, window=T)[0]
-        p = jax.nn.softmax(logits.astype(jnp.float32), -1)  # f32[B, T, V]
-        return jnp.sum(jnp.where((jnp.arange(T) < lens[:, None])[..., None], p, 0.0), (0, 1))
-
-    total, t0, n_tok = np.zeros(cfg.vocab_size, np.float64), time.perf_counter(), 0
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    i = 0
-    while i < len(order):  # rows of similar length, B * T <= 2048 positions a call
-        T = -(-len(seqs[order[i]]) // 64) * 64
-        rows = [j for j in order[i:i + max(1, 2048 // T)] if len(seqs[j]) <= T] or [order[i]]
-        T = max(T, -(-max(len(seqs[j]) for j in rows) // 64) * 64)
-        toks = np.zeros((len(rows), T), np.int32)
-        for r, j in enumerate(rows):
-            toks[r, :len(seqs[j])] = seqs[j]
-        lens = np.asarray([len(seqs[j]) for j in rows], np.int32)
-        total += np.asarray(expected(m.params, jnp.asarray(toks), jnp.asarray(lens)), np.float64)
-        n_tok, i = n_tok + int(lens.sum()), i + len(rows)
-        log(f"  {i}/{len(seqs)} texts, {n_tok} tokens in {time.perf_counter() - t0:.0f}s")
-    np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok, texts=len(seqs))
+    seqs = [m.tokenizer.encode(t)[:args.max_tokens] for t in prior_texts()][:args.limit]
+    total = expected_counts(m, seqs, log=log)
+    n_tok = sum(map(len, seqs))
+    np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok, texts=len(seqs),
+                        max_tokens=args.max_tokens)
     log(f"wrote {SOFT}: {args.model}'s expected counts over {n_tok} tokens of {len(seqs)} held-out prompts")
 
 
@@ -136,12 +109,12 @@ def cmd_misses(args) -> None:
 
     from conversion.loader import load_model_tokenizer
     from conversion.tokenizer import eos_ids
-    from jaxspec.speculative.hot_vocab import find_file, rank
+    from jaxspec.speculative.hot_vocab import file_ranking, find_file, rank
     tok = load_model_tokenizer(TARGET)
     path = Path(args.file) if args.file else find_file(tok)
     doc = json.loads(path.read_text())
-    counts, prior = dict(map(tuple, doc["counts"])), dict(map(tuple, doc.get("prior_counts", [])))
-    order = rank(counts, doc["vocab_size"], prior)
+    counts, prior, soft = file_ranking(doc)
+    order = rank(counts, doc["vocab_size"], prior, soft)
     pos = np.empty_like(order)
     pos[order] = np.arange(order.size)
     stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
@@ -153,7 +126,8 @@ def cmd_misses(args) -> None:
             seen += len(c)
             missed.update(t for t in c if pos[t] >= args.size)
     ids = np.asarray(list(missed.elements()))
-    how = Counter("counts" if t in counts else "prior" if t in prior else "id order" for t in missed.elements())
+    how = Counter("counts" if t in counts else "prior" if t in prior else "soft" if t in soft else "id order"
+                  for t in missed.elements())
     print(f"{path.name}, V = {args.size}: {ids.size} of {seen} output tokens missed; ranked by {dict(how)}; "
           f"median id {np.median(ids):.0f}" if ids.size else f"{path.name}: nothing missed")
     print("commonest: " + " | ".join(repr(tok.decode([t])) for t, _ in missed.most_common(40)))
@@ -162,32 +136,33 @@ def cmd_misses(args) -> None:
 def cmd_write(args) -> None:
     from conversion.hot_vocab import PRIOR, prior_counts
     from conversion.loader import load_model_tokenizer
-    from jaxspec.speculative.hot_vocab import count_tokens, find_file, write_frequencies
+    from jaxspec.speculative.hot_vocab import count_tokens, load_hot_vocab, write_frequencies
     tok = load_model_tokenizer(TARGET)
     doc = json.loads(OUT.read_text())
     counts = count_tokens(o for s in doc["sets"].values() for o in s["outputs"]) if not args.only_shipped else {}
     source = {"target": TARGET, "generation": f"greedy, {doc['max_new_tokens']} new tokens, cut at EOS",
               "prompts": [] if args.only_shipped else sorted(doc["sets"]), "command": "python experiments/hot_vocab_calibration.py "
               + " ".join(sys.argv[1:]), "prior": PRIOR}
-    shipped = json.loads(find_file(tok).read_text())  # the same tokenizer and vocabulary (hash checked)
+    load_hot_vocab(V1, 1, tokenizer=tok)  # made for this tokenizer
+    shipped = json.loads(V1.read_text())
     if not args.without_shipped:
         for t, c in shipped["counts"]:
             counts[t] = counts.get(t, 0) + c
-        source["plus"] = {"file": find_file(tok).name, "prompts": shipped["source"]["prompts"],
-                          "tokens_counted": shipped["tokens_counted"]}
+        source["plus"] = {"file": V1.name, "command": shipped["source"]["command"],
+                          "prompts": shipped["source"]["prompts"], "tokens_counted": shipped["tokens_counted"]}
     prior = prior_counts(tok)
-    if args.soft:  # the raw counts first, their ties (and every unseen token) by the soft expected counts
+    soft = None
+    if args.soft:  # the raw counts first, their ties (and every token they miss) by the soft expected counts
         import numpy as np
-        soft = np.load(SOFT)
-        e = soft["expected"].astype(np.float64)
-        key = np.asarray([prior.get(t, 0) for t in range(e.size)], np.int64) * SCALE
-        key += np.floor(e / e.max() * (SCALE - 1)).astype(np.int64)
-        top = np.argsort(-key, kind="stable")[:KEEP]  # ranks beyond KEEP fall back to the id order
-        prior = {int(t): int(key[t]) for t in set(top.tolist()) | set(counts) if key[t] > 0}
-        source["prior"] = (f"{PRIOR}; their ties and every token they miss by {soft['model']}'s expected counts "
-                           f"(softmax summed, teacher-forced) over the same {int(soft['tokens'])} tokens: "
-                           f"key = raw count * {SCALE} + expected count scaled to [0, {SCALE}); top {KEEP} kept")
-    out = write_frequencies(args.out, counts, tok, shipped["vocab_size"], source, prior)
+
+        from conversion.hot_vocab import SOFT_KEEP
+        npz = np.load(SOFT)
+        e = npz["expected"].astype(np.float64)
+        soft = {int(t): float(e[t]) for t in np.argsort(-e, kind="stable")[:SOFT_KEEP] if e[t] > 0}
+        source["soft"] = {"model": str(npz["model"]), "tokens": int(npz["tokens"]), "max_tokens_per_text":
+                          int(npz["max_tokens"]) if "max_tokens" in npz else 1024, "kept": SOFT_KEEP,
+                          "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text"}
+    out = write_frequencies(args.out, counts, tok, shipped["vocab_size"], source, prior, soft)
     log(f"wrote {args.out}: {out['tokens_counted']} tokens, {out['distinct']} distinct")
 
 
@@ -209,7 +184,7 @@ def main() -> None:
     w = sub.add_parser("write")
     w.add_argument("--out", default=str(FILE))
     w.add_argument("--soft", action="store_true", help="break the prior's ties by results/hot_vocab_soft.npz")
-    w.add_argument("--only-shipped", action="store_true", help="only the shipped file's counts (with --soft)")
+    w.add_argument("--only-shipped", action="store_true", help="only hot_vocab_v1.json's counts (with --soft)")
     w.add_argument("--without-shipped", action="store_true", help="only this script's counts")
     args = ap.parse_args()
     {"generate": cmd_generate, "soft": cmd_soft, "misses": cmd_misses, "write": cmd_write}[args.cmd](args)

@@ -169,7 +169,7 @@ def plot(doc: dict) -> None:
         ax.set_xticks(np.arange(len(sets)) + 0.4 - w / 2, [s.replace("spec-bench:", "") for s in sets],
                       rotation=30, ha="right")
         ax.set_ylabel("acceptance, share of the full head's")
-        ax.set_title(f"{key}: 0.5B chain k={out['k']} replayed on the 1.5B's greedy text ({out['new_tokens']} tokens)",
+        ax.set_title(f"{key} ({out['file']}): 0.5B chain k={out['k']} replayed on the 1.5B's greedy text ({out['new_tokens']} tokens)",
                      fontsize=9)
         ax.legend(fontsize=7, ncol=len(heads) + 1)
     fig.tight_layout()

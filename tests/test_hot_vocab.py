@@ -1,4 +1,5 @@
-"""Hot-vocabulary draft heads: the ranking (count, then id), the frequency file (written atomically, checked
+"""Hot-vocabulary draft heads: the ranking (count, then raw prior, then soft counts, then id), the soft
+counts (a model's expected counts, batched, equal to one sequence at a time), the shipped file, the frequency file (written atomically, checked
 against the tokenizer's vocabulary hash and size), the trimmed head (the kept tokens' logits exactly,
 −inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based:
 random subsets, chains, adaptive chains, trees, batches; EasySpec too), sampling with q renormalised
@@ -20,7 +21,7 @@ from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative import (DraftModel, HotVocab, Model, chain, draft_phase, load_hot_vocab, make_spec,
                                  run_speculation, spec_prefill, speculate, tree)
 from jaxspec.speculative.hot_vocab import count_tokens, coverage, find_file, hot_vocab, rank, trim_head, write_frequencies
-from tests.helpers import random_prompts, tiny_cfg
+from tests.helpers import exact_forward, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, make_pair, pool_outcomes
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
@@ -45,6 +46,70 @@ def test_rank_by_count_then_id():
     assert rank(counts, 12).tolist() == [9, 2, 5, 0, 1, 3, 4, 6, 7, 8, 10, 11]
     assert hot_vocab(counts, 4, 12).ids.tolist() == [0, 2, 5, 9]  # kept ascending: the head's row order
     assert coverage(rank(counts, 12), [9, 9, 2, 11], [1, 3, 12]) == {1: 0.5, 3: 0.75, 12: 1.0}
+
+
+def test_rank_ties_by_prior_then_soft_then_id():
+    counts, prior = {9: 4, 5: 2, 2: 2}, {5: 3, 7: 1, 11: 1, 9: 1}
+    soft = {2: 0.5, 11: 0.9, 3: 0.2, 0: 0.1, 9: 0.01}
+    # 9 (count 4); 5, 2 (count 2: prior 3 beats 0); 11, 7 (prior 1: soft 0.9 beats 0); 3, 0 (soft); the rest by id
+    assert rank(counts, 12, prior, soft).tolist() == [9, 5, 2, 11, 7, 3, 0, 1, 4, 6, 8, 10]
+    assert rank(counts, 12, prior).tolist() == [9, 5, 2, 7, 11, 0, 1, 3, 4, 6, 8, 10]
+    assert hot_vocab(counts, 5, 12, prior=prior, soft=soft).ids.tolist() == [2, 5, 7, 9, 11]
+
+
+def test_soft_counts_written_loaded_and_checked(tmp_path):
+    tok, path = Tok(12), tmp_path / "soft.json"
+    doc = write_frequencies(path, {9: 4}, tok, 12, {"target": "tiny"}, prior={7: 2}, soft={3: 0.25, 1: 1 / 3, 7: 2.0})
+    assert doc["soft_counts"] == [[7, 2.0], [1, 0.333333], [3, 0.25]]  # 6 significant digits, largest first
+    assert load_hot_vocab(path, 4).ids.tolist() == [1, 3, 7, 9]  # 9, 7, then the soft order: 1, 3
+    assert load_hot_vocab(path, 3).ids.tolist() == [1, 7, 9]
+    for bad in ({3: 0.0}, {3: -1.0}, {3: float("nan")}, {3: float("inf")}):
+        with pytest.raises(ValueError, match="soft counts must be finite and positive"):
+            write_frequencies(tmp_path / "bad.json", {9: 4}, tok, 12, {}, soft=bad)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        write_frequencies(tmp_path / "bad.json", {9: 4}, tok, 12, {}, soft={12: 1.0})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_expected_counts_batched_equal_one_sequence_at_a_time():
+    """Rows of several padded lengths in calls of at most 128 positions: the sum of the softmax over every
+    real position, as the tests' exact forward gives it sequence by sequence (padding neither seen nor
+    counted); empty sequences add nothing."""
+    from types import SimpleNamespace
+
+    from conversion.hot_vocab import expected_counts
+    cfg = tiny_cfg(num_layers=2)
+    params = init_params(jax.random.key(3), cfg)
+    seqs = random_prompts(np.random.default_rng(0), [5, 64, 65, 1, 30, 0, 64, 3, 100])
+    got = expected_counts(SimpleNamespace(cfg=cfg, params=params), seqs, positions_per_call=128, log=lambda s: None)
+    want = np.zeros(cfg.vocab_size)
+    for seq in seqs:
+        if seq:
+            want += np.asarray(jax.nn.softmax(exact_forward(params, seq, cfg, 128)[0][0], -1), np.float64).sum(0)
+    assert got.shape == (cfg.vocab_size,) and abs(got.sum() - sum(map(len, seqs))) < 1e-3
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_the_shipped_frequency_file_fits_the_qwen_pair():
+    """The file `--draft-vocab N` finds for the Qwen2.5-Coder tokenizer: made for it, with generated counts,
+    a raw prior and soft counts enough to rank a 64K head by evidence rather than by id."""
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import ASSET_DIR, file_ranking
+    tok = load_model_tokenizer("qwen2.5-coder-0.5b-instruct")
+    path = find_file(tok)
+    assert path == ASSET_DIR / "qwen2.5-coder-1.5b-instruct.json"
+    counts, prior, soft = file_ranking(json.loads(path.read_text()))
+    assert len(counts) > 3000 and len(prior) > 10000 and len(set(counts) | set(prior) | set(soft)) >= 65536
+    v = load_hot_vocab(path, 49152, tokenizer=tok, vocab_size=151936)
+    assert v.size == 49152 and set(counts) <= set(v.ids.tolist())
+
+
+def test_making_a_file_refuses_a_soft_model_with_another_tokenizer(capsys):
+    """Before any generation: the soft counts of a model with another tokenizer would rank other tokens."""
+    from conversion.hot_vocab import main
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "smollm2-135m-instruct", "--soft", "qwen2.5-coder-0.5b-instruct"])
+    assert e.value.code == 2 and "its tokenizer is not smollm2-135m-instruct's" in capsys.readouterr().err
 
 
 def test_frequency_file_round_trip_and_its_checks(tmp_path):

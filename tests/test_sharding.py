@@ -149,8 +149,10 @@ def test_compiled_gqa_decode_gathers_no_cache():
 
 @pytest.mark.parametrize("tp", [4, 8])
 def test_repeated_kv_heads_equal_unsharded(tp):
-    """kv heads repeated tp / Hkv times: the same model (unsharded, to 1e-6), and sharded on tp devices one
-    kv head each, equal to the unsharded original; the plan says what was done."""
+    """kv heads repeated tp / Hkv times: the same model (unsharded, logits to 1e-5, tokens exactly), and
+    sharded on tp devices one kv head each, equal to the unsharded original; the plan says what was done.
+    The repeated K/V projections are wider GEMMs, which XLA:CPU blocks (and so sums) in another order
+    depending on the CPU: 1e-6 held where CI ran before; an AVX-512 AMD EPYC box differed by 1.2e-6."""
     r = kv_repeats(CFG, make_mesh({"tp": tp}))
     assert r == tp // CFG.num_kv_heads
     prompts = random_prompts(np.random.default_rng(tp), [5, 9], vocab=96)
@@ -160,7 +162,7 @@ def test_repeated_kv_heads_equal_unsharded(tp):
     np.testing.assert_array_equal(np.asarray(rep["layers"][1]["bv"]).reshape(tp, -1)[r - 1],
                                   np.asarray(PARAMS["layers"][1]["bv"]).reshape(CFG.num_kv_heads, -1)[0])
     logits, ids = _run(rep, None, prompts, rcfg)
-    np.testing.assert_allclose(logits, ref_logits, atol=1e-6)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     assert ids == ref_ids
     sharded, scfg, plan = shard_model(PARAMS, CFG, make_mesh({"tp": tp}))
     assert scfg == rcfg and any(n.startswith(f"kv heads repeated {r}x") for n in plan.notes), plan.notes

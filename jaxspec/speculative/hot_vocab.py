@@ -19,11 +19,14 @@ verification's head call, are `restrict`ed to the subset instead.
 The frequency file (JSON, written by `python -m conversion.hot_vocab`): counts of each token in text
 the *target* generated (VocabTrim found target-generated text a better calibration than raw text or the
 draft's own), the sha256 of the tokenizer's (token, id) table it was made with, and where the text came
-from; optionally `prior_counts`, token counts of raw text (the held-out prompts themselves). Ranking:
-generated count, most frequent first; ties (every token the target never generated among them) by the
-prior count, then by id, lowest first — a byte-level BPE vocabulary's ids follow its merge order, which
-follows the tokenizer corpus's pair counts. A few thousand generated tokens rank only a few thousand
-ids; the two priors order the rest by evidence rather than arbitrarily (measured in the README)."""
+from; optionally `prior_counts`, token counts of raw text (the held-out prompts themselves), and
+`soft_counts`, a model's expected next-token counts over that raw text (the softmax at every position,
+summed: every token the text makes likely gets weight, not only those it contains). Ranking: generated
+count, most frequent first; ties (every token the target never generated among them) by the prior count,
+then by the soft count, then by id, lowest first — a byte-level BPE vocabulary's ids follow its merge
+order, which follows the tokenizer corpus's pair counts. A few thousand generated tokens rank only a few
+thousand ids and raw text a few thousand more; without the soft counts the rest of a 32K-64K head is
+ranked by id alone, and the tokens it then misses cost acceptance (measured in the README)."""
 from __future__ import annotations
 
 import dataclasses
@@ -55,18 +58,19 @@ def count_tokens(sequences: Iterable[Iterable[int]]) -> dict[int, int]:
     return counts
 
 
-def _dense(counts: dict[int, int] | None, vocab_size: int) -> np.ndarray:
-    c = np.zeros(vocab_size, np.int64)
+def _dense(counts: dict[int, float] | None, vocab_size: int, dtype=np.int64) -> np.ndarray:
+    c = np.zeros(vocab_size, dtype)
     for t, n in (counts or {}).items():
         c[t] = n
     return c
 
 
-def rank(counts: dict[int, int], vocab_size: int, prior: dict[int, int] | None = None) -> np.ndarray:
-    """Every token id, most frequent first; ties and unseen tokens by the prior count, then by id (the
-    module docstring)."""
-    c, p = _dense(counts, vocab_size), _dense(prior, vocab_size)
-    return np.lexsort((np.arange(vocab_size), -p, -c)).astype(np.int32)  # last key first
+def rank(counts: dict[int, int], vocab_size: int, prior: dict[int, int] | None = None,
+         soft: dict[int, float] | None = None) -> np.ndarray:
+    """Every token id, most frequent first; ties and unseen tokens by the prior count, then by the soft
+    count, then by id (the module docstring)."""
+    c, p, s = _dense(counts, vocab_size), _dense(prior, vocab_size), _dense(soft, vocab_size, np.float64)
+    return np.lexsort((np.arange(vocab_size), -s, -p, -c)).astype(np.int32)  # last key first
 
 
 def coverage(order: np.ndarray, tokens: Iterable[int], sizes: Iterable[int]) -> dict[int, float]:
@@ -77,20 +81,29 @@ def coverage(order: np.ndarray, tokens: Iterable[int], sizes: Iterable[int]) -> 
     return {int(n): float(np.mean(at < n)) if at.size else float("nan") for n in sizes}
 
 
-def _pairs(counts: dict[int, int]) -> list[list[int]]:
-    return [[int(t), int(counts[t])] for t in sorted(counts, key=lambda t: (-counts[t], t))]
+def _pairs(counts: dict, value=int) -> list[list]:
+    return [[int(t), value(counts[t])] for t in sorted(counts, key=lambda t: (-counts[t], t))]
+
+
+def _soft_value(x) -> float:
+    return float(f"{float(x):.6g}")  # 6 significant digits: the order survives, the file stays small
 
 
 def write_frequencies(path, counts: dict[int, int], tokenizer, vocab_size: int, source: dict,
-                      prior: dict[int, int] | None = None) -> dict:
-    """The frequency file for `counts` (token id → occurrences in target-generated text) and an optional
-    `prior` (occurrences in raw text: the order among tokens the counts tie on)."""
-    if any(not 0 <= t < vocab_size for t in list(counts) + list(prior or {})):
+                      prior: dict[int, int] | None = None, soft: dict[int, float] | None = None) -> dict:
+    """The frequency file for `counts` (token id → occurrences in target-generated text), an optional
+    `prior` (occurrences in raw text: the order among tokens the counts tie on) and optional `soft`
+    expected counts (positive: the order among tokens the prior ties on)."""
+    if any(not 0 <= t < vocab_size for t in list(counts) + list(prior or {}) + list(soft or {})):
         raise ValueError(f"token ids outside the vocabulary of {vocab_size} in the counts")
+    if soft and not all(np.isfinite(x) and x > 0 for x in soft.values()):
+        raise ValueError("soft counts must be finite and positive (leave out the tokens that have none)")
     doc = {"format": FORMAT, "vocab_hash": vocab_hash(tokenizer), "vocab_size": vocab_size, "source": source,
            "tokens_counted": int(sum(counts.values())), "distinct": len(counts), "counts": _pairs(counts)}
     if prior:
         doc["prior_counts"] = _pairs(prior)
+    if soft:
+        doc["soft_counts"] = _pairs(soft, _soft_value)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
@@ -125,11 +138,17 @@ class HotVocab:
 
 
 def hot_vocab(counts: dict[int, int], size: int, vocab_size: int, file: str = "",
-              prior: dict[int, int] | None = None) -> HotVocab:
-    """The `size` top-ranked ids of `counts` (ties by `prior`, then id) as a HotVocab."""
+              prior: dict[int, int] | None = None, soft: dict[int, float] | None = None) -> HotVocab:
+    """The `size` top-ranked ids of `counts` (ties by `prior`, then `soft`, then id) as a HotVocab."""
     if not 1 <= size <= vocab_size:
         raise ValueError(f"draft vocabulary size {size}: it must be in 1..{vocab_size} (the model's vocabulary)")
-    return HotVocab(np.sort(rank(counts, vocab_size, prior)[:size]), vocab_size, file)
+    return HotVocab(np.sort(rank(counts, vocab_size, prior, soft)[:size]), vocab_size, file)
+
+
+def file_ranking(doc: dict) -> tuple[dict, dict, dict]:
+    """(counts, prior, soft) of a loaded frequency file, the arguments of `rank` / `hot_vocab`."""
+    return ({t: n for t, n in doc["counts"]}, {t: n for t, n in doc.get("prior_counts", [])},
+            {t: x for t, x in doc.get("soft_counts", [])})
 
 
 def find_file(tokenizer, root: Path = ASSET_DIR) -> Path:
@@ -158,8 +177,8 @@ def load_hot_vocab(path, size: int, *, tokenizer=None, vocab_size: int | None = 
     if tokenizer is not None and doc["vocab_hash"] != vocab_hash(tokenizer):
         raise ValueError(f"{path} was made for another tokenizer (vocabulary hash {doc['vocab_hash'][:12]}… , this "
                          f"one {vocab_hash(tokenizer)[:12]}…): its frequencies would keep the wrong tokens")
-    return hot_vocab({t: n for t, n in doc["counts"]}, size, doc["vocab_size"], path.name,
-                     {t: n for t, n in doc.get("prior_counts", [])})
+    counts, prior, soft = file_ranking(doc)
+    return hot_vocab(counts, size, doc["vocab_size"], path.name, prior, soft)
 
 
 def trim_head(params: dict, cfg, vocab: HotVocab) -> dict:
