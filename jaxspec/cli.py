@@ -50,6 +50,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                        "tokens a lookup proposes, default 4; cascade: default 4)")
     p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
                                                               "starts at -k, at most 2k)")
+    p.add_argument("--full-width", action="store_true", help="chain: verify every round at the full 1 + k width "
+                   "even when fewer tokens were drafted (no width buckets: what they save, measured; they matter for "
+                   "drafts of varying length: --adaptive, ngram, cascade, fs, dv, del)")
     p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
     p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
     p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec, cascade, ls, fs, dv, del: the "

@@ -17,8 +17,9 @@ def _k(args) -> int:
 def _method(args):
     from jaxspec.speculative import chain, parse_method
     if args.method == "fs":
-        return chain(max(FS_CAP, _k(args)))
-    return parse_method(args.method, k=_k(args), depth=args.depth, width=args.width, adaptive=args.adaptive)
+        return chain(max(FS_CAP, _k(args)), narrow=not args.full_width)
+    return parse_method(args.method, k=_k(args), depth=args.depth, width=args.width, adaptive=args.adaptive,
+                        narrow=not args.full_width)
 
 
 SELF_METHODS = ("ls", "fs", "dv", "del")  # draft with the model's own layers: no --draft

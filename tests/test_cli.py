@@ -315,13 +315,30 @@ def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys, tiny):
     assert "mean accepted length" in capsys.readouterr().out
 
 
+def test_bench_full_width_verification(tmp_path, capsys, tiny):
+    """--full-width turns the width buckets off: the same outputs, rounds and acceptance as the bucketed
+    default (buckets change only how wide verification computes), `narrow` false in the JSON's method."""
+    summaries = {}
+    for flag in ([], ["--full-width"]):
+        out = tmp_path / f"ngram{len(flag)}.json"
+        assert main(["bench", "--model", tiny, "--method", "ngram", "-k", "3", "--prompts", "humaneval-body",
+                     "--limit", "2", "--max-new-tokens", "16", "--json", str(out), "--compare-vanilla", *flag]) == 0
+        summaries[bool(flag)] = json.loads(out.read_text())["summary"]
+    narrow, full = summaries[False], summaries[True]
+    assert narrow["method_config"]["narrow"] is True and full["method_config"]["narrow"] is False
+    assert narrow["vanilla_identical"] == full["vanilla_identical"] == 2
+    assert [narrow[k] for k in ("rounds", "drafted", "accepted")] == [full[k] for k in ("rounds", "drafted", "accepted")]
+
+
 def test_ngram_user_errors(capsys, tiny):
     cases = [(["--method", "ngram", "--draft", tiny], "--method ngram drafts from the prompt and output"),
              (["--method", "chain", "--draft", tiny, "--max-ngram", "2"], "--max-ngram is an ngram / cascade option"),
              (["--method", "ngram", "--min-ngram", "0"], "min_ngram must be an integer >= 1"),
              (["--method", "ngram", "--max-ngram", "1", "--min-ngram", "2"], "max_ngram (1) must be >= min_ngram (2)"),
              (["--method", "ngram", "--draft-sharding", "tp"], "--draft-sharding is for a draft model"),
-             (["--method", "ngram", "--adaptive"], "not a tree or an adaptive chain")]
+             (["--method", "ngram", "--adaptive"], "not a tree or an adaptive chain"),
+             (["--method", "tree", "--draft", tiny, "--full-width"], "verifies a tree's whole block every round"),
+             (["--full-width"], "full-width verification is a chain's setting (its width buckets): --method vanilla")]
     for args, msg in cases:
         assert main(["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "2", *args]) == 2, args
         assert msg in capsys.readouterr().err, args

@@ -80,16 +80,20 @@ def tree(depth: int, width: int) -> SpecMethod:
     return SpecMethod(TreeShape(depth, width))
 
 
-def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False
-                 ) -> SpecMethod | None:
+def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False,
+                 narrow: bool = True) -> SpecMethod | None:
     """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
     a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
     fs, dv (Draft & Verify) and del (DEL) a chain of at most k, ngram (prompt lookup) and cascade a chain of at most k
-    (the drafter is chosen apart: cli.py)."""
+    (the drafter is chosen apart: cli.py). narrow=False (a chain's): every round verified at full width."""
+    is_chain = name in ("chain", "ls", "fs", "dv", "del", "ngram", "cascade") or (name == "easyspec" and width == 1)
+    if not narrow and not is_chain:
+        raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method {name} "
+                         + ("verifies nothing" if name == "vanilla" else "verifies a tree's whole block every round"))
     if name == "vanilla":
         return None
-    if name in ("chain", "ls", "fs", "dv", "del", "ngram", "cascade") or (name == "easyspec" and width == 1):
-        return chain(k, adaptive=adaptive)
+    if is_chain:
+        return chain(k, adaptive=adaptive, narrow=narrow)
     if name in ("tree", "easyspec"):
         return tree(depth, width)
     raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram or cascade")
