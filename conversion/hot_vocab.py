@@ -89,22 +89,20 @@ def expected_counts(m, seqs: list[list[int]], positions_per_call: int = 2048, lo
     return total
 
 
-def soft_counts(model: str, tokenizer, max_tokens: int, keep: int = SOFT_KEEP, log=print) -> tuple[dict, dict]:
-    """(token → expected count, for the `keep` largest; a source record): `model`'s expected counts over
-    the prior's raw text, each text cut to `max_tokens`. `model` must share the target's tokenizer."""
-    import numpy as np
+def prior_expected_counts(m, max_tokens: int, log=print):
+    """(f64[V], tokens read): the loaded model `m`'s expected counts over the prior's raw text, each text
+    cut to `max_tokens` (`m` shares the target's tokenizer: the caller checks)."""
+    seqs = [m.tokenizer.encode(t)[:max_tokens] for t in prior_texts()]
+    return expected_counts(m, seqs, log=log), sum(map(len, seqs))
 
-    from conversion.loader import load_model
-    from jaxspec.speculative.hot_vocab import vocab_hash
-    m = load_model(model)
-    if vocab_hash(m.tokenizer) != vocab_hash(tokenizer):
-        raise ValueError(f"--soft {model}: its tokenizer is not the target's; its expected counts would rank other tokens")
-    seqs = [tokenizer.encode(t)[:max_tokens] for t in prior_texts()]
-    e = expected_counts(m, seqs, log=log)
-    top = np.argsort(-e, kind="stable")[:keep]
-    source = {"model": model, "tokens": int(sum(map(len, seqs))), "max_tokens_per_text": max_tokens, "kept": keep,
+
+def soft_prior(expected, model: str, tokens: int, max_tokens: int, keep: int = SOFT_KEEP) -> tuple[dict, dict]:
+    """(token → expected count for the `keep` largest, the file's source record) from `expected` f[V]."""
+    import numpy as np
+    top = np.argsort(-np.asarray(expected, np.float64), kind="stable")[:keep]
+    source = {"model": model, "tokens": int(tokens), "max_tokens_per_text": int(max_tokens), "kept": keep,
               "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text"}
-    return {int(t): float(e[t]) for t in top if e[t] > 0}, source
+    return {int(t): float(expected[t]) for t in top if expected[t] > 0}, source
 
 
 def generate(m, ids, max_new_tokens: int, batch: int, log=print) -> list[list[int]]:
@@ -154,11 +152,11 @@ def main(argv=None) -> int:
     if args.soft and vocab_hash(load_model_tokenizer(args.soft)) != vocab_hash(load_model_tokenizer(args.model)):
         p.error(f"--soft {args.soft}: its tokenizer is not {args.model}'s; its expected counts would rank other tokens")
 
-    def soft(tok, source: dict):
+    def soft(source: dict):
         if not args.soft:
             return None
-        counts, how = soft_counts(args.soft, tok, args.soft_max_tokens, log=log)
-        source["soft"] = how
+        e, tokens = prior_expected_counts(load_model(args.soft), args.soft_max_tokens, log=log)
+        counts, source["soft"] = soft_prior(e, args.soft, tokens, args.soft_max_tokens)
         return counts
 
     import json
@@ -175,7 +173,7 @@ def main(argv=None) -> int:
         source = old["source"] | {"prior": PRIOR}
         source.pop("soft", None)
         doc = write_frequencies(out, {t: n for t, n in old["counts"]}, tok, old["vocab_size"], source,
-                                prior_counts(tok), soft(tok, source))
+                                prior_counts(tok), soft(source))
         print(f"wrote {out}: {doc['tokens_counted']} tokens ({args.counts_from}'s), prior of "
               f"{sum(n for _, n in doc['prior_counts'])} raw tokens", file=sys.stderr)
         return 0
@@ -191,7 +189,7 @@ def main(argv=None) -> int:
               "command": "python -m conversion.hot_vocab " + " ".join(argv if argv is not None else sys.argv[1:]),
               "prior": PRIOR}
     doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer),
-                            soft(m.tokenizer, source))
+                            soft(source))
     print(f"wrote {out}: {doc['tokens_counted']} tokens, {doc['distinct']} distinct", file=sys.stderr)
     return 0
 

@@ -85,18 +85,15 @@ def cmd_generate(args) -> None:
 
 def cmd_soft(args) -> None:
     """The model's expected token counts over the held-out prompts' raw text (the prior's text):
-    conversion.hot_vocab.expected_counts, saved whole (the file keeps only the top SOFT_KEEP)."""
+    conversion.hot_vocab.prior_expected_counts, saved whole (a file keeps only the top SOFT_KEEP)."""
     import numpy as np
 
-    from conversion.hot_vocab import expected_counts, prior_texts
+    from conversion.hot_vocab import prior_expected_counts
     from conversion.loader import load_model
-    m = load_model(args.model)
-    seqs = [m.tokenizer.encode(t)[:args.max_tokens] for t in prior_texts()][:args.limit]
-    total = expected_counts(m, seqs, log=log)
-    n_tok = sum(map(len, seqs))
-    np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok, texts=len(seqs),
+    total, n_tok = prior_expected_counts(load_model(args.model), args.max_tokens, log=log)
+    np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok,
                         max_tokens=args.max_tokens)
-    log(f"wrote {SOFT}: {args.model}'s expected counts over {n_tok} tokens of {len(seqs)} held-out prompts")
+    log(f"wrote {SOFT}: {args.model}'s expected counts over {n_tok} tokens of the held-out prompts")
 
 
 def cmd_misses(args) -> None:
@@ -155,13 +152,10 @@ def cmd_write(args) -> None:
     if args.soft:  # the raw counts first, their ties (and every token they miss) by the soft expected counts
         import numpy as np
 
-        from conversion.hot_vocab import SOFT_KEEP
+        from conversion.hot_vocab import soft_prior
         npz = np.load(SOFT)
-        e = npz["expected"].astype(np.float64)
-        soft = {int(t): float(e[t]) for t in np.argsort(-e, kind="stable")[:SOFT_KEEP] if e[t] > 0}
-        source["soft"] = {"model": str(npz["model"]), "tokens": int(npz["tokens"]), "max_tokens_per_text":
-                          int(npz["max_tokens"]) if "max_tokens" in npz else 1024, "kept": SOFT_KEEP,
-                          "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text"}
+        soft, source["soft"] = soft_prior(npz["expected"].astype(np.float64), str(npz["model"]), int(npz["tokens"]),
+                                          int(npz["max_tokens"]) if "max_tokens" in npz else 1024)
     out = write_frequencies(args.out, counts, tok, shipped["vocab_size"], source, prior, soft)
     log(f"wrote {args.out}: {out['tokens_counted']} tokens, {out['distinct']} distinct")
 
@@ -176,7 +170,6 @@ def main() -> None:
     so = sub.add_parser("soft")
     so.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     so.add_argument("--max-tokens", type=int, default=2048, help="per prompt")
-    so.add_argument("--limit", type=int, default=None, help="the first N texts only")
     mi = sub.add_parser("misses")
     mi.add_argument("--file", default=None, help="a frequency file (default: the shipped one)")
     mi.add_argument("--size", type=int, default=32768)
