@@ -1,6 +1,6 @@
 """Make a hot-vocabulary frequency file (jaxspec/speculative/hot_vocab.py): count the tokens the *target*
 generates (greedy) on calibration prompts held out from the experiments' sets, and write the counts with
-the tokenizer's vocabulary hash to conversion/hot_vocab/<target>.json, where `--draft-vocab N` finds it.
+the tokenizer's vocabulary hash to jaxspec/data/hot_vocab/<target>.json, where `--draft-vocab N` finds it.
 
     python -m conversion.hot_vocab --model qwen2.5-coder-1.5b-instruct
 
@@ -15,7 +15,7 @@ the model whose head is trimmed; 48 min on this CPU for the 0.5B over 127k token
 1024, beside a generation run). `--counts-from FILE` reuses an earlier file's generated counts (and its source) and recomputes the
 prior (and the soft counts, with `--soft`).
 
-The shipped conversion/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
+The shipped jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
 experiments/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56
 prompts plus 12.5k tokens the 1.5B generated on 160 other held-out prompts, the raw-text prior and the
 0.5B's soft counts (the README's hot-vocabulary section measures each step)."""
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--humaneval-offset", type=int, default=100)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--out", default=None, help="default conversion/hot_vocab/<model>.json")
+    p.add_argument("--out", default=None, help="default jaxspec/data/hot_vocab/<model>.json (package data)")
     p.add_argument("--counts-from", default=None, help="reuse this file's generated counts; recompute the prior")
     p.add_argument("--soft", default=None, metavar="MODEL", help="add MODEL's expected counts over the prior's "
                    "text (the draft; same tokenizer)")

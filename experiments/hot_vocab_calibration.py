@@ -9,7 +9,7 @@ neither saw (most of a 32K head) by id. This measures two remedies: more target-
     python experiments/hot_vocab_calibration.py misses [--file F] [--size 32768]   # what a head misses, 5 s
     python experiments/hot_vocab_calibration.py soft --max-tokens 1024   # 48 min (beside `generate`)
     python experiments/hot_vocab_calibration.py write                   # results/hot_vocab_large.json
-    python experiments/hot_vocab_calibration.py write --soft --out conversion/hot_vocab/qwen2.5-coder-1.5b-instruct.json
+    python experiments/hot_vocab_calibration.py write --soft --out jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json
     python experiments/hot_vocab_calibration.py write --soft --only-shipped --out experiments/results/hot_vocab_shipped_soft.json
     python experiments/hot_vocab.py coverage --key coverage_v2     # the shipped file (since it is this one)
     python experiments/hot_vocab_replay.py --key shipped_v2
@@ -20,7 +20,7 @@ there is skipped, so the run resumes). It refuses the experiments' own prompts (
 first 10, HumanEval's first 20) and the shipped file's (Spec-Bench 40-47, HumanEval 100-115), so the counts
 can be added to the first file's. The eight 10-prompt MT-bench categories have no held-out prompts.
 `soft` writes results/hot_vocab_soft.npz; `write` adds hot_vocab_v1.json's counts unless `--without-shipped`.
-`write --soft` to conversion/hot_vocab/ made the shipped file (the file measured as `large_soft` in the
+`write --soft` to jaxspec/data/hot_vocab/ made the shipped file (the file measured as `large_soft` in the
 README, there with the soft counts folded into a composite prior key; the same ranking)."""
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "draft's LM head keeps only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; "
                    "lossless); a self-drafter's is cut from the model's own head")
     p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
-                   "the one shipped in conversion/hot_vocab/ for the draft's tokenizer)")
+                   "the one shipped in jaxspec/data/hot_vocab/ for the draft's tokenizer)")
     h = p.add_argument_group("multi-host (one process per host; or JAXSPEC_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
     h.add_argument("--coordinator", default=None, help="HOST:PORT of process 0's coordinator (jax.distributed)")
     h.add_argument("--num-processes", type=int, default=None)

@@ -13,7 +13,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise RuntimeError("--hf-baseline needs torch (pip install -e '.[test]', which pins torch==2.13.0)") from None
+        raise RuntimeError("--hf-baseline needs torch (pip install -e '.[hf]', which pins torch==2.13.0)") from None
     return torch
 
 

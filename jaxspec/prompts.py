@@ -8,7 +8,8 @@ Grammar of a source string:
     the model writes only the body;
   * `humaneval-raw` — the code prompt as is, for plain completion (no chat template);
   * `spec-bench` or `spec-bench:CATEGORY` — the first turn of each Spec-Bench question, as a chat turn
-    (`$JAXSPEC_SPEC_BENCH`, default `../shared/data/spec_bench/question.jsonl` next to the repo);
+    (`$JAXSPEC_SPEC_BENCH`, default the copy shipped as package data: jaxspec/data/spec_bench/, with its
+    source and license);
     `spec-bench:mixed` takes the categories in turn (1st of each, then 2nd of each, …), so any prefix
     of it is balanced across categories.
 `--limit N` / `offset` select a slice after filtering."""
@@ -36,7 +37,7 @@ def spec_bench_path() -> Path:
     env = os.environ.get("JAXSPEC_SPEC_BENCH")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
+    return Path(__file__).resolve().parent / "data" / "spec_bench" / "question.jsonl"
 
 
 def _read_jsonl(path: Path) -> list[dict]:

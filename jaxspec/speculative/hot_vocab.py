@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FORMAT = "jaxspec-hot-vocab/1"
-ASSET_DIR = Path(__file__).resolve().parents[2] / "conversion" / "hot_vocab"  # the files shipped with the repo
+ASSET_DIR = Path(__file__).resolve().parents[1] / "data" / "hot_vocab"  # the files shipped as package data
 
 
 def vocab_hash(tokenizer) -> str:
