@@ -129,7 +129,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     `draft_replicated`: the draft whole on every device of `mesh` instead of tensor-parallel."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids as stop_ids
-    from jaxspec.speculative import Cascade, DraftModel, check_vocab, make_runner, merge
+    from jaxspec.speculative import Cascade, DraftModel, NGram, check_vocab, make_runner, merge
 
     prompts = load_prompts(prompts_source, limit)
     numerics = dict(dtype=dtype, precision=precision, cache_dtype=cache_dtype, attention=attention)
@@ -172,7 +172,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         "mesh": dict(mesh.shape) if mesh else None, "sharding_notes": list(m.plan.notes) if m.plan else [],
         "draft_sharding": None if d is None or d.plan is None else (
             "replicated" if d.plan == replicated_plan(d.plan.mesh) else "tp"),
-        "draft_vocab": (v.describe() if (v := getattr(runner.spec.drafter, "vocab", None)) is not None else None)
+        "draft_vocab": (v.describe() if (v := runner.spec.drafter.vocab) is not None else None)
         if method is not None else None,
         "max_new_tokens": max_new_tokens, "prompts_source": prompts_source,
         "chat": chat, "sampling": dataclasses.asdict(sampling), "tok_per_s": tot["tok_per_s"],
@@ -208,9 +208,9 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
     if hf_baseline:
-        lookup = (method.shape.depth, drafter.max_ngram) if method is not None and hasattr(drafter, "max_ngram") else None
+        lookup = (method.shape.depth, drafter.max_ngram) if isinstance(drafter, NGram) else None
         _add_hf_baseline(m.source, d.source if d else None, ids, rows, summary, max_new_tokens, eos, log,
-                         getattr(runner.spec.drafter, "exit_layer", None) if self_draft and method is not None else None,
+                         runner.spec.drafter.describe().get("exit_layer") if self_draft and method is not None else None,
                          lookup)
     return {"prompts": rows, "summary": summary, "env": environment()}
 

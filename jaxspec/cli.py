@@ -7,7 +7,7 @@ import os
 import sys
 
 from jaxspec import distributed
-from jaxspec.cli_methods import SELF_METHODS, _check_draft, _draft_replicated, _drafter, _method, _numerics
+from jaxspec.cli_methods import _draft_replicated, _numerics, add_method_flags, resolve
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,97 +27,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="attention's products: einsum (ours), fused (jax.nn.dot_product_attention: cuDNN flash "
                         "attention on GPU where it applies) or auto (fused off CPU with --precision default)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of --prompts")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "chain", "tree", "easyspec", "ls", "fs", "dv", "del", "ngram",
-                                                          "cascade"],
-                   help="vanilla decoding, or speculative decoding with --draft: a chain of -k tokens, a top-K tree, "
-                        "or EasySpec (the draft's layers in parallel groups) drafting a --depth x --width tree "
-                        "(with --width 1 a chain of -k); or, without --draft, ls: LayerSkip self-speculation "
-                        "(the model's first --exit-layer layers draft a chain of -k), fs: the same with the chain's length "
-                        "moved +1/-1 after each round (starts at -k, at most 18), dv: Draft & Verify (the same "
-                        "self-draft stopped at the first token below an adapted confidence threshold, at most -k), "
-                        "del: DEL (exit layer and length chosen every round by tokens per layer, at most -k), "
-                        "ngram: prompt lookup (the -k tokens that followed the last n-gram's most recent earlier "
-                        "occurrence in the prompt and output; no draft model), cascade: prompt lookup where it proposes at least "
-                        "--min-match tokens, the --draft model's chain of -k elsewhere (or the model's first --exit-layer "
-                        "layers'; or, with --cascade-extend, the draft model continuing every lookup proposal to -k "
-                        "tokens)")
-    p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain/tree")
+    p.add_argument("--draft", default=None, help="draft model (registry name, .gguf or HF directory) for chain, "
+                   "tree, easyspec and cascade")
     p.add_argument("--draft-sharding", default=None, choices=["tp", "replicated"], help="on a --mesh: the draft "
                    "tensor-parallel by its own plan (default for chain/tree) or whole on every device (no "
                    "collectives in a draft step; EasySpec's draft always is)")
-    p.add_argument("-k", type=int, default=None, help="chain: draft tokens per round (default 7; dv, del: the cap, "
-                                                       "default 18 as in DEL's paper; fs: the first round's; ngram: the most "
-                                                       "tokens a lookup proposes, default 4; cascade: default 4)")
-    p.add_argument("--adaptive", action="store_true", help="chain: HF's adaptive k (+2 all accepted, else -1; "
-                                                              "starts at -k, at most 2k)")
-    p.add_argument("--full-width", action="store_true", help="chain: verify every round at the full 1 + k width "
-                   "even when fewer tokens were drafted (no width buckets: what they save, measured; they matter for "
-                   "drafts of varying length: --adaptive, ngram, cascade, fs, dv, del)")
-    p.add_argument("--depth", type=int, default=5, help="tree: depth D (default 5)")
-    p.add_argument("--width", type=int, default=2, help="tree: width K, nodes per depth (default 2)")
-    p.add_argument("--draft-vocab", type=int, default=None, help="chain, tree, easyspec, cascade, ls, fs, dv, del: the "
-                   "draft's LM head keeps only the N most frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; "
-                   "lossless); a self-drafter's is cut from the model's own head")
-    p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
-                   "the one shipped in jaxspec/data/hot_vocab/ for the draft's tokenizer)")
+    add_method_flags(p)
     h = p.add_argument_group("multi-host (one process per host; or JAXSPEC_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
     h.add_argument("--coordinator", default=None, help="HOST:PORT of process 0's coordinator (jax.distributed)")
     h.add_argument("--num-processes", type=int, default=None)
     h.add_argument("--process-id", type=int, default=None)
-    e = p.add_argument_group("easyspec")
-    e.add_argument("--parallel", type=int, default=4, help="layers per parallel group, N (default 4)")
-    e.add_argument("--head", type=int, default=1, help="leading sequential layers (default 1)")
-    e.add_argument("--tail", type=int, default=1, help="trailing sequential layers (default 1)")
-    e.add_argument("--calibration", default="every_round",
-                   choices=["every_round", "every_mismatch", "never", "prefill_only"])
-    e.add_argument("--policy", default="attn_only", choices=["attn_only", "direct_mlp"])
-    e.add_argument("--scan-calibration", action="store_true", help="calibrate with a lax.scan over stacked layers")
-    g = p.add_argument_group("prompt lookup (ngram, cascade)")
-    g.add_argument("--max-ngram", type=int, default=None, help="the longest n-gram looked up (default 3)")
-    g.add_argument("--min-ngram", type=int, default=None, help="the shortest n-gram looked up (default 1)")
-    g.add_argument("--min-match", type=int, default=None, help="cascade: a lookup proposing at least this many "
-                   "tokens serves the round without the draft model (default 1)")
-    g.add_argument("--cascade-extend", action="store_true", help="cascade: the draft model extends every lookup "
-                   "proposal to -k tokens instead")
-    s = p.add_argument_group("self-speculation (ls, fs, dv, del)")
-    s.add_argument("--exit-layer", type=int, default=None, help="ls, fs, dv (and cascade without --draft): draft "
-                                                                "with the model's first E layers (1..L-1)")
-    s.add_argument("--exits", default=None, help="del: candidate exit layers, comma-separated, 'spread' (default: "
-                                                 "up to 8 over the depth) or 'all' (1..L-1, the official set)")
-    s.add_argument("--faithful", action="store_true", help="del: reproduce the official code's quirks (draft "
-                                                           "even when TPL says plain decoding, NaN τ, no clipping)")
-    s.add_argument("--head-cost", type=_head_cost, default=None, help="del: with --cost layers, the LM head's cost "
-                   "in layers in TPL's denominator: a number (default 0, the official count) or 'weights' (its "
-                   "weights over a layer's); implies --cost layers")
-    s.add_argument("--cost", default=None, choices=["layers", "measured"], help="del: TPL's cost model — measured "
-                   "(default: a round's pieces timed on this machine, 0.5-2 min the first time, then read from "
-                   "$JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are dropped) or layers "
-                   "(the official count; implied by --faithful or --head-cost)")
-    s.add_argument("--remeasure-cost", action="store_true", help="del: time the round cost again and overwrite "
-                                                                  "the kept file (the measured cost model only)")
-    s.add_argument("--dispatch", default=None, choices=["segments", "switch"], help="del: how the exit is chosen on "
-                                                                                     "device")
-    s.add_argument("--probe", type=int, default=None, help="del: while plain decoding wins, the longest gap between "
-                                                            "the rounds that gather statistics (default 32; 1 = all)")
-    s.add_argument("--probe-exits", type=int, default=None, help="del: candidate exits a probe observes (default 2, "
-                                                                  "those TPL could pick next; 0 = all)")
-    s.add_argument("--context", type=int, default=None, help="del: prompt positions seeding the statistics "
-                                                              "(default 1, 8 with --cost layers; the official 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-vanilla", action="store_true",
                    help="also run jaxspec vanilla decoding on the same prompts and report the speedup")
-
-
-def _head_cost(text: str):
-    if text == "weights":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: layers (a number) or 'weights'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,19 +74,19 @@ def cmd_generate(args) -> int:
 
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.decode import cache_slots
     from jaxspec.prompts import Prompt, encode, load_prompts
     from jaxspec.sampling import SamplingConfig
     from jaxspec.sharding import parse_mesh
     from jaxspec.speculative import check_vocab, make_runner
+    from jaxspec.speculative.runner import runner_slots
 
     prompts = [Prompt(str(i), t) for i, t in enumerate(args.prompt)]
     if args.prompts:
         prompts += load_prompts(args.prompts, args.limit if args.limit is not None else 1)
     if not prompts:
         raise ValueError("give --prompt TEXT or --prompts SOURCE")
-    method = _method(args)
-    _check_draft(args)
+    r = resolve(args)
+    method = r.method
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
     numerics = _numerics(args)
@@ -171,16 +96,15 @@ def cmd_generate(args) -> int:
     for note in m.plan.notes if m.plan else ():  # what the mesh could not split
         print(f"sharding: {note}", file=sys.stderr)
     d = None
-    if method is not None and args.draft:  # _check_draft: given exactly where a method needs one
+    if method is not None and args.draft:  # cli_methods.check: given exactly where a method takes one
         d = load_model(args.draft, mesh=mesh, **numerics, replicated=_draft_replicated(args))
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
-    extra = method.shape.nodes + 1 if method is not None else 0  # one verification block past the end
-    max_len = cache_slots(max(map(len, ids)) + args.max_new_tokens + extra)
+    max_len = runner_slots(max(map(len, ids)), args.max_new_tokens, method)  # vanilla's too: the same cache
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
-    runner = make_runner(m, d, method, **kw, drafter=_drafter(args))
-    if args.method in SELF_METHODS:
+    runner = make_runner(m, d, method, **kw, drafter=r.drafter)
+    if r.drafter is not None and r.drafter.writes_target_cache and args.method != "cascade":  # a self-drafter
         e = runner.spec.drafter.describe()
         which = (f"the first {e['exit_layer']}" if "exit_layer" in e else
                  f"the first E (chosen every round among {e['exits']})")
@@ -270,12 +194,12 @@ def cmd_bench(args) -> int:
 
     from jaxspec.sampling import SamplingConfig
 
-    _check_draft(args)
+    r = resolve(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
-                       chat=args.chat, mesh=parse_mesh(args.mesh), method=_method(args), **_numerics(args),
+                       chat=args.chat, mesh=parse_mesh(args.mesh), method=r.method, **_numerics(args),
                        draft=args.draft, draft_replicated=_draft_replicated(args), sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
-                       measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=_drafter(args),
+                       measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=r.drafter,
                        log=lambda s: print(s, file=sys.stderr))
     s = result["summary"]
     line = f"{s['method']}: {s['tok_per_s']:.2f} tok/s, compile {s['compile_s']:.1f}s, prefill {s['prefill_s']:.2f}s"

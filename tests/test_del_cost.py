@@ -219,8 +219,10 @@ def test_the_head_cost_decides_against_a_shallow_exit_the_layer_count_would_draf
 
 
 def test_cli_head_cost_takes_layers_or_weights():
-    from jaxspec.cli import _drafter, build_parser
+    from jaxspec.cli import build_parser
+    from jaxspec.cli_methods import resolve
     args = lambda *a: build_parser().parse_args(["generate", "--model", "m", "--method", "del", *a])  # noqa: E731
+    _drafter = lambda a: resolve(a).drafter  # noqa: E731
     assert _drafter(args()).head_cost == 0.0 and _drafter(args()).cost_model == "measured"
     assert _drafter(args("--head-cost", "1")).cost_model == _drafter(args("--cost", "layers")).cost_model == "layers"
     assert _drafter(args("--head-cost", "weights")).head_cost == "weights"

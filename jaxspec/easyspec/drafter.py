@@ -89,6 +89,10 @@ class EasySpec(Drafter):
         return dataclasses.replace(self, cfg=cfg, groups=groups, mesh=mesh)
 
     @property
+    def bound(self) -> bool:
+        return self.cfg is not None and self.groups is not None
+
+    @property
     def bound_cfg(self) -> ModelConfig:
         if self.cfg is None or self.groups is None:
             raise ValueError("EasySpec is not bound to a draft model: call .bind(draft_cfg, mesh) first")

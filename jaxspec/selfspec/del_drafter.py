@@ -65,7 +65,7 @@ from jaxspec.selfspec.dynamic_exit import DISPATCHES, exit_logits
 from jaxspec.selfspec.exit_stats import ExitStats
 from jaxspec.selfspec.layerskip import SelfDrafter
 from jaxspec.selfspec.round_cost import RoundCost
-from jaxspec.speculative.seam import Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, init_tree
 
 
@@ -120,6 +120,8 @@ class DEL(SelfDrafter):
     probe_exits: int = 2
     remeasure: bool = False
     variable_depth = True
+    shapes = CHAIN_ONLY
+    shapes_why = "drafts a chain whose length its confidence threshold decides: use chain(cap) (cap 18 in the paper)"
 
     def check(self, cfg: ModelConfig) -> None:
         L = cfg.num_layers
@@ -268,9 +270,6 @@ class DEL(SelfDrafter):
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
         del params, prompts, prompt_lens
-        if method.shape.width != 1 or method.adaptive:
-            raise ValueError("DEL drafts a chain whose length its confidence threshold decides: use chain(cap) "
-                             "(cap 18 in the paper), not a tree or an adaptive chain")
         if isinstance(self.cost, RoundCost) and method.shape.depth > self.cost.depth + 1:
             raise ValueError(f"the round costs cover chains of up to {self.cost.depth + 1} drafts, the method drafts "
                              f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}")

@@ -21,7 +21,7 @@ from jaxspec.cache import KVCache
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec.chain import draft_chain
 from jaxspec.selfspec.layerskip import LayerSkip
-from jaxspec.speculative.seam import Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree
 
 
@@ -42,14 +42,13 @@ class DraftVerify(LayerSkip):
     start: float = 0.6
     epsilon: float = 0.01
     variable_depth = True
+    shapes = CHAIN_ONLY
+    shapes_why = "drafts a chain whose length its confidence threshold decides: use chain(cap)"
 
     def describe(self) -> dict:
         return {**super().describe(), "threshold_start": self.start, "target_rate": self.target_rate}
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DVState:
-        if method.shape.width != 1 or method.adaptive:
-            raise ValueError("DraftVerify drafts a chain whose length its confidence threshold decides: use "
-                             "chain(cap), not a tree or an adaptive chain")
         B = prompts.shape[0]
         return DVState(jnp.full((B,), self.start, jnp.float32), jnp.full((B,), jnp.nan, jnp.float32),
                        jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))

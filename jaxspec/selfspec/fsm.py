@@ -17,7 +17,7 @@ from jaxspec.cache import KVCache
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec.layerskip import LayerSkip
 from jaxspec.speculative.drafters import grow_tree
-from jaxspec.speculative.seam import Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, init_tree
 
 
@@ -26,13 +26,13 @@ class FSM(LayerSkip):
     """start: the first round's γ (default: the chain's depth)."""
     start: int | None = None
     variable_depth = True
+    shapes = CHAIN_ONLY
+    shapes_why = "moves its own draft length: use chain(cap)"
 
     def describe(self) -> dict:
         return {**super().describe(), "gamma_start": self.start}
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> jax.Array:
-        if method.shape.width != 1 or method.adaptive:
-            raise ValueError("FSM moves its own draft length: use chain(cap), not a tree or an adaptive chain")
         start = method.shape.depth if self.start is None else self.start
         if not 0 <= start <= method.shape.depth:
             raise ValueError(f"FSM's starting draft length {start} is outside 0..{method.shape.depth} (the chain's cap)")

@@ -84,6 +84,10 @@ class SelfDrafter(Drafter):
         return {"draft_vocab": self.vocab.describe() if self.vocab is not None else None}
 
     @property
+    def bound(self) -> bool:
+        return self.cfg is not None
+
+    @property
     def bound_cfg(self) -> ModelConfig:
         if self.cfg is None:
             raise ValueError(f"{type(self).__name__} is not bound to a target: pass it to speculate / make_runner, "

@@ -13,7 +13,7 @@ from jaxspec.decode import cache_slots, output_ids, pad_prompts
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
 from jaxspec.speculative.drafters import DraftModel
-from jaxspec.speculative.engine import SpecMethod, SpecSpec, SpecState, cache_slots_needed, chain, run_speculation
+from jaxspec.speculative.engine import SpecMethod, SpecSpec, SpecState, cache_slots_needed, run_speculation
 from jaxspec.speculative.metrics import summarize
 
 
@@ -49,21 +49,20 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
 
 
 def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512):
-    """None → `DraftModel` over `draft`; a drafter configuration with `bind` (EasySpec) → bound to the
-    draft's config and mesh; a self-drafter (it writes the target cache; `draft` is then the target) →
-    bound to the target's config and sharding plan; a bound drafter as it is. A drafter that measures
-    its costs (DEL(cost="measured")) measures them on `target_params` for `method`'s depth and a cache
-    of `max_len` slots."""
-    plan = getattr(draft, "plan", None)
+    """The drafter ready to run (the seam's host-side steps, seam.py): None → `DraftModel` over `draft`;
+    `method`'s shape checked against the drafter's (before anything is bound or measured); an unbound
+    one bound to `draft`'s config and mesh (a self-drafter's `draft` is the target); the target's head
+    checked; costs it measures on `target_params` (DEL's measured cost model, logged) for `method`'s
+    depth and a cache of `max_len` slots."""
+    plan = getattr(draft, "plan", None)  # a Model / LoadedModel; a bare one may have no plan
     if drafter is None:
-        return DraftModel(draft.cfg, plan)
-    if getattr(drafter, "cfg", True) is None and hasattr(drafter, "bind"):
+        drafter = DraftModel()
+    if method is not None:
+        drafter.check_method(method)
+    if not drafter.bound:
         drafter = drafter.bind(draft.cfg, plan.mesh if plan is not None else None, plan=plan)
-        if not drafter.writes_target_cache:
-            return drafter
-    if target_params is not None and hasattr(drafter, "check_head"):  # a self-drafter reads the target's head:
-        drafter.check_head(target_params)  # missing, it says so before anything runs
-    if target_params is not None and hasattr(drafter, "calibrate"):  # DEL(cost="measured"): timed here
+    if target_params is not None:
+        drafter.check_head(target_params)
         drafter = drafter.calibrate(target_params, max_len=max_len,
                                     **({} if method is None else {"depth": method.shape.depth}))
     return drafter
@@ -97,16 +96,42 @@ def pad_for(spec: SpecSpec, prompts: Sequence[Sequence[int]]) -> tuple[jax.Array
     return jnp.asarray(toks), jnp.asarray(lens)
 
 
-def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMethod = chain(4),
+def resolve_method(method, drafter, options=None, draft: bool | None = None):
+    """(SpecMethod, drafter) for `speculate` / `make_runner`: `method` a name of the registry
+    (jaxspec.methods: "chain", "del", "ngram", … with `options`) or a SpecMethod; None: the default
+    shape of `drafter`'s method (a bare DraftModel or none: chain(7))."""
+    from jaxspec import methods
+    if isinstance(method, str):
+        r = methods.resolve(method, draft=draft, **dict(options or {}))
+        if r.method is None:
+            raise ValueError(f"method {method!r} drafts nothing: decode with jaxspec.generate or VanillaRunner")
+        return r.method, drafter if drafter is not None else r.drafter
+    if options:
+        raise ValueError("options go with a method name (method='del', options={...}); with a shape, configure "
+                         "the drafter itself")
+    if method is None:
+        method = methods.default_for(drafter).method()
+    if not isinstance(method, SpecMethod):
+        raise ValueError(f"method must be a registry name ({', '.join(methods.METHODS)}) or a SpecMethod "
+                         f"(chain(k), tree(depth, width)), got {method!r}")
+    return method, drafter
+
+
+def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMethod | str | None = None,
               sampling: SamplingConfig = GREEDY, max_new_tokens: int = 128, eos_ids: Sequence[int] = (),
-              key: jax.Array | None = None, drafter=None) -> SpecOutput:
+              key: jax.Array | None = None, drafter=None, options: dict | None = None) -> SpecOutput:
     """Speculative generation for a batch of token-id prompts.
 
-    target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer);
-    `drafter` defaults to `DraftModel(draft.cfg, draft.plan)`; an unbound `EasySpec(...)` is bound to the
-    draft (and the mesh of its plan) here. `draft=None` with a `drafter` that needs no draft model (a
-    self-drafter, which reads the target) binds it to the target. Greedy output is token-identical to
-    vanilla greedy decoding of the target; sampled output is distributed as the target's samples."""
+    target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer).
+    `method`: a registry name ("chain", "tree", "easyspec", "ls", "fs", "dv", "del", "ngram", "cascade";
+    jaxspec.methods, its `options` as keywords in `options`) or a shape (chain(k), tree(depth, width));
+    None: the default shape of `drafter`'s method, as the command line's (DEL: chain(18)). `drafter`
+    defaults to the method's (a `DraftModel` over `draft` for chain / tree); an unbound one is bound
+    here (EasySpec to the draft and the mesh of its plan). `draft=None` with a method or drafter that
+    needs no draft model (a self-drafter, which reads the target; prompt lookup) binds it to the target.
+    Greedy output is token-identical to vanilla greedy decoding of the target; sampled output is
+    distributed as the target's samples."""
+    method, drafter = resolve_method(method, drafter, options, draft is not None if isinstance(method, str) else None)
     if draft is None:
         if drafter is None:
             raise ValueError("speculate needs a draft model or a drafter that works without one (draft=None)")

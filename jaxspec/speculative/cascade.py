@@ -49,7 +49,7 @@ from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import constrain_cache
 from jaxspec.speculative.drafters import DraftModel, DraftModelState, draft_logprobs
 from jaxspec.speculative.ngram import NGram, NGramState, chain_tree, lookup
-from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree
 
 
@@ -87,6 +87,7 @@ class Cascade(Drafter):
     extend: bool = False
     catchup: int = 0
     variable_depth = True  # an n-gram round proposes as many tokens as its match has
+    shapes = CHAIN_ONLY
 
     def __post_init__(self):
         if not isinstance(self.ngram, NGram):
@@ -128,11 +129,14 @@ class Cascade(Drafter):
 
     @property
     def vocab(self):
-        return getattr(self.fallback, "vocab", None)
+        return self.fallback.vocab
+
+    @property
+    def bound(self) -> bool:
+        return self.ngram.bound and self.fallback.bound
 
     def check_head(self, target_params) -> None:
-        if hasattr(self.fallback, "check_head"):  # a self-drafter's exit reads the target's head
-            self.fallback.check_head(target_params)
+        self.fallback.check_head(target_params)  # a self-drafter's exit reads the target's head
 
     def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "Cascade":
         return dataclasses.replace(self, ngram=self.ngram.bind(cfg), fallback=self.fallback.bind(cfg, mesh, plan=plan))
@@ -160,8 +164,6 @@ class Cascade(Drafter):
         return self.fallback.cache_slots(slots, shape) + self._width(shape.depth) + shape.depth
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> CascadeState:
-        if method.shape.width != 1 or method.adaptive:
-            raise ValueError("Cascade drafts one chain per round: use chain(k), not a tree or an adaptive chain")
         if self.min_match > method.shape.depth:
             raise ValueError(f"min_match ({self.min_match}) exceeds the chain's k ({method.shape.depth}): the "
                              f"lookup could never serve a round")

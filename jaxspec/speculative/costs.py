@@ -49,14 +49,16 @@ def step_costs(target_params, target_cfg: ModelConfig, draft_params, draft_cfg: 
     its own `draft_costs` (EasySpec: calibration pass, layer-parallel steps; LayerSkip: the shallow layers)
     times its forwards itself, on its prepared params or, for a self-drafter, the target's."""
     tree = shape.width > 1
-    if drafter is not None and hasattr(drafter, "draft_costs"):
+    own = None if drafter is None else drafter.draft_costs(
+        target_params if drafter.writes_target_cache else draft_params, shape, context=context, max_len=max_len,
+        repeats=repeats)
+    if own is not None:
         return {"context": context,
                 "target_step_s": time_forward(target_params, target_cfg, 1, context=context, max_len=max_len,
                                               repeats=repeats),
                 "verify_s": time_forward(target_params, target_cfg, 1 + shape.nodes, context=context,
                                          max_len=max_len, tree=tree, repeats=repeats),
-                **drafter.draft_costs(target_params if drafter.writes_target_cache else draft_params, shape, context=context, max_len=max_len,
-                                      repeats=repeats)}
+                **own}
     return {
         "context": context,
         "target_step_s": time_forward(target_params, target_cfg, 1, context=context, max_len=max_len, repeats=repeats),

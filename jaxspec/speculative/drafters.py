@@ -82,6 +82,10 @@ class DraftModel(Drafter):
     plan: ShardingPlan | None = None
     vocab: HotVocab | None = None
 
+    @property
+    def bound(self) -> bool:
+        return self.cfg is not None
+
     def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None) -> "DraftModel":
         del mesh
         return dataclasses.replace(self, cfg=cfg, plan=plan)

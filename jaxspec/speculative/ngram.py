@@ -25,7 +25,7 @@ from jax import lax
 
 from jaxspec.config import ModelConfig
 from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree
 
 
@@ -86,12 +86,18 @@ class NGram(Drafter):
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
     variable_depth = True
     needs_draft_model = False
+    shapes = CHAIN_ONLY
+    shapes_why = "proposes one continuation per round (it already stops where its match ends): use chain(k)"
 
     def __post_init__(self):
         if not (isinstance(self.min_ngram, int) and isinstance(self.max_ngram, int)) or self.min_ngram < 1:
             raise ValueError(f"min_ngram must be an integer >= 1, got {self.min_ngram!r}")
         if self.max_ngram < self.min_ngram:
             raise ValueError(f"max_ngram ({self.max_ngram}) must be >= min_ngram ({self.min_ngram})")
+
+    @property
+    def bound(self) -> bool:
+        return self.cfg is not None
 
     def bind(self, cfg: ModelConfig, mesh=None, plan=None) -> "NGram":
         del mesh, plan
@@ -107,9 +113,6 @@ class NGram(Drafter):
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> NGramState:
         del params, target, prompt_lens
-        if method.shape.width != 1 or method.adaptive:
-            raise ValueError("NGram proposes one continuation per round: use chain(k), not a tree or an adaptive "
-                             "chain (a proposal already stops where its match ends)")
         B, P = prompts.shape
         history = lax.dynamic_update_slice(jnp.zeros((B, max_len), jnp.int32), prompts[:, :max_len].astype(jnp.int32),
                                            (0, 0))

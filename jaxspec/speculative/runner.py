@@ -13,7 +13,8 @@ from jaxspec.distributed import to_host
 from jaxspec.runner import AotRunner, Phases, RunResult
 from jaxspec.sampling import GREEDY, SamplingConfig
 from jaxspec.sharding import ShardingPlan
-from jaxspec.speculative.api import bind_drafter, make_spec
+from jaxspec.decode import cache_slots
+from jaxspec.speculative.api import bind_drafter, make_spec, resolve_method
 from jaxspec.speculative.drafters import DraftModel
 from jaxspec.speculative.engine import SpecMethod, draft_phase, spec_loop, spec_prefill, verify_phase
 from jaxspec.speculative.metrics import summarize
@@ -57,15 +58,34 @@ class SpecRunner(AotRunner):
         return res
 
 
-def make_runner(target, draft, method: SpecMethod | None, *, max_new_tokens: int, max_len: int,
-                sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), drafter=None):
-    """A `VanillaRunner` (method None) or a `SpecRunner` for loaded models (.params, .cfg, .plan);
-    `drafter`: as for `speculate` (default DraftModel; an unbound EasySpec is bound to the draft)."""
+def runner_slots(prompt_len: int, max_new_tokens: int, method: SpecMethod | None) -> int:
+    """Cache slots for prompts up to `prompt_len` tokens: the prompt, the output and (speculative) one
+    round's verification block past the end, bucketed (decode.cache_slots)."""
+    extra = 0 if method is None else method.shape.nodes + 1
+    return cache_slots(prompt_len + max_new_tokens + extra)
+
+
+def make_runner(target, draft, method: SpecMethod | str | None, *, max_new_tokens: int, max_len: int | None = None,
+                prompt_len: int | None = None, sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (),
+                drafter=None, options: dict | None = None):
+    """A `VanillaRunner` (method None or "vanilla") or a `SpecRunner` for loaded models (.params, .cfg,
+    .plan). `method`, `drafter`, `options`: as for `speculate` (a registry name or a shape). The cache
+    holds `max_len` slots, or by default what prompts of up to `prompt_len` tokens need (runner_slots)."""
     from jaxspec.runner import VanillaRunner
+    if method == "vanilla":
+        method = None
+    elif isinstance(method, str):
+        method, drafter = resolve_method(method, drafter, options, draft is not None)
+    elif options:
+        raise ValueError("options go with a method name (method='del', options={...})")
+    if max_len is None:
+        if prompt_len is None:
+            raise ValueError("make_runner needs max_len (cache slots) or prompt_len (the longest prompt's tokens)")
+        max_len = runner_slots(prompt_len, max_new_tokens, method)
     if method is None:
         return VanillaRunner(target.params, target.cfg, max_new_tokens=max_new_tokens, max_len=max_len,
                              sampling=sampling, eos_ids=eos_ids, plan=target.plan)
-    if draft is None and drafter is None:
+    if draft is None and (drafter is None or drafter.needs_draft_model):
         raise ValueError(f"method {method.name!r} needs a draft model (--draft NAME)")
     source = target if draft is None else draft  # a self-drafter (no draft model) binds to the target
     return SpecRunner(target.params, target.cfg, None if draft is None else draft.params, source.cfg,

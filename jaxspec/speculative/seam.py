@@ -42,7 +42,20 @@ Static declarations (class attributes of `Drafter`, overridden per drafter):
                                    token history) and `speculate(target, None, ...)` runs it;
   variable_depth: bool             a chain whose drafted depth varies between rounds (confidence stops,
                                    DEL's plain steps): verification then runs the narrowest block that
-                                   holds the round's drafts (verification.verify_widths).
+                                   holds the round's drafts (verification.verify_widths);
+  shapes: frozenset[str]           the shapes it drafts: "chain", "adaptive" (an adaptive chain), "tree";
+                                   `check_method` refuses any other before anything is compiled or measured
+                                   (SpecSpec checks it; `shapes_why` says why, in the error).
+
+Host-side steps, each with a default (no probing for optional members):
+  bind(cfg, mesh, plan) -> drafter     resolve an unbound configuration for the model it drafts with (the
+                                       draft model's, or the target's for a self-drafter); `bound` says
+                                       whether that is done; the default drafter needs nothing bound;
+  check_head(target_params)            a drafter reading the target's LM head says here if it is missing;
+  calibrate(target_params, *, max_len, depth) -> drafter
+                                       a drafter with costs to measure on the target's params (DEL's
+                                       measured cost model) does it here — speculate / make_runner call it
+                                       once, and it logs where the numbers come from.
 
 The invariant a target-cache writer keeps: it writes only slots >= committed - 1 (the slot of `last` and
 beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
@@ -118,15 +131,59 @@ class Outcome:
         return jnp.where(self.n > 0, prev, self.last)
 
 
+ALL_SHAPES = frozenset({"chain", "adaptive", "tree"})
+CHAIN_ONLY = frozenset({"chain"})
+
+
+def shape_name(method) -> str:
+    """"chain", "adaptive" or "tree": the kind of shape `method` (a SpecMethod) is."""
+    return "tree" if method.shape.width > 1 else "adaptive" if method.adaptive else "chain"
+
+
 class Drafter:
     """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
+    shapes: frozenset = ALL_SHAPES
+    shapes_why: str = "drafts one chain per round: use chain(k)"  # check_method's error for a chain-only drafter
     hidden_layers: tuple[int, ...] = ()
     shadow_layers: tuple[int, ...] = ()
     shadow_vocab = None  # a HotVocab: the shadow rows restricted to it
+    vocab = None  # a HotVocab: the draft head keeps only its tokens (hot_vocab.py); None: the full head
     prompt_shadows: int = 0
     writes_target_cache: bool = False
     needs_draft_model: bool = True
     variable_depth: bool = False  # drafts fewer depths in some rounds (the engine then verifies narrower)
+
+    @property
+    def bound(self) -> bool:
+        """Whether `bind` has resolved it (a drafter with nothing to bind always is)."""
+        return True
+
+    def bind(self, cfg, mesh=None, plan=None) -> "Drafter":
+        del cfg, mesh, plan
+        return self
+
+    def check_method(self, method) -> None:
+        """Raise ValueError when `method`'s shape is not one this drafter drafts (`shapes`)."""
+        kind = shape_name(method)
+        if kind in self.shapes:
+            return
+        if self.shapes == CHAIN_ONLY:
+            raise ValueError(f"{type(self).__name__} {self.shapes_why}, not a tree or an adaptive chain")
+        raise ValueError(f"{type(self).__name__} drafts {' or '.join(sorted(self.shapes))}, not {kind}")
+
+    def check_head(self, target_params) -> None:
+        del target_params
+
+    def draft_costs(self, params, shape: TreeShape, *, context: int, max_len: int, repeats: int = 5) -> dict | None:
+        """Seconds of the forwards its drafting is made of, timed on its prepared params (a self-drafter:
+        the target's) — for the analytic speedup (speculative/costs.py); None (the default): a draft
+        model's forwards, timed there."""
+        del params, shape, context, max_len, repeats
+        return None
+
+    def calibrate(self, target_params, *, max_len: int = 512, depth: int = 18) -> "Drafter":
+        del target_params, max_len, depth
+        return self
 
     def prepare(self, params):
         return params
@@ -146,6 +203,10 @@ class Drafter:
         (a drafter with `shadow_layers` may skip rounds); None (the default): every round."""
         del state
         return None
+
+    def describe(self) -> dict:
+        """On the host: its settings (JSON-able; the bench JSON keeps them; {}: none)."""
+        return {}
 
     def report(self, state) -> dict:
         """On the host after a run: what the drafter has to say about it (JSON-able; {}: nothing)."""

@@ -1,0 +1,366 @@
+"""The method registry: every decoding method by name, with its default shape, whether it needs a draft
+model, the shapes and options it takes (each with its default and help), and how its drafter is built.
+
+One table, read by everything that names a method: the command line's `--method` choices, flags and
+checks (cli.py), `speculate(method="del")` (a name works as well as a shape), `bench`, and the README's
+method table (`method_table()`). Adding a method is one `MethodInfo` below. A shape or option a method
+cannot take is one clear ValueError from `resolve`, before anything loads, compiles or measures.
+
+Where the defaults come from (measured on the Qwen2.5-Coder pair, the 0.5B drafting for the 1.5B, on
+CPU; docs/ has the numbers): chains of 7 from a draft model (`make demo`'s setting); DEL's and Draft &
+Verify's cap of 18 and FS's cap are the papers'; the prompt lookup's k = 4 and its 3..1-grams are HF's
+prompt-lookup defaults' neighbourhood, measured best of k in {2, 4, 8} on Spec-Bench (docs/lookup.md);
+EasySpec's tree 5 x 2 with groups of 4 is the paper's setting."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from jaxspec.speculative.engine import SpecMethod, chain, tree
+
+CHAIN, ADAPTIVE, TREE = "chain", "adaptive", "tree"  # the shapes: a chain of k, an adaptive chain, a tree
+FS_CAP = 18  # fs: the chain's static cap (the official FS has none; its γ rarely passes ~10)
+
+
+def _head_cost(text: str):
+    """--head-cost: layers (a number) or 'weights'."""
+    if text == "weights":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: layers (a number) or 'weights'") from None
+
+
+def _exits(text):
+    """--exits: comma-separated layer counts, 'spread' or 'all'."""
+    if text is None or text in ("spread", "all"):
+        return text or "spread"
+    if not isinstance(text, str):
+        return tuple(text)
+    try:
+        return tuple(int(e) for e in text.split(","))
+    except ValueError:
+        raise ValueError(f"--exits {text!r}: comma-separated layer counts, 'spread' or 'all'") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A method option: `name` is the Python keyword (`resolve(..., exit_layer=4)`), `--exit-layer` the
+    flag. `type` None: a switch (default False). `default` None: the drafter's own default."""
+    name: str
+    help: str
+    type: Callable | None = int
+    choices: tuple = ()
+    default: Any = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def given(self, value) -> bool:
+        return value is not None and value is not False  # 0 is given
+
+
+_O = Option
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    _O("exit_layer", "draft with the model's first E layers (1..L-1)", metavar="E"),
+    _O("exits", "candidate exit layers, comma-separated, 'spread' (default: up to 8 over the depth) or 'all' "
+                "(1..L-1, the official set)", str),
+    _O("faithful", "reproduce the official code's quirks (draft even when TPL says plain decoding, NaN τ, no "
+                   "clipping)", None),
+    _O("head_cost", "with --cost layers, the LM head's cost in layers in TPL's denominator: a number (default 0, "
+                    "the official count) or 'weights' (its weights over a layer's); implies --cost layers", _head_cost),
+    _O("cost", "TPL's cost model: measured (default: a round's pieces timed on this machine, 0.5-2 min the first "
+               "time, then read from $JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are "
+               "dropped) or layers (the official count; implied by --faithful or --head-cost)", str,
+       ("layers", "measured")),
+    _O("remeasure_cost", "time the round cost again and overwrite the kept file (the measured cost model only)",
+       None),
+    _O("dispatch", "how the exit is chosen on device", str, ("segments", "switch")),
+    _O("probe", "while plain decoding wins, the longest gap between the rounds that gather statistics "
+                "(default 32; 1 = all)"),
+    _O("probe_exits", "candidate exits a probe observes (default 2, those TPL could pick next; 0 = all)"),
+    _O("context", "prompt positions seeding the statistics (default 1, 8 with --cost layers; the official 32)"),
+    _O("max_ngram", "the longest n-gram looked up", default=3),
+    _O("min_ngram", "the shortest n-gram looked up", default=1),
+    _O("min_match", "a lookup proposing at least this many tokens serves the round without the draft model",
+       default=1),
+    _O("cascade_extend", "the draft model extends every lookup proposal to -k tokens instead", None),
+    _O("parallel", "layers per parallel group, N", default=4),
+    _O("head", "leading sequential layers", default=1),
+    _O("tail", "trailing sequential layers", default=1),
+    _O("calibration", "when the draft's KV cache is recalibrated by the exact pass", str,
+       ("every_round", "every_mismatch", "never", "prefill_only"), "every_round"),
+    _O("policy", "what a parallel group's layers share", str, ("attn_only", "direct_mlp"), "attn_only"),
+    _O("scan_calibration", "calibrate with a lax.scan over stacked layers", None),
+)}
+# the command line's groups of method options (cli.py)
+GROUPS = {"easyspec": ("parallel", "head", "tail", "calibration", "policy", "scan_calibration"),
+          "prompt lookup (ngram, cascade)": ("max_ngram", "min_ngram", "min_match", "cascade_extend"),
+          "self-speculation (ls, fs, dv, del)": ("exit_layer", "exits", "faithful", "head_cost", "cost",
+                                                 "remeasure_cost", "dispatch", "probe", "probe_exits", "context")}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """A method: `draft_model` "required", "none", or "either" (a draft model or --exit-layer: cascade);
+    `shapes` it drafts (CHAIN, ADAPTIVE, TREE; () for vanilla); the default chain length `k` (a
+    variable-depth chain's cap) or tree `depth` x `width`; `options` (names in OPTIONS) and `required`
+    ones; `build(options, vocab)` → its drafter (None: the default DraftModel); `refuse`: a method's own
+    word for an option it does not take."""
+    name: str
+    title: str
+    summary: str
+    doc: str  # its page in docs/
+    draft_model: str
+    shapes: tuple[str, ...]
+    k: int | None = None
+    depth: int = 5
+    width: int = 2
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    hot_vocab: bool = True  # --draft-vocab trims its draft head (a draft model's or the model's own exits')
+    variable: bool = False  # drafts at most k a round (its drafter decides how many)
+    build: Callable | None = None
+    drafter: str = "DraftModel"  # the class its drafter is (default_for: the method a bare drafter runs)
+    refuse: tuple[tuple[str, str], ...] = ()
+
+    def method(self, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
+               width: int | None = None, narrow: bool = True) -> SpecMethod | None:
+        """The shape: a chain of `k` (default: the method's), adaptive when asked, or a tree."""
+        if not self.shapes:
+            if not narrow:
+                raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method "
+                                 f"{self.name} verifies nothing")
+            return None
+        k = self.k if k is None else k
+        if adaptive and ADAPTIVE not in self.shapes:
+            raise ValueError(f"--method {self.name} drafts {self._shape_text()}: not a tree or an adaptive chain")
+        is_tree = TREE in self.shapes and (CHAIN not in self.shapes or (width if width is not None else self.width) > 1)
+        if is_tree:
+            if not narrow:
+                raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method "
+                                 f"{self.name} verifies a tree's whole block every round")
+            return tree(self.depth if depth is None else depth, self.width if width is None else width)
+        if self.name == "fs":
+            return chain(max(FS_CAP, k), narrow=narrow)
+        return chain(k, adaptive=adaptive, narrow=narrow)
+
+    def _shape_text(self) -> str:
+        return {(CHAIN,): "a chain of at most -k tokens", (CHAIN, ADAPTIVE): "a chain of -k tokens (or an adaptive one)",
+                (TREE,): "a --depth x --width tree", (CHAIN, TREE): "a tree, or a chain with --width 1"}.get(
+            self.shapes, ", ".join(self.shapes))
+
+
+def _draft_model(o, vocab):
+    from jaxspec.speculative import DraftModel
+    return DraftModel(vocab=vocab) if vocab is not None else None
+
+
+def _easyspec(o, vocab):
+    from jaxspec.easyspec import EasySpec
+    return EasySpec(parallel=o["parallel"], head=o["head"], tail=o["tail"], policy=o["policy"],
+                    calibration=o["calibration"], scan_calibration=o["scan_calibration"], vocab=vocab)
+
+
+def _self(cls_name):
+    def build(o, vocab):
+        import jaxspec.selfspec as s
+        cls = getattr(s, cls_name)
+        if cls_name == "FSM":
+            return cls(o["exit_layer"], start=o["k"], vocab=vocab)
+        return cls(o["exit_layer"], vocab=vocab)
+    return build
+
+
+def _del(o, vocab):
+    from jaxspec.selfspec import DEL
+    opts = {k: o[k] for k in ("head_cost", "dispatch", "probe", "probe_exits", "context") if o[k] is not None}
+    return DEL(exits=_exits(o["exits"]), faithful=o["faithful"], cost=o["cost"], remeasure=o["remeasure_cost"],
+               vocab=vocab, **opts)
+
+
+def _ngram(o, vocab):
+    from jaxspec.speculative import NGram
+    return NGram(o["max_ngram"], o["min_ngram"])
+
+
+def _cascade(o, vocab):
+    from jaxspec.selfspec import LayerSkip
+    from jaxspec.speculative import Cascade, DraftModel
+    fallback = DraftModel(vocab=vocab) if o["exit_layer"] is None else LayerSkip(o["exit_layer"], vocab=vocab)
+    if o["exit_layer"] is not None and o["cascade_extend"]:
+        raise ValueError("--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
+                         "--draft NAME, not --exit-layer")
+    return Cascade(_ngram(o, None), fallback, min_match=o["min_match"], extend=o["cascade_extend"])
+
+
+DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
+               "context")
+EASYSPEC_OPTIONS = GROUPS["easyspec"]
+METHODS: dict[str, MethodInfo] = {m.name: m for m in (
+    MethodInfo("vanilla", "vanilla", "plain greedy / sampled decoding of the target", "design.md", "none", (),
+               hot_vocab=False),
+    MethodInfo("chain", "draft-model chain", "a draft model proposes a chain of -k tokens (--adaptive: HF's "
+               "adaptive k, +2 when all accepted, else -1, within [1, 2k])", "speculative.md", "required",
+               (CHAIN, ADAPTIVE), k=7, build=_draft_model),
+    MethodInfo("tree", "draft-model tree", "a draft model proposes a top-K tree (--depth x --width)",
+               "speculative.md", "required", (TREE,), build=_draft_model),
+    MethodInfo("easyspec", "EasySpec", "the draft's layers run in parallel groups (a --depth x --width tree; a "
+               "chain of -k with --width 1); the draft's cache recalibrated by one exact pass a round",
+               "easyspec.md", "required", (CHAIN, TREE), k=7, options=EASYSPEC_OPTIONS, build=_easyspec,
+               drafter="EasySpec"),
+    MethodInfo("ls", "LayerSkip", "self-speculation: the model's first --exit-layer layers draft a chain of -k "
+               "in its own KV cache", "del.md", "none", (CHAIN, ADAPTIVE), k=7, options=("exit_layer",),
+               required=("exit_layer",), build=_self("LayerSkip"), drafter="LayerSkip"),
+    MethodInfo("fs", "FS", "LayerSkip's draft with the chain's length moved +1/-1 after each round (starts at -k, "
+               f"at most {FS_CAP})", "del.md", "none", (CHAIN,), k=7, options=("exit_layer",),
+               required=("exit_layer",), variable=True, build=_self("FSM"), drafter="FSM"),
+    MethodInfo("dv", "Draft & Verify", "the self-draft stopped at the first token below an adapted confidence "
+               "threshold, at most -k", "del.md", "none", (CHAIN,), k=18, options=("exit_layer",),
+               required=("exit_layer",), variable=True, build=_self("DraftVerify"), drafter="DraftVerify"),
+    MethodInfo("del", "DEL", "self-speculation whose exit layer and draft length are chosen every round by "
+               "tokens per layer, at most -k", "del.md", "none", (CHAIN,), k=18, options=DEL_OPTIONS,
+               variable=True, build=_del, drafter="DEL",
+               refuse=(("exit_layer", "--method del chooses its exit layer itself: drop --exit-layer (--exits sets "
+                                      "the candidates)"),)),
+    MethodInfo("ngram", "prompt lookup", "the -k tokens that followed the last n-gram's most recent earlier "
+               "occurrence in the prompt and output; no draft model", "lookup.md", "none", (CHAIN,), k=4,
+               options=("max_ngram", "min_ngram"), hot_vocab=False, variable=True, build=_ngram, drafter="NGram"),
+    MethodInfo("cascade", "cascade", "prompt lookup where it proposes at least --min-match tokens, the --draft "
+               "model's chain of -k elsewhere (or the model's first --exit-layer layers'; --cascade-extend: the "
+               "draft model continues every lookup proposal)", "lookup.md", "either", (CHAIN,), k=4,
+               options=("max_ngram", "min_ngram", "min_match", "cascade_extend", "exit_layer"), variable=True,
+               build=_cascade, drafter="Cascade"),
+)}
+
+
+def get(name: str) -> MethodInfo:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def owners(option: str) -> list[str]:
+    """The methods that take `option`."""
+    return [m.name for m in METHODS.values() if option in m.options]
+
+
+def check_options(info: MethodInfo, options: dict) -> None:
+    """An option the method does not take, or a required one missing: one clear error."""
+    refuse = dict(info.refuse)
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise ValueError(f"unknown option {name!r}; method options: {', '.join(OPTIONS)}")
+        if OPTIONS[name].given(value) and name not in info.options:
+            if name in refuse:
+                raise ValueError(refuse[name])
+            who = " / ".join(METHODS[o].title if o in ("del",) else o for o in owners(name))
+            raise ValueError(f"{OPTIONS[name].flag} is a{'n' if who[0] in 'aeiou' else ''} {who} option: it does "
+                             f"nothing for --method {info.name}")
+    for name in info.required:
+        if not OPTIONS[name].given(options.get(name)):
+            o = OPTIONS[name]
+            raise ValueError(f"--method {info.name} needs {o.flag} {o.metavar or 'N'} ({o.help})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A method name resolved: its registry entry, the shape (None: vanilla) and the drafter (None: the
+    default DraftModel, bound to the draft model by speculate / make_runner)."""
+    info: MethodInfo
+    method: SpecMethod | None
+    drafter: Any
+
+
+def validate(name: str, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
+             width: int | None = None, narrow: bool = True, vocab=None, draft: bool | None = None,
+             **options) -> tuple[MethodInfo, SpecMethod | None]:
+    """Every check of a method's name, shape and options that needs no model: (entry, shape). `vocab`:
+    a hot vocabulary (or anything not None: one is asked for); `draft`: whether a draft model is given
+    (None: unknown — speculate checks it against the drafter)."""
+    info = get(name)
+    check_options(info, options)
+    if vocab is not None and not info.hot_vocab:
+        raise ValueError(f"--draft-vocab trims a draft's LM head (a draft model's or the model's own exits': "
+                         f"--method {', '.join(m for m, i in METHODS.items() if i.hot_vocab)}): --method {name} "
+                         "has none")
+    if k is not None and k < (0 if name == "fs" else 1):
+        raise ValueError(f"-k must be >= {0 if name == 'fs' else 1} for --method {name}, got {k}")
+    _check_draft_model(info, draft, options)
+    return info, info.method(k=k, adaptive=adaptive, depth=depth, width=width, narrow=narrow)
+
+
+def resolve(name: str, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
+            width: int | None = None, narrow: bool = True, vocab=None, draft: bool | None = None,
+            **options) -> Resolved:
+    """`name` and its options → shape and drafter (`validate`'s checks, then the drafter's own: its
+    option values and the shape it drafts), before anything is loaded, compiled or measured."""
+    info, method = validate(name, k=k, adaptive=adaptive, depth=depth, width=width, narrow=narrow, vocab=vocab,
+                            draft=draft, **options)
+    o = {n: options.get(n) for n in info.options}
+    for n in info.options:
+        if o[n] is None:
+            o[n] = OPTIONS[n].default
+        if OPTIONS[n].type is None:
+            o[n] = bool(o[n])
+    o["k"] = info.k if k is None else k
+    drafter = info.build(o, vocab) if info.build is not None else None
+    if drafter is not None and method is not None:
+        drafter.check_method(method)
+    return Resolved(info, method, drafter)
+
+
+def _check_draft_model(info: MethodInfo, draft: bool | None, options: dict) -> None:
+    if draft is None:
+        return
+    if info.name == "ngram" and draft:
+        raise ValueError("--method ngram drafts from the prompt and output (prompt lookup): drop --draft")
+    if info.draft_model == "none" and draft and info.name != "vanilla":
+        raise ValueError(f"--method {info.name} drafts with the model's own first layers: drop --draft")
+    if info.draft_model == "required" and not draft:
+        raise ValueError(f"--method {info.name} needs --draft NAME")
+    if info.draft_model == "either":
+        if draft == OPTIONS["exit_layer"].given(options.get("exit_layer")):
+            raise ValueError(f"--method {info.name} falls back on a draft model (--draft NAME) or on the model's own "
+                             "first layers (--exit-layer E): give one of the two")
+
+
+def default_for(drafter) -> MethodInfo:
+    """The registry entry whose default drafter is of `drafter`'s type (DraftModel: chain)."""
+    kind = "DraftModel" if drafter is None else type(drafter).__name__
+    for m in METHODS.values():  # the first: DraftModel → chain
+        if m.shapes and m.drafter == kind:
+            return m
+    raise ValueError(f"{kind} is not a registered method's drafter: pass method=chain(k) or tree(depth, width) "
+                     "with it")
+
+
+def python_call(m: MethodInfo) -> str:
+    """How the method is called from Python (the docs' table)."""
+    if not m.shapes:
+        return 'make_runner(t, None, "vanilla", ...)'
+    draft = "d" if m.draft_model in ("required", "either") else "None"
+    opts = ", ".join(f'"{o}": {24 if o == "exit_layer" else "..."}' for o in m.required)
+    return f'speculate(t, {draft}, ids, method="{m.name}"' + (f", options={{{opts}}})" if opts else ")")
+
+
+def shape_text(m: MethodInfo) -> str:
+    s = m.method()
+    if s is None:
+        return "—"
+    if s.shape.width > 1:
+        return f"tree {s.shape.depth}x{s.shape.width}"
+    return f"chain of {'at most ' if m.variable else ''}{s.shape.depth}" + (f", starting at {m.k}" if m.name == "fs" else "")
+
+
+def method_table() -> str:
+    """The docs' method table (README), one row per method, from this registry."""
+    rows = ["| method | CLI | Python | draft model | default shape | docs |", "|---|---|---|---|---|---|"]
+    for m in METHODS.values():
+        need = {"required": "yes", "none": "no", "either": "yes, or --exit-layer"}[m.draft_model]
+        rows.append(f"| {m.title} | `--method {m.name}` | `{python_call(m)}` | {need} | {shape_text(m)} | "
+                    f"[{m.doc}](docs/{m.doc}) |")
+    return "\n".join(rows)
