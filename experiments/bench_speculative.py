@@ -36,8 +36,8 @@ def sources(name: str, categories: list[str] | None) -> list[str]:
     """Prompt sources of a set; Spec-Bench runs category by category (10 each in the issue)."""
     if name != "spec-bench":
         return [name]
-    from jaxspec.prompts import _spec_bench
-    cats = sorted({p.category for p in _spec_bench(None)})
+    from jaxspec.prompts import spec_bench_prompts
+    cats = sorted({p.category for p in spec_bench_prompts(None)})
     unknown = set(categories or []) - set(cats)
     if unknown:
         raise SystemExit(f"unknown Spec-Bench categories {sorted(unknown)}; known: {', '.join(cats)}")

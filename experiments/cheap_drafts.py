@@ -176,7 +176,7 @@ def _pool(chunks: list[dict]) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import interleaved
 
-    from jaxspec.bench import _stage_shares
+    from jaxspec.bench import stage_shares
     rows: dict[str, list] = {}
     hf: dict[str, list] = {}
     for c in chunks:
@@ -195,7 +195,7 @@ def _pool(chunks: list[dict]) -> dict:
                       "prefill_ratio": s["prefill_s"] / v["prefill_s"],
                       "vanilla_identical": sum(r["identical"] for r in rs)}
         if rs and "cascade" in (rs[0].get("drafter") or {}):
-            res[m]["stages"] = _stage_shares(rs)
+            res[m]["stages"] = stage_shares(rs)
     for m, rs in hf.items():
         tps = sum(r["new_tokens"] for r in rs) / sum(r["wall_s"] for r in rs)
         res[f"hf-{m}"] = {"prompts": len(rs), "tok_per_s": tps, "speedup": tps / res["vanilla"]["tok_per_s"],

@@ -42,7 +42,7 @@ def measure(model: str, sets, repeats: int, N: int) -> dict:
         longest, meth = max(map(len, ids)), chain(18)
         runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), max_new_tokens=N, eos_ids=eos),
                    "del": make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
-                                      drafter=DEL(), max_new_tokens=N, eos_ids=eos)}
+                                      drafter=DEL(), max_new_tokens=N, eos_ids=eos, measure_costs=True)}
         for r in runners.values():
             for i in ids:
                 r.compile([i])

@@ -93,7 +93,7 @@ def _measure_set(m, spec: str, ids, methods, repeats: int, max_new_tokens: int, 
     for name, meth, drafter, _ in methods:
         t0 = time.perf_counter()  # DEL's measured cost: timed here (or read) at this set's cache size
         runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
-                                    drafter=drafter, **kw)
+                                    drafter=drafter, measure_costs=True, **kw)
         cost = runners[name].spec.drafter.describe().get("cost")
         if isinstance(cost, dict):
             log(f"[{spec}] {name}: round cost measured or read in {time.perf_counter() - t0:.0f}s: {json.dumps(cost)}")

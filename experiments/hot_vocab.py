@@ -2,7 +2,7 @@
 the target's text the V most frequent tokens cover, what trimming the 0.5B draft's head to V saves per
 draft step, and what it costs in acceptance and end-to-end speed with the 1.5B target.
 
-    python -m conversion.hot_vocab --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
+    python -m jaxspec.hot_vocab_file --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
     python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
     python experiments/hot_vocab.py coverage --file results/hot_vocab_large.json --key coverage_large
     python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
@@ -15,7 +15,7 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
     python experiments/hot_vocab.py self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
 
 Coverage reads results/continuations/*_134_*.json (the 1.5B's greedy continuations of the experiments'
-own prompts; the calibration text came from other, held-out prompts: conversion/hot_vocab.py). `step`
+own prompts; the calibration text came from other, held-out prompts: jaxspec/hot_vocab_file.py). `step`
 times one draft forward (T = 1, a 256-slot cache) with the trimmed head against the full one, and the
 target's for the ratio that bounds chain speculation. `run` times vanilla, the full-head chain and each
 V, interleaved prompt by prompt (experiments/interleaved.py), greedy, and checks every output against
@@ -227,8 +227,8 @@ def cmd_self_run(args) -> None:
         for e, k in _ls_specs(args.ls):
             runners[f"ls-E{e}-k{k}"] = make_runner(t, None, chain(k), **kw, drafter=LayerSkip(e))
             runners[f"ls-E{e}-k{k}-{V}"] = make_runner(t, None, chain(k), **kw, drafter=LayerSkip(e, vocab=vocab))
-        runners["del"] = make_runner(t, None, chain(18), **kw, drafter=DEL())
-        runners[f"del-{V}"] = make_runner(t, None, chain(18), **kw, drafter=DEL(vocab=vocab))
+        runners["del"] = make_runner(t, None, chain(18), **kw, drafter=DEL(), measure_costs=True)
+        runners[f"del-{V}"] = make_runner(t, None, chain(18), **kw, drafter=DEL(vocab=vocab), measure_costs=True)
         compile_s = interleaved.prepare(runners, ids)
         rows = interleaved.measure(runners, ids, args.repeats, log)
         table = {"vanilla": interleaved.summary(rows["vanilla"])}

@@ -14,7 +14,7 @@ neither saw (most of a 32K head) by id. This measures two remedies: more target-
     python experiments/hot_vocab.py coverage --key coverage_v2     # the shipped file (since it is this one)
     python experiments/hot_vocab_replay.py --key shipped_v2
 
-`generate` runs conversion.hot_vocab.generate (greedy, batches of similar length, cut at EOS) one set at a
+`generate` runs jaxspec.hot_vocab_file.generate (greedy, batches of similar length, cut at EOS) one set at a
 time and appends each set's outputs to results/hot_vocab_calibration.json as it finishes (a set already
 there is skipped, so the run resumes). It refuses the experiments' own prompts (each Spec-Bench category's
 first 10, HumanEval's first 20) and the shipped file's (Spec-Bench 40-47, HumanEval 100-115), so the counts
@@ -58,7 +58,7 @@ def _check_held_out(source: str, offset: int, n: int) -> None:
 
 
 def cmd_generate(args) -> None:
-    from conversion.hot_vocab import generate
+    from jaxspec.hot_vocab_file import generate
     from conversion.loader import load_model
     from jaxspec.bench import write_json
     from jaxspec.prompts import encode, load_prompts
@@ -85,10 +85,10 @@ def cmd_generate(args) -> None:
 
 def cmd_soft(args) -> None:
     """The model's expected token counts over the held-out prompts' raw text (the prior's text):
-    conversion.hot_vocab.prior_expected_counts, saved whole (a file keeps only the top SOFT_KEEP)."""
+    jaxspec.hot_vocab_file.prior_expected_counts, saved whole (a file keeps only the top SOFT_KEEP)."""
     import numpy as np
 
-    from conversion.hot_vocab import prior_expected_counts
+    from jaxspec.hot_vocab_file import prior_expected_counts
     from conversion.loader import load_model
     total, n_tok = prior_expected_counts(load_model(args.model), args.max_tokens, log=log)
     np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok,
@@ -131,7 +131,7 @@ def cmd_misses(args) -> None:
 
 
 def cmd_write(args) -> None:
-    from conversion.hot_vocab import PRIOR, prior_counts
+    from jaxspec.hot_vocab_file import PRIOR, prior_counts
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import count_tokens, load_hot_vocab, write_frequencies
     tok = load_model_tokenizer(TARGET)
@@ -152,7 +152,7 @@ def cmd_write(args) -> None:
     if args.soft:  # the raw counts first, their ties (and every token they miss) by the soft expected counts
         import numpy as np
 
-        from conversion.hot_vocab import soft_prior
+        from jaxspec.hot_vocab_file import soft_prior
         npz = np.load(SOFT)
         soft, source["soft"] = soft_prior(npz["expected"].astype(np.float64), str(npz["model"]), int(npz["tokens"]),
                                           int(npz["max_tokens"]) if "max_tokens" in npz else 1024)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import jax
 
+from jaxspec.pooling import pooled
 from jaxspec.speculative import merge
 
 
@@ -56,18 +57,11 @@ def measure(runners: dict, ids: Sequence[Sequence[int]], repeats: int, log: Call
 
 def summary(rows: list[dict], base: list[dict] | None = None) -> dict:
     """Totals over a method's rows; with `base` (vanilla's rows) the speedups and the identity count."""
-    new = sum(r["new_tokens"] for r in rows)
-    pre, dec = sum(r["prefill_s"] for r in rows), sum(r["decode_s"] for r in rows)
-    steps = new - len(rows)  # the first token of each prompt comes from prefill
-    out = {"prompts": len(rows), "new_tokens": new, "prefill_s": pre, "decode_s": dec,
-           "tok_per_s": new / (pre + dec), "decode_tok_per_s": steps / dec if dec else None}
+    out = pooled(rows, base)  # tokens over seconds; with a base: speedups and their bootstrap intervals
+    out.pop("wall_s")
     if rows and "stats" in rows[0]:
         out.update(merge([r["stats"] for r in rows]))
         out["mean_drafted_depth"] = out["drafted"] / out["rounds"] if out["rounds"] else None
     if base is not None:
-        b = summary(base)
-        out["speedup"] = out["tok_per_s"] / b["tok_per_s"]
-        out["decode_speedup"] = out["decode_tok_per_s"] / b["decode_tok_per_s"]
-        out["prefill_ratio"] = pre / b["prefill_s"]
         out["vanilla_identical"] = sum(r["output_ids"] == v["output_ids"] for r, v in zip(rows, base))
     return out

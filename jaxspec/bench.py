@@ -32,6 +32,7 @@ import numpy as np
 from jaxspec.decode import cache_slots
 from jaxspec.layers import use_fused_attention
 from jaxspec.params import param_bytes
+from jaxspec.pooling import pooled, totals
 from jaxspec.prompts import encode, load_prompts
 from jaxspec.sampling import GREEDY
 from jaxspec.sharding import replicated_plan
@@ -95,7 +96,7 @@ def _exit_shares(rows: list[dict]) -> dict:
             "mean_tau": float(np.mean(taus)) if taus else None, "mean_drafted": float(np.mean(drafted)) if drafted else None}
 
 
-def _stage_shares(rows: list[dict]) -> dict:
+def stage_shares(rows: list[dict]) -> dict:
     """Cascade over a prompt set: rounds served by the lookup alone and by the draft model (extend: rounds
     with a lookup proposal to extend and without), the model's runs and catch-up forwards."""
     tot = {k: sum(r["drafter"]["cascade"][k] for r in rows) for k in ("ngram_rounds", "model_rounds",
@@ -103,16 +104,6 @@ def _stage_shares(rows: list[dict]) -> dict:
                                                                       "catchup_passes")}
     n = tot["ngram_rounds"] + tot["model_rounds"]
     return {**tot, "ngram_share": tot["ngram_rounds"] / n if n else None}
-
-
-def _totals(rows: list[dict]) -> dict:
-    new = sum(r["new_tokens"] for r in rows)
-    prefill_s = sum(r["prefill_s"] for r in rows)
-    decode_s = sum(r["decode_s"] for r in rows)
-    steps = new - len(rows)  # tokens after the first (which comes from prefill)
-    return {"prompts": len(rows), "new_tokens": new, "prefill_s": prefill_s, "decode_s": decode_s,
-            "wall_s": prefill_s + decode_s, "tok_per_s": new / (prefill_s + decode_s),
-            "decode_tok_per_s": steps / decode_s if decode_s else None}
 
 
 def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, chat=False, mesh=None,
@@ -153,7 +144,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
 
     def prepared(meth):
         runner = make_runner(m, d, meth, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos,
-                             drafter=drafter if meth is not None else None)
+                             drafter=drafter if meth is not None else None, measure_costs=True)
         compile_s = sum(runner.compile([i]) for i in ids)  # every width bucket, before any timing
         runner.warmup([[i] for i in ids])  # first runs of each executable, not timed
         return runner, compile_s
@@ -161,7 +152,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
     runner, compile_s = prepared(method)
     log(f"compiled {runner.method} in {compile_s:.1f}s; running {len(prompts)} prompts")
     rows = _rows(runner, prompts, ids, seed, log)
-    tot = _totals(rows)
+    tot = totals(rows)
     wbytes = param_bytes(m.params)
     steps = tot["new_tokens"] - len(rows)
     summary = {
@@ -190,7 +181,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         if any("exit_layer" in r.get("drafter", {}) for r in rows):
             summary["exit_layers"] = _exit_shares(rows)
         if any("cascade" in r.get("drafter", {}) for r in rows):
-            summary["cascade_stages"] = _stage_shares(rows)
+            summary["cascade_stages"] = stage_shares(rows)
     if measure_bandwidth:
         bw = measure_read_bandwidth()
         summary["machine_read_gb_per_s"] = bw["best"] / 1e9
@@ -203,7 +194,7 @@ def run_bench(model, prompts_source: str, *, max_new_tokens: int, limit=None, ch
         log(f"timing mode: {summary['timing']}")
     if compare_vanilla or vanilla is not None:
         base = vanilla["prompts"] if vanilla is not None else _rows(prepared(None)[0], prompts, ids, seed, log, "vanilla ")
-        _add_vanilla(base, rows, summary)
+        add_vanilla(base, rows, summary)
     if method is not None and not runner.spec.drafter.variable_depth:  # a round's shape varies otherwise
         _add_analytic(m, d, runner.args[1], method, ids, max_new_tokens, max_len, summary, log,
                       runner.spec.drafter if drafter is not None else None)
@@ -228,18 +219,18 @@ def _timing_mode(runner, ids, seed, limit: int = 5) -> dict:
             "verify_ms_per_round": 1e3 * verify_s / rounds, "draft_fraction": draft_s / (draft_s + verify_s)}
 
 
-def _add_vanilla(base: list[dict], rows: list[dict], summary: dict) -> None:
+def add_vanilla(base: list[dict], rows: list[dict], summary: dict) -> None:
     if [b["id"] for b in base] != [r["id"] for r in rows]:
         raise ValueError("the vanilla baseline ran other prompts")
     for row, b in zip(rows, base):
         row["vanilla_tok_per_s"] = b["tok_per_s"]
         row["vanilla_identical"] = b["output_ids"] == row["output_ids"]
-    tot = _totals(base)
+    tot, p = totals(base), pooled(rows, base)
     summary["vanilla_tok_per_s"] = tot["tok_per_s"]
     summary["vanilla_decode_tok_per_s"] = tot["decode_tok_per_s"]
     summary["vanilla_prefill_s"] = tot["prefill_s"]
-    summary["speedup"] = summary["tok_per_s"] / tot["tok_per_s"]
-    summary["decode_speedup"] = summary["decode_tok_per_s"] / tot["decode_tok_per_s"]
+    for k in ("speedup", "decode_speedup", "speedup_ci", "decode_speedup_ci"):  # jaxspec/pooling.py
+        summary[k] = p[k]
     summary["vanilla_identical"] = sum(r["vanilla_identical"] for r in rows)
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from jaxspec import distributed
-from jaxspec.cli_methods import _draft_replicated, _numerics, add_method_flags, resolve
+from jaxspec.cli_methods import draft_replicated, numerics_of, add_method_flags, resolve
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -89,7 +89,7 @@ def cmd_generate(args) -> int:
     method = r.method
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     mesh = parse_mesh(args.mesh)
-    numerics = _numerics(args)
+    numerics = numerics_of(args)
     m = load_model(args.model, mesh=mesh, **numerics)
     print(f"loaded {args.model} ({m.cfg.arch}, {m.cfg.num_layers} layers) in {m.load_s:.1f}s"
           f"{' from checkpoint' if m.from_checkpoint else ''}", file=sys.stderr)
@@ -97,13 +97,13 @@ def cmd_generate(args) -> int:
         print(f"sharding: {note}", file=sys.stderr)
     d = None
     if method is not None and args.draft:  # cli_methods.check: given exactly where a method takes one
-        d = load_model(args.draft, mesh=mesh, **numerics, replicated=_draft_replicated(args))
+        d = load_model(args.draft, mesh=mesh, **numerics, replicated=draft_replicated(args))
         check_vocab(m.cfg, d.cfg, m.tokenizer, d.tokenizer)
         print(f"loaded draft {args.draft} ({d.cfg.num_layers} layers) in {d.load_s:.1f}s", file=sys.stderr)
     ids = [encode(m.tokenizer, p, args.chat) for p in prompts]
     max_len = runner_slots(max(map(len, ids)), args.max_new_tokens, method)  # vanilla's too: the same cache
     kw = dict(max_new_tokens=args.max_new_tokens, max_len=max_len, sampling=sampling, eos_ids=eos_ids(m.tokenizer, m.cfg))
-    runner = make_runner(m, d, method, **kw, drafter=r.drafter)
+    runner = make_runner(m, d, method, **kw, drafter=r.drafter, measure_costs=True)  # the CLI's default: DEL times
     if r.drafter is not None and r.drafter.writes_target_cache and args.method != "cascade":  # a self-drafter
         e = runner.spec.drafter.describe()
         which = (f"the first {e['exit_layer']}" if "exit_layer" in e else
@@ -196,8 +196,8 @@ def cmd_bench(args) -> int:
 
     r = resolve(args)
     result = run_bench(args.model, args.prompts, max_new_tokens=args.max_new_tokens, limit=args.limit,
-                       chat=args.chat, mesh=parse_mesh(args.mesh), method=r.method, **_numerics(args),
-                       draft=args.draft, draft_replicated=_draft_replicated(args), sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
+                       chat=args.chat, mesh=parse_mesh(args.mesh), method=r.method, **numerics_of(args),
+                       draft=args.draft, draft_replicated=draft_replicated(args), sampling=SamplingConfig(args.temperature, args.top_k, args.top_p),
                        seed=args.seed, compare_vanilla=args.compare_vanilla, hf_baseline=args.hf_baseline,
                        measure_bandwidth=args.measure_bandwidth, timing=args.timing, drafter=r.drafter,
                        log=lambda s: print(s, file=sys.stderr))

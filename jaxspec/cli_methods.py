@@ -85,12 +85,12 @@ def resolve(args) -> methods.Resolved:
                            **_options(args))
 
 
-def _numerics(args) -> dict:
+def numerics_of(args) -> dict:
     """The numerics flags as load_model / run_bench take them."""
     return dict(dtype=args.dtype, precision=args.precision, cache_dtype=args.cache_dtype, attention=args.attention)
 
 
-def _draft_replicated(args) -> bool:
+def draft_replicated(args) -> bool:
     """Whether the draft model is loaded whole on every device: EasySpec's always, chain/tree's on request."""
     if args.method == "easyspec" and args.draft_sharding == "tp":
         raise ValueError("EasySpec's draft runs any of its layers on any device of the layer axis: it is replicated, "

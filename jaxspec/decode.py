@@ -101,7 +101,7 @@ def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_toke
     return out, lens, slots
 
 
-def _is_eos(tok: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
+def is_eos(tok: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
     if not eos_ids:
         return jnp.zeros(tok.shape, bool)
     return jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32))
@@ -125,7 +125,7 @@ def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
     tokens = jnp.full((B, spec.max_new_tokens), PAD, jnp.int32).at[:, 0].set(first)
-    done = _is_eos(first, spec.eos_ids) | (spec.max_new_tokens <= 1)
+    done = is_eos(first, spec.eos_ids) | (spec.max_new_tokens <= 1)
     return _laid_out(DecodeState(cache, tokens, first, done, jnp.ones((B,), jnp.int32), jnp.int32(1), key), spec)
 
 
@@ -136,7 +136,7 @@ def _step(params: Params, s: DecodeState, spec: DecodeSpec) -> DecodeState:
     nxt = sample(sub, logits[:, 0], spec.sampling)
     live = ~s.done
     tokens = s.tokens.at[:, s.step].set(jnp.where(live, nxt, PAD))
-    done = s.done | _is_eos(nxt, spec.eos_ids) | (s.step + 1 >= spec.max_new_tokens)
+    done = s.done | is_eos(nxt, spec.eos_ids) | (s.step + 1 >= spec.max_new_tokens)
     return DecodeState(cache, tokens, jnp.where(live, nxt, s.last), done, s.num + live, s.step + 1, key)
 
 

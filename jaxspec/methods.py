@@ -6,11 +6,20 @@ checks (cli.py), `speculate(method="del")` (a name works as well as a shape), `b
 method table (`method_table()`). Adding a method is one `MethodInfo` below. A shape or option a method
 cannot take is one clear ValueError from `resolve`, before anything loads, compiles or measures.
 
-Where the defaults come from (measured on the Qwen2.5-Coder pair, the 0.5B drafting for the 1.5B, on
-CPU; docs/ has the numbers): chains of 7 from a draft model (`make demo`'s setting); DEL's and Draft &
-Verify's cap of 18 and FS's cap are the papers'; the prompt lookup's k = 4 and its 3..1-grams are HF's
-prompt-lookup defaults' neighbourhood, measured best of k in {2, 4, 8} on Spec-Bench (docs/lookup.md);
-EasySpec's tree 5 x 2 with groups of 4 is the paper's setting."""
+Where the defaults come from (the Qwen2.5-Coder pair, the 0.5B drafting for the 1.5B, on CPU; the
+numbers are in docs/):
+  chain k = 7   the k sweep (docs/speculative.md): chat HumanEval 1.96x at 7 (2.06x at 15), Spec-Bench
+                1.39x at 7 (1.46x at 3) — one k for both, between their bests; `make demo` runs it;
+  tree 5 x 2    the same sweep's middle tree; trees do not beat chains on this CPU;
+  ngram k = 4, 3..2-grams   the n / k grid (docs/lookup.md): NGram(3, 2) at k = 4 1.10x pooled, the
+                best single draft of that run (1-grams lose on text that does not repeat; k = 8 pays
+                only where whole spans repeat);
+  cascade       the same lookup (k = 4, 3..2-grams, a lookup of >= 1 token serves the round);
+  dv, del 18, fs 18   the papers' caps (DEL: 18 in its paper; FS starts at -k = 7);
+  easyspec      the paper's setting (groups of 4, one sequential layer at each end, every-round
+                calibration) on the tree above.
+Not yet chosen by a head-to-head run: whether each method's default beats the default chain on every set
+both run on (the cascade against the plain chain on word problems, say)."""
 from __future__ import annotations
 
 import dataclasses
@@ -84,7 +93,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     _O("probe_exits", "candidate exits a probe observes (default 2, those TPL could pick next; 0 = all)"),
     _O("context", "prompt positions seeding the statistics (default 1, 8 with --cost layers; the official 32)"),
     _O("max_ngram", "the longest n-gram looked up", default=3),
-    _O("min_ngram", "the shortest n-gram looked up", default=1),
+    _O("min_ngram", "the shortest n-gram looked up (1-grams propose on any repeated token and lose where text "
+                    "does not repeat: docs/lookup.md)", default=2),
     _O("min_match", "a lookup proposing at least this many tokens serves the round without the draft model",
        default=1),
     _O("cascade_extend", "the draft model extends every lookup proposal to -k tokens instead", None),
@@ -123,6 +133,7 @@ class MethodInfo:
     required: tuple[str, ...] = ()
     hot_vocab: bool = True  # --draft-vocab trims its draft head (a draft model's or the model's own exits')
     variable: bool = False  # drafts at most k a round (its drafter decides how many)
+    headline: str = ""  # one measured number for the README's table, with the docs anchor that holds it
     build: Callable | None = None
     drafter: str = "DraftModel"  # the class its drafter is (default_for: the method a bare drafter runs)
     refuse: tuple[tuple[str, str], ...] = ()
@@ -202,38 +213,48 @@ DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "disp
 EASYSPEC_OPTIONS = GROUPS["easyspec"]
 METHODS: dict[str, MethodInfo] = {m.name: m for m in (
     MethodInfo("vanilla", "vanilla", "plain greedy / sampled decoding of the target", "design.md", "none", (),
-               hot_vocab=False),
+               hot_vocab=False,
+               headline="4.34 tok/s, 1.02× HF torch, 0.90 of the machine's read bandwidth ([speculative](docs/speculative.md#the-baseline-vanilla-decoding))"),
     MethodInfo("chain", "draft-model chain", "a draft model proposes a chain of -k tokens (--adaptive: HF's "
                "adaptive k, +2 when all accepted, else -1, within [1, 2k])", "speculative.md", "required",
-               (CHAIN, ADAPTIVE), k=7, build=_draft_model),
+               (CHAIN, ADAPTIVE), k=7, build=_draft_model,
+               headline="2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 ([speculative](docs/speculative.md#results-chains-and-trees))"),
     MethodInfo("tree", "draft-model tree", "a draft model proposes a top-K tree (--depth x --width)",
-               "speculative.md", "required", (TREE,), build=_draft_model),
+               "speculative.md", "required", (TREE,), build=_draft_model,
+               headline="1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU ([speculative](docs/speculative.md#results-chains-and-trees))"),
     MethodInfo("easyspec", "EasySpec", "the draft's layers run in parallel groups (a --depth x --width tree; a "
                "chain of -k with --width 1); the draft's cache recalibrated by one exact pass a round",
                "easyspec.md", "required", (CHAIN, TREE), k=7, options=EASYSPEC_OPTIONS, build=_easyspec,
-               drafter="EasySpec"),
+               drafter="EasySpec",
+               headline="acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; 1.01× the sequential draft at N = 2 on one device ([easyspec](docs/easyspec.md))"),
     MethodInfo("ls", "LayerSkip", "self-speculation: the model's first --exit-layer layers draft a chain of -k "
                "in its own KV cache", "del.md", "none", (CHAIN, ADAPTIVE), k=7, options=("exit_layer",),
-               required=("exit_layer",), build=_self("LayerSkip"), drafter="LayerSkip"),
+               required=("exit_layer",), build=_self("LayerSkip"), drafter="LayerSkip",
+               headline="best static exit 0.783× (0.5B, E22 γ2): exits not trained for early exit ([del](docs/del.md))"),
     MethodInfo("fs", "FS", "LayerSkip's draft with the chain's length moved +1/-1 after each round (starts at -k, "
                f"at most {FS_CAP})", "del.md", "none", (CHAIN,), k=7, options=("exit_layer",),
-               required=("exit_layer",), variable=True, build=_self("FSM"), drafter="FSM"),
+               required=("exit_layer",), variable=True, build=_self("FSM"), drafter="FSM",
+               headline="0.74× (0.5B, E23, earlier code) ([del](docs/del.md))"),
     MethodInfo("dv", "Draft & Verify", "the self-draft stopped at the first token below an adapted confidence "
                "threshold, at most -k", "del.md", "none", (CHAIN,), k=18, options=("exit_layer",),
-               required=("exit_layer",), variable=True, build=_self("DraftVerify"), drafter="DraftVerify"),
+               required=("exit_layer",), variable=True, build=_self("DraftVerify"), drafter="DraftVerify",
+               headline="0.72× (0.5B, E23, earlier code) ([del](docs/del.md))"),
     MethodInfo("del", "DEL", "self-speculation whose exit layer and draft length are chosen every round by "
                "tokens per layer, at most -k", "del.md", "none", (CHAIN,), k=18, options=DEL_OPTIONS,
                variable=True, build=_del, drafter="DEL",
                refuse=(("exit_layer", "--method del chooses its exit layer itself: drop --exit-layer (--exits sets "
-                                      "the candidates)"),)),
+                                      "the candidates)"),),
+               headline="within 5 % of vanilla on every set: 0.977× (0.5B) and 0.984× (1.5B) mean; paper 2.16–2.62× with trained exits ([del](docs/del.md))"),
     MethodInfo("ngram", "prompt lookup", "the -k tokens that followed the last n-gram's most recent earlier "
                "occurrence in the prompt and output; no draft model", "lookup.md", "none", (CHAIN,), k=4,
-               options=("max_ngram", "min_ngram"), hot_vocab=False, variable=True, build=_ngram, drafter="NGram"),
+               options=("max_ngram", "min_ngram"), hot_vocab=False, variable=True, build=_ngram, drafter="NGram",
+               headline="1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; HF's prompt lookup 0.44× our vanilla ([lookup](docs/lookup.md))"),
     MethodInfo("cascade", "cascade", "prompt lookup where it proposes at least --min-match tokens, the --draft "
                "model's chain of -k elsewhere (or the model's first --exit-layer layers'; --cascade-extend: the "
                "draft model continues every lookup proposal)", "lookup.md", "either", (CHAIN,), k=4,
                options=("max_ngram", "min_ngram", "min_match", "cascade_extend", "exit_layer"), variable=True,
-               build=_cascade, drafter="Cascade"),
+               build=_cascade, drafter="Cascade",
+               headline="1.10× pooled (the 2-gram lookup in front of the hot-head 0.5B) ([lookup](docs/lookup.md))"),
 )}
 
 
@@ -258,7 +279,8 @@ def check_options(info: MethodInfo, options: dict) -> None:
             if name in refuse:
                 raise ValueError(refuse[name])
             who = " / ".join(METHODS[o].title if o in ("del",) else o for o in owners(name))
-            raise ValueError(f"{OPTIONS[name].flag} is a{'n' if who[0] in 'aeiou' else ''} {who} option: it does "
+            article = "an" if who[0] in "aeiofhlmnrsx" else "a"  # read as letters: an ls, an fs
+            raise ValueError(f"{OPTIONS[name].flag} is {article} {who} option: it does "
                              f"nothing for --method {info.name}")
     for name in info.required:
         if not OPTIONS[name].given(options.get(name)):
@@ -357,10 +379,15 @@ def shape_text(m: MethodInfo) -> str:
 
 
 def method_table() -> str:
-    """The docs' method table (README), one row per method, from this registry."""
-    rows = ["| method | CLI | Python | draft model | default shape | docs |", "|---|---|---|---|---|---|"]
+    """The README's method table, one row per method, from this registry (`python -m jaxspec.methods`
+    prints it; tests/test_methods.py checks the README holds it)."""
+    rows = ["| method | CLI | Python | draft model | default shape | headline |", "|---|---|---|---|---|---|"]
     for m in METHODS.values():
         need = {"required": "yes", "none": "no", "either": "yes, or --exit-layer"}[m.draft_model]
         rows.append(f"| {m.title} | `--method {m.name}` | `{python_call(m)}` | {need} | {shape_text(m)} | "
-                    f"[{m.doc}](docs/{m.doc}) |")
+                    f"{m.headline} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(method_table())

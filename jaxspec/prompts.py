@@ -69,7 +69,7 @@ def _humaneval(fmt: str) -> list[Prompt]:
     return out
 
 
-def _spec_bench(category: str | None) -> list[Prompt]:
+def spec_bench_prompts(category: str | None) -> list[Prompt]:
     path = spec_bench_path()
     if not path.exists():
         raise ValueError(f"Spec-Bench questions not found at {path} (set JAXSPEC_SPEC_BENCH)")
@@ -108,7 +108,7 @@ def load_prompts(source: str, limit: int | None = None, offset: int = 0) -> list
     if source in HUMANEVAL_FORMATS:
         prompts = _humaneval(HUMANEVAL_FORMATS[source])
     elif source == "spec-bench" or source.startswith("spec-bench:"):
-        prompts = _spec_bench(source.split(":", 1)[1] if ":" in source else None)
+        prompts = spec_bench_prompts(source.split(":", 1)[1] if ":" in source else None)
     elif Path(source).is_file():
         prompts = _jsonl_file(Path(source))
     else:

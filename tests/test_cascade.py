@@ -163,7 +163,8 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
     the row the model served moves (+1: its whole draft accepted); in a round where the model did not run
     at all no γ moves."""
     from jaxspec.speculative.cascade import CascadeState
-    from jaxspec.speculative.ngram import NGramState, chain_tree
+    from jaxspec.speculative.ngram import NGramState
+    from jaxspec.speculative.tree import chain_tree
     from jaxspec.speculative.seam import Outcome
     cas = Cascade(NGram(2, 1), FSM(1, start=2)).bind(TARGET)
     B, D = 3, 4

@@ -309,7 +309,7 @@ def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys, tiny):
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out),
                  "--compare-vanilla", "--hf-baseline"]) == 0
     s = json.loads(out.read_text())["summary"]
-    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["ngram"] == {"max_ngram": 2, "min_ngram": 1}
+    assert s["vanilla_identical"] == 2 and s["draft"] is None and s["ngram"] == {"max_ngram": 2, "min_ngram": 2}
     assert s["hf_method"] == "prompt_lookup_num_tokens=3, max_matching_ngram_size=2" and s["hf_identical"] == 2
     assert s["drafted"] <= 3 * s["rounds"] and s["accepted"] <= s["drafted"]
     assert "mean accepted length" in capsys.readouterr().out
@@ -354,7 +354,7 @@ def test_bench_cascade_json(tmp_path, capsys, tiny):
                      "--compare-vanilla", *extra]) == 0
         s = json.loads(out.read_text())["summary"]
         assert s["vanilla_identical"] == 2
-        assert s["cascade"] == {"mode": mode, "max_ngram": 3, "min_ngram": 1, "min_match": 2, "catchup": 0,
+        assert s["cascade"] == {"mode": mode, "max_ngram": 3, "min_ngram": 2, "min_match": 2, "catchup": 0,
                                 "draft_vocab": None}
         st = s["cascade_stages"]
         assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["model_passes"] > 0, (st, s["rounds"])
@@ -368,7 +368,7 @@ def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
                  "humaneval-body", "--limit", "2", "--max-new-tokens", "16", "--json", str(out), "--compare-vanilla"]) == 0
     s = json.loads(out.read_text())["summary"]
     assert s["vanilla_identical"] == 2 and s["draft"] is None
-    assert s["cascade"] == {"mode": "switch", "max_ngram": 3, "min_ngram": 1, "min_match": 1, "catchup": 0,
+    assert s["cascade"] == {"mode": "switch", "max_ngram": 3, "min_ngram": 2, "min_match": 1, "catchup": 0,
                             "exit_layer": 6, "layers": 8, "draft_vocab": None}
     st = s["cascade_stages"]
     assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["catchup_passes"] == 0, (st, s["rounds"])
@@ -381,7 +381,7 @@ def test_cascade_user_errors(capsys, tiny):
              (["--method", "cascade", "--exit-layer", "4", "--cascade-extend"], "--cascade-extend continues"),
              (["--method", "cascade", "--exit-layer", "4", "--draft-sharding", "tp"], "--draft-sharding is for a draft"),
              (["--method", "cascade", "--exit-layer", "8"], "exit layer 8 is outside 1..7"),
-             (["--method", "chain", "--draft", tiny, "--exit-layer", "4"], "--exit-layer is for ls, fs, dv and cascade"),
+             (["--method", "chain", "--draft", tiny, "--exit-layer", "4"], "--exit-layer is an ls / fs / dv / cascade option"),
              (["--method", "chain", "--draft", tiny, "--min-match", "2"], "--min-match is a cascade option"),
              (["--method", "ngram", "--cascade-extend"], "--cascade-extend is a cascade option"),
              ([*casc, "--min-match", "0"], "min_match must be an integer >= 1"),

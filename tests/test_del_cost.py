@@ -125,10 +125,13 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
     monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(3), [5, 8])
-    go = lambda n=N_NEW: speculate(Model(tp, CFG), None, prompts, method=chain(4), max_new_tokens=n,  # noqa: E731
-                                   drafter=DEL(exits=(2, 5)))
+    go = lambda n=N_NEW, measure=False: speculate(Model(tp, CFG), None, prompts, method=chain(4),  # noqa: E731
+                                                  max_new_tokens=n, drafter=DEL(exits=(2, 5)), measure_costs=measure)
+    with pytest.raises(ValueError, match="round cost for this model, machine and cache size is not in"):
+        go()  # never timed as a side effect: measuring is asked for
+    assert not (tmp_path / "round_cost").exists()
     with caplog.at_level("INFO", logger="jaxspec"):
-        first = go()
+        first = go(measure=True)
     files = list((tmp_path / "round_cost").glob("*.json"))
     assert len(files) == 1 and "measured in" in caplog.text and str(files[0]) in caplog.text
     assert first.output_ids == vanilla(tp, prompts)
@@ -142,15 +145,17 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
     assert again.output_ids == first.output_ids
     assert round_cost._load(files[0], rec["key"]) == RoundCost(**{k: tuple(v) if isinstance(v, list) else v
                                                                   for k, v in rec["cost"].items()})
+    with pytest.raises(ValueError, match="is not in"):
+        go(n=150)  # a larger cache: another key, not on disk
     with pytest.raises(AssertionError, match="measured again"):
-        go(n=150)  # a larger cache: another key, timed
+        go(n=150, measure=True)  # timed when asked
     with pytest.raises(AssertionError, match="measured again"):  # asked to: timed although the file is there
         speculate(Model(tp, CFG), None, prompts, method=chain(4), max_new_tokens=N_NEW,
                   drafter=DEL(exits=(2, 5), remeasure=True))
     files[0].write_text("{ not json")
     monkeypatch.setattr(round_cost, "measure_round_cost", lambda *a, **k: NONE)
     with caplog.at_level("WARNING", logger="jaxspec"):
-        plain = go()  # unreadable: measured again (here: no exit pays), the file rewritten
+        plain = go(measure=True)  # unreadable: measured again (here: no exit pays), the file rewritten
     assert "unreadable" in caplog.text and json.loads(files[0].read_text())["cost"]["exits"] == [2, 5]
     assert plain.output_ids == vanilla(tp, prompts) and plain.stats["drafted"] == 0
 

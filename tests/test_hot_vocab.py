@@ -77,7 +77,7 @@ def test_expected_counts_batched_equal_one_sequence_at_a_time():
     counted); empty sequences add nothing."""
     from types import SimpleNamespace
 
-    from conversion.hot_vocab import expected_counts
+    from jaxspec.hot_vocab_file import expected_counts
     cfg = tiny_cfg(num_layers=2)
     params = init_params(jax.random.key(3), cfg)
     seqs = random_prompts(np.random.default_rng(0), [5, 64, 65, 1, 30, 0, 64, 3, 100])
@@ -106,7 +106,7 @@ def test_the_shipped_frequency_file_fits_the_qwen_pair():
 
 def test_making_a_file_refuses_a_soft_model_with_another_tokenizer(capsys):
     """Before any generation: the soft counts of a model with another tokenizer would rank other tokens."""
-    from conversion.hot_vocab import main
+    from jaxspec.hot_vocab_file import main
     with pytest.raises(SystemExit) as e:
         main(["--model", "smollm2-135m-instruct", "--soft", "qwen2.5-coder-0.5b-instruct"])
     assert e.value.code == 2 and "its tokenizer is not smollm2-135m-instruct's" in capsys.readouterr().err

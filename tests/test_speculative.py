@@ -212,18 +212,20 @@ def test_size_errors():
 
 
 def test_method_and_runner_errors():
-    from jaxspec.bench import _add_vanilla
-    from jaxspec.speculative import make_runner, parse_method
-    with pytest.raises(ValueError, match="unknown method .beam.: vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram or cascade"):
-        parse_method("beam")
-    assert parse_method("vanilla") is None and parse_method("tree", depth=3, width=2) == tree(3, 2)
+    from jaxspec.bench import add_vanilla
+    from jaxspec.methods import resolve
+    from jaxspec.speculative import make_runner
+    with pytest.raises(ValueError, match="unknown method .beam.: one of vanilla, chain, tree, easyspec, ls, fs, dv, del, "
+                                         "ngram, cascade"):
+        resolve("beam")
+    assert resolve("vanilla").method is None and resolve("tree", depth=3, width=2).method == tree(3, 2)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
         make_spec(TARGET, DraftModel(DRAFT), chain(2), prompt_len=4, max_new_tokens=0)
     tp, _ = make_pair(0, 1.0)
     with pytest.raises(ValueError, match="method 'chain' needs a draft model"):
         make_runner(Model(tp, TARGET), None, chain(2), max_new_tokens=4, max_len=64)
     with pytest.raises(ValueError, match="the vanilla baseline ran other prompts"):
-        _add_vanilla([{"id": "a"}], [{"id": "b"}], {})
+        add_vanilla([{"id": "a"}], [{"id": "b"}], {})
 
 
 @pytest.mark.parametrize("method,temperature", [(chain(3), 0.0), (tree(2, 2), 0.8)])

@@ -44,7 +44,7 @@ def draft_costs(drafter, params, shape, *, context: int, max_len: int, repeats: 
     cache = init_cache(drafter.bound_cfg, 1, max_len).replace(lengths=jnp.asarray([context], jnp.int32))
     if drafter.mesh is not None:
         cache = jax.device_put(cache, jax.sharding.NamedSharding(drafter.mesh, jax.sharding.PartitionSpec()))
-    if drafter.calibrates:
+    if drafter.runs_calibration:
         width = cal.exact_block_width(drafter.calibration, shape.depth, drafter.max_fuzzy_rounds)
         first = best_time(functools.partial(_exact, drafter=drafter), params, jnp.ones((1, width), jnp.int32), cache,
                           repeats=repeats)

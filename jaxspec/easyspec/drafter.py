@@ -108,7 +108,7 @@ class EasySpec(Drafter):
         return any(len(g) > 1 for g in self.groups)
 
     @property
-    def calibrates(self) -> bool:
+    def runs_calibration(self) -> bool:
         return self.fuzzy and self.calibration in (cal.EVERY_ROUND, cal.EVERY_MISMATCH)
 
     def describe(self) -> dict:
@@ -139,7 +139,7 @@ class EasySpec(Drafter):
 
     def cache_slots(self, slots: int, shape: TreeShape) -> int:
         """Draft cache slots for a target cache of `slots`: room for the widest calibration block."""
-        if not self.calibrates:
+        if not self.runs_calibration:
             return slots
         return slots + cal.exact_block_width(self.calibration, shape.depth, self.max_fuzzy_rounds)
 
@@ -215,7 +215,7 @@ class EasySpec(Drafter):
         # `history` holds slot T-2 already (an accepted node, or the previous round's last): add `last`
         st = dataclasses.replace(st, history=_write(st.history, rnd.last[:, None], committed - 1))
         width = cal.exact_block_width(self.calibration, shape.depth, self.max_fuzzy_rounds)
-        if not self.calibrates:
+        if not self.runs_calibration:
             logits, cache, precise = self._fuzzy_step1(params, st, committed)
         elif self.calibration == cal.EVERY_ROUND:
             logits, cache, precise = self._exact_step1(params, st, committed, width)

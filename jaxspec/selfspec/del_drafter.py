@@ -183,14 +183,17 @@ class DEL(SelfDrafter):
         exits = self._given_exits(cfg) if self.cost_model == "measured" else self._resolve(cfg)
         return dataclasses.replace(bound, exits=exits)
 
-    def calibrate(self, params, *, max_len: int = 512, depth: int = 18, refresh: bool = False) -> "DEL":
+    def calibrate(self, params, *, max_len: int = 512, depth: int = 18, measure: bool = True,
+                  refresh: bool = False) -> "DEL":
         """With a measured cost (bound): the round cost on `params` over the candidate exits, from the
-        disk cache or timed (round_cost.cached_round_cost; `refresh`: timed again); otherwise self."""
+        disk cache or timed (round_cost.cached_round_cost; `measure` False: from the cache only; `refresh`:
+        timed again); otherwise self."""
         if self.cost_model != "measured":
             return self
         from jaxspec.selfspec.round_cost import cached_round_cost
         cost = cached_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
-                                 dispatch=self.dispatch, refresh=refresh or self.remeasure, vocab=self.vocab)
+                                 dispatch=self.dispatch, refresh=refresh or self.remeasure, vocab=self.vocab,
+                                 measure=measure)
         return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost), remeasure=False)
 
     @property

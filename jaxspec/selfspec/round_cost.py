@@ -162,7 +162,7 @@ def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, ma
 
 def cost_path(key: dict):
     """The cache file of a measurement: `$JAXSPEC_CACHE/round_cost/<sha256 of the key>.json`."""
-    from conversion.assets import cache_dir
+    from jaxspec.paths import cache_dir
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / "round_cost" / f"{digest}.json"
 
@@ -185,16 +185,23 @@ def _load(path, key: dict) -> RoundCost | None:
 
 
 def cached_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                      dispatch: str = "segments", refresh: bool = False, vocab: HotVocab | None = None) -> RoundCost:
+                      dispatch: str = "segments", refresh: bool = False, vocab: HotVocab | None = None,
+                      measure: bool = True) -> RoundCost:
     """`measure_round_cost`, kept on disk per `cost_key` (module docstring): the first call on a machine
     measures (25–110 s for these models on a 2-core CPU) and writes the file atomically from process 0;
-    later calls read it. `refresh`: measure again and overwrite. `vocab`: DEL's hot-vocabulary head."""
+    later calls read it (logged). `refresh`: measure again and overwrite. `vocab`: DEL's hot-vocabulary
+    head. `measure` False: read only — a cost not on disk is an error saying how to measure it (speculate
+    never times the machine unless asked)."""
     key = cost_key(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch, vocab=vocab)
     path = cost_path(key)
     cost = None if refresh else _load(path, key)
     if cost is not None:
         log.info("DEL round cost read from %s", path)
         return cost
+    if not (measure or refresh):
+        raise ValueError(f"DEL's measured round cost for this model, machine and cache size is not in {path}: "
+                         "measure it explicitly (speculate / make_runner(..., measure_costs=True), the command "
+                         "line, or drafter.calibrate(params)) or use DEL(cost='layers')")
     t0 = time.perf_counter()
     cost = measure_round_cost(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch, vocab=vocab)
     log.info("DEL round cost measured in %.0f s, kept in %s", time.perf_counter() - t0, path)

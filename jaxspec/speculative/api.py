@@ -48,12 +48,13 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
                              f"({eg}); a draft model must share the target's vocabulary")
 
 
-def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512):
+def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512, measure_costs: bool = False):
     """The drafter ready to run (the seam's host-side steps, seam.py): None → `DraftModel` over `draft`;
     `method`'s shape checked against the drafter's (before anything is bound or measured); an unbound
     one bound to `draft`'s config and mesh (a self-drafter's `draft` is the target); the target's head
-    checked; costs it measures on `target_params` (DEL's measured cost model, logged) for `method`'s
-    depth and a cache of `max_len` slots."""
+    checked; costs it prices rounds with (DEL's measured cost model) for `method`'s depth and a cache of
+    `max_len` slots, read from the disk cache (logged) or, only with `measure_costs`, timed on
+    `target_params`."""
     plan = getattr(draft, "plan", None)  # a Model / LoadedModel; a bare one may have no plan
     if drafter is None:
         drafter = DraftModel()
@@ -63,7 +64,7 @@ def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int =
         drafter = drafter.bind(draft.cfg, plan.mesh if plan is not None else None, plan=plan)
     if target_params is not None:
         drafter.check_head(target_params)
-        drafter = drafter.calibrate(target_params, max_len=max_len,
+        drafter = drafter.calibrate(target_params, max_len=max_len, measure=measure_costs,
                                     **({} if method is None else {"depth": method.shape.depth}))
     return drafter
 
@@ -119,7 +120,8 @@ def resolve_method(method, drafter, options=None, draft: bool | None = None):
 
 def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMethod | str | None = None,
               sampling: SamplingConfig = GREEDY, max_new_tokens: int = 128, eos_ids: Sequence[int] = (),
-              key: jax.Array | None = None, drafter=None, options: dict | None = None) -> SpecOutput:
+              key: jax.Array | None = None, drafter=None, options: dict | None = None,
+              measure_costs: bool = False) -> SpecOutput:
     """Speculative generation for a batch of token-id prompts.
 
     target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer).
@@ -129,6 +131,8 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
     defaults to the method's (a `DraftModel` over `draft` for chain / tree); an unbound one is bound
     here (EasySpec to the draft and the mesh of its plan). `draft=None` with a method or drafter that
     needs no draft model (a self-drafter, which reads the target; prompt lookup) binds it to the target.
+    `measure_costs`: a drafter that prices rounds by costs measured on this machine (DEL's default) may
+    time them now when they are not on disk yet (25-110 s); otherwise such a cost must be there already.
     Greedy output is token-identical to vanilla greedy decoding of the target; sampled output is
     distributed as the target's samples."""
     method, drafter = resolve_method(method, drafter, options, draft is not None if isinstance(method, str) else None)
@@ -138,7 +142,7 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
         draft = Model(None, target.cfg, getattr(target, "plan", None))  # the drafter's params: none of its own
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
     need = cache_slots_needed(max((len(p) for p in prompts), default=0), max_new_tokens, method.shape)
-    drafter = bind_drafter(drafter, draft, target.params, method, cache_slots(need))
+    drafter = bind_drafter(drafter, draft, target.params, method, cache_slots(need), measure_costs)
     spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,
                      max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
                      plan=getattr(target, "plan", None))

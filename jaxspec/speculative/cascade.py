@@ -48,7 +48,8 @@ from jaxspec.model import embed, forward, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import constrain_cache
 from jaxspec.speculative.drafters import DraftModel, DraftModelState, draft_logprobs
-from jaxspec.speculative.ngram import NGram, NGramState, chain_tree, lookup
+from jaxspec.speculative.ngram import NGram, NGramState, lookup
+from jaxspec.speculative.tree import chain_tree
 from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree
 

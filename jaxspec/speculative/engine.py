@@ -31,7 +31,7 @@ from jax import lax
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
-from jaxspec.decode import PAD, _is_eos
+from jaxspec.decode import PAD, is_eos
 from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward, forward_prompt
 from jaxspec.sampling import GREEDY, SamplingConfig, processed_logprobs, sample
@@ -39,7 +39,7 @@ from jaxspec.sharding import ShardingPlan, constrain_cache, constrain_rows
 from jaxspec.speculative.metrics import SpecStats
 from jaxspec.speculative.seam import Outcome, Round, Target, drafted_depths
 from jaxspec.speculative.tree import Tree, TreeShape, init_tree, path_nodes, verify_ancestors
-from jaxspec.speculative.verification import _narrow_pass, prompt_pass, verification_pass, verify_widths
+from jaxspec.speculative.verification import narrow_pass, prompt_pass, verification_pass, verify_widths
 from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tree_greedy, accept_tree_sampling
 
 
@@ -80,25 +80,6 @@ def tree(depth: int, width: int) -> SpecMethod:
     return SpecMethod(TreeShape(depth, width))
 
 
-def parse_method(name: str, *, k: int = 4, depth: int = 5, width: int = 2, adaptive: bool = False,
-                 narrow: bool = True) -> SpecMethod | None:
-    """CLI names → a method: vanilla (None), chain (k, adaptive) or tree (depth, width); easyspec drafts
-    a tree (depth, width), or a chain of k with width 1; the self-drafters ls (LayerSkip) a chain of k,
-    fs, dv (Draft & Verify) and del (DEL) a chain of at most k, ngram (prompt lookup) and cascade a chain of at most k
-    (the drafter is chosen apart: cli.py). narrow=False (a chain's): every round verified at full width."""
-    is_chain = name in ("chain", "ls", "fs", "dv", "del", "ngram", "cascade") or (name == "easyspec" and width == 1)
-    if not narrow and not is_chain:
-        raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method {name} "
-                         + ("verifies nothing" if name == "vanilla" else "verifies a tree's whole block every round"))
-    if name == "vanilla":
-        return None
-    if is_chain:
-        return chain(k, adaptive=adaptive, narrow=narrow)
-    if name in ("tree", "easyspec"):
-        return tree(depth, width)
-    raise ValueError(f"unknown method {name!r}: vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram or cascade")
-
-
 @dataclasses.dataclass(frozen=True)
 class SpecSpec:
     """Static description of one speculative generation (a static jit argument)."""
@@ -111,6 +92,9 @@ class SpecSpec:
     sampling: SamplingConfig = GREEDY
     eos_ids: tuple[int, ...] = ()
     plan: ShardingPlan | None = None  # the target's
+
+    def __post_init__(self):
+        self.drafter.check_method(self.method)  # a shape the drafter does not draft: refused before tracing
 
     @property
     def shape(self) -> TreeShape:
@@ -166,12 +150,12 @@ def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: j
                               max_len=spec.draft_max_len, method=spec.method)
     N, D = spec.max_new_tokens, spec.shape.depth
     tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
-    done = _is_eos(first, spec.eos_ids) | (N <= 1)
+    done = is_eos(first, spec.eos_ids) | (N <= 1)
     return _laid_out(SpecState(cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
                                SpecStats.zeros(B, D), key), spec)
 
 
-def _draft(target_params, draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
+def draft_round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
     key, sub = jax.random.split(s.key)
     dstate, t, cache = spec.drafter.propose(draft_params, s.draft_state, Target(target_params, s.target_cache),
                                             Round(s.last, s.committed, ~s.done), sub, method=spec.method,
@@ -216,7 +200,7 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     else:  # the narrowest block that holds every live row's drafts
         need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
         which = jnp.sum(jnp.asarray(widths) < need)
-        branches = [functools.partial(_narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
+        branches = [functools.partial(narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
                                       shadow_layers=spec.drafter.shadow_layers,
                                       shadow_vocab=spec.drafter.shadow_vocab) for w in widths]
         logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask, shadow_now)
@@ -241,7 +225,7 @@ def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecSta
     j = jnp.arange(D + 1)[None]
     path_tok = jnp.concatenate([jnp.take_along_axis(t.tokens, path, axis=1), jnp.zeros((B, 1), jnp.int32)], 1)
     e = jnp.where(j < n[:, None], path_tok, jnp.where(j == n[:, None], extra[:, None], PAD))
-    eos = _is_eos(e, spec.eos_ids) & (j <= n[:, None])
+    eos = is_eos(e, spec.eos_ids) & (j <= n[:, None])
     cnt = jnp.where(jnp.any(eos, 1), jnp.argmax(eos, 1) + 1, n + 1)
     cnt = jnp.minimum(cnt, spec.max_new_tokens - s.num)
     hit = jnp.any(eos & (j < cnt[:, None]), axis=1)
@@ -256,7 +240,7 @@ def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecSta
 
 
 def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
-    s, t = _draft(target_params, draft_params, s, spec)
+    s, t = draft_round(target_params, draft_params, s, spec)
     return _verify(target_params, draft_params, s, t, spec)
 
 
@@ -282,7 +266,7 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
     nxt = sample(sub, logits[:, 0], spec.sampling)
     written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, nxt[:, None], s.num)
     num = s.num + live
-    done = s.done | (live & (_is_eos(nxt, spec.eos_ids) | (num >= spec.max_new_tokens)))
+    done = s.done | (live & (is_eos(nxt, spec.eos_ids) | (num >= spec.max_new_tokens)))
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1, s.target_cache.lengths)), spec.plan)
     zero = jnp.zeros_like(s.num)
     B, shape = s.num.shape[0], spec.shape
@@ -328,7 +312,7 @@ def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def draft_phase(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> tuple[SpecState, Tree]:
     """The drafting half of a round (timing mode)."""
-    s, t = _draft(target_params, draft_params, state, spec)
+    s, t = draft_round(target_params, draft_params, state, spec)
     return _laid_out(s, spec), t
 
 

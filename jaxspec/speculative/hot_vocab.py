@@ -16,7 +16,7 @@ A self-drafter's head is the target's own, which verification reads whole: its t
 (`prepare_for` gathers them from the target's params), and DEL's shadow rows, which share the
 verification's head call, are `restrict`ed to the subset instead.
 
-The frequency file (JSON, written by `python -m conversion.hot_vocab`): counts of each token in text
+The frequency file (JSON, written by `python -m jaxspec.hot_vocab_file`): counts of each token in text
 the *target* generated (VocabTrim found target-generated text a better calibration than raw text or the
 draft's own), the sha256 of the tokenizer's (token, id) table it was made with, and where the text came
 from; optionally `prior_counts`, token counts of raw text (the held-out prompts themselves), and
@@ -158,7 +158,7 @@ def find_file(tokenizer, root: Path = ASSET_DIR) -> Path:
         if json.loads(p.read_text()).get("vocab_hash") == h:
             return p
     raise ValueError(f"no hot-vocabulary frequency file for this tokenizer (vocab hash {h[:12]}…) in {root}: "
-                     "make one with `python -m conversion.hot_vocab --model TARGET` or give the file's path")
+                     "make one with `python -m jaxspec.hot_vocab_file --model TARGET` or give the file's path")
 
 
 def load_hot_vocab(path, size: int, *, tokenizer=None, vocab_size: int | None = None) -> HotVocab:

@@ -26,7 +26,7 @@ from jax import lax
 from jaxspec.config import ModelConfig
 from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target
-from jaxspec.speculative.tree import Tree
+from jaxspec.speculative.tree import chain_tree
 
 
 def lookup(history: jax.Array, length: jax.Array, max_ngram: int, min_ngram: int, k: int):
@@ -53,22 +53,6 @@ def lookup(history: jax.Array, length: jax.Array, max_ngram: int, min_ngram: int
     tokens = jnp.take_along_axis(history, jnp.clip(pos, 0, S - 1), axis=1)
     count = jnp.where(found, jnp.minimum(k, length - start), 0).astype(jnp.int32)
     return tokens, count
-
-
-def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int,
-               logq: jax.Array | None = None) -> Tree:
-    """A chain of the first `count` of tokens i32[B, D] as a draft tree; when sampling, each node's q is
-    `logq` f32[B, D, V] (a node's row: the distribution its token was drawn from), by default the point
-    mass at its token (a lookup's proposal)."""
-    B, D = tokens.shape
-    depth = jnp.arange(D, dtype=jnp.int32)
-    if sampling.greedy:
-        logq = None
-    elif logq is None:  # rows: the root's q (depth 1's token) and each non-leaf node's (the next one's)
-        logq = jnp.where(jnp.arange(vocab)[None, None] == tokens[..., None], 0.0, -jnp.inf).astype(jnp.float32)
-    return Tree(tokens=tokens.astype(jnp.int32), parent=jnp.broadcast_to(depth - 1, (B, D)),
-                valid=depth[None] < count[:, None],
-                ancestors=jnp.broadcast_to(depth[None, :] <= depth[:, None], (B, D, D)), logq=logq)
 
 
 @jax.tree_util.register_dataclass

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxspec.cache import init_cache
-from jaxspec.decode import PAD, _is_eos
-from jaxspec.speculative.engine import SpecSpec, SpecState, _draft, advance
+from jaxspec.decode import PAD, is_eos
+from jaxspec.speculative.engine import SpecSpec, SpecState, draft_round, advance
 from jaxspec.speculative.metrics import SpecStats
 from jaxspec.speculative.seam import Outcome, Target, drafted_depths
 from jaxspec.speculative.tree import path_nodes
@@ -58,11 +58,11 @@ def oracle_speculation(draft_params, prompts: jax.Array, prompt_lens: jax.Array,
     first = continuation[:, 0]
     tokens = jnp.full((B, N + shape.depth + 1), PAD, jnp.int32).at[:, 0].set(first)
     state = SpecState(placeholder, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32),
-                      _is_eos(first, spec.eos_ids) | (N <= 1), SpecStats.zeros(B, shape.depth), jax.random.key(0))
+                      is_eos(first, spec.eos_ids) | (N <= 1), SpecStats.zeros(B, shape.depth), jax.random.key(0))
     depths = jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])  # root, then every node
 
     def round_(s: SpecState) -> SpecState:
-        s, t = _draft(None, draft_params, s, spec)
+        s, t = draft_round(None, draft_params, s, spec)
         best = jnp.take_along_axis(continuation, jnp.minimum(s.num[:, None] + depths[None], continuation.shape[1] - 1),
                                    axis=1)  # the target's argmax at the root and after every node (if accepted)
         if shape.width == 1:

@@ -67,9 +67,9 @@ def runner_slots(prompt_len: int, max_new_tokens: int, method: SpecMethod | None
 
 def make_runner(target, draft, method: SpecMethod | str | None, *, max_new_tokens: int, max_len: int | None = None,
                 prompt_len: int | None = None, sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (),
-                drafter=None, options: dict | None = None):
+                drafter=None, options: dict | None = None, measure_costs: bool = False):
     """A `VanillaRunner` (method None or "vanilla") or a `SpecRunner` for loaded models (.params, .cfg,
-    .plan). `method`, `drafter`, `options`: as for `speculate` (a registry name or a shape). The cache
+    .plan). `method`, `drafter`, `options`, `measure_costs`: as for `speculate` (a registry name or a shape). The cache
     holds `max_len` slots, or by default what prompts of up to `prompt_len` tokens need (runner_slots)."""
     from jaxspec.runner import VanillaRunner
     if method == "vanilla":
@@ -91,4 +91,4 @@ def make_runner(target, draft, method: SpecMethod | str | None, *, max_new_token
     return SpecRunner(target.params, target.cfg, None if draft is None else draft.params, source.cfg,
                       method=method, max_new_tokens=max_new_tokens, max_len=max_len, sampling=sampling,
                       eos_ids=eos_ids, plan=target.plan, draft_plan=source.plan,
-                      drafter=bind_drafter(drafter, source, target.params, method, max_len))
+                      drafter=bind_drafter(drafter, source, target.params, method, max_len, measure_costs))

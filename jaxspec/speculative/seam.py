@@ -52,10 +52,11 @@ Host-side steps, each with a default (no probing for optional members):
                                        draft model's, or the target's for a self-drafter); `bound` says
                                        whether that is done; the default drafter needs nothing bound;
   check_head(target_params)            a drafter reading the target's LM head says here if it is missing;
-  calibrate(target_params, *, max_len, depth) -> drafter
+  calibrate(target_params, *, max_len, depth, measure) -> drafter
                                        a drafter with costs to measure on the target's params (DEL's
-                                       measured cost model) does it here — speculate / make_runner call it
-                                       once, and it logs where the numbers come from.
+                                       measured cost model) reads them from the disk cache here (logged),
+                                       and times them only when `measure` (speculate / make_runner's
+                                       measure_costs: an explicit request, never a side effect).
 
 The invariant a target-cache writer keeps: it writes only slots >= committed - 1 (the slot of `last` and
 beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
@@ -64,6 +65,7 @@ whatever the drafter wrote there (tests/test_seam.py checks it with a drafter th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 import jax
@@ -141,7 +143,10 @@ def shape_name(method) -> str:
 
 
 class Drafter:
-    """Defaults of the seam; a drafter overrides what it needs (see the module docstring)."""
+    """The seam, every member declared with its default; a drafter overrides what it needs (see the
+    module docstring) and must implement `init`, `propose` and `commit`. A public member whose name is
+    one letter or two off a member of the seam (`comit`, `propse`) is refused when the class is made: it
+    would silently leave the default in place."""
     shapes: frozenset = ALL_SHAPES
     shapes_why: str = "drafts one chain per round: use chain(k)"  # check_method's error for a chain-only drafter
     hidden_layers: tuple[int, ...] = ()
@@ -181,9 +186,35 @@ class Drafter:
         del params, shape, context, max_len, repeats
         return None
 
-    def calibrate(self, target_params, *, max_len: int = 512, depth: int = 18) -> "Drafter":
-        del target_params, max_len, depth
+    def calibrate(self, target_params, *, max_len: int = 512, depth: int = 18, measure: bool = True) -> "Drafter":
+        """Costs it prices rounds with, on `target_params` (DEL's measured cost model): read from the disk
+        cache (logged) or, with `measure`, timed on this machine (an explicit request: speculate and
+        make_runner pass measure_costs, False by default). The default has none."""
+        del target_params, max_len, depth, measure
         return self
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        seam = {n for n in vars(Drafter) if not n.startswith("_")}
+        for name in vars(cls):
+            if name.startswith("_") or name in seam:
+                continue
+            near = difflib.get_close_matches(name, seam, n=1, cutoff=0.85)
+            if near:
+                raise TypeError(f"{cls.__name__}.{name} is not a member of the drafter seam: did you mean "
+                                f"{near[0]!r}? (jaxspec/speculative/seam.py)")
+
+    def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int, method):
+        """After the target's prefill: the drafter's state (its own cache, counters)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement init")
+
+    def propose(self, params, state, target: Target, rnd: Round, key, *, method, sampling):
+        """(state, Tree of method.shape, target cache): this round's drafts."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement propose")
+
+    def commit(self, params, state, out: Outcome, *, method):
+        """The state after the round's outcome."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement commit")
 
     def prepare(self, params):
         return params

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxspec.sampling import SamplingConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class TreeShape:
@@ -117,3 +119,19 @@ def path_nodes(tree: Tree, end: jax.Array, shape: TreeShape) -> jax.Array:
     row = jnp.take_along_axis(tree.ancestors, jnp.clip(end, 0)[:, None, None], axis=1)[:, 0]  # [B, N]
     return jnp.argmax(row.reshape(B, shape.depth, shape.width), axis=-1).astype(jnp.int32) + \
         jnp.arange(shape.depth, dtype=jnp.int32)[None] * shape.width
+
+
+def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int,
+               logq: jax.Array | None = None) -> Tree:
+    """A chain of the first `count` of tokens i32[B, D] as a draft tree; when sampling, each node's q is
+    `logq` f32[B, D, V] (a node's row: the distribution its token was drawn from), by default the point
+    mass at its token (a lookup's proposal)."""
+    B, D = tokens.shape
+    depth = jnp.arange(D, dtype=jnp.int32)
+    if sampling.greedy:
+        logq = None
+    elif logq is None:  # rows: the root's q (depth 1's token) and each non-leaf node's (the next one's)
+        logq = jnp.where(jnp.arange(vocab)[None, None] == tokens[..., None], 0.0, -jnp.inf).astype(jnp.float32)
+    return Tree(tokens=tokens.astype(jnp.int32), parent=jnp.broadcast_to(depth - 1, (B, D)),
+                valid=depth[None] < count[:, None],
+                ancestors=jnp.broadcast_to(depth[None, :] <= depth[:, None], (B, D, D)), logq=logq)

@@ -66,7 +66,7 @@ def chain_widths(full: int) -> tuple[int, ...]:
     return tuple(w for w in (1, 2, 4, 8, 16, 32, 64) if w < full) + (full,)
 
 
-def _narrow_pass(width: int, params, tokens, cache, positions, mask, shadow_now, *, cfg, hidden_layers,
+def narrow_pass(width: int, params, tokens, cache, positions, mask, shadow_now, *, cfg, hidden_layers,
                  shadow_layers, shadow_vocab=None):
     """`verification_pass` over the first `width` positions, its outputs padded back to the full block
     (logits 0, shadow tokens −1: the padded nodes are invalid, never accepted nor counted)."""

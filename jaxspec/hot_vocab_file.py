@@ -2,7 +2,7 @@
 generates (greedy) on calibration prompts held out from the experiments' sets, and write the counts with
 the tokenizer's vocabulary hash to jaxspec/data/hot_vocab/<target>.json, where `--draft-vocab N` finds it.
 
-    python -m conversion.hot_vocab --model qwen2.5-coder-1.5b-instruct
+    python -m jaxspec.hot_vocab_file --model qwen2.5-coder-1.5b-instruct
 
 Calibration prompts: Spec-Bench's five 80-prompt categories from prompt `--offset` on (the experiments use
 each category's first 10) and HumanEval from problem `--humaneval-offset` on (they use the first 20). The
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     source = {"target": args.model, "generation": f"greedy, {args.max_new_tokens} new tokens, cut at EOS",
               "prompts": {f"spec-bench:{c}": [args.offset, args.offset + args.per_category] for c in CATEGORIES}
               | {"humaneval": [args.humaneval_offset, args.humaneval_offset + args.humaneval]},
-              "command": "python -m conversion.hot_vocab " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m jaxspec.hot_vocab_file " + " ".join(argv if argv is not None else sys.argv[1:]),
               "prior": PRIOR}
     doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer),
                             soft(source))
