@@ -4,7 +4,8 @@ prefill and decode times on that prompt are the best of its repeats. Slow drift 
 (the same set measured twice in a row differed by up to ±5 %) then hits every method alike, and a
 single disturbed run does not count — what a ratio of two separate passes over a set cannot promise.
 
-Used by `del_selfspec.py run`; compile and warm-up come first and are reported apart (the `bench`
+Used by selfspec/del_selfspec.py, lookup/cheap_drafts.py, speculative/verify_buckets.py and
+hot_vocab/hot_vocab.py; compile and warm-up come first and are reported apart (the `bench`
 contract). Greedy decoding is deterministic: a method whose repeats disagree is an error."""
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ def prepare(runners: dict, ids: Sequence[Sequence[int]]) -> dict[str, float]:
     for name, r in runners.items():
         compile_s[name] = sum(r.compile([i]) for i in ids)
         r.warmup([[i] for i in ids])
+    return compile_s
+
+
+def prepare_widths(runners: dict, ids: Sequence[Sequence[int]], warmed: set) -> dict[str, float]:
+    """`prepare` for the prompt widths not warmed yet in this run (the runners share one cache size and keep
+    their executables, so a later set compiles and warms only its new prefill widths; `warmed` is updated).
+    Returns each runner's compile seconds for this set."""
+    new = []
+    first = next(iter(runners.values()))
+    for i in ids:
+        width = first._inputs([i])[0].shape
+        if width not in warmed:
+            warmed.add(width)
+            new.append(i)
+    compile_s = {m: sum(r.compile([i]) for i in new) for m, r in runners.items()}
+    for r in runners.values():
+        if new:
+            r.warmup([[i] for i in new])
     return compile_s
 
 

@@ -8,13 +8,13 @@ once, batched; `jaxspec.speculative.oracle`), which reproduces the engine's roun
 re-runs `--check-real` configurations through the real engine and requires identical statistics. N = 1
 is the plain sequential draft (no groups: bit-identical to DraftModel).
 
-    python experiments/easyspec_acceptance.py --source humaneval --limit 20          # the full grid
-    python experiments/easyspec_acceptance.py --source humaneval-body --parallel 1 4 --calibrations every_round \
+    python -m experiments.easyspec.easyspec_acceptance --source humaneval --limit 20          # the full grid
+    python -m experiments.easyspec.easyspec_acceptance --source humaneval-body --parallel 1 4 --calibrations every_round \
         --widths 1 4 --policies attn_only direct_mlp
-    python experiments/easyspec_acceptance.py --plot-only
+    python -m experiments.easyspec.easyspec_acceptance --plot-only
 
-Writes results/easyspec_acceptance.json (one row per source × configuration; --resume keeps rows already
-there) and results/easyspec_acceptance.png."""
+Writes experiments/results/easyspec/easyspec_acceptance.json (one row per source × configuration, each with its
+command line and commit; --resume keeps rows already there), easyspec_acceptance.md and .png beside it."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,8 @@ import time
 
 import jax
 
-from easyspec_data import RESULTS, load_pair, log, padded, prompt_ids, continuations
+from experiments.common.results import provenance, write_json
+from experiments.easyspec.easyspec_data import RESULTS, continuations, load_pair, log, padded, prompt_ids
 
 OUT = RESULTS / "easyspec_acceptance.json"
 
@@ -86,7 +87,7 @@ def main() -> None:
         print(table())
         return plot()
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     result = json.loads(OUT.read_text()) if args.resume and OUT.exists() else {"rows": [], "checks": []}
     target, draft = load_pair()
     eos = tuple(eos_ids(target.tokenizer, target.cfg))
@@ -102,7 +103,7 @@ def main() -> None:
         if (args.source, n, c, w, p, args.depth, args.max_new_tokens) in done:
             continue
         row = run_config(target, draft, toks, lens, cont, parallel=n, calibration=c, width=w, policy=p, **common)
-        row.update(source=args.source, prompts=len(ids), max_new_tokens=args.max_new_tokens)
+        row.update(source=args.source, prompts=len(ids), max_new_tokens=args.max_new_tokens, **provenance())
         result["rows"].append(row)
         log(f"[{i + 1}/{len(grid)}] {args.source} N={n} {c} width={w} {p}: acceptance {row['acceptance_rate']:.3f}, "
             f"accepted length {row['mean_accepted_length']:.2f} ({row['seconds']:.0f}s)")

@@ -1,23 +1,21 @@
 """Shared by the EasySpec experiments: the model pair, the prompt sets, and each prompt's greedy target
-continuation (generated once, batched, without stop tokens, and cached under results/continuations/)."""
+continuation (generated once, batched, without stop tokens, and cached under experiments/results/continuations/,
+which the lookup and hot-vocabulary replays read too)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import CONTINUATIONS, results_dir
+from experiments.common.results import log
+
+RESULTS = results_dir("easyspec")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def load_pair(mesh=None):
@@ -47,7 +45,7 @@ def continuations(target, source: str, ids: list[list[int]], length: int, batch:
     prompts' and model's identity (the same tokens whatever drafter or oracle reads them)."""
     from jaxspec.decode import DecodeSpec, bucket, generate, output_ids
     key = hashlib.sha256(json.dumps([TARGET, ids, length]).encode()).hexdigest()[:16]
-    path = RESULTS / "continuations" / f"{source.replace(':', '-')}_{length}_{key}.json"
+    path = CONTINUATIONS / f"{source.replace(':', '-')}_{length}_{key}.json"
     if path.exists():
         return json.loads(path.read_text())["continuations"]
     out: list[list[int]] = []

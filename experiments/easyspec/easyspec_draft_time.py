@@ -7,7 +7,8 @@ cached ones, best of `--repeats`:
   calib_*       the exact calibration pass over D + 1 = 6 tokens, unrolled layer loop vs lax.scan.
 One device: the vmap path. `--devices 2`: a 2-device host mesh (`layer=2`, groups split to pairs), the
 shard_map path, against the sequential draft in the same process. The parent run starts one process per
-device count (XLA's host device count is fixed at import) and writes results/easyspec_draft_time.json.
+device count (XLA's host device count is fixed at import) and writes
+experiments/results/easyspec/easyspec_draft_time.json (+ .png).
 
 The prediction (from bytes, the box being memory-bound) is printed beside each measurement: a Qwen-0.5B
 layer reads 1.83 M attention and 13.07 M MLP weights (12% attention), so running a group's attention
@@ -15,7 +16,7 @@ blocks concurrently can save at most (1 − 1/N) of 12% of the grouped layers' b
 concurrent blocks get bandwidth of their own (separate GPUs). On one CPU socket the sequential draft
 already spreads each product over both cores, so the prediction there is no gain.
 
-    python experiments/easyspec_draft_time.py                 # both device counts, ~10 min"""
+    python -m experiments.easyspec.easyspec_draft_time                 # both device counts, ~10 min"""
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import write_json
+
+RESULTS = results_dir("easyspec")
 DRAFT = "qwen2.5-coder-0.5b-instruct"
 
 
@@ -110,14 +113,14 @@ def main() -> None:
     rows = []
     for devices in (1, 2):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-        out = subprocess.run([sys.executable, __file__, "--devices", str(devices), *common], env=env, check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "experiments.easyspec.easyspec_draft_time", "--devices",
+                              str(devices), *common], env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
         rows += json.loads(out.strip().splitlines()[-1])
     for r in rows:
         base = next(x["seconds"] for x in rows if x["variant"] == "sequential" and x["devices"] == r["devices"]
                     and x["context"] == r["context"] and x["width"] == (r["width"] if r["width"] != 6 else 1))
         r["vs_sequential"] = r["seconds"] / base
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     write_json({"draft": DRAFT, "dtype": "float32", "batch": 1, "rows": rows, "env": environment(),
                 "prediction": prediction()}, RESULTS / "easyspec_draft_time.json")
     plot(rows)

@@ -5,18 +5,19 @@ models loaded once, every ratio from the same run; warm-up and compilation exclu
 contract, with `summary.easyspec`). On one device EasySpec cannot gain (its group step reads the same
 bytes); the target is that it does not lose more than 5% against the sequential draft.
 
-    python experiments/easyspec_end_to_end.py --source humaneval --limit 10      # ~40 min on the 2-core box
+    python -m experiments.easyspec.easyspec_end_to_end --source humaneval --limit 10      # ~40 min on the 2-core box
 
-    python experiments/easyspec_end_to_end.py --plot-only                          # redraw from the JSONs
+    python -m experiments.easyspec.easyspec_end_to_end --plot-only                          # redraw from the JSONs
 
-Writes results/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked weights' extra memory)
-and results/easyspec_e2e.png (tok/s of every method, one panel per JSON)."""
+Writes experiments/results/easyspec/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked
+weights' extra memory) and experiments/results/easyspec/easyspec_e2e.png (tok/s of every method, one panel per JSON)."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from easyspec_data import DRAFT, RESULTS, TARGET, load_pair, log
+from experiments.common.results import write_json
+from experiments.easyspec.easyspec_data import DRAFT, RESULTS, TARGET, load_pair, log
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
         return plot()
     import jax
 
-    from jaxspec.bench import run_bench, write_json
+    from jaxspec.bench import run_bench
     from jaxspec.easyspec import EasySpec
     from jaxspec.speculative import chain, tree
 

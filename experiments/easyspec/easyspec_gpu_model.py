@@ -1,7 +1,7 @@
 """A MODEL, not a measurement (issue 13 §4.5): EasySpec on 8 GPUs in the paper's setting — the target
 tensor-parallel over TP = 8, the draft on one GPU (sequential) or its groups on the `layer` axis — from
 weight bytes, an assumed bandwidth and collective latency, and the acceptance measured here
-(results/easyspec_acceptance.json). No GPU was used.
+(experiments/results/easyspec/easyspec_acceptance.json). No GPU was used.
 
 At batch 1 every forward is bound by the weights it reads:
   target step, TP = 8   t_T = W_T / 8 / BW + 2 · L_T · c          (two all-reduces per layer)
@@ -21,13 +21,16 @@ the official HF-style code): each layer's attention issues a_k kernels and its M
 (assumed 15, 7 and 5 µs), so a draft layer costs bytes/BW + (a_k + m_k)·ℓ and a group of N costs one
 attention's launches plus N MLPs' — parallel attention then removes (N − 1)·a_k launches per group.
 
-    python experiments/easyspec_gpu_model.py      # reads the acceptance JSON, writes results/easyspec_gpu_model.{json,png}"""
+    python -m experiments.easyspec.easyspec_gpu_model   # reads the acceptance JSON, writes
+                                                        # experiments/results/easyspec/easyspec_gpu_model.{json,png}"""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import write_json
+
+RESULTS = results_dir("easyspec")
 BW, COLL = 1.5e12, 10e-6
 BYTES = 2  # bf16
 
@@ -98,7 +101,7 @@ def main() -> None:
            "rows": rows, "drafting_speedup": paper,
            "llama3_8b_attention_share": MODELS["llama-3-8b"]["w_attn"] /
            (MODELS["llama-3-8b"]["w_attn"] + MODELS["llama-3-8b"]["w_mlp"])}
-    (RESULTS / "easyspec_gpu_model.json").write_text(json.dumps(out, indent=1))
+    write_json(out, RESULTS / "easyspec_gpu_model.json")
     print(f"target step TP=8 {out['target_step_ms_tp8']:.3f} ms, draft step {out['draft_step_ms_sequential']:.3f} ms")
     for r in rows:
         print(f"{r['source']} N={r['parallel']} width={r['width']}: tau {r['mean_accepted_length']:.2f}, draft step "

@@ -7,9 +7,9 @@ group input h_{g_1} it reads under EasySpec, and the same for the query and key 
 computes from the two (before RoPE, which rotates both alike and so keeps their cosine). Mean over tokens
 and members j >= 2, minimum over groups. Paper: hidden-state similarity > 0.8 at N = 4; q/k ≈ 1.
 
-    python experiments/easyspec_similarity.py --source humaneval --limit 20
+    python -m experiments.easyspec.easyspec_similarity --source humaneval --limit 20
 
-Writes results/easyspec_similarity.json and .png."""
+Writes experiments/results/easyspec/easyspec_similarity.json and .png."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from easyspec_data import RESULTS, load_pair, log, prompt_ids, continuations
+from experiments.common.results import write_json
+from experiments.easyspec.easyspec_data import RESULTS, continuations, load_pair, log, prompt_ids
 
 OUT = RESULTS / "easyspec_similarity"
 
@@ -56,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.plot_only:
         return plot(json.loads(OUT.with_suffix(".json").read_text())["rows"])
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     from jaxspec.easyspec import default_groups
     target, draft = load_pair()
     _, ids = prompt_ids(args.source, args.limit, target.tokenizer)

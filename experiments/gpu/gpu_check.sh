@@ -3,25 +3,27 @@
 # bf16 (fast matmuls), the fraction of the device's read bandwidth a vanilla step reaches, fp32 parity
 # with HF (precision highest), and the EasySpec and DEL rows — one bench JSON each, then one table + plot.
 #
-#   bash experiments/gpu_check.sh                      # on the GPU host, after `make install` and the
+#   bash experiments/gpu/gpu_check.sh                  # on the GPU host, after `make install` and the
 #                                                      # CUDA jax (README "Running on a GPU or TPU")
-#   DRY=1 bash experiments/gpu_check.sh                # the same steps on CPU with SmolLM2, 1 prompt x 8 tokens
+#   DRY=1 bash experiments/gpu/gpu_check.sh            # the same steps on CPU with SmolLM2, 1 prompt x 8 tokens
 #
-# Knobs: LIMIT (prompts, default 5), N (new tokens, 128), OUT (results/gpu_check_<device>), TARGET, DRAFT.
+# Knobs: LIMIT (prompts, default 5), N (new tokens, 128), OUT (experiments/results/gpu/gpu_check_<device>), TARGET,
+# DRAFT. Each bench JSON is stamped with its command line and the commit (experiments/common/results.py).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 if [[ "${DRY:-0}" == 1 ]]; then
   TARGET=${TARGET:-smollm2-135m-instruct}; DRAFT=${DRAFT:-smollm2-135m-instruct}; LIMIT=${LIMIT:-1}; N=${N:-8}
-  EXIT=${EXIT:-24}; OUT=${OUT:-experiments/results/gpu_check_dry}
+  EXIT=${EXIT:-24}; OUT=${OUT:-experiments/results/gpu/gpu_check_dry}
 else
   TARGET=${TARGET:-qwen2.5-coder-1.5b-instruct}; DRAFT=${DRAFT:-qwen2.5-coder-0.5b-instruct}; LIMIT=${LIMIT:-5}
   N=${N:-128}; EXIT=${EXIT:-24}
-  OUT=${OUT:-experiments/results/gpu_check_$($PY -c 'import jax; print(jax.devices()[0].device_kind.replace(" ", "_"))')}
+  OUT=${OUT:-experiments/results/gpu/gpu_check_$($PY -c 'import jax; print(jax.devices()[0].device_kind.replace(" ", "_"))')}
 fi
 mkdir -p "$OUT"
 FAST="--dtype bfloat16 --precision default --prompts humaneval --limit $LIMIT --max-new-tokens $N"
-bench() { echo "== $1"; shift; $PY -m jaxspec bench "$@"; }
+# every call ends with --json FILE: the last argument is the file to stamp
+bench() { echo "== $1"; shift; $PY -m jaxspec bench "$@"; $PY -m experiments.common.results "${@: -1}" python -m jaxspec bench "$@"; }
 
 bench "vanilla target, bf16"  --model "$TARGET" $FAST --measure-bandwidth --json "$OUT/vanilla_target.json"
 bench "vanilla draft, bf16"   --model "$DRAFT" $FAST --measure-bandwidth --json "$OUT/vanilla_draft.json"
@@ -41,4 +43,4 @@ bench "ls E$EXIT k=4"         --model "$TARGET" --method ls --exit-layer "$EXIT"
 bench "del (round cost measured here)" --model "$TARGET" --method del $FAST --compare-vanilla --json "$OUT/del.json"
 bench "del (layer count)"     --model "$TARGET" --method del --cost layers $FAST --compare-vanilla \
       --json "$OUT/del_layers.json"
-$PY experiments/gpu_check_table.py "$OUT"
+$PY -m experiments.gpu.gpu_check_table "$OUT"

@@ -1,6 +1,6 @@
-"""The table (and a bar plot) of one `experiments/gpu_check.sh` run: one row per bench JSON in the folder.
+"""The table (and a bar plot) of one `experiments/gpu/gpu_check.sh` run: one row per bench JSON in the folder.
 
-    python experiments/gpu_check_table.py experiments/results/gpu_check_<device>
+    python -m experiments.gpu.gpu_check_table experiments/results/gpu/gpu_check_<device>
 
 Writes <folder>/table.md and <folder>/tok_per_s.png and prints the table."""
 from __future__ import annotations

@@ -3,44 +3,43 @@ the target's text the V most frequent tokens cover, what trimming the 0.5B draft
 draft step, and what it costs in acceptance and end-to-end speed with the 1.5B target.
 
     python -m jaxspec.hot_vocab_file --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
-    python experiments/hot_vocab.py coverage    # offline: V's share of the 1.5B's outputs on the eval sets
-    python experiments/hot_vocab.py coverage --file results/hot_vocab_large.json --key coverage_large
-    python experiments/hot_vocab.py step        # draft step time per V (best of 30, interleaved)
-    python experiments/hot_vocab.py step --sizes 32768 49152 65536 --key step_v2   # kept beside `step`
-    python experiments/hot_vocab.py run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
-    python experiments/hot_vocab.py run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
-    python experiments/hot_vocab.py run --sizes 49152 --file results/hot_vocab_v1.json --key run_v2 --repeats 2 \
+    python -m experiments.hot_vocab.hot_vocab coverage    # offline: V's share of the 1.5B's outputs on the eval sets
+    python -m experiments.hot_vocab.hot_vocab coverage --file experiments/results/hot_vocab/hot_vocab_large.json --key coverage_large
+    python -m experiments.hot_vocab.hot_vocab step        # draft step time per V (best of 30, interleaved)
+    python -m experiments.hot_vocab.hot_vocab step --sizes 32768 49152 65536 --key step_v2   # kept beside `step`
+    python -m experiments.hot_vocab.hot_vocab run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
+    python -m experiments.hot_vocab.hot_vocab run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
+    python -m experiments.hot_vocab.hot_vocab run --sizes 49152 --file experiments/results/hot_vocab/hot_vocab_v1.json --key run_v2 --repeats 2 \
         --sets humaneval:5 spec-bench:qa:3 spec-bench:translation:3   # the shipped file beside the first one
-    python experiments/hot_vocab.py exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
-    python experiments/hot_vocab.py self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
+    python -m experiments.hot_vocab.hot_vocab exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
+    python -m experiments.hot_vocab.hot_vocab self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
 
-Coverage reads results/continuations/*_134_*.json (the 1.5B's greedy continuations of the experiments'
+Coverage reads experiments/results/continuations/*_134_*.json (the 1.5B's greedy continuations of the experiments'
 own prompts; the calibration text came from other, held-out prompts: jaxspec/hot_vocab_file.py). `step`
 times one draft forward (T = 1, a 256-slot cache) with the trimmed head against the full one, and the
 target's for the ratio that bounds chain speculation. `run` times vanilla, the full-head chain and each
-V, interleaved prompt by prompt (experiments/interleaved.py), greedy, and checks every output against
+V, interleaved prompt by prompt (experiments/common/interleaved.py), greedy, and checks every output against
 vanilla's. `exit-step` and `self-run` do the same for the self-drafters, whose head is the 1.5B's own
 (151,936 x 1536, tied: 933 MB of a 6.2 GB step in f32): the draft step of the first E layers with the full
 and the trimmed head, and DEL's measured round cost (which exits can pay) with each; then LayerSkip and
-DEL with and without the hot head against vanilla. All write results/hot_vocab.json (one key per command; `run --key` keeps runs with other sizes
-apart) and results/hot_vocab.png."""
+DEL with and without the hot head against vanilla. All write experiments/results/hot_vocab/hot_vocab.json (one key per command, each with its command line
+and commit; `run --key` keeps runs with other sizes apart) and experiments/results/hot_vocab/hot_vocab.png."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from experiments.common import interleaved
+from experiments.common.paths import CONTINUATIONS, results_dir
+from experiments.common.results import log, provenance
+from experiments.hot_vocab.hot_vocab_plot import plot
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir("hot_vocab")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 SIZES = (4096, 8192, 16384, 32768, 49152, 65536)
 OUT = RESULTS / "hot_vocab.json"
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def _load() -> dict:
@@ -50,9 +49,8 @@ def _load() -> dict:
 def _save(key: str, value) -> None:
     from jaxspec.bench import write_json
     out = _load()
-    out[key] = value
+    out[key] = {**value, **provenance()}  # per key: each command's run keeps its own command line and commit
     write_json(out, OUT)
-    from hot_vocab_plot import plot  # experiments/ is on sys.path when this script runs
     plot(out, RESULTS / "hot_vocab.png")
     log(f"wrote {RESULTS / 'hot_vocab.png'}")
 
@@ -77,7 +75,7 @@ def cmd_coverage(args) -> None:
     stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
     cut = lambda c: c[:next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]  # noqa: E731  (through EOS)
     sets, pooled = {}, []
-    for f in sorted((RESULTS / "continuations").glob("*_134_*.json")):
+    for f in sorted(CONTINUATIONS.glob("*_134_*.json")):
         d = json.loads(f.read_text())  # recorded without stop tokens: what follows EOS is never generated in use
         toks = [t for c in d["continuations"] for t in cut(c[:args.new])]
         pooled += toks
@@ -201,9 +199,6 @@ def _ls_specs(specs):
 
 
 def cmd_self_run(args) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import interleaved
-
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
     from jaxspec.decode import cache_slots
@@ -251,9 +246,6 @@ def cmd_self_run(args) -> None:
 
 
 def cmd_run(args) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import interleaved
-
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
     from jaxspec.decode import cache_slots

@@ -1,4 +1,5 @@
-"""The hot-vocabulary experiment's PNG (experiments/hot_vocab.py writes results/hot_vocab.json, then this):
+"""The hot-vocabulary experiment's PNG (hot_vocab.py writes experiments/results/hot_vocab/hot_vocab.json,
+then this):
 coverage per V, the draft step per V, each `run*` key's speedup and acceptance, the self-drafters' exit
 steps and DEL's round cost, and the self-drafter runs; a panel whose key is missing is left out."""
 from __future__ import annotations

@@ -7,32 +7,32 @@ while they match, the draft's context *is* that prefix, so this is what `specula
 `--check` sets compare it with the measured runs). A head trimmed to V proposes the argmax over its V
 kept ids (the logits there equal the full head's), so one forward serves every V.
 
-    python experiments/hot_vocab_replay.py                     # every set, 10 prompts, 128 tokens, k = 4
-    python experiments/hot_vocab_replay.py --sets humaneval:5 spec-bench:qa:3 spec-bench:translation:3 \\
+    python -m experiments.hot_vocab.hot_vocab_replay                     # every set, 10 prompts, 128 tokens, k = 4
+    python -m experiments.hot_vocab.hot_vocab_replay --sets humaneval:5 spec-bench:qa:3 spec-bench:translation:3 \\
         --new 48 --key check                                   # hot_vocab.py run's prompts and length
 
-Reads results/continuations/*_134_*.json (easyspec_data.continuations; the prompt ids are re-encoded and
+Reads experiments/results/continuations/*_134_*.json (experiments/easyspec/easyspec_data.continuations; the prompt ids are re-encoded and
 checked against the file's key) and the shipped frequency file (or `--file`'s); a prompt's output ends at `--new` tokens
 or after its first EOS, and its last round still reads up to k recorded tokens beyond (the engine's
-statistics count what the target accepts before the cut). Writes results/hot_vocab_replay.json (one key per `--key`) + .png."""
+statistics count what the target accepts before the cut). Writes
+experiments/results/hot_vocab/hot_vocab_replay.json (one key per `--key`, each with its command line and commit)
++ .png."""
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import CONTINUATIONS, results_dir
+from experiments.common.results import log, provenance
+
+RESULTS = results_dir("hot_vocab")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 SIZES = (8192, 16384, 32768, 49152, 65536)
 OUT = RESULTS / "hot_vocab_replay.json"
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def proposals(draft, seqs: list[list[int]], heads: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -100,7 +100,7 @@ def main() -> None:
     freq = Path(args.file) if args.file else find_file(tok)
     heads = {str(n): load_hot_vocab(freq, n, tokenizer=tok).ids for n in args.sizes}
     stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
-    files = {json.loads(p.read_text())["source"]: p for p in sorted((RESULTS / "continuations").glob("*_134_*.json"))}
+    files = {json.loads(p.read_text())["source"]: p for p in sorted(CONTINUATIONS.glob("*_134_*.json"))}
     wanted = [s.rsplit(":", 1) if s.rsplit(":", 1)[-1].isdigit() else (s, args.prompts) for s in args.sets or files]
     out = {"draft": DRAFT, "target": TARGET, "file": freq.name, "k": args.k, "new_tokens": args.new, "sets": {}}
     pooled: dict[str, np.ndarray] = {}
@@ -133,7 +133,7 @@ def main() -> None:
     out["pooled"] = _versus_full({h: _cell(r) for h, r in pooled.items()})
     log("pooled: " + ", ".join(f"{h} α {c['acceptance_rate']:.3f}" for h, c in out["pooled"].items()))
     doc = json.loads(OUT.read_text()) if OUT.exists() else {}
-    doc[args.key] = out
+    doc[args.key] = {**out, **provenance()}
     from jaxspec.bench import write_json
     write_json(doc, OUT)
     plot(doc)

@@ -2,36 +2,34 @@
 vanilla, the 0.5B draft model's chain, prompt lookup (NGram), the cascade (lookup in front of the 0.5B:
 switch at `--min-match`, and extend), each optionally with the 0.5B's head trimmed to `--vocab` hot tokens,
 and a grid of other lookup settings (`--ngram-grid K:MAX:MIN ...`); every method on the same prompts in one
-process, interleaved prompt by prompt, best of `--repeats` (interleaved.py), compile and warm-up excluded,
+process, interleaved prompt by prompt, best of `--repeats` (experiments/common/interleaved.py), compile and warm-up excluded,
 prefill and decode apart. `--hf` adds HF's greedy `generate` on the same prompts — `vanilla`,
 `prompt-lookup` (`prompt_lookup_num_tokens` = k, `max_matching_ngram_size` = max n) and `assisted` (the
 0.5B) — interleaved per prompt after a warm-up, timed once each.
 
-A run appends chunks (a set's prompts [offset, offset + n)) to results/cheap_drafts<tag>.json, one per set,
+A run appends chunks (a set's prompts [offset, offset + n)) to experiments/results/lookup/cheap_drafts<tag>.json, one per set,
 written as each finishes; a chunk already there is skipped, so a long sweep spreads over several runs
 (with the same settings: a file holds one configuration, other settings need another `--tag`):
 
-    python experiments/cheap_drafts.py run --sets humaneval:0:3 spec-bench:summarization:0:3 --hf vanilla prompt-lookup
-    python experiments/cheap_drafts.py table     # per set and pooled (Spec-Bench's categories), markdown
-    python experiments/cheap_drafts.py plot      # results/cheap_drafts<tag>.png
-    python experiments/cheap_drafts.py table --tag _full _ten   # two runs' chunks pooled (common methods)
+    python -m experiments.lookup.cheap_drafts run --sets humaneval:0:3 spec-bench:summarization:0:3 --hf vanilla prompt-lookup
+    python -m experiments.lookup.cheap_drafts table     # per set and pooled (Spec-Bench's categories), markdown
+    python -m experiments.lookup.cheap_drafts plot      # experiments/results/lookup/cheap_drafts<tag>.png
+    python -m experiments.lookup.cheap_drafts table --tag _full _ten   # two runs' chunks pooled (common methods)
 
 Every row keeps its per-prompt times, so sets and runs pool by summing tokens and seconds."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common import interleaved
+from experiments.common.chunks import chunks, compact_row
+from experiments.common.paths import results_dir
+from experiments.common.results import log, provenance, write_json
+
+RESULTS = results_dir("lookup")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
-ROW_KEYS = ("prompt_tokens", "new_tokens", "prefill_s", "decode_s", "stats", "drafter")
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def _methods(args, d_tok):
@@ -54,28 +52,10 @@ def _methods(args, d_tok):
     return out
 
 
-def _chunks(specs):
-    """SOURCE:OFFSET:N (or SOURCE:N) -> (source, offset, n)."""
-    for spec in specs:
-        parts = spec.split(":")
-        nums = [p for p in parts[::-1] if p.isdigit()][:2][::-1]
-        source = ":".join(parts[:len(parts) - len(nums)])
-        yield (source, 0, int(nums[0])) if len(nums) == 1 else (source, int(nums[0]), int(nums[1]))
-
-
-def _row(r: dict, vanilla: dict) -> dict:
-    out = {k: r[k] for k in ROW_KEYS if k in r}
-    out["identical"] = r["output_ids"] == vanilla["output_ids"]
-    return out
-
-
 def cmd_run(args) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import interleaved
-
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     from jaxspec.decode import cache_slots
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative import chain, make_runner
@@ -93,7 +73,7 @@ def cmd_run(args) -> None:
         if {k: v for k, v in c["config"].items() if k != "max_len"} != config:
             raise SystemExit(f"{path} was measured with {c['config']}; this run's settings differ: use another --tag")
     done = {(c["source"], c["offset"], c["n"]) for c in out["chunks"]}
-    todo = [c for c in _chunks(args.sets) if c not in done]
+    todo = [c for c in chunks(args.sets) if c not in done]
     if not todo:
         log("every chunk is already measured")
         return
@@ -113,13 +93,13 @@ def cmd_run(args) -> None:
     warmed: set = set()
     for (source, offset, n), ids in sets.items():
         t0 = time.perf_counter()
-        compile_s = _prepare(runners, ids, warmed)
+        compile_s = interleaved.prepare_widths(runners, ids, warmed)
         log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
         rows = interleaved.measure(runners, ids, args.repeats, log)
         van = rows["vanilla"]
-        chunk = {"source": source, "offset": offset, "n": n, "config": config, "env": environment(),
+        chunk = {"source": source, "offset": offset, "n": n, "config": config, "env": environment(), **provenance(),
                  "compile_s": compile_s, "vanilla_output_ids": [r["output_ids"] for r in van],
-                 "rows": {m: [_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
+                 "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
         for m, rs in chunk["rows"].items():
             if not all(r["identical"] for r in rs):
                 raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
@@ -129,23 +109,6 @@ def cmd_run(args) -> None:
         out["chunks"].append(chunk)
         write_json(out, path)  # after every chunk: a crash keeps what was measured
     plot([[args.tag]])
-
-
-def _prepare(runners: dict, ids, warmed: set) -> dict[str, float]:
-    """interleaved.prepare for the prompt widths not warmed yet in this run (the runners share one cache
-    size and keep their executables, so a later set compiles and warms only its new prefill widths).
-    Returns each runner's compile seconds for this set."""
-    new = []
-    for i in ids:
-        width = runners["vanilla"]._inputs([i])[0].shape
-        if width not in warmed:
-            warmed.add(width)
-            new.append(i)
-    compile_s = {m: sum(r.compile([i]) for i in new) for m, r in runners.items()}
-    for r in runners.values():
-        if new:
-            r.warmup([[i] for i in new])
-    return compile_s
 
 
 def _hf_models(t, d, names):
@@ -173,9 +136,6 @@ def _hf(hf, ids, vanilla_rows, args, eos) -> dict:
 
 def _pool(chunks: list[dict]) -> dict:
     """Per method: our rows pooled (interleaved.summary against vanilla), HF's tok/s and ratios."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import interleaved
-
     from jaxspec.bench import stage_shares
     rows: dict[str, list] = {}
     hf: dict[str, list] = {}
@@ -295,10 +255,10 @@ def table(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> str:
     return "\n".join(lines)
 
 
-def plot(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> None:
-    from bars import grouped_bars
-    # several tags: the PNG is named after all of them (and after the HF tags, if any)
-    name = "_and".join("".join(t) for t in tag_groups) + "".join("_hf" + "".join(t) for t in hf_groups)
+def plot(tag_groups: list[list[str]], hf_groups: list[list[str]] = (), name: str | None = None) -> None:
+    from experiments.common.bars import grouped_bars
+    # several tags: the PNG is named after all of them (and after the HF tags, if any), unless `name` says
+    name = name or "_and".join("".join(t) for t in tag_groups) + "".join("_hf" + "".join(t) for t in hf_groups)
     path = RESULTS / f"cheap_drafts{name}.png"
     groups = _results(tag_groups, hf_groups)[1]
     sets = list(groups)
@@ -335,13 +295,15 @@ def main() -> None:
                        "methods); repeated: each group pools apart, a later one adds the methods the earlier lack")
         t.add_argument("--hf-tag", nargs="+", action="append", default=[],
                        help="HF's columns from these files instead (repeatable like --tag)")
+    sub.choices["plot"].add_argument("--name", default=None, help="the PNG is cheap_drafts<NAME>.png (default: "
+                                     "built from the tags; the docs' ten-prompt table with every column: _ten_all)")
     args = p.parse_args()
     if args.cmd == "run":
         cmd_run(args)
     elif args.cmd == "table":
         print(table(args.tag or [[""]], args.hf_tag))
     else:
-        plot(args.tag or [[""]], args.hf_tag)
+        plot(args.tag or [[""]], args.hf_tag, args.name)
 
 
 if __name__ == "__main__":

@@ -4,31 +4,28 @@ committed so far, each round accepting the proposal's prefix that equals the rec
 then one more token (the correction or bonus) — exactly what greedy speculation with NGram does on
 those prompts, without running a model. Reports per set and (k, n range): tokens per round (= the
 speedup at zero draft cost if a verification block cost one step; on this CPU a block of 1 + k
-positions costs more, see README) and the share of rounds with a proposal.
+positions costs more, see docs/lookup.md) and the share of rounds with a proposal.
 
-    python experiments/ngram_replay.py          # every recorded set, k in 2 4 8, n in 1-3 and 2-4
+    python -m experiments.lookup.ngram_replay          # every recorded set, k in 2 4 8, n in 1-3 and 2-4
 
-Reads results/continuations/*_134_*.json (written by easyspec_data.continuations: 134 greedy tokens of
+Reads experiments/results/continuations/*_134_*.json (written by experiments/easyspec/easyspec_data.continuations: 134 greedy tokens of
 qwen2.5-coder-1.5b-instruct per prompt, no stop tokens; the prompt ids are re-encoded and checked
-against the file's key). Writes results/ngram_replay.json + .png."""
+against the file's key). Writes experiments/results/lookup/ngram_replay.json + .png."""
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import CONTINUATIONS, results_dir
+from experiments.common.results import log, write_json
+
+RESULTS = results_dir("lookup")
 TARGET = "qwen2.5-coder-1.5b-instruct"
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def replay(prompts: list[list[int]], conts: list[list[int]], new: int, k: int, max_n: int, min_n: int) -> dict:
@@ -69,7 +66,7 @@ def main() -> None:
     from jaxspec.prompts import encode, load_prompts
     tok = load_model_tokenizer(TARGET)
     out = {"target": TARGET, "new_tokens": args.new, "sets": {}}
-    for path in sorted((RESULTS / "continuations").glob("*_134_*.json")):
+    for path in sorted(CONTINUATIONS.glob("*_134_*.json")):
         d = json.loads(path.read_text())
         source, conts = d["source"], d["continuations"]
         ids = [encode(tok, p) for p in load_prompts(source, len(conts))]
@@ -84,7 +81,6 @@ def main() -> None:
                 log(f"{source} k={k} n={lo}..{hi}: {r['tokens_per_round']:.2f} tokens/round, proposing in "
                     f"{r['proposing_share']:.0%} of rounds, acceptance {r['acceptance_rate'] or 0:.2f}")
         out["sets"][source] = {"prompts": len(ids), "cells": cells}
-    from jaxspec.bench import write_json
     write_json(out, RESULTS / "ngram_replay.json")
     plot(out)
 

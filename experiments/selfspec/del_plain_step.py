@@ -1,32 +1,30 @@
 """DEL's plain decoding vs vanilla decoding, per step, every repeat kept (issue 14: is DEL's plain phase —
 `engine._plain_step` in a `while_loop`, probes every 2..32 rounds — slower than vanilla's loop?).
 
-    python experiments/del_plain_step.py --model qwen2.5-coder-1.5b-instruct \
+    python -m experiments.selfspec.del_plain_step --model qwen2.5-coder-1.5b-instruct \
         --sets spec-bench:math_reasoning:2 spec-bench:qa:2 humaneval:2 --repeats 6
 
 For each prompt: vanilla and DEL (default settings, chain(18)) alternate, `--repeats` runs each, 48 new
 tokens; per run the decode time per step (prefill apart). Reports per prompt the min and median of
 each method and their ratios, and the spread of one method's runs (what a best-of-2 comparison of two
-2-prompt sets cannot see past). Writes results/del_plain_step_<model>.json."""
+2-prompt sets cannot see past). Writes experiments/results/selfspec/del_plain_step_<model>.json."""
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import log, write_json
+from experiments.selfspec.del_selfspec import parse_set
 
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
+RESULTS = results_dir("selfspec")
 
 
 def measure(model: str, sets, repeats: int, N: int) -> dict:
     import jax
 
-    import del_selfspec as ds
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
     from jaxspec.decode import cache_slots
@@ -38,7 +36,7 @@ def measure(model: str, sets, repeats: int, N: int) -> dict:
     eos = eos_ids(m.tokenizer, m.cfg)
     out = {}
     for spec in sets:
-        ids = [encode(m.tokenizer, p) for p in load_prompts(*ds._source(spec))]
+        ids = [encode(m.tokenizer, p) for p in load_prompts(*parse_set(spec))]
         longest, meth = max(map(len, ids)), chain(18)
         runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), max_new_tokens=N, eos_ids=eos),
                    "del": make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
@@ -82,13 +80,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--times", default=None, help="summarise a saved {set: {method: [[ms per run] per prompt]}} file")
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     times = json.loads(Path(args.times).read_text()) if args.times else \
         measure(args.model, args.sets, args.repeats, args.max_new_tokens)
     s = summarize(times)
     log(f"DEL / vanilla per step over {len(s['prompts'])} prompts: best-of-runs ratio {s['mean_ratio_min']:.3f}, median "
         f"ratio {s['mean_ratio_median']:.3f}; one method's runs spread {s['mean_spread']:.0%} (max/min - 1)")
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     write_json({"model": args.model, "repeats": args.repeats, "max_new_tokens": args.max_new_tokens, "times_ms": times,
                 **s, "env": environment()}, RESULTS / f"del_plain_step_{args.model}.json")
 

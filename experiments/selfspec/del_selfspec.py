@@ -4,36 +4,35 @@ stop), DEL (the default: its round cost measured on this machine, round_cost.py,
 when this machine measured it before), DEL under the official layer count (`--layers`), with the LM head
 added by its weights (`--weights`), and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
 method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
-and method (interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
+and method (experiments/common/interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
 over rounds (a plain step costs L); DEL's from its per-round traces.
 
-    python experiments/del_selfspec.py run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24 28
-    python experiments/del_selfspec.py sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
-    python experiments/del_selfspec.py costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
-    python experiments/del_selfspec.py plot                                          # redraw every PNG
+    python -m experiments.selfspec.del_selfspec run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24 28
+    python -m experiments.selfspec.del_selfspec sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
+    python -m experiments.selfspec.del_selfspec costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
+    python -m experiments.selfspec.del_selfspec plot                                          # redraw every PNG
 
-Writes results/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
-results/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official sweep.py, with
+Writes experiments/results/selfspec/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
+experiments/results/selfspec/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official sweep.py, with
 the default DEL's on the same prompts) and
-results/del_costs_<model>.json."""
+experiments/results/selfspec/del_costs_<model>.json."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common import interleaved
+from experiments.common.paths import results_dir
+from experiments.common.results import log, write_json
+
+RESULTS = results_dir("selfspec")
 SETS = ("humaneval:20", "spec-bench:summarization:10", "spec-bench:math_reasoning:10", "spec-bench:translation:10",
         "spec-bench:qa:10")
 
 
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
-
-
-def _source(spec: str) -> tuple[str, int]:
+def parse_set(spec: str) -> tuple[str, int]:
+    """SOURCE:LIMIT -> (source, limit)."""
     source, limit = spec.rsplit(":", 1)
     return source, int(limit)
 
@@ -78,11 +77,10 @@ def _methods(args, L: int):
 
 
 def _measure_set(m, spec: str, ids, methods, repeats: int, max_new_tokens: int, eos) -> tuple[dict, dict, dict]:
-    """Vanilla and `methods` on one set's prompts, interleaved prompt by prompt (experiments/interleaved.py),
+    """Vanilla and `methods` on one set's prompts, interleaved prompt by prompt (experiments/common/interleaved.py),
     best of `repeats`: vanilla with its own cache size, the speculative methods with theirs (one
     verification block more). Returns the table (name → summary), DEL's first traces and each runner's
     cache slots and measured round cost."""
-    import interleaved  # experiments/interleaved.py, beside this script
     from jaxspec.decode import cache_slots
     from jaxspec.speculative import make_runner
 
@@ -121,14 +119,14 @@ def cmd_run(args) -> None:
     """Every method on the same prompts, interleaved prompt by prompt (`_measure_set`), set by set."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     from jaxspec.prompts import encode, load_prompts
 
     m = load_model(args.model)
     L, N, eos = m.cfg.num_layers, args.max_new_tokens, eos_ids(m.tokenizer, m.cfg)
     out = {"model": args.model, "layers": L, "max_new_tokens": N, "repeats": args.repeats,
            "measurement": "interleaved, best of repeats per prompt and method", "sets": {}, "env": environment()}
-    sets = {spec: [encode(m.tokenizer, p) for p in load_prompts(*_source(spec))] for spec in args.sets}
+    sets = {spec: [encode(m.tokenizer, p) for p in load_prompts(*parse_set(spec))] for spec in args.sets}
     path = RESULTS / f"del_{args.model}{args.tag}.json"
     for spec, ids in sets.items():
         table, traces, info = _measure_set(m, spec, ids, _methods(args, L), args.repeats, N, eos)
@@ -188,14 +186,14 @@ def cmd_sweep(args) -> None:
     and eTPL per cell."""
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.selfspec import DEL, LayerSkip
     from jaxspec.speculative import chain
 
     m = load_model(args.model)
     L, N = m.cfg.num_layers, args.max_new_tokens
-    ids = [encode(m.tokenizer, p) for p in load_prompts(*_source(args.set))]
+    ids = [encode(m.tokenizer, p) for p in load_prompts(*parse_set(args.set))]
     grid = [(e, g) for e in map(int, args.exits.split(",")) for g in map(int, args.gammas.split(","))]
     methods = [] if args.no_del else [("del", chain(18), DEL(), None)]
     methods += [(f"ls-E{e}-g{g}", chain(g), LayerSkip(e), e) for e, g in grid]
@@ -223,7 +221,6 @@ def cmd_costs(args) -> None:
     import jax.numpy as jnp
 
     from conversion.loader import load_model
-    from jaxspec.bench import write_json
     from jaxspec.cache import init_cache
     from jaxspec.masks import causal_mask
     from jaxspec.model import decoder_layer, head

@@ -4,16 +4,17 @@
 For each prompt set, in one process (models loaded once, every ratio from the same run; Spec-Bench
 runs a process per category, see `spec_bench_by_category`):
   1. a small sweep on the set's first `--sweep-prompts` prompts: vanilla, chains of several k and trees
-     of several (D, K) → results/spec_sweep_<set>.json (speedup, mean accepted length, analytic speedup);
+     of several (D, K) → experiments/results/speculative/spec_sweep_<set>.json (speedup, mean accepted length, analytic speedup);
   2. the full set: vanilla, the best chain and the best tree of the sweep (by tok/s), and HF assisted
      generation (transformers' defaults) on the same prompts and pair
-     → results/spec_<set>_<method>.json (the `bench` JSON contract).
-Then results/speculative.md, the README table, from every JSON present.
+     → experiments/results/speculative/spec_<set>_<method>.json (the `bench` JSON contract, plus the command
+     line and commit).
+Then experiments/results/speculative/speculative.md, the docs' table, from every JSON present.
 
-    python experiments/bench_speculative.py --sets humaneval humaneval-body     # ~1.5 h on the 2-core box
-    python experiments/bench_speculative.py --sets spec-bench --chains 3 5 7 10 --trees 3x2 5x2 4x3 \
+    python -m experiments.speculative.bench_speculative --sets humaneval humaneval-body     # ~1.5 h on the 2-core box
+    python -m experiments.speculative.bench_speculative --sets spec-bench --chains 3 5 7 10 --trees 3x2 5x2 4x3 \
         --no-timing --resume         # 130 prompts, ~4 h: a process per category; --resume goes on after a stop
-    python experiments/bench_speculative.py --table-only"""
+    python -m experiments.speculative.bench_speculative --table-only"""
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import log, write_json
+
+MODULE = "experiments.speculative.bench_speculative"  # child processes run it as a module, from the repository
+RESULTS = results_dir("speculative")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 CHAINS = [5, 7, 10, 15]
 TREES = [(5, 2), (7, 2), (4, 3)]
-
-
-def log(s: str) -> None:
-    print(s, file=sys.stderr, flush=True)
 
 
 def sources(name: str, categories: list[str] | None) -> list[str]:
@@ -51,7 +52,7 @@ def _read(path: Path) -> dict | None:
 def sweep(name: str, sweep_n: int, chains, trees, common: dict, resume: bool):
     """Vanilla, chains and trees on the set's first `sweep_n` prompts (Spec-Bench: `spec-bench:mixed`, one
     prompt from each of the first categories); returns the best chain and tree by tok/s."""
-    from jaxspec.bench import run_bench, write_json
+    from jaxspec.bench import run_bench
     from jaxspec.speculative import chain, tree
 
     path = RESULTS / f"spec_sweep_{name}.json"
@@ -87,7 +88,7 @@ def spec_bench_by_category(args) -> None:
                 RESULTS / f"spec_spec-bench-{c}_{k}.json" for c in cats for k in ("vanilla", "chain", "tree")]:
             f.unlink(missing_ok=True)
     for c in cats:
-        subprocess.run([sys.executable, __file__, "--sets", "spec-bench", "--resume", *_options(args),
+        subprocess.run([sys.executable, "-m", MODULE, "--sets", "spec-bench", "--resume", *_options(args),
                         "--categories", c], check=True)
 
 
@@ -104,7 +105,7 @@ def bench_all(name: str, args, chains, trees) -> None:
     With `resume`, the sweep and every source whose three result files exist are reused (a long Spec-Bench
     run can go on later); a source with some files missing is run again whole."""
     from conversion.loader import load_model
-    from jaxspec.bench import run_bench, write_json
+    from jaxspec.bench import run_bench
 
     models = (load_model(TARGET), load_model(DRAFT))
     common = dict(max_new_tokens=args.max_new_tokens, draft=DRAFT, loaded=models, log=log)
@@ -217,7 +218,7 @@ def main() -> None:
         # a process per set, as per Spec-Bench category: the HumanEval run with the body set after it in one
         # process was OOM-killed loading the second set's HF pair (24 GiB box)
         for name in args.sets:
-            subprocess.run([sys.executable, __file__, "--sets", name, *["--resume"] * args.resume, *_options(args),
+            subprocess.run([sys.executable, "-m", MODULE, "--sets", name, *["--resume"] * args.resume, *_options(args),
                             *(["--categories", *args.categories] if args.categories else [])], check=True)
     elif not args.table_only:
         for name in args.sets:

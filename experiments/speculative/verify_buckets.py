@@ -6,23 +6,27 @@ full 1 + cap block every round. The two run the same rounds and emit the same to
 decode-time ratio is what the buckets save, and nothing else.
 
 The 1.5B target, greedy, fp32, batch 1, one CPU device; per method both widths and vanilla on the same
-prompts in one process, interleaved prompt by prompt (interleaved.py), compile and warm-up excluded.
-Chunks (a set's prompts [offset, offset + n)) are appended to results/verify_buckets<tag>.json as each
-finishes, so a sweep spreads over runs (as cheap_drafts.py):
+prompts in one process, interleaved prompt by prompt (experiments/common/interleaved.py), compile and warm-up
+excluded. Chunks (a set's prompts [offset, offset + n)) are appended to
+experiments/results/speculative/verify_buckets<tag>.json as each finishes, so a sweep spreads over runs (as
+experiments/lookup/cheap_drafts.py):
 
-    python experiments/verify_buckets.py run --sets humaneval:0:1 spec-bench:summarization:0:1
-    python experiments/verify_buckets.py table    # per set and pooled, markdown
-    python experiments/verify_buckets.py plot     # results/verify_buckets<tag>.png"""
+    python -m experiments.speculative.verify_buckets run --sets humaneval:0:1 spec-bench:summarization:0:1
+    python -m experiments.speculative.verify_buckets table    # per set and pooled, markdown
+    python -m experiments.speculative.verify_buckets plot     # experiments/results/speculative/verify_buckets<tag>.png"""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cheap_drafts import DRAFT, RESULTS, TARGET, _chunks, _prepare, _row, log  # noqa: E402
+from experiments.common import interleaved
+from experiments.common.chunks import chunks, compact_row
+from experiments.common.paths import results_dir
+from experiments.common.results import log, provenance, write_json
+
+RESULTS = results_dir("speculative")
+TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 
 METHODS = ("ngram", "ngram-k8", "adaptive", "del")
 
@@ -44,11 +48,9 @@ def _methods(names):
 
 
 def cmd_run(args) -> None:
-    import interleaved
-
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment, write_json
+    from jaxspec.bench import environment
     from jaxspec.decode import cache_slots
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative import make_runner
@@ -61,7 +63,7 @@ def cmd_run(args) -> None:
     if (out["max_new_tokens"], out["methods"]) != (args.max_new_tokens, args.methods):
         raise SystemExit(f"{path} holds {out['methods']} at {out['max_new_tokens']} tokens; use another --tag")
     done = {(c["source"], c["offset"], c["n"]) for c in out["chunks"]}
-    todo = [c for c in _chunks(args.sets) if c not in done]
+    todo = [c for c in chunks(args.sets) if c not in done]
     if not todo:
         log("every chunk is already measured")
         return
@@ -81,13 +83,13 @@ def cmd_run(args) -> None:
     warmed: set = set()
     for (source, offset, n), ids in sets.items():
         t0 = time.perf_counter()
-        compile_s = _prepare(runners, ids, warmed)
+        compile_s = interleaved.prepare_widths(runners, ids, warmed)
         log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
         rows = interleaved.measure(runners, ids, args.repeats, log)
         van = rows["vanilla"]
         chunk = {"source": source, "offset": offset, "n": n, "max_len": max_len, "widths": widths,
-                 "repeats": args.repeats, "env": environment(), "compile_s": compile_s,
-                 "rows": {m: [_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
+                 "repeats": args.repeats, "env": environment(), **provenance(), "compile_s": compile_s,
+                 "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
         for m, rs in chunk["rows"].items():
             if not all(r["identical"] for r in rs):
                 raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
@@ -105,7 +107,6 @@ def cmd_run(args) -> None:
 def _pool(chunks: list[dict]) -> dict[str, dict]:
     """Per method: decode speedup over vanilla with the buckets and at full width, what the buckets save
     (1 - bucketed decode s / full-width decode s), rounds and the mean drafted depth."""
-    import interleaved
     rows: dict[str, list] = {}
     for c in chunks:
         for m, rs in c["rows"].items():
@@ -149,7 +150,7 @@ def table(tag: str) -> str:
 
 
 def plot(tag: str) -> None:
-    from bars import grouped_bars
+    from experiments.common.bars import grouped_bars
     path = RESULTS / f"verify_buckets{tag}.png"
     groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.with_suffix(".json").read_text())).items()}
     sets, methods = list(groups), list(next(iter(groups.values())))

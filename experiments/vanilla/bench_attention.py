@@ -9,7 +9,8 @@ and the prefill window (jaxspec/model.py `forward_prompt`), fp32, batch 1:
   * a whole-model prefill of both Qwen models into a cache of S slots, attending over all S slots
     versus only the prompt's own P (`forward_prompt`).
 
-    python experiments/bench_attention.py        # ~4 min on the 2-core CPU box → results/attention_<tag>.json"""
+    python -m experiments.vanilla.bench_attention   # ~4 min on the 2-core CPU box
+                                                    # → experiments/results/vanilla/attention_<tag>.json"""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec.bench import environment, write_json
+from experiments.common.paths import results_dir
+from experiments.common.results import write_json
+from jaxspec.bench import environment
 from jaxspec.timing import best_time
 
 MODELS = {"1.5b": (2, 6, 128, 28), "0.5b": (2, 7, 64, 24)}  # kv heads, queries per kv head, head_dim, layers
@@ -89,7 +92,7 @@ def model_prefill(name: str, P: int, S: int, rng) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tag", default="cpu")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=results_dir("vanilla"))
     ap.add_argument("--no-models", action="store_true", help="skip the whole-model prefills (no model files)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)

@@ -2,17 +2,19 @@
 at batch 1: one decode step's matvecs over 28 layers (no attention) in three layouts, the spec's
 28 × (1536×8960) matvec reference, and the host read bandwidth measured by the bench command.
 
-    python experiments/bench_layouts.py        # ~2 min on the 2-core CPU box → results/layouts_<tag>.json"""
+    python -m experiments.vanilla.bench_layouts   # ~2 min on the 2-core CPU box
+                                                  # → experiments/results/vanilla/layouts_<tag>.json"""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec.bench import environment, measure_read_bandwidth, write_json
+from experiments.common.paths import results_dir
+from experiments.common.results import write_json
+from jaxspec.bench import environment, measure_read_bandwidth
 from jaxspec.timing import best_time
 
 D, F, KV, L = 1536, 8960, 256, 28  # Qwen2.5-1.5B: hidden, MLP width, kv width (2 heads × 128), layers
@@ -72,7 +74,7 @@ def main() -> None:
     del ws
     out["machine_read_gb_per_s"] = {k: v / 1e9 for k, v in measure_read_bandwidth().items()}
     print(out["spec_reference_28_matvecs_1536x8960"], out["machine_read_gb_per_s"])
-    print("wrote", write_json(out, Path(__file__).resolve().parent / "results" / f"layouts_{args.tag}.json"))
+    print("wrote", write_json(out, results_dir("vanilla") / f"layouts_{args.tag}.json"))
 
 
 if __name__ == "__main__":

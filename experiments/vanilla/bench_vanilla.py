@@ -2,11 +2,12 @@
 128 new tokens, greedy; jaxspec vs HF torch `generate` in the same run, identical-output count,
 compile time, achieved weight-read bandwidth against the machine's measured read bandwidth.
 
-    python experiments/bench_vanilla.py                 # both models (~35 min on the 2-core CPU box)
-    python experiments/bench_vanilla.py --table-only    # rebuild the markdown table from the JSON
+    python -m experiments.vanilla.bench_vanilla                 # both models (~35 min on the 2-core CPU box)
+    python -m experiments.vanilla.bench_vanilla --table-only    # rebuild the markdown table from the JSON
 
 Each model runs in its own `python -m jaxspec bench` process (so one model's memory is freed before
-the next); results land in experiments/results/vanilla_<model>_<device>.json and vanilla.md."""
+the next); results land in experiments/results/vanilla/vanilla_<model>_<device>.json (stamped with the
+`bench` command line and the commit) and vanilla.md."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import stamp
+
+RESULTS = results_dir("vanilla")
 MODELS = ["qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"]
 
 
@@ -25,6 +29,7 @@ def run(model: str, n: int, tokens: int, tag: str) -> Path:
            "--max-new-tokens", str(tokens), "--json", str(out), "--hf-baseline", "--measure-bandwidth"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
+    stamp(out, "python " + " ".join(cmd[1:]))
     return out
 
 

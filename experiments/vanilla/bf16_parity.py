@@ -5,18 +5,20 @@ near-tie could flip), bf16 vanilla from HF torch in bf16, and bf16 from fp32.
 Per model, one process, models loaded once: vanilla fp32, vanilla bf16 (with HF's bf16 `generate` on the same
 ids), LayerSkip (exit ~0.8 L, chain of 4) and DEL in bf16, each compared token by token with bf16 vanilla.
 
-    python experiments/bf16_parity.py                                 # SmolLM2 and Qwen-0.5B, ~25 min here
-    python experiments/bf16_parity.py --plot-only
+    python -m experiments.vanilla.bf16_parity                                 # SmolLM2 and Qwen-0.5B, ~25 min here
+    python -m experiments.vanilla.bf16_parity --plot-only
 
-Writes results/bf16_parity_<model>.json (the bench summaries, per-prompt agreement and the first position
-where two outputs differ) and results/bf16_parity.png."""
+Writes experiments/results/vanilla/bf16_parity_<model>.json (the bench summaries, per-prompt agreement and the
+first position where two outputs differ) and experiments/results/vanilla/bf16_parity.png."""
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from experiments.common.paths import results_dir
+from experiments.common.results import write_json
+
+RESULTS = results_dir("vanilla")
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 
 
@@ -112,7 +114,7 @@ def main() -> None:
 
     for model in args.models:
         out = run_model(model, args.source, args.limit, args.max_new_tokens, log)
-        (RESULTS / f"bf16_parity_{model}.json").write_text(json.dumps(out, indent=1))
+        write_json(out, RESULTS / f"bf16_parity_{model}.json")
     plot()
 
 
