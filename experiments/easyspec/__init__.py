@@ -1,1 +1,2 @@
-"""EasySpec: acceptance per layer-parallel size, input similarity, draft time, end to end, a modeled GPU table. See README.md."""
+"""EasySpec: acceptance per layer-parallel size, input similarity, draft time, end to end, a modeled GPU table. See
+README.md."""

@@ -23,7 +23,11 @@ fi
 mkdir -p "$OUT"
 FAST="--dtype bfloat16 --precision default --prompts humaneval --limit $LIMIT --max-new-tokens $N"
 # every call ends with --json FILE: the last argument is the file to stamp
-bench() { echo "== $1"; shift; $PY -m jaxspec bench "$@"; $PY -m experiments.common.results "${@: -1}" python -m jaxspec bench "$@"; }
+bench() {
+  echo "== $1"; shift
+  $PY -m jaxspec bench "$@"
+  $PY -m experiments.common.results "${@: -1}" python -m jaxspec bench "$@"
+}
 
 bench "vanilla target, bf16"  --model "$TARGET" $FAST --measure-bandwidth --json "$OUT/vanilla_target.json"
 bench "vanilla draft, bf16"   --model "$DRAFT" $FAST --measure-bandwidth --json "$OUT/vanilla_draft.json"

@@ -57,8 +57,8 @@ def _check_held_out(source: str, offset: int, n: int) -> None:
 
 
 def cmd_generate(args) -> None:
-    from jaxspec.hot_vocab_file import generate
     from conversion.loader import load_model
+    from jaxspec.hot_vocab_file import generate
     from jaxspec.prompts import encode, load_prompts
     parts = list(chunks(args.sets))
     for source, offset, n in parts:
@@ -87,8 +87,8 @@ def cmd_soft(args) -> None:
     jaxspec.hot_vocab_file.prior_expected_counts, saved whole (a file keeps only the top SOFT_KEEP)."""
     import numpy as np
 
-    from jaxspec.hot_vocab_file import prior_expected_counts
     from conversion.loader import load_model
+    from jaxspec.hot_vocab_file import prior_expected_counts
     total, n_tok = prior_expected_counts(load_model(args.model), args.max_tokens, log=log)
     SOFT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok,
@@ -131,15 +131,16 @@ def cmd_misses(args) -> None:
 
 
 def cmd_write(args) -> None:
-    from jaxspec.hot_vocab_file import PRIOR, prior_counts
     from conversion.loader import load_model_tokenizer
+    from jaxspec.hot_vocab_file import PRIOR, prior_counts
     from jaxspec.speculative.hot_vocab import count_tokens, load_hot_vocab, write_frequencies
     tok = load_model_tokenizer(TARGET)
     doc = json.loads(OUT.read_text())
     counts = count_tokens(o for s in doc["sets"].values() for o in s["outputs"]) if not args.only_shipped else {}
     source = {"target": TARGET, "generation": f"greedy, {doc['max_new_tokens']} new tokens, cut at EOS",
-              "prompts": [] if args.only_shipped else sorted(doc["sets"]), "command": "python -m experiments.hot_vocab.hot_vocab_calibration "
-              + " ".join(sys.argv[1:]), "commit": provenance()["commit"], "prior": PRIOR}
+              "prompts": [] if args.only_shipped else sorted(doc["sets"]),
+              "command": "python -m experiments.hot_vocab.hot_vocab_calibration " + " ".join(sys.argv[1:]),
+              "commit": provenance()["commit"], "prior": PRIOR}
     load_hot_vocab(V1, 1, tokenizer=tok)  # made for this tokenizer
     shipped = json.loads(V1.read_text())
     if not args.without_shipped:

@@ -1,1 +1,2 @@
-"""Draft-model chains and trees against vanilla and HF assisted generation; the verification width buckets. See README.md."""
+"""Draft-model chains and trees against vanilla and HF assisted generation; the verification width buckets. See
+README.md."""
