@@ -28,7 +28,7 @@ test: fetch-test
 	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout 1200 --durations=25 tests
 
 bench: fetch
-	$(PY) experiments/bench_vanilla.py
+	$(PY) -m experiments.vanilla.bench_vanilla
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis

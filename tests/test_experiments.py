@@ -1,12 +1,10 @@
 """The speculative benchmark's table: per-source rows and Spec-Bench categories pooled as one set."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import bench_speculative  # noqa: E402
+from experiments.speculative import bench_speculative
 
 
 def _run(method, prompts, new_tokens, prefill_s, decode_s, rounds=0, accepted=0, cost=1.0, hf=None):

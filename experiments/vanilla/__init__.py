@@ -1,0 +1,2 @@
+"""Vanilla decoding: the baseline benchmark, the attention and weight-layout microbenchmarks, bf16 parity. See
+README.md."""
