@@ -19,10 +19,9 @@ from jaxspec import forward, output_ids
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
-from jaxspec.masks import tree_mask
 from jaxspec.model import head
 from jaxspec.speculative import DraftModel, Model, chain, make_spec, run_speculation, speculate, summarize, tree
-from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
 from tests.helpers import exact_forward, random_prompts
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair
@@ -55,12 +54,8 @@ class TargetOracle(Drafter):
         S, K = target.cache.max_len, shape.width
         logits, cache, _ = forward(target.params, rnd.last[:, None], target.cache.replace(lengths=T - 1), self.cfg)
 
-        def step(cache, leaves, anc, d):  # as DraftModel: depth-(d-1) leaves at slots T + (d-2)K..
-            c = cache.replace(lengths=T + (d - 2) * K)
-            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
-            lg, c, _ = forward(target.params, leaves, c, self.cfg, positions=pos, mask=tree_mask(T, anc, S))
-            return c, draft_logprobs(lg, sampling)
-
+        step = depth_step(lambda t, c, pos, mask: forward(target.params, t, c, self.cfg, positions=pos, mask=mask)[:2],
+                          T, K, S, sampling)  # as DraftModel's
         cache, t = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, shape.depth)
         return st, t, cache.replace(lengths=T - 1)  # it wrote the slots from T - 1 on
 

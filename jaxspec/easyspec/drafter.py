@@ -21,10 +21,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
-from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.masks import causal_mask
 from jaxspec.model import forward_prompt
 from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import Tree, TreeShape
@@ -223,12 +223,8 @@ class EasySpec(Drafter):
             logits, cache, precise = self._mismatch_step1(params, st, committed, width, shape.depth)
         cache = self._constrain(cache)
 
-        def step(cache, leaves, anc, d):  # depth-(d-1) nodes sit in slots T + (d-2)K.., position T + d - 2
-            c = cache.replace(lengths=committed + (d - 2) * K)
-            pos = jnp.broadcast_to((committed + d - 2)[:, None], leaves.shape)
-            lg, c = self._fuzzy(params, leaves, c, pos, tree_mask(committed, anc, S))
-            return self._constrain(c), draft_logprobs(lg, sampling)
-
+        step = depth_step(lambda t, c, pos, mask: self._fuzzy(params, t, c, pos, mask), committed, K, S, sampling,
+                          self._constrain)
         cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, steps)
         st = dataclasses.replace(st, cache=cache.replace(lengths=committed), precise=precise, cached=committed,
                                  steps=jnp.asarray(steps, jnp.int32))

@@ -16,7 +16,7 @@ from jax import lax
 from jaxspec.cache import KVCache
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec.layerskip import LayerSkip
-from jaxspec.speculative.drafters import grow_tree
+from jaxspec.speculative.tree import grow_tree
 from jaxspec.speculative.seam import CHAIN_ONLY, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, init_tree
 

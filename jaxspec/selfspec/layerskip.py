@@ -26,11 +26,11 @@ import jax.numpy as jnp
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
-from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.masks import causal_mask
 from jaxspec.model import embed, head, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import ShardingPlan, constrain_cache
-from jaxspec.speculative.drafters import draft_logprobs, grow_tree
+from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
 from jaxspec.speculative.tree import Tree
@@ -138,16 +138,10 @@ class SelfDrafter(Drafter):
     def _step(self, params, target: Target, rnd: Round, width: int, sampling: SamplingConfig, exit_state=None):
         """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
         slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
-        T, S = rnd.committed, target.cache.max_len
         draft_params = self._draft_params(target.params, params)
-
-        def step(c, leaves, anc, d):
-            c = c.replace(lengths=T + (d - 2) * width)
-            pos = jnp.broadcast_to((T + d - 2)[:, None], leaves.shape)
-            mask = tree_mask(T, anc, S) if anc is not None else causal_mask(T + d - 2, 1, S)
-            lg, c = self._shallow(draft_params, leaves, c, pos, mask, exit_state)
-            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
-        return step
+        return depth_step(lambda t, c, pos, mask: self._shallow(draft_params, t, c, pos, mask, exit_state),
+                          rnd.committed, width, target.cache.max_len, sampling,
+                          lambda c: constrain_cache(c, self.plan))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,8 @@ from jaxspec.masks import causal_mask
 from jaxspec.model import embed, forward, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import constrain_cache
-from jaxspec.speculative.drafters import DraftModel, DraftModelState, draft_logprobs
+from jaxspec.speculative.drafters import DraftModel, DraftModelState
+from jaxspec.speculative.tree import draft_logprobs
 from jaxspec.speculative.ngram import NGram, NGramState, lookup
 from jaxspec.speculative.tree import chain_tree
 from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target

@@ -1,5 +1,5 @@
-"""`DraftModel`, the separate-draft-model drafter, and `grow_tree`, the tree growth every drafter shares.
-The seam a drafter implements (init / propose / commit, and what the engine hands it) is in seam.py.
+"""`DraftModel`, the separate-draft-model drafter. The seam a drafter implements (init / propose /
+commit, and what the engine hands it) is in seam.py; the tree growth every drafter shares in tree.py.
 
 `DraftModel` is a separate small model sharing the target's vocabulary. Its KV cache is exact: every
 round first feeds the last two committed tokens (T=2 input), which writes the token before `last` — the
@@ -11,58 +11,15 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
-from jaxspec.masks import tree_mask
 from jaxspec.model import forward, forward_prompt
-from jaxspec.sampling import SamplingConfig, processed_logprobs
+from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import ShardingPlan, constrain_cache
 from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
-from jaxspec.speculative.tree import (Tree, TreeShape, add_depth, depth_block, init_tree, ranked_children,
-                                      select_children)
-
-
-def draft_logprobs(logits: jax.Array, sampling: SamplingConfig) -> jax.Array:
-    """The distribution a drafter draws from: the processed one when sampling (the acceptance ratio needs
-    exactly it), the plain softmax when greedy (tree scores only)."""
-    if sampling.greedy:
-        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return processed_logprobs(logits, sampling)
-
-
-def grow_tree(step_fn, carry, lq_root: jax.Array, key, shape: TreeShape, sampling: SamplingConfig, steps):
-    """Grow a tree from the root distribution lq_root f32[B, V], one depth per call of
-    `step_fn(carry, leaves i32[B, K], ancestor_rows bool[B, K, N], d) -> (carry, logq f32[B, K, V])`, which
-    runs the draft on the depth-(d-1) leaves. Shared by every drafter; returns (carry, Tree)."""
-    B, V = lq_root.shape
-    K = shape.width
-    sampled = not sampling.greedy
-    tree = init_tree(B, shape, V if sampled else None)
-    if sampled:
-        tree = dataclasses.replace(tree, logq=tree.logq.at[:, 0].set(lq_root))
-    tok, lq_tok, _ = ranked_children(jax.random.fold_in(key, 1), lq_root[:, None], K, sampled)
-    tree = add_depth(tree, jnp.int32(1), tok[:, 0], jnp.full((B, K), -1, jnp.int32), jnp.isfinite(lq_tok[:, 0]), shape)
-
-    def body(d, state):  # feeds the depth-(d-1) leaves, adds depth d
-        tree, carry, log_pi = state
-        leaves, anc = depth_block(tree.tokens, d - 1, K), depth_block(tree.ancestors, d - 1, K)
-        carry, lq = step_fn(carry, leaves, anc, d)  # [B, K, V]
-        if sampled:
-            tree = dataclasses.replace(tree, logq=lax.dynamic_update_slice_in_dim(tree.logq, lq, 1 + (d - 2) * K, 1))
-        tok, lq_tok, score = ranked_children(jax.random.fold_in(key, d), lq, K, sampled)
-        sel = select_children(log_pi, score, K)  # [B, K] in [0, K*K)
-        v = sel // K
-        pick = lambda a: jnp.take_along_axis(a.reshape(B, K * K), sel, axis=1)  # noqa: E731
-        lq_sel = pick(lq_tok)
-        valid = jnp.take_along_axis(depth_block(tree.valid, d - 1, K), v, axis=1) & jnp.isfinite(lq_sel)
-        tree = add_depth(tree, d, pick(tok), (d - 2) * K + v, valid, shape)
-        return tree, carry, jnp.take_along_axis(log_pi, v, axis=1) + lq_sel
-
-    tree, carry, _ = lax.fori_loop(2, steps + 1, body, (tree, carry, lq_tok[:, 0]))
-    return carry, tree
+from jaxspec.speculative.tree import Tree, depth_step, draft_logprobs, grow_tree
 
 
 @jax.tree_util.register_dataclass
@@ -118,12 +75,8 @@ class DraftModel(Drafter):
                                    logits_at=jnp.ones((B, 1), jnp.int32))
         cache = constrain_cache(cache, self.plan)
 
-        def step(cache, leaves, anc, d):  # depth-(d-1) nodes sit in slots T + (d-2)K.., position T + d - 2
-            c = cache.replace(lengths=committed + (d - 2) * shape.width)
-            pos = jnp.broadcast_to((committed + d - 2)[:, None], leaves.shape)
-            lg, c, _ = forward(params, leaves, c, self.cfg, positions=pos, mask=tree_mask(committed, anc, S))
-            return constrain_cache(c, self.plan), draft_logprobs(lg, sampling)
-
+        step = depth_step(lambda t, c, pos, mask: forward(params, t, c, self.cfg, positions=pos, mask=mask)[:2],
+                          committed, shape.width, S, sampling, lambda c: constrain_cache(c, self.plan))
         cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling,
                                 adaptive_steps(method, st.k))
         return dataclasses.replace(st, cache=cache.replace(lengths=committed)), tree, target.cache

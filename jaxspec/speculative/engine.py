@@ -214,14 +214,12 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
 
 
-def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
-    """The round's outcome applied to everything but the target cache: emitted tokens, the drafter's
-    commit, statistics."""
-    t, n, path, extra = out.tree, out.n, out.path, out.extra
-    D = spec.shape.depth
-    B = n.shape[0]
-    live = out.live
-    # emitted tokens e[0..n]: the path, then the extra token; cut at the first EOS and at max_new_tokens
+def emit(s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
+    """A round's tokens written out: the n accepted nodes along the path, then the extra token, cut at
+    the first EOS and at max_new_tokens; the row's counters and statistics advanced (the target cache and
+    the drafter's state as they are). A plain step is the round with n = 0."""
+    t, n, path, extra, live = out.tree, out.n, out.path, out.extra, out.live
+    B, D = n.shape[0], path.shape[1]
     j = jnp.arange(D + 1)[None]
     path_tok = jnp.concatenate([jnp.take_along_axis(t.tokens, path, axis=1), jnp.zeros((B, 1), jnp.int32)], 1)
     e = jnp.where(j < n[:, None], path_tok, jnp.where(j == n[:, None], extra[:, None], PAD))
@@ -231,12 +229,18 @@ def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecSta
     hit = jnp.any(eos & (j < cnt[:, None]), axis=1)
     e = jnp.where(j < cnt[:, None], e, PAD)
     written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, e, s.num)
-    tokens = jnp.where(live[:, None], written, s.tokens)
     num = s.num + jnp.where(live, cnt, 0)
-    done = s.done | (live & (hit | (num >= spec.max_new_tokens)))
+    return dataclasses.replace(
+        s, tokens=jnp.where(live[:, None], written, s.tokens), last=jnp.where(live, extra, s.last),
+        committed=s.committed + jnp.where(live, n + 1, 0), num=num,
+        done=s.done | (live & (hit | (num >= spec.max_new_tokens))), stats=s.stats.update(live, n, out.drafted))
+
+
+def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
+    """The round's outcome applied to everything but the target cache: emitted tokens and statistics
+    (`emit`), the drafter's commit."""
     dstate = spec.drafter.commit(draft_params, s.draft_state, out, method=spec.method)
-    return SpecState(s.target_cache, dstate, tokens, jnp.where(live, extra, s.last),
-                     s.committed + jnp.where(live, n + 1, 0), num, done, s.stats.update(live, n, out.drafted), s.key)
+    return dataclasses.replace(emit(s, out, spec), draft_state=dstate)
 
 
 def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
@@ -264,16 +268,12 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
         (logits, cache, _), sh, conf = forward(target_params, s.last[:, None], cache, spec.target), None, None
     key, sub = jax.random.split(s.key)
     nxt = sample(sub, logits[:, 0], spec.sampling)
-    written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, nxt[:, None], s.num)
-    num = s.num + live
-    done = s.done | (live & (is_eos(nxt, spec.eos_ids) | (num >= spec.max_new_tokens)))
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1, s.target_cache.lengths)), spec.plan)
     zero = jnp.zeros_like(s.num)
     B, shape = s.num.shape[0], spec.shape
     out = Outcome(init_tree(B, shape, None), zero, jnp.zeros((B, shape.depth), jnp.int32), nxt, s.last,
                   s.committed, live, zero, logits, None, sh, conf)
-    return SpecState(cache, s.draft_state, jnp.where(live[:, None], written, s.tokens), jnp.where(live, nxt, s.last),
-                     s.committed + live, num, done, s.stats.update(live, zero, zero), key), out
+    return dataclasses.replace(emit(s, out, spec), target_cache=cache, key=key), out
 
 
 def _plain_phase(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:

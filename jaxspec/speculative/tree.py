@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxspec.sampling import SamplingConfig
+from jaxspec.masks import causal_mask, tree_mask
+from jaxspec.sampling import SamplingConfig, processed_logprobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,3 +136,59 @@ def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vo
     return Tree(tokens=tokens.astype(jnp.int32), parent=jnp.broadcast_to(depth - 1, (B, D)),
                 valid=depth[None] < count[:, None],
                 ancestors=jnp.broadcast_to(depth[None, :] <= depth[:, None], (B, D, D)), logq=logq)
+
+
+def draft_logprobs(logits: jax.Array, sampling: SamplingConfig) -> jax.Array:
+    """The distribution a drafter draws from: the processed one when sampling (the acceptance ratio needs
+    exactly it), the plain softmax when greedy (tree scores only)."""
+    if sampling.greedy:
+        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return processed_logprobs(logits, sampling)
+
+
+def grow_tree(step_fn, carry, lq_root: jax.Array, key, shape: TreeShape, sampling: SamplingConfig, steps):
+    """Grow a tree from the root distribution lq_root f32[B, V], one depth per call of
+    `step_fn(carry, leaves i32[B, K], ancestor_rows bool[B, K, N], d) -> (carry, logq f32[B, K, V])`, which
+    runs the draft on the depth-(d-1) leaves. Shared by every drafter; returns (carry, Tree)."""
+    B, V = lq_root.shape
+    K = shape.width
+    sampled = not sampling.greedy
+    tree = init_tree(B, shape, V if sampled else None)
+    if sampled:
+        tree = dataclasses.replace(tree, logq=tree.logq.at[:, 0].set(lq_root))
+    tok, lq_tok, _ = ranked_children(jax.random.fold_in(key, 1), lq_root[:, None], K, sampled)
+    tree = add_depth(tree, jnp.int32(1), tok[:, 0], jnp.full((B, K), -1, jnp.int32), jnp.isfinite(lq_tok[:, 0]), shape)
+
+    def body(d, state):  # feeds the depth-(d-1) leaves, adds depth d
+        tree, carry, log_pi = state
+        leaves, anc = depth_block(tree.tokens, d - 1, K), depth_block(tree.ancestors, d - 1, K)
+        carry, lq = step_fn(carry, leaves, anc, d)  # [B, K, V]
+        if sampled:
+            tree = dataclasses.replace(tree, logq=lax.dynamic_update_slice_in_dim(tree.logq, lq, 1 + (d - 2) * K, 1))
+        tok, lq_tok, score = ranked_children(jax.random.fold_in(key, d), lq, K, sampled)
+        sel = select_children(log_pi, score, K)  # [B, K] in [0, K*K)
+        v = sel // K
+        pick = lambda a: jnp.take_along_axis(a.reshape(B, K * K), sel, axis=1)  # noqa: E731
+        lq_sel = pick(lq_tok)
+        valid = jnp.take_along_axis(depth_block(tree.valid, d - 1, K), v, axis=1) & jnp.isfinite(lq_sel)
+        tree = add_depth(tree, d, pick(tok), (d - 2) * K + v, valid, shape)
+        return tree, carry, jnp.take_along_axis(log_pi, v, axis=1) + lq_sel
+
+    tree, carry, _ = lax.fori_loop(2, steps + 1, body, (tree, carry, lq_tok[:, 0]))
+    return carry, tree
+
+
+def depth_step(forward_fn, committed: jax.Array, width: int, slots: int, sampling: SamplingConfig,
+               constrain=None):
+    """The step `grow_tree` runs at depth d, for a drafter with a KV cache: the depth-(d-1) leaves
+    i32[B, K] are fed at slots committed + (d-2)K.. (each depth's K nodes after the previous depth's),
+    at position committed + d - 2, each seeing the committed prefix and its own ancestors (the tree
+    mask; `anc` None: a chain's causal mask). `forward_fn(tokens, cache, positions, mask) -> (logits,
+    cache)` runs the draft; `constrain` lays the cache out (a sharding plan's)."""
+    def step(cache, leaves, anc, d):
+        c = cache.replace(lengths=committed + (d - 2) * width)
+        pos = jnp.broadcast_to((committed + d - 2)[:, None], leaves.shape)
+        mask = tree_mask(committed, anc, slots) if anc is not None else causal_mask(committed + d - 2, 1, slots)
+        logits, c = forward_fn(leaves, c, pos, mask)
+        return (c if constrain is None else constrain(c)), draft_logprobs(logits, sampling)
+    return step
