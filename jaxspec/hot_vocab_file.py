@@ -16,7 +16,7 @@ the model whose head is trimmed; 48 min on this CPU for the 0.5B over 127k token
 prior (and the soft counts, with `--soft`).
 
 The shipped jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
-experiments/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56
+experiments/hot_vocab/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56
 prompts plus 12.5k tokens the 1.5B generated on 160 other held-out prompts, the raw-text prior and the
 0.5B's soft counts (the README's hot-vocabulary section measures each step)."""
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _skinny_rows(n: int) -> int | None:
     plain einsum ran about half as fast for 2..16 rows as for one (XLA:CPU's x · wᵀ kernel); w · xᵀ into
     an [out, rows] result kept the one-row rate up to 4 rows and most of it at 8 and 16, with counts in
     between slower than the next power of two — so 5..16 rows are padded up to 8 or 16. The effect on
-    the model: `step_costs` in experiments/results/spec_*.json.
+    the model: `step_costs` in experiments/results/speculative/spec_*.json.
 
     One row keeps the plain einsum, although its sums run in another order than a block's (in bf16 that
     can flip a rounding; README "Numerics"): padding it to 2 rows made the two bit-identical only for
@@ -102,7 +102,7 @@ def project_qkv(p: dict, x: jax.Array, positions: jax.Array, cfg: ModelConfig):
     B, T, _ = x.shape
     Hkv, G, K = cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-    # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/bench_layouts.py)
+    # 2-D [out, in] matvecs, heads split afterwards (3-D weights were slower: experiments/vanilla/bench_layouts.py)
     pr = cfg.lax_precision
     q = linear(h, p["wq"], pr)  # [B, T, H*K]
     k = linear(h, p["wk"], pr)  # [B, T, Hkv*K]
@@ -125,7 +125,7 @@ def use_fused_attention(cfg: ModelConfig, backend: str | None = None) -> bool:
     """`cfg.attention` resolved on `backend` (default: JAX's): "auto" takes jax.nn.dot_product_attention
     off CPU in the fast precision mode only — its products take the backend's default precision, so the
     parity mode ("highest") keeps ours, whose every product carries the configured precision; on XLA:CPU
-    ours is the layout measured fastest (experiments/bench_attention.py)."""
+    ours is the layout measured fastest (experiments/vanilla/bench_attention.py)."""
     if cfg.attention != "auto":
         return cfg.attention == "fused"
     return (backend or jax.default_backend()) != "cpu" and cfg.precision == "default"
@@ -158,7 +158,7 @@ def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: ja
     kw, vw = (k_cache, v_cache) if W == k_cache.shape[2] else (k_cache[:, :, :W], v_cache[:, :, :W])
     # Heads-major: each kv head's G·T queries form one [G·T, K] matrix against its [W, K] keys, and the
     # softmax runs over the last, contiguous axis (on XLA:CPU 3x faster for a prefill and 2x for a decode
-    # step than contracting the [B, T, Hkv, G, K] layout directly: experiments/bench_attention.py).
+    # step than contracting the [B, T, Hkv, G, K] layout directly: experiments/vanilla/bench_attention.py).
     qh = jnp.transpose(q.reshape(B, T, Hkv, G, K), (0, 2, 3, 1, 4)).reshape(B, Hkv, G * T, K)
     pr = cfg.lax_precision
     s = jnp.einsum("bnmk,bnsk->bnms", qh, kw, precision=pr, preferred_element_type=jnp.float32) * (K ** -0.5)

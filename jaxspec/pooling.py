@@ -1,5 +1,5 @@
 """Per-prompt timings pooled into one number, and the interval it comes with: the one place tokens per
-second are summed (bench JSON, experiments/interleaved.py and the scripts that pool its rows).
+second are summed (bench JSON, experiments/common/interleaved.py and the scripts that pool its rows).
 
 A row is one prompt's run: `new_tokens`, `prefill_s`, `decode_s`. Pooled tok/s is all tokens over all
 seconds (not a mean of per-prompt rates: a short answer would weigh as much as a long one); decode tok/s

@@ -51,7 +51,7 @@ class SpecMethod:
     start: int | None = None  # adaptive chains: the first round's k (default: shape.depth // 2)
     # variable-depth chains verify the narrowest width bucket that holds the round's drafts; False: always
     # the full block (one verification shape) — the same tokens and statistics, for measuring what the
-    # buckets save (experiments/verify_buckets.py)
+    # buckets save (experiments/speculative/verify_buckets.py)
     narrow: bool = True
 
     @property
