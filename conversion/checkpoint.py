@@ -3,6 +3,7 @@
 Converting a GGUF dequantizes every tensor on the host (tens of seconds for the 1.5B model); the
 converted tree is saved once under `$JAXSPEC_CACHE/converted/<key>/` and later loads read it back
 directly onto the devices of the requested sharding."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ from jaxspec.params import abstract_params
 
 def _ocp():
     import orbax.checkpoint as ocp
+
     return ocp
 
 
@@ -43,11 +45,13 @@ def save(path, params, cfg: ModelConfig) -> None:
     process's own shards into one shared directory (its multi-process save, a collective), then the
     primary process writes the config and renames the directory into place while the others wait."""
     from jax.experimental import multihost_utils
+
     path = Path(path).absolute()
     multi, primary = jax.process_count() > 1, jax.process_index() == 0
     # a single process writes a directory private to it: concurrent converters of one model must not share
-    tmp = path.with_name(f"{path.name}.tmp-multihost" if multi else
-                         f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(
+        f"{path.name}.tmp-multihost" if multi else f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
     if primary or not multi:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

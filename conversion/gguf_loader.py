@@ -4,6 +4,7 @@ The config comes from the GGUF metadata; tensors are renamed to HF's names and g
 strict map as HF checkpoints (`conversion.mapping`). llama-arch q/k weights are stored permuted for
 interleaved RoPE by llama.cpp's converter; they are un-permuted back to HF's rotate-half layout.
 qwen2 tensors are stored as HF has them."""
+
 from __future__ import annotations
 
 import re
@@ -16,14 +17,25 @@ from jaxspec.config import ModelConfig
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
-_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-        "output.weight": "lm_head.weight"}
-_BLOCK = {"attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-          "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
-          "attn_v.weight": "self_attn.v_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
-          "attn_k.bias": "self_attn.k_proj.bias", "attn_v.bias": "self_attn.v_proj.bias",
-          "attn_output.weight": "self_attn.o_proj.weight", "ffn_gate.weight": "mlp.gate_proj.weight",
-          "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight"}
+_TOP = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
 _BLK_RE = re.compile(r"blk\.(\d+)\.(.+)")
 
 
@@ -38,6 +50,7 @@ def hf_name(gguf_name: str) -> str | None:
 
 def open_reader(path):
     import gguf
+
     try:
         return gguf.GGUFReader(str(path))
     except Exception as e:  # the reader raises ValueError / struct errors / memmap errors on bad files
@@ -91,6 +104,7 @@ def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
     import gguf
+
     out: dict[str, np.ndarray] = {}
     unknown = []
     for t in reader.tensors:

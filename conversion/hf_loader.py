@@ -1,5 +1,6 @@
 """HF model directory → (ModelConfig, params): `config.json` plus `model.safetensors`, sharded
 `*.safetensors` with an index, or torch `pytorch_model*.bin` state dicts."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def _weight_files(path: Path) -> list[Path]:
         found = sorted(path.glob(pattern))
         if found:
             return found
-    raise ConversionError(f"no weights in {path}: expected model.safetensors, sharded *.safetensors "
-                          f"with an index, or pytorch_model.bin")
+    raise ConversionError(
+        f"no weights in {path}: expected model.safetensors, sharded *.safetensors with an index, or pytorch_model.bin"
+    )
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -38,6 +40,7 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
     for f in _weight_files(path):
         if f.suffix == ".safetensors":
             from safetensors.numpy import load_file
+
             try:
                 part = load_file(str(f))
             except Exception as e:  # safetensors raises its own error types for corrupt headers

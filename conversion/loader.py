@@ -1,5 +1,6 @@
 """`load_model`: a registry name, a `.gguf` file or a HF directory → config, params (optionally
 sharded over a mesh) and tokenizer. Converted params are cached as an orbax checkpoint."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,10 +83,19 @@ def load_model_tokenizer(model, dtype: str = "float32"):
     return _tokenizer(path, _checkpoint_dir(path, dtype))
 
 
-def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "highest", cache_dtype=None,
-               attention: str = "auto",
-               use_checkpoint: bool = True, tokenizer: bool = True, checkpoint_root=None,
-               replicated: bool = False) -> LoadedModel:
+def load_model(
+    model,
+    *,
+    mesh=None,
+    dtype: str = "float32",
+    precision: str = "highest",
+    cache_dtype=None,
+    attention: str = "auto",
+    use_checkpoint: bool = True,
+    tokenizer: bool = True,
+    checkpoint_root=None,
+    replicated: bool = False,
+) -> LoadedModel:
     """`model`: registry name, `.gguf` path or HF directory. The first load converts on the host and
     saves an orbax checkpoint (under `checkpoint_root`, default `$JAXSPEC_CACHE/converted`); later
     loads restore it straight onto `mesh` (tensor-parallel plan, see jaxspec.sharding — a GQA model with
@@ -119,5 +129,3 @@ def load_model(model, *, mesh=None, dtype: str = "float32", precision: str = "hi
     if tok is not None and len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocab is {cfg.vocab_size}")
     return LoadedModel(cfg, params, tok, path, plan, time.perf_counter() - t0, from_ckpt)
-
-

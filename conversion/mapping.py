@@ -3,6 +3,7 @@
 Every source tensor must be used exactly once and every target leaf filled with the declared shape;
 otherwise a `ConversionError` lists the missing, unexpected and mis-shaped names. Both converters
 (HF safetensors/.bin and GGUF, whose names are first renamed to HF's) end here."""
+
 from __future__ import annotations
 
 import re
@@ -47,8 +48,9 @@ _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
 def params_from_hf_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray], dtype=np.float32) -> Params:
     """Map HF-named arrays onto the param tree of `cfg`, strictly (see module docstring)."""
-    from jaxspec.params import is_info, param_info
     import jax
+
+    from jaxspec.params import is_info, param_info
 
     info = param_info(cfg)
     params: Params = {"layers": [{} for _ in range(cfg.num_layers)]}
@@ -89,5 +91,6 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray], dty
         raise ConversionError(
             "weights do not match the model config:\n"
             f"  missing params: {missing}\n  unexpected tensors: {sorted(unexpected)}\n"
-            f"  mis-shaped tensors: {misshaped}")
+            f"  mis-shaped tensors: {misshaped}"
+        )
     return params

@@ -1,4 +1,5 @@
 """Tokenizers through transformers' `AutoTokenizer`, from a GGUF file or a HF directory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 def load_tokenizer(path):
     """`AutoTokenizer` for a `.gguf` file (transformers converts the GGUF vocab) or a HF directory."""
     from transformers import AutoTokenizer
+
     path = Path(path)
     if path.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -19,8 +21,9 @@ def encode_prompt(tokenizer, text: str, chat: bool = False, assistant_prefix: st
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("--chat needs a tokenizer with a chat template; this one has none")
-        s = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                          add_generation_prompt=True)
+        s = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
         if assistant_prefix:
             s += assistant_prefix
         return tokenizer(s, add_special_tokens=False)["input_ids"]

@@ -6,6 +6,7 @@ Writes happen at explicit slots (`lengths` by default); rollback is lowering `le
 beyond a row's length are stale and every mask built from `lengths` hides them, so rejected drafts are
 simply overwritten by later writes (no zeroing). Kept as one array per layer to match the unrolled
 parameter layout (see params.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class KVCache:
         """Copy slots `src_slots` i32[B, N] of every layer to contiguous slots `dst_start + arange(N)`.
 
         Used to compact an accepted tree path; rows keep their lengths (callers set them)."""
+
         def move(c):  # c: [B, Hkv, S, K]
             picked = jnp.take_along_axis(c, src_slots[:, None, :, None], axis=2)  # [B, Hkv, N, K]
             return jax.vmap(lambda cr, pr, s: jax.lax.dynamic_update_slice(cr, pr, (0, s, 0)))(c, picked, dst_start)
@@ -53,6 +55,8 @@ def init_cache(cfg, batch: int, max_len: int, dtype=None, layers: int | None = N
     n = cfg.num_layers if layers is None else layers
     dtype = cfg.kv_dtype if dtype is None else dtype
     shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-    return KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(n)),
-                   v=tuple(jnp.zeros(shape, dtype) for _ in range(n)),
-                   lengths=jnp.zeros((batch,), jnp.int32))
+    return KVCache(
+        k=tuple(jnp.zeros(shape, dtype) for _ in range(n)),
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(n)),
+        lengths=jnp.zeros((batch,), jnp.int32),
+    )

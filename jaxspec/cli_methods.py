@@ -1,6 +1,7 @@
 """The command line's method flags, made from the method registry (jaxspec/methods.py): `--method`,
 the shape flags (-k, --adaptive, --depth, --width, --full-width), every method option as a flag in its
 group, and their resolution to a shape and a drafter — every check made before anything loads."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,37 +12,68 @@ from jaxspec.methods import GROUPS, METHODS, OPTIONS
 
 def _type(option):
     """argparse's converter: the registry's, its errors as argparse's (exit 2 with the message)."""
+
     def convert(text):
         try:
             return option.type(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     convert.__name__ = getattr(option.type, "__name__", "value")
     return convert
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:
     """--method and its shape flags, the hot-vocabulary head, and every registry option in its group."""
-    p.add_argument("--method", default="vanilla", choices=list(METHODS), help="; ".join(
-        f"{m.name}: {m.summary}" for m in METHODS.values()))
+    p.add_argument(
+        "--method",
+        default="vanilla",
+        choices=list(METHODS),
+        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
+    )
     ks = ", ".join(f"{m.name} {m.k}" for m in METHODS.values() if m.k is not None)
-    p.add_argument("-k", type=int, default=None, help=f"chain: draft tokens per round (the cap for the variable "
-                   f"ones: fs {methods.FS_CAP} starting at -k, dv, del, ngram, cascade); default per method: {ks}")
-    p.add_argument("--adaptive", action="store_true", help="chain, ls: HF's adaptive k (+2 all accepted, else -1; "
-                                                           "starts at -k, at most 2k)")
-    p.add_argument("--full-width", action="store_true", help="chains: verify every round at the full 1 + k width "
-                   "even when fewer tokens were drafted (no width buckets: what they save, measured; they matter for "
-                   "drafts of varying length: --adaptive, ngram, cascade, fs, dv, del)")
+    p.add_argument(
+        "-k",
+        type=int,
+        default=None,
+        help=f"chain: draft tokens per round (the cap for the variable "
+        f"ones: fs {methods.FS_CAP} starting at -k, dv, del, ngram, cascade); default per method: {ks}",
+    )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="chain, ls: HF's adaptive k (+2 all accepted, else -1; starts at -k, at most 2k)",
+    )
+    p.add_argument(
+        "--full-width",
+        action="store_true",
+        help="chains: verify every round at the full 1 + k width "
+        "even when fewer tokens were drafted (no width buckets: what they save, measured; they matter for "
+        "drafts of varying length: --adaptive, ngram, cascade, fs, dv, del)",
+    )
     tree = METHODS["tree"]
     p.add_argument("--depth", type=int, default=None, help=f"tree, easyspec: depth D (default {tree.depth})")
-    p.add_argument("--width", type=int, default=None, help=f"tree, easyspec: width K, nodes per depth (default "
-                                                           f"{tree.width}; easyspec with 1: a chain of -k)")
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help=f"tree, easyspec: width K, nodes per depth (default {tree.width}; easyspec with 1: a chain of -k)",
+    )
     hot = ", ".join(m.name for m in METHODS.values() if m.hot_vocab)
-    p.add_argument("--draft-vocab", type=int, default=None, help=f"{hot}: the draft's LM head keeps only the N most "
-                   "frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; lossless); a self-drafter's is cut "
-                   "from the model's own head")
-    p.add_argument("--draft-vocab-file", default=None, help="the token frequency file for --draft-vocab (default: "
-                   "the one shipped in jaxspec/data/hot_vocab/ for the draft's tokenizer)")
+    p.add_argument(
+        "--draft-vocab",
+        type=int,
+        default=None,
+        help=f"{hot}: the draft's LM head keeps only the N most "
+        "frequent tokens (a hot-vocabulary head, FR-Spec / VocabTrim; lossless); a self-drafter's is cut "
+        "from the model's own head",
+    )
+    p.add_argument(
+        "--draft-vocab-file",
+        default=None,
+        help="the token frequency file for --draft-vocab (default: "
+        "the one shipped in jaxspec/data/hot_vocab/ for the draft's tokenizer)",
+    )
     for title, names in GROUPS.items():
         g = p.add_argument_group(title)
         for name in names:
@@ -51,8 +83,9 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
             if o.type is None:
                 g.add_argument(o.flag, action="store_true", help=text)
             else:
-                g.add_argument(o.flag, type=_type(o), default=None, choices=o.choices or None, help=text,
-                               metavar=o.metavar)
+                g.add_argument(
+                    o.flag, type=_type(o), default=None, choices=o.choices or None, help=text, metavar=o.metavar
+                )
 
 
 def _options(args) -> dict:
@@ -81,8 +114,9 @@ def resolve(args) -> methods.Resolved:
     """The shape (None: vanilla) and the drafter (None: a DraftModel) the flags name; the hot-vocabulary
     file is read here (after `check`)."""
     check(args)
-    return methods.resolve(args.method, **_shape(args), vocab=_hot_vocab(args), draft=bool(args.draft),
-                           **_options(args))
+    return methods.resolve(
+        args.method, **_shape(args), vocab=_hot_vocab(args), draft=bool(args.draft), **_options(args)
+    )
 
 
 def numerics_of(args) -> dict:
@@ -93,8 +127,10 @@ def numerics_of(args) -> dict:
 def draft_replicated(args) -> bool:
     """Whether the draft model is loaded whole on every device: EasySpec's always, chain/tree's on request."""
     if args.method == "easyspec" and args.draft_sharding == "tp":
-        raise ValueError("EasySpec's draft runs any of its layers on any device of the layer axis: it is replicated, "
-                         "not --draft-sharding tp")
+        raise ValueError(
+            "EasySpec's draft runs any of its layers on any device of the layer axis: it is replicated, "
+            "not --draft-sharding tp"
+        )
     return args.method == "easyspec" or args.draft_sharding == "replicated"
 
 
@@ -105,5 +141,6 @@ def _hot_vocab(args):
         return None
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+
     tok = load_model_tokenizer(args.draft or args.model)
     return load_hot_vocab(args.draft_vocab_file or find_file(tok), args.draft_vocab, tokenizer=tok)

@@ -1,13 +1,14 @@
 """`ModelConfig`: the static description of a Llama / Qwen2 / Mistral-style decoder.
 
 Frozen and hashable, so it is a static argument of every jitted function."""
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from jax import lax
 import jax.numpy as jnp
+from jax import lax
 
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = {"highest": lax.Precision.HIGHEST, "default": lax.Precision.DEFAULT}
@@ -17,6 +18,7 @@ ATTENTIONS = ("auto", "einsum", "fused")
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """Llama-3-style frequency scaling (`rope_type: llama3` in HF configs)."""
+
     factor: float
     low_freq_factor: float
     high_freq_factor: float
@@ -55,8 +57,12 @@ class ModelConfig:
     attention: str = "auto"
 
     def __post_init__(self):
-        for f, allowed in (("dtype", DTYPES), ("cache_dtype", DTYPES + (None,)), ("precision", tuple(PRECISIONS)),
-                           ("attention", ATTENTIONS)):
+        for f, allowed in (
+            ("dtype", DTYPES),
+            ("cache_dtype", DTYPES + (None,)),
+            ("precision", tuple(PRECISIONS)),
+            ("attention", ATTENTIONS),
+        ):
             if getattr(self, f) not in allowed:
                 raise ValueError(f"ModelConfig.{f}={getattr(self, f)!r}: one of {', '.join(map(str, allowed))}")
         if self.num_heads % self.num_kv_heads:
@@ -105,8 +111,12 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     if rs:
         kind = rs.get("rope_type", rs.get("type"))
         if kind == "llama3":
-            scaling = RopeScaling(float(rs["factor"]), float(rs["low_freq_factor"]), float(rs["high_freq_factor"]),
-                                  int(rs["original_max_position_embeddings"]))
+            scaling = RopeScaling(
+                float(rs["factor"]),
+                float(rs["low_freq_factor"]),
+                float(rs["high_freq_factor"]),
+                int(rs["original_max_position_embeddings"]),
+            )
         elif kind not in (None, "default"):
             raise ValueError(f"unsupported rope scaling {kind!r} (supported: llama3)")
     if hf.get("sliding_window") and hf.get("use_sliding_window", model_type == "mistral"):

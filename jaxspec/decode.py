@@ -8,6 +8,7 @@ Two drivers over the same step, as in gemma's sampler:
     which the library, the CLI's progress bar and the benchmarks share.
 
 Lower bound of a decode step: (weight bytes + KV bytes read) / memory bandwidth."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,6 +46,7 @@ class DecodeState:
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """Static description of one generation: hashable, a static jit argument."""
+
     cfg: ModelConfig
     max_new_tokens: int
     max_len: int  # cache slots per row
@@ -71,8 +73,9 @@ def prompt_width(n: int, step: int = 32) -> int:
     return bucket(n) if n <= step else -(-n // step) * step
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int,
-                max_len: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int, max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Right-pad token lists to a bucketed width. Returns (i32[B, P], lengths i32[B], cache slots).
 
     Raises ValueError for an empty prompt, a token outside the vocab, or a prompt too long for the
@@ -88,16 +91,20 @@ def pad_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_toke
             raise ValueError(f"prompt {i} has token ids outside the vocab [0, {cfg.vocab_size}): {bad[:5]}")
     need = int(lens.max()) + max_new_tokens
     if need > cfg.max_position_embeddings:
-        raise ValueError(f"prompt too long: {int(lens.max())} prompt + {max_new_tokens} new tokens exceeds the "
-                         f"model's {cfg.max_position_embeddings} positions")
+        raise ValueError(
+            f"prompt too long: {int(lens.max())} prompt + {max_new_tokens} new tokens exceeds the "
+            f"model's {cfg.max_position_embeddings} positions"
+        )
     slots = max_len if max_len is not None else cache_slots(need)
     if need > slots:
-        raise ValueError(f"prompt too long for the cache: {int(lens.max())} + {max_new_tokens} new tokens "
-                         f"> {slots} slots (cache overflow)")
+        raise ValueError(
+            f"prompt too long for the cache: {int(lens.max())} + {max_new_tokens} new tokens "
+            f"> {slots} slots (cache overflow)"
+        )
     width = min(prompt_width(int(lens.max())), slots)
     out = np.zeros((len(prompts), width), np.int32)
     for i, p in enumerate(prompts):
-        out[i, :len(p)] = p
+        out[i, : len(p)] = p
     return out, lens, slots
 
 
@@ -111,13 +118,16 @@ def _laid_out(s: DecodeState, spec: DecodeSpec) -> DecodeState:
     """The entry points' output layout (sharding.constrain_rows): the cache per the plan, the rest per row."""
     if spec.plan is None:
         return s
-    return DecodeState(constrain_cache(s.cache, spec.plan),
-                       *constrain_rows((s.tokens, s.last, s.done, s.num, s.step, s.key), spec.plan))
+    return DecodeState(
+        constrain_cache(s.cache, spec.plan),
+        *constrain_rows((s.tokens, s.last, s.done, s.num, s.step, s.key), spec.plan),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def prefill(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
-            spec: DecodeSpec) -> DecodeState:
+def prefill(
+    params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *, spec: DecodeSpec
+) -> DecodeState:
     """Run the padded prompts i32[B, P] and sample the first token of every row."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.cfg, B, spec.max_len), spec.plan)
@@ -143,8 +153,10 @@ def _step(params: Params, s: DecodeState, spec: DecodeSpec) -> DecodeState:
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
 def decode_loop(params: Params, state: DecodeState, *, spec: DecodeSpec) -> DecodeState:
     """Generate until every row is done, entirely on device."""
+
     def cond(s):
         return (s.step < spec.max_new_tokens) & ~jnp.all(s.done)
+
     return _laid_out(lax.while_loop(cond, lambda s: _step(params, s, spec), state), spec)
 
 
@@ -155,8 +167,9 @@ def decode_step(params: Params, state: DecodeState, *, spec: DecodeSpec) -> Deco
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def generate(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
-             spec: DecodeSpec) -> DecodeState:
+def generate(
+    params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *, spec: DecodeSpec
+) -> DecodeState:
     """Prefill + on-device loop in one jitted call. Returns the final state: `.tokens` i32[B, N]
     (PAD after each row's end) and `.num` i32[B]."""
     state = prefill.__wrapped__(params, prompts, prompt_lens, key, spec=spec)
@@ -166,4 +179,4 @@ def generate(params: Params, prompts: jax.Array, prompt_lens: jax.Array, key: ja
 def output_ids(state: DecodeState) -> list[list[int]]:
     """Per-row generated token ids (EOS included, padding dropped)."""
     toks, num = to_host((state.tokens, state.num))  # gathered across processes when multi-host
-    return [toks[i, :num[i]].tolist() for i in range(toks.shape[0])]
+    return [toks[i, : num[i]].tolist() for i in range(toks.shape[0])]

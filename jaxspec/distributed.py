@@ -8,6 +8,7 @@ its own shards); jitted functions take the same arguments everywhere; values com
 `to_host`, which works whether or not an array is fully addressable from this process (a plain
 `np.asarray` on a global array fails when some of its shards live on another host). Only the primary
 process prints and writes files (`is_primary`)."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,7 @@ import numpy as np
 ENV = ("JAXSPEC_COORDINATOR", "JAXSPEC_NUM_PROCESSES", "JAXSPEC_PROCESS_ID")
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
     """`jax.distributed.initialize` from the arguments, else the JAXSPEC_COORDINATOR ("host:port"),
     JAXSPEC_NUM_PROCESSES and JAXSPEC_PROCESS_ID environment variables. With neither, nothing happens
     (single process; on a TPU pod slice or a SLURM job jax finds them itself: call
@@ -33,8 +33,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     num_processes = int(num_processes if num_processes is not None else os.environ.get(ENV[1], 0))
     process_id = int(process_id if process_id is not None else os.environ.get(ENV[2], -1))
     if num_processes < 1 or not 0 <= process_id < num_processes:
-        raise ValueError(f"multi-process run: process id {process_id} of {num_processes} processes is not valid "
-                         f"(set {ENV[1]} and {ENV[2]}, or --num-processes / --process-id)")
+        raise ValueError(
+            f"multi-process run: process id {process_id} of {num_processes} processes is not valid "
+            f"(set {ENV[1]} and {ENV[2]}, or --num-processes / --process-id)"
+        )
     # the CPU client's cross-process collectives (a CPU run's only ones; unused by a GPU / TPU run's arrays)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)

@@ -2,6 +2,7 @@
 loads the same GGUF, or the same HF directory) in the run's dtype, greedy `generate` on the same token ids.
 
 torch is a test/benchmark extra only; importing this module without it raises a clear error."""
+
 from __future__ import annotations
 
 import time
@@ -22,6 +23,7 @@ def load_hf_model(path: Path, dtype: str = "float32"):
     mode."""
     torch = _torch()
     from transformers import AutoModelForCausalLM
+
     path, tdtype = Path(path), getattr(torch, dtype)
     if path.suffix == ".gguf":
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=tdtype)
@@ -30,9 +32,15 @@ def load_hf_model(path: Path, dtype: str = "float32"):
     return model.eval()
 
 
-def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int], assistant=None,
-                early_exit: int | None = None, prompt_lookup: tuple[int, int] | None = None
-                ) -> tuple[list[int], float]:
+def hf_generate(
+    model,
+    ids: Sequence[int],
+    max_new_tokens: int,
+    eos_ids: Sequence[int],
+    assistant=None,
+    early_exit: int | None = None,
+    prompt_lookup: tuple[int, int] | None = None,
+) -> tuple[list[int], float]:
     """Greedy `generate` for one prompt: (new token ids, EOS included; wall seconds, prefill included).
     With `assistant` (a draft model), HF assisted generation with transformers' default assistant
     settings (see `assistant_settings`); with `early_exit` E, HF's self-speculation
@@ -48,16 +56,24 @@ def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequenc
         extra["prompt_lookup_num_tokens"], extra["max_matching_ngram_size"] = prompt_lookup
     t = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=list(eos_ids) or None,
-                             pad_token_id=(list(eos_ids) or [0])[0], temperature=None, top_p=None, top_k=None,
-                             **extra)
+        out = model.generate(
+            inp,
+            attention_mask=torch.ones_like(inp),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=list(eos_ids) or None,
+            pad_token_id=(list(eos_ids) or [0])[0],
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            **extra,
+        )
     dt = time.perf_counter() - t
-    new = out[0, len(ids):].tolist()
+    new = out[0, len(ids) :].tolist()
     if eos_ids:  # generate pads finished rows; keep up to and including the first EOS
         for i, tok in enumerate(new):
             if tok in eos_ids:
-                new = new[:i + 1]
+                new = new[: i + 1]
                 break
     return new, dt
 
@@ -65,6 +81,7 @@ def hf_generate(model, ids: Sequence[int], max_new_tokens: int, eos_ids: Sequenc
 def assistant_settings(assistant) -> dict:
     """The assistant-generation knobs transformers used (recorded in the benchmark JSON)."""
     from transformers import GenerationConfig
+
     g = assistant.generation_config
     defaults = GenerationConfig._get_default_generation_params()  # what generate() applies to unset fields
     keys = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")

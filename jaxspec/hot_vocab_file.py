@@ -19,6 +19,7 @@ The shipped jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
 experiments/hot_vocab/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56
 prompts plus 12.5k tokens the 1.5B generated on 160 other held-out prompts, the raw-text prior and the
 0.5B's soft counts (the README's hot-vocabulary section measures each step)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,14 @@ SOFT_KEEP = 65536 + 8192  # soft counts written (the experiments' largest head i
 def prior_texts() -> list[str]:
     """The raw text of every prompt the experiments do not use."""
     from jaxspec.prompts import load_prompts
+
     held_out = [q for c in CATEGORIES for q in load_prompts(f"spec-bench:{c}", None, 10)]
     return [q.text for q in held_out + load_prompts("humaneval", None, 20)]
 
 
 def calibration_prompts(per_category: int, offset: int, humaneval: int, humaneval_offset: int):
     from jaxspec.prompts import load_prompts
+
     out = []
     for c in CATEGORIES:
         out += load_prompts(f"spec-bench:{c}", per_category, offset)
@@ -49,6 +52,7 @@ def calibration_prompts(per_category: int, offset: int, humaneval: int, humaneva
 def prior_counts(tokenizer) -> dict[int, int]:
     """Token counts of the raw text of every prompt the experiments do not use."""
     from jaxspec.speculative.hot_vocab import count_tokens
+
     return count_tokens(tokenizer.encode(t) for t in prior_texts())
 
 
@@ -63,6 +67,7 @@ def expected_counts(m, seqs: list[list[int]], positions_per_call: int = 2048, lo
 
     from jaxspec.cache import init_cache
     from jaxspec.model import forward
+
     cfg = m.cfg
 
     @jax.jit
@@ -78,10 +83,10 @@ def expected_counts(m, seqs: list[list[int]], positions_per_call: int = 2048, lo
     i = 0
     while i < len(order):
         T = pad(len(seqs[order[i]]))
-        rows = [j for j in order[i:i + max(1, positions_per_call // T)] if pad(len(seqs[j])) == T]
+        rows = [j for j in order[i : i + max(1, positions_per_call // T)] if pad(len(seqs[j])) == T]
         toks = np.zeros((len(rows), T), np.int32)
         for r, j in enumerate(rows):
-            toks[r, :len(seqs[j])] = seqs[j]
+            toks[r, : len(seqs[j])] = seqs[j]
         lens = np.asarray([len(seqs[j]) for j in rows], np.int32)
         total += np.asarray(expected(m.params, jnp.asarray(toks), jnp.asarray(lens)), np.float64)
         done, i = done + int(lens.sum()), i + len(rows)
@@ -99,9 +104,15 @@ def prior_expected_counts(m, max_tokens: int, log=print):
 def soft_prior(expected, model: str, tokens: int, max_tokens: int, keep: int = SOFT_KEEP) -> tuple[dict, dict]:
     """(token → expected count for the `keep` largest, the file's source record) from `expected` f[V]."""
     import numpy as np
+
     top = np.argsort(-np.asarray(expected, np.float64), kind="stable")[:keep]
-    source = {"model": model, "tokens": int(tokens), "max_tokens_per_text": int(max_tokens), "kept": keep,
-              "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text"}
+    source = {
+        "model": model,
+        "tokens": int(tokens),
+        "max_tokens_per_text": int(max_tokens),
+        "kept": keep,
+        "what": "expected next-token counts (softmax summed, teacher-forced) over the prior's raw text",
+    }
     return {int(t): float(expected[t]) for t in top if expected[t] > 0}, source
 
 
@@ -118,16 +129,24 @@ def generate(m, ids, max_new_tokens: int, batch: int, log=print) -> list[list[in
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     outs: list[list[int] | None] = [None] * len(ids)
     for b in range(0, len(order), batch):
-        rows = order[b:b + batch]
+        rows = order[b : b + batch]
         group = [ids[i] for i in rows]
-        runner = make_runner(m, None, None, max_new_tokens=max_new_tokens, eos_ids=eos,
-                             max_len=cache_slots(max(map(len, group)) + max_new_tokens))
+        runner = make_runner(
+            m,
+            None,
+            None,
+            max_new_tokens=max_new_tokens,
+            eos_ids=eos,
+            max_len=cache_slots(max(map(len, group)) + max_new_tokens),
+        )
         t0 = time.perf_counter()
         res = runner.run(group, jax.random.key(0))
         for i, o in zip(rows, res.output_ids):
             outs[i] = list(o)
-        log(f"  {b + len(rows)}/{len(ids)} prompts ({max(map(len, group))} tokens longest) in "
-            f"{time.perf_counter() - t0:.0f}s")
+        log(
+            f"  {b + len(rows)}/{len(ids)} prompts ({max(map(len, group))} tokens longest) in "
+            f"{time.perf_counter() - t0:.0f}s"
+        )
     return outs
 
 
@@ -142,13 +161,18 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default=None, help="default jaxspec/data/hot_vocab/<model>.json (package data)")
     p.add_argument("--counts-from", default=None, help="reuse this file's generated counts; recompute the prior")
-    p.add_argument("--soft", default=None, metavar="MODEL", help="add MODEL's expected counts over the prior's "
-                   "text (the draft; same tokenizer)")
+    p.add_argument(
+        "--soft",
+        default=None,
+        metavar="MODEL",
+        help="add MODEL's expected counts over the prior's text (the draft; same tokenizer)",
+    )
     p.add_argument("--soft-max-tokens", type=int, default=1024, help="per prompt text, with --soft")
     args = p.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import vocab_hash
+
     if args.soft and vocab_hash(load_model_tokenizer(args.soft)) != vocab_hash(load_model_tokenizer(args.model)):
         p.error(f"--soft {args.soft}: its tokenizer is not {args.model}'s; its expected counts would rank other tokens")
 
@@ -172,10 +196,14 @@ def main(argv=None) -> int:
         old = json.loads(Path(args.counts_from).read_text())
         source = old["source"] | {"prior": PRIOR}
         source.pop("soft", None)
-        doc = write_frequencies(out, {t: n for t, n in old["counts"]}, tok, old["vocab_size"], source,
-                                prior_counts(tok), soft(source))
-        print(f"wrote {out}: {doc['tokens_counted']} tokens ({args.counts_from}'s), prior of "
-              f"{sum(n for _, n in doc['prior_counts'])} raw tokens", file=sys.stderr)
+        doc = write_frequencies(
+            out, {t: n for t, n in old["counts"]}, tok, old["vocab_size"], source, prior_counts(tok), soft(source)
+        )
+        print(
+            f"wrote {out}: {doc['tokens_counted']} tokens ({args.counts_from}'s), prior of "
+            f"{sum(n for _, n in doc['prior_counts'])} raw tokens",
+            file=sys.stderr,
+        )
         return 0
     m = load_model(args.model)
     prompts = calibration_prompts(args.per_category, args.offset, args.humaneval, args.humaneval_offset)
@@ -183,13 +211,15 @@ def main(argv=None) -> int:
     print(f"{args.model}: {len(prompts)} calibration prompts, {args.max_new_tokens} new tokens each", file=sys.stderr)
     outs = generate(m, ids, args.max_new_tokens, args.batch, log=log)
     counts = count_tokens(outs)
-    source = {"target": args.model, "generation": f"greedy, {args.max_new_tokens} new tokens, cut at EOS",
-              "prompts": {f"spec-bench:{c}": [args.offset, args.offset + args.per_category] for c in CATEGORIES}
-              | {"humaneval": [args.humaneval_offset, args.humaneval_offset + args.humaneval]},
-              "command": "python -m jaxspec.hot_vocab_file " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "prior": PRIOR}
-    doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer),
-                            soft(source))
+    source = {
+        "target": args.model,
+        "generation": f"greedy, {args.max_new_tokens} new tokens, cut at EOS",
+        "prompts": {f"spec-bench:{c}": [args.offset, args.offset + args.per_category] for c in CATEGORIES}
+        | {"humaneval": [args.humaneval_offset, args.humaneval_offset + args.humaneval]},
+        "command": "python -m jaxspec.hot_vocab_file " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "prior": PRIOR,
+    }
+    doc = write_frequencies(out, counts, m.tokenizer, m.cfg.vocab_size, source, prior_counts(m.tokenizer), soft(source))
     print(f"wrote {out}: {doc['tokens_counted']} tokens, {doc['distinct']} distinct", file=sys.stderr)
     return 0
 

@@ -7,6 +7,7 @@ softmax are f32 whatever the dtype. Every product runs at `ModelConfig.precision
 
 The attention and MLP blocks return their *residual delta*, not `x + delta`: EasySpec runs several
 layers' attention blocks from one input and sums the deltas."""
+
 from __future__ import annotations
 
 import math
@@ -92,8 +93,10 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 def write_kv(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     """Write `new` f32[B, T, Hkv, K] into `cache` f32[B, Hkv, S, K] at per-row slot `start` i32[B]."""
+
     def row(c, n, s):
         return lax.dynamic_update_slice(c, jnp.swapaxes(n, 0, 1).astype(c.dtype), (0, s, 0))
+
     return jax.vmap(row)(cache, new, start)
 
 
@@ -131,8 +134,14 @@ def use_fused_attention(cfg: ModelConfig, backend: str | None = None) -> bool:
     return (backend or jax.default_backend()) != "cpu" and cfg.precision == "default"
 
 
-def fused_attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array, cfg: ModelConfig,
-                        implementation: str | None = None):
+def fused_attention_mix(
+    q: jax.Array,
+    k_cache: jax.Array,
+    v_cache: jax.Array,
+    mask: jax.Array,
+    cfg: ModelConfig,
+    implementation: str | None = None,
+):
     """`attention_mix` by jax.nn.dot_product_attention (GQA native; `implementation` None: cuDNN where it
     applies on GPU, else XLA's; "xla" pins XLA's). It takes keys and values [B, S, Hkv, K], so the cache
     window [B, Hkv, W, K] is transposed first — a copy of the window per layer and call, which a one-token
@@ -161,15 +170,23 @@ def attention_mix(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: ja
     # step than contracting the [B, T, Hkv, G, K] layout directly: experiments/vanilla/bench_attention.py).
     qh = jnp.transpose(q.reshape(B, T, Hkv, G, K), (0, 2, 3, 1, 4)).reshape(B, Hkv, G * T, K)
     pr = cfg.lax_precision
-    s = jnp.einsum("bnmk,bnsk->bnms", qh, kw, precision=pr, preferred_element_type=jnp.float32) * (K ** -0.5)
+    s = jnp.einsum("bnmk,bnsk->bnms", qh, kw, precision=pr, preferred_element_type=jnp.float32) * (K**-0.5)
     s = jnp.where(mask[:, None, None], s.reshape(B, Hkv, G, T, W), -jnp.inf)  # [B, Hkv, G, T, W]
     w = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype).reshape(B, Hkv, G * T, W)
     o = jnp.einsum("bnms,bnsk->bnmk", w, vw, precision=pr).astype(q.dtype)  # [B, Hkv, G*T, K]
     return jnp.transpose(o.reshape(B, Hkv, G, T, K), (0, 3, 1, 2, 4)).reshape(B, T, Hkv * G * K)
 
 
-def attention_block(p: dict, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions: jax.Array,
-                    write_at: jax.Array, mask: jax.Array, cfg: ModelConfig):
+def attention_block(
+    p: dict,
+    x: jax.Array,
+    k_cache: jax.Array,
+    v_cache: jax.Array,
+    positions: jax.Array,
+    write_at: jax.Array,
+    mask: jax.Array,
+    cfg: ModelConfig,
+):
     """One layer's pre-norm attention.
 
     x: f32[B, T, D]; k_cache/v_cache: f32[B, Hkv, S, K]; positions: i32[B, T] (RoPE positions);

@@ -1,4 +1,5 @@
 """Attention masks over the cache: bool[B, T, S], True where query t may read slot s."""
+
 from __future__ import annotations
 
 import jax

@@ -20,6 +20,7 @@ numbers are in docs/):
                 calibration) on the tree above.
 Not yet chosen by a head-to-head run: whether each method's default beats the default chain on every set
 both run on (the cascade against the plain chain on word problems, say)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +58,7 @@ def _exits(text):
 class Option:
     """A method option: `name` is the Python keyword (`resolve(..., exit_layer=4)`), `--exit-layer` the
     flag. `type` None: a switch (default False). `default` None: the drafter's own default."""
+
     name: str
     help: str
     type: Callable | None = int
@@ -73,44 +75,92 @@ class Option:
 
 
 _O = Option
-OPTIONS: dict[str, Option] = {o.name: o for o in (
-    _O("exit_layer", "draft with the model's first E layers (1..L-1)", metavar="E"),
-    _O("exits", "candidate exit layers, comma-separated, 'spread' (default: up to 8 over the depth) or 'all' "
-                "(1..L-1, the official set)", str),
-    _O("faithful", "reproduce the official code's quirks (draft even when TPL says plain decoding, NaN τ, no "
-                   "clipping)", None),
-    _O("head_cost", "with --cost layers, the LM head's cost in layers in TPL's denominator: a number (default 0, "
-                    "the official count) or 'weights' (its weights over a layer's); implies --cost layers", _head_cost),
-    _O("cost", "TPL's cost model: measured (default: a round's pieces timed on this machine, 0.5-2 min the first "
-               "time, then read from $JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are "
-               "dropped) or layers (the official count; implied by --faithful or --head-cost)", str,
-       ("layers", "measured")),
-    _O("remeasure_cost", "time the round cost again and overwrite the kept file (the measured cost model only)",
-       None),
-    _O("dispatch", "how the exit is chosen on device", str, ("segments", "switch")),
-    _O("probe", "while plain decoding wins, the longest gap between the rounds that gather statistics "
-                "(default 32; 1 = all)"),
-    _O("probe_exits", "candidate exits a probe observes (default 2, those TPL could pick next; 0 = all)"),
-    _O("context", "prompt positions seeding the statistics (default 1, 8 with --cost layers; the official 32)"),
-    _O("max_ngram", "the longest n-gram looked up", default=3),
-    _O("min_ngram", "the shortest n-gram looked up (1-grams propose on any repeated token and lose where text "
-                    "does not repeat: docs/lookup.md)", default=2),
-    _O("min_match", "a lookup proposing at least this many tokens serves the round without the draft model",
-       default=1),
-    _O("cascade_extend", "the draft model extends every lookup proposal to -k tokens instead", None),
-    _O("parallel", "layers per parallel group, N", default=4),
-    _O("head", "leading sequential layers", default=1),
-    _O("tail", "trailing sequential layers", default=1),
-    _O("calibration", "when the draft's KV cache is recalibrated by the exact pass", str,
-       ("every_round", "every_mismatch", "never", "prefill_only"), "every_round"),
-    _O("policy", "what a parallel group's layers share", str, ("attn_only", "direct_mlp"), "attn_only"),
-    _O("scan_calibration", "calibrate with a lax.scan over stacked layers", None),
-)}
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        _O("exit_layer", "draft with the model's first E layers (1..L-1)", metavar="E"),
+        _O(
+            "exits",
+            "candidate exit layers, comma-separated, 'spread' (default: up to 8 over the depth) or 'all' "
+            "(1..L-1, the official set)",
+            str,
+        ),
+        _O(
+            "faithful",
+            "reproduce the official code's quirks (draft even when TPL says plain decoding, NaN τ, no clipping)",
+            None,
+        ),
+        _O(
+            "head_cost",
+            "with --cost layers, the LM head's cost in layers in TPL's denominator: a number (default 0, "
+            "the official count) or 'weights' (its weights over a layer's); implies --cost layers",
+            _head_cost,
+        ),
+        _O(
+            "cost",
+            "TPL's cost model: measured (default: a round's pieces timed on this machine, 0.5-2 min the first "
+            "time, then read from $JAXSPEC_CACHE/round_cost; exits that cannot beat plain decoding here are "
+            "dropped) or layers (the official count; implied by --faithful or --head-cost)",
+            str,
+            ("layers", "measured"),
+        ),
+        _O(
+            "remeasure_cost",
+            "time the round cost again and overwrite the kept file (the measured cost model only)",
+            None,
+        ),
+        _O("dispatch", "how the exit is chosen on device", str, ("segments", "switch")),
+        _O(
+            "probe",
+            "while plain decoding wins, the longest gap between the rounds that gather statistics "
+            "(default 32; 1 = all)",
+        ),
+        _O("probe_exits", "candidate exits a probe observes (default 2, those TPL could pick next; 0 = all)"),
+        _O("context", "prompt positions seeding the statistics (default 1, 8 with --cost layers; the official 32)"),
+        _O("max_ngram", "the longest n-gram looked up", default=3),
+        _O(
+            "min_ngram",
+            "the shortest n-gram looked up (1-grams propose on any repeated token and lose where text "
+            "does not repeat: docs/lookup.md)",
+            default=2,
+        ),
+        _O(
+            "min_match",
+            "a lookup proposing at least this many tokens serves the round without the draft model",
+            default=1,
+        ),
+        _O("cascade_extend", "the draft model extends every lookup proposal to -k tokens instead", None),
+        _O("parallel", "layers per parallel group, N", default=4),
+        _O("head", "leading sequential layers", default=1),
+        _O("tail", "trailing sequential layers", default=1),
+        _O(
+            "calibration",
+            "when the draft's KV cache is recalibrated by the exact pass",
+            str,
+            ("every_round", "every_mismatch", "never", "prefill_only"),
+            "every_round",
+        ),
+        _O("policy", "what a parallel group's layers share", str, ("attn_only", "direct_mlp"), "attn_only"),
+        _O("scan_calibration", "calibrate with a lax.scan over stacked layers", None),
+    )
+}
 # the command line's groups of method options (cli.py)
-GROUPS = {"easyspec": ("parallel", "head", "tail", "calibration", "policy", "scan_calibration"),
-          "prompt lookup (ngram, cascade)": ("max_ngram", "min_ngram", "min_match", "cascade_extend"),
-          "self-speculation (ls, fs, dv, del)": ("exit_layer", "exits", "faithful", "head_cost", "cost",
-                                                 "remeasure_cost", "dispatch", "probe", "probe_exits", "context")}
+GROUPS = {
+    "easyspec": ("parallel", "head", "tail", "calibration", "policy", "scan_calibration"),
+    "prompt lookup (ngram, cascade)": ("max_ngram", "min_ngram", "min_match", "cascade_extend"),
+    "self-speculation (ls, fs, dv, del)": (
+        "exit_layer",
+        "exits",
+        "faithful",
+        "head_cost",
+        "cost",
+        "remeasure_cost",
+        "dispatch",
+        "probe",
+        "probe_exits",
+        "context",
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +170,7 @@ class MethodInfo:
     variable-depth chain's cap) or tree `depth` x `width`; `options` (names in OPTIONS) and `required`
     ones; `build(options, vocab)` → its drafter (None: the default DraftModel); `refuse`: a method's own
     word for an option it does not take."""
+
     name: str
     title: str
     summary: str
@@ -138,13 +189,22 @@ class MethodInfo:
     drafter: str = "DraftModel"  # the class its drafter is (default_for: the method a bare drafter runs)
     refuse: tuple[tuple[str, str], ...] = ()
 
-    def method(self, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
-               width: int | None = None, narrow: bool = True) -> SpecMethod | None:
+    def method(
+        self,
+        *,
+        k: int | None = None,
+        adaptive: bool = False,
+        depth: int | None = None,
+        width: int | None = None,
+        narrow: bool = True,
+    ) -> SpecMethod | None:
         """The shape: a chain of `k` (default: the method's), adaptive when asked, or a tree."""
         if not self.shapes:
             if not narrow:
-                raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method "
-                                 f"{self.name} verifies nothing")
+                raise ValueError(
+                    f"full-width verification is a chain's setting (its width buckets): --method "
+                    f"{self.name} verifies nothing"
+                )
             return None
         k = self.k if k is None else k
         if adaptive and ADAPTIVE not in self.shapes:
@@ -152,110 +212,248 @@ class MethodInfo:
         is_tree = TREE in self.shapes and (CHAIN not in self.shapes or (width if width is not None else self.width) > 1)
         if is_tree:
             if not narrow:
-                raise ValueError(f"full-width verification is a chain's setting (its width buckets): --method "
-                                 f"{self.name} verifies a tree's whole block every round")
+                raise ValueError(
+                    f"full-width verification is a chain's setting (its width buckets): --method "
+                    f"{self.name} verifies a tree's whole block every round"
+                )
             return tree(self.depth if depth is None else depth, self.width if width is None else width)
         if self.name == "fs":
             return chain(max(FS_CAP, k), narrow=narrow)
         return chain(k, adaptive=adaptive, narrow=narrow)
 
     def _shape_text(self) -> str:
-        return {(CHAIN,): "a chain of at most -k tokens", (CHAIN, ADAPTIVE): "a chain of -k tokens (or an adaptive one)",
-                (TREE,): "a --depth x --width tree", (CHAIN, TREE): "a tree, or a chain with --width 1"}.get(
-            self.shapes, ", ".join(self.shapes))
+        return {
+            (CHAIN,): "a chain of at most -k tokens",
+            (CHAIN, ADAPTIVE): "a chain of -k tokens (or an adaptive one)",
+            (TREE,): "a --depth x --width tree",
+            (CHAIN, TREE): "a tree, or a chain with --width 1",
+        }.get(self.shapes, ", ".join(self.shapes))
 
 
 def _draft_model(o, vocab):
     from jaxspec.speculative import DraftModel
+
     return DraftModel(vocab=vocab) if vocab is not None else None
 
 
 def _easyspec(o, vocab):
     from jaxspec.easyspec import EasySpec
-    return EasySpec(parallel=o["parallel"], head=o["head"], tail=o["tail"], policy=o["policy"],
-                    calibration=o["calibration"], scan_calibration=o["scan_calibration"], vocab=vocab)
+
+    return EasySpec(
+        parallel=o["parallel"],
+        head=o["head"],
+        tail=o["tail"],
+        policy=o["policy"],
+        calibration=o["calibration"],
+        scan_calibration=o["scan_calibration"],
+        vocab=vocab,
+    )
 
 
 def _self(cls_name):
     def build(o, vocab):
         import jaxspec.selfspec as s
+
         cls = getattr(s, cls_name)
         if cls_name == "FSM":
             return cls(o["exit_layer"], start=o["k"], vocab=vocab)
         return cls(o["exit_layer"], vocab=vocab)
+
     return build
 
 
 def _del(o, vocab):
     from jaxspec.selfspec import DEL
+
     opts = {k: o[k] for k in ("head_cost", "dispatch", "probe", "probe_exits", "context") if o[k] is not None}
-    return DEL(exits=_exits(o["exits"]), faithful=o["faithful"], cost=o["cost"], remeasure=o["remeasure_cost"],
-               vocab=vocab, **opts)
+    return DEL(
+        exits=_exits(o["exits"]),
+        faithful=o["faithful"],
+        cost=o["cost"],
+        remeasure=o["remeasure_cost"],
+        vocab=vocab,
+        **opts,
+    )
 
 
 def _ngram(o, vocab):
     from jaxspec.speculative import NGram
+
     return NGram(o["max_ngram"], o["min_ngram"])
 
 
 def _cascade(o, vocab):
     from jaxspec.selfspec import LayerSkip
     from jaxspec.speculative import Cascade, DraftModel
+
     fallback = DraftModel(vocab=vocab) if o["exit_layer"] is None else LayerSkip(o["exit_layer"], vocab=vocab)
     if o["exit_layer"] is not None and o["cascade_extend"]:
-        raise ValueError("--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
-                         "--draft NAME, not --exit-layer")
+        raise ValueError(
+            "--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
+            "--draft NAME, not --exit-layer"
+        )
     return Cascade(_ngram(o, None), fallback, min_match=o["min_match"], extend=o["cascade_extend"])
 
 
-DEL_OPTIONS = ("exits", "faithful", "head_cost", "cost", "remeasure_cost", "dispatch", "probe", "probe_exits",
-               "context")
+DEL_OPTIONS = (
+    "exits",
+    "faithful",
+    "head_cost",
+    "cost",
+    "remeasure_cost",
+    "dispatch",
+    "probe",
+    "probe_exits",
+    "context",
+)
 EASYSPEC_OPTIONS = GROUPS["easyspec"]
-METHODS: dict[str, MethodInfo] = {m.name: m for m in (
-    MethodInfo("vanilla", "vanilla", "plain greedy / sampled decoding of the target", "design.md", "none", (),
-               hot_vocab=False,
-               headline="4.34 tok/s, 1.02× HF torch, 0.90 of the machine's read bandwidth ([speculative](docs/speculative.md#the-baseline-vanilla-decoding))"),
-    MethodInfo("chain", "draft-model chain", "a draft model proposes a chain of -k tokens (--adaptive: HF's "
-               "adaptive k, +2 when all accepted, else -1, within [1, 2k])", "speculative.md", "required",
-               (CHAIN, ADAPTIVE), k=7, build=_draft_model,
-               headline="2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 ([speculative](docs/speculative.md#results-chains-and-trees))"),
-    MethodInfo("tree", "draft-model tree", "a draft model proposes a top-K tree (--depth x --width)",
-               "speculative.md", "required", (TREE,), build=_draft_model,
-               headline="1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU ([speculative](docs/speculative.md#results-chains-and-trees))"),
-    MethodInfo("easyspec", "EasySpec", "the draft's layers run in parallel groups (a --depth x --width tree; a "
-               "chain of -k with --width 1); the draft's cache recalibrated by one exact pass a round",
-               "easyspec.md", "required", (CHAIN, TREE), k=7, options=EASYSPEC_OPTIONS, build=_easyspec,
-               drafter="EasySpec",
-               headline="acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; 1.01× the sequential draft at N = 2 on one device ([easyspec](docs/easyspec.md))"),
-    MethodInfo("ls", "LayerSkip", "self-speculation: the model's first --exit-layer layers draft a chain of -k "
-               "in its own KV cache", "del.md", "none", (CHAIN, ADAPTIVE), k=7, options=("exit_layer",),
-               required=("exit_layer",), build=_self("LayerSkip"), drafter="LayerSkip",
-               headline="best static exit 0.783× (0.5B, E22 γ2): exits not trained for early exit ([del](docs/del.md))"),
-    MethodInfo("fs", "FS", "LayerSkip's draft with the chain's length moved +1/-1 after each round (starts at -k, "
-               f"at most {FS_CAP})", "del.md", "none", (CHAIN,), k=7, options=("exit_layer",),
-               required=("exit_layer",), variable=True, build=_self("FSM"), drafter="FSM",
-               headline="0.74× (0.5B, E23, earlier code) ([del](docs/del.md))"),
-    MethodInfo("dv", "Draft & Verify", "the self-draft stopped at the first token below an adapted confidence "
-               "threshold, at most -k", "del.md", "none", (CHAIN,), k=18, options=("exit_layer",),
-               required=("exit_layer",), variable=True, build=_self("DraftVerify"), drafter="DraftVerify",
-               headline="0.72× (0.5B, E23, earlier code) ([del](docs/del.md))"),
-    MethodInfo("del", "DEL", "self-speculation whose exit layer and draft length are chosen every round by "
-               "tokens per layer, at most -k", "del.md", "none", (CHAIN,), k=18, options=DEL_OPTIONS,
-               variable=True, build=_del, drafter="DEL",
-               refuse=(("exit_layer", "--method del chooses its exit layer itself: drop --exit-layer (--exits sets "
-                                      "the candidates)"),),
-               headline="within 5 % of vanilla on every set: 0.977× (0.5B) and 0.984× (1.5B) mean; paper 2.16–2.62× with trained exits ([del](docs/del.md))"),
-    MethodInfo("ngram", "prompt lookup", "the -k tokens that followed the last n-gram's most recent earlier "
-               "occurrence in the prompt and output; no draft model", "lookup.md", "none", (CHAIN,), k=4,
-               options=("max_ngram", "min_ngram"), hot_vocab=False, variable=True, build=_ngram, drafter="NGram",
-               headline="1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; HF's prompt lookup 0.44× our vanilla ([lookup](docs/lookup.md))"),
-    MethodInfo("cascade", "cascade", "prompt lookup where it proposes at least --min-match tokens, the --draft "
-               "model's chain of -k elsewhere (or the model's first --exit-layer layers'; --cascade-extend: the "
-               "draft model continues every lookup proposal)", "lookup.md", "either", (CHAIN,), k=4,
-               options=("max_ngram", "min_ngram", "min_match", "cascade_extend", "exit_layer"), variable=True,
-               build=_cascade, drafter="Cascade",
-               headline="1.10× pooled (the 2-gram lookup in front of the hot-head 0.5B) ([lookup](docs/lookup.md))"),
-)}
+METHODS: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo(
+            "vanilla",
+            "vanilla",
+            "plain greedy / sampled decoding of the target",
+            "design.md",
+            "none",
+            (),
+            hot_vocab=False,
+            headline="4.34 tok/s, 1.02× HF torch, 0.90 of the machine's read bandwidth ([speculative](docs/speculative.md#the-baseline-vanilla-decoding))",
+        ),
+        MethodInfo(
+            "chain",
+            "draft-model chain",
+            "a draft model proposes a chain of -k tokens (--adaptive: HF's "
+            "adaptive k, +2 when all accepted, else -1, within [1, 2k])",
+            "speculative.md",
+            "required",
+            (CHAIN, ADAPTIVE),
+            k=7,
+            build=_draft_model,
+            headline="2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 ([speculative](docs/speculative.md#results-chains-and-trees))",
+        ),
+        MethodInfo(
+            "tree",
+            "draft-model tree",
+            "a draft model proposes a top-K tree (--depth x --width)",
+            "speculative.md",
+            "required",
+            (TREE,),
+            build=_draft_model,
+            headline="1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU ([speculative](docs/speculative.md#results-chains-and-trees))",
+        ),
+        MethodInfo(
+            "easyspec",
+            "EasySpec",
+            "the draft's layers run in parallel groups (a --depth x --width tree; a "
+            "chain of -k with --width 1); the draft's cache recalibrated by one exact pass a round",
+            "easyspec.md",
+            "required",
+            (CHAIN, TREE),
+            k=7,
+            options=EASYSPEC_OPTIONS,
+            build=_easyspec,
+            drafter="EasySpec",
+            headline="acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; 1.01× the sequential draft at N = 2 on one device ([easyspec](docs/easyspec.md))",
+        ),
+        MethodInfo(
+            "ls",
+            "LayerSkip",
+            "self-speculation: the model's first --exit-layer layers draft a chain of -k in its own KV cache",
+            "del.md",
+            "none",
+            (CHAIN, ADAPTIVE),
+            k=7,
+            options=("exit_layer",),
+            required=("exit_layer",),
+            build=_self("LayerSkip"),
+            drafter="LayerSkip",
+            headline="best static exit 0.783× (0.5B, E22 γ2): exits not trained for early exit ([del](docs/del.md))",
+        ),
+        MethodInfo(
+            "fs",
+            "FS",
+            f"LayerSkip's draft with the chain's length moved +1/-1 after each round (starts at -k, at most {FS_CAP})",
+            "del.md",
+            "none",
+            (CHAIN,),
+            k=7,
+            options=("exit_layer",),
+            required=("exit_layer",),
+            variable=True,
+            build=_self("FSM"),
+            drafter="FSM",
+            headline="0.74× (0.5B, E23, earlier code) ([del](docs/del.md))",
+        ),
+        MethodInfo(
+            "dv",
+            "Draft & Verify",
+            "the self-draft stopped at the first token below an adapted confidence threshold, at most -k",
+            "del.md",
+            "none",
+            (CHAIN,),
+            k=18,
+            options=("exit_layer",),
+            required=("exit_layer",),
+            variable=True,
+            build=_self("DraftVerify"),
+            drafter="DraftVerify",
+            headline="0.72× (0.5B, E23, earlier code) ([del](docs/del.md))",
+        ),
+        MethodInfo(
+            "del",
+            "DEL",
+            "self-speculation whose exit layer and draft length are chosen every round by tokens per layer, at most -k",
+            "del.md",
+            "none",
+            (CHAIN,),
+            k=18,
+            options=DEL_OPTIONS,
+            variable=True,
+            build=_del,
+            drafter="DEL",
+            refuse=(
+                (
+                    "exit_layer",
+                    "--method del chooses its exit layer itself: drop --exit-layer (--exits sets the candidates)",
+                ),
+            ),
+            headline="within 5 % of vanilla on every set: 0.977× (0.5B) and 0.984× (1.5B) mean; paper 2.16–2.62× with trained exits ([del](docs/del.md))",
+        ),
+        MethodInfo(
+            "ngram",
+            "prompt lookup",
+            "the -k tokens that followed the last n-gram's most recent earlier "
+            "occurrence in the prompt and output; no draft model",
+            "lookup.md",
+            "none",
+            (CHAIN,),
+            k=4,
+            options=("max_ngram", "min_ngram"),
+            hot_vocab=False,
+            variable=True,
+            build=_ngram,
+            drafter="NGram",
+            headline="1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; HF's prompt lookup 0.44× our vanilla ([lookup](docs/lookup.md))",
+        ),
+        MethodInfo(
+            "cascade",
+            "cascade",
+            "prompt lookup where it proposes at least --min-match tokens, the --draft "
+            "model's chain of -k elsewhere (or the model's first --exit-layer layers'; --cascade-extend: the "
+            "draft model continues every lookup proposal)",
+            "lookup.md",
+            "either",
+            (CHAIN,),
+            k=4,
+            options=("max_ngram", "min_ngram", "min_match", "cascade_extend", "exit_layer"),
+            variable=True,
+            build=_cascade,
+            drafter="Cascade",
+            headline="1.10× pooled (the 2-gram lookup in front of the hot-head 0.5B) ([lookup](docs/lookup.md))",
+        ),
+    )
+}
 
 
 def get(name: str) -> MethodInfo:
@@ -280,8 +478,9 @@ def check_options(info: MethodInfo, options: dict) -> None:
                 raise ValueError(refuse[name])
             who = " / ".join(METHODS[o].title if o in ("del",) else o for o in owners(name))
             article = "an" if who[0] in "aeiofhlmnrsx" else "a"  # read as letters: an ls, an fs
-            raise ValueError(f"{OPTIONS[name].flag} is {article} {who} option: it does "
-                             f"nothing for --method {info.name}")
+            raise ValueError(
+                f"{OPTIONS[name].flag} is {article} {who} option: it does nothing for --method {info.name}"
+            )
     for name in info.required:
         if not OPTIONS[name].given(options.get(name)):
             o = OPTIONS[name]
@@ -292,36 +491,58 @@ def check_options(info: MethodInfo, options: dict) -> None:
 class Resolved:
     """A method name resolved: its registry entry, the shape (None: vanilla) and the drafter (None: the
     default DraftModel, bound to the draft model by speculate / make_runner)."""
+
     info: MethodInfo
     method: SpecMethod | None
     drafter: Any
 
 
-def validate(name: str, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
-             width: int | None = None, narrow: bool = True, vocab=None, draft: bool | None = None,
-             **options) -> tuple[MethodInfo, SpecMethod | None]:
+def validate(
+    name: str,
+    *,
+    k: int | None = None,
+    adaptive: bool = False,
+    depth: int | None = None,
+    width: int | None = None,
+    narrow: bool = True,
+    vocab=None,
+    draft: bool | None = None,
+    **options,
+) -> tuple[MethodInfo, SpecMethod | None]:
     """Every check of a method's name, shape and options that needs no model: (entry, shape). `vocab`:
     a hot vocabulary (or anything not None: one is asked for); `draft`: whether a draft model is given
     (None: unknown — speculate checks it against the drafter)."""
     info = get(name)
     check_options(info, options)
     if vocab is not None and not info.hot_vocab:
-        raise ValueError(f"--draft-vocab trims a draft's LM head (a draft model's or the model's own exits': "
-                         f"--method {', '.join(m for m, i in METHODS.items() if i.hot_vocab)}): --method {name} "
-                         "has none")
+        raise ValueError(
+            f"--draft-vocab trims a draft's LM head (a draft model's or the model's own exits': "
+            f"--method {', '.join(m for m, i in METHODS.items() if i.hot_vocab)}): --method {name} "
+            "has none"
+        )
     if k is not None and k < (0 if name == "fs" else 1):
         raise ValueError(f"-k must be >= {0 if name == 'fs' else 1} for --method {name}, got {k}")
     _check_draft_model(info, draft, options)
     return info, info.method(k=k, adaptive=adaptive, depth=depth, width=width, narrow=narrow)
 
 
-def resolve(name: str, *, k: int | None = None, adaptive: bool = False, depth: int | None = None,
-            width: int | None = None, narrow: bool = True, vocab=None, draft: bool | None = None,
-            **options) -> Resolved:
+def resolve(
+    name: str,
+    *,
+    k: int | None = None,
+    adaptive: bool = False,
+    depth: int | None = None,
+    width: int | None = None,
+    narrow: bool = True,
+    vocab=None,
+    draft: bool | None = None,
+    **options,
+) -> Resolved:
     """`name` and its options → shape and drafter (`validate`'s checks, then the drafter's own: its
     option values and the shape it drafts), before anything is loaded, compiled or measured."""
-    info, method = validate(name, k=k, adaptive=adaptive, depth=depth, width=width, narrow=narrow, vocab=vocab,
-                            draft=draft, **options)
+    info, method = validate(
+        name, k=k, adaptive=adaptive, depth=depth, width=width, narrow=narrow, vocab=vocab, draft=draft, **options
+    )
     o = {n: options.get(n) for n in info.options}
     for n in info.options:
         if o[n] is None:
@@ -346,8 +567,10 @@ def _check_draft_model(info: MethodInfo, draft: bool | None, options: dict) -> N
         raise ValueError(f"--method {info.name} needs --draft NAME")
     if info.draft_model == "either":
         if draft == OPTIONS["exit_layer"].given(options.get("exit_layer")):
-            raise ValueError(f"--method {info.name} falls back on a draft model (--draft NAME) or on the model's own "
-                             "first layers (--exit-layer E): give one of the two")
+            raise ValueError(
+                f"--method {info.name} falls back on a draft model (--draft NAME) or on the model's own "
+                "first layers (--exit-layer E): give one of the two"
+            )
 
 
 def default_for(drafter) -> MethodInfo:
@@ -356,8 +579,7 @@ def default_for(drafter) -> MethodInfo:
     for m in METHODS.values():  # the first: DraftModel → chain
         if m.shapes and m.drafter == kind:
             return m
-    raise ValueError(f"{kind} is not a registered method's drafter: pass method=chain(k) or tree(depth, width) "
-                     "with it")
+    raise ValueError(f"{kind} is not a registered method's drafter: pass method=chain(k) or tree(depth, width) with it")
 
 
 def python_call(m: MethodInfo) -> str:
@@ -375,7 +597,9 @@ def shape_text(m: MethodInfo) -> str:
         return "—"
     if s.shape.width > 1:
         return f"tree {s.shape.depth}x{s.shape.width}"
-    return f"chain of {'at most ' if m.variable else ''}{s.shape.depth}" + (f", starting at {m.k}" if m.name == "fs" else "")
+    return f"chain of {'at most ' if m.variable else ''}{s.shape.depth}" + (
+        f", starting at {m.k}" if m.name == "fs" else ""
+    )
 
 
 def method_table() -> str:
@@ -384,8 +608,9 @@ def method_table() -> str:
     rows = ["| method | CLI | Python | draft model | default shape | headline |", "|---|---|---|---|---|---|"]
     for m in METHODS.values():
         need = {"required": "yes", "none": "no", "either": "yes, or --exit-layer"}[m.draft_model]
-        rows.append(f"| {m.title} | `--method {m.name}` | `{python_call(m)}` | {need} | {shape_text(m)} | "
-                    f"{m.headline} |")
+        rows.append(
+            f"| {m.title} | `--method {m.name}` | `{python_call(m)}` | {need} | {shape_text(m)} | {m.headline} |"
+        )
     return "\n".join(rows)
 
 

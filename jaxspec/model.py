@@ -4,6 +4,7 @@
 The layer loop is unrolled in Python over the per-layer list (see params.py for why). Layer ranges
 are static; a range chosen at run time (DEL's exit) is selfspec/dynamic_exit.py's business: a
 conditional per segment between candidate exits, not one per layer."""
+
 from __future__ import annotations
 
 import jax
@@ -21,8 +22,10 @@ def embed(params: Params, tokens: jax.Array, cfg: ModelConfig) -> jax.Array:
     # config would promote every product to f32)
     table = params["embed"]
     if table.dtype != jnp.dtype(cfg.dtype):
-        raise ValueError(f"the params are {table.dtype} but the model config says dtype={cfg.dtype}: load the "
-                         f"model with that dtype, or cfg.replace(dtype='{table.dtype}')")
+        raise ValueError(
+            f"the params are {table.dtype} but the model config says dtype={cfg.dtype}: load the "
+            f"model with that dtype, or cfg.replace(dtype='{table.dtype}')"
+        )
     return jnp.take(table, tokens, axis=0)
 
 
@@ -33,8 +36,17 @@ def decoder_layer(p: dict, x, k_cache, v_cache, positions, write_at, mask, cfg: 
     return x + mlp_block(p, x, cfg), k_cache, v_cache
 
 
-def run_layers(params: Params, x: jax.Array, cache: KVCache, positions: jax.Array, mask: jax.Array,
-               cfg: ModelConfig, start: int = 0, stop: int | None = None, return_hiddens: bool = False):
+def run_layers(
+    params: Params,
+    x: jax.Array,
+    cache: KVCache,
+    positions: jax.Array,
+    mask: jax.Array,
+    cfg: ModelConfig,
+    start: int = 0,
+    stop: int | None = None,
+    return_hiddens: bool = False,
+):
     """Layers [start, stop) (static), writing K/V at `cache.lengths`.
 
     `cache` holds the caches of *all* layers (index l is layer l). Returns (x, cache, hiddens) where
@@ -63,8 +75,19 @@ def head(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     return linear(h, params["embed"] if cfg.tie_embeddings else params["lm_head"], cfg.lax_precision, jnp.float32)
 
 
-def forward(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig, *, positions=None,
-            mask=None, advance=None, return_hiddens: bool = False, logits_at=None, window: int | None = None):
+def forward(
+    params: Params,
+    tokens: jax.Array,
+    cache: KVCache,
+    cfg: ModelConfig,
+    *,
+    positions=None,
+    mask=None,
+    advance=None,
+    return_hiddens: bool = False,
+    logits_at=None,
+    window: int | None = None,
+):
     """Run T new tokens through the whole model, writing K/V at slots `cache.lengths + t`.
 
     tokens: i32[B, T]; positions: i32[B, T] (default lengths + t); mask: bool[B, T, W] (default causal
@@ -93,5 +116,6 @@ def forward_prompt(params: Params, prompts: jax.Array, prompt_lens: jax.Array, c
 
     Attention reads only the P slots being written, not all S: over a whole cache a prefill's
     attention grows with the cache size (1.4x the time for P = 192 into 1024 slots on the 0.5B)."""
-    return forward(params, prompts, cache, cfg, advance=prompt_lens, logits_at=(prompt_lens - 1)[:, None],
-                   window=prompts.shape[1])[:2]
+    return forward(
+        params, prompts, cache, cfg, advance=prompt_lens, logits_at=(prompt_lens - 1)[:, None], window=prompts.shape[1]
+    )[:2]

@@ -28,6 +28,7 @@ against 23.9 GB/s for `[in, out]` and 16.5 GB/s with 3-D `[H, K, D]` q/k/v weigh
       "lm_head":    f32[V, D]            (vocab, embed)    absent when cfg.tie_embeddings
     }
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +48,7 @@ LAYOUT_VERSION = 3
 @dataclasses.dataclass(frozen=True)
 class ArrayInfo:
     """Shape and logical axis names of one parameter (a pytree *leaf*: not registered)."""
+
     shape: tuple[int, ...]
     axes: tuple[str | None, ...]
     init: str = "normal"  # "normal" | "ones" | "zeros"
@@ -93,8 +95,7 @@ def abstract_params(cfg: ModelConfig, shardings: Params | None = None) -> Params
     info, dtype = param_info(cfg), jnp.dtype(cfg.dtype)
     if shardings is None:
         return jax.tree.map(lambda i: jax.ShapeDtypeStruct(i.shape, dtype), info, is_leaf=is_info)
-    return jax.tree.map(lambda i, s: jax.ShapeDtypeStruct(i.shape, dtype, sharding=s), info, shardings,
-                        is_leaf=is_info)
+    return jax.tree.map(lambda i, s: jax.ShapeDtypeStruct(i.shape, dtype, sharding=s), info, shardings, is_leaf=is_info)
 
 
 def init_params(key: jax.Array, cfg: ModelConfig, scale: float = 0.02) -> Params:
@@ -113,8 +114,10 @@ def init_params(key: jax.Array, cfg: ModelConfig, scale: float = 0.02) -> Params
 
 def check_params(params: Params, cfg: ModelConfig) -> None:
     """Raise a ValueError naming every missing, unexpected or mis-shaped leaf."""
-    want = {jax.tree_util.keystr(p): i.shape
-            for p, i in jax.tree_util.tree_flatten_with_path(param_info(cfg), is_leaf=is_info)[0]}
+    want = {
+        jax.tree_util.keystr(p): i.shape
+        for p, i in jax.tree_util.tree_flatten_with_path(param_info(cfg), is_leaf=is_info)[0]
+    }
     got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))

@@ -13,6 +13,7 @@ Grammar of a source string:
     `spec-bench:mixed` takes the categories in turn (1st of each, then 2nd of each, …), so any prefix
     of it is balanced across categories.
 `--limit N` / `offset` select a slice after filtering."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,15 @@ def _humaneval(fmt: str) -> list[Prompt]:
         if fmt == "raw":
             out.append(Prompt(tid, code, "humaneval"))
         else:
-            out.append(Prompt(tid, HUMANEVAL_ASK.format(prompt=code), "humaneval", chat=True,
-                              assistant_prefix="```python\n" + code if fmt == "body" else None))
+            out.append(
+                Prompt(
+                    tid,
+                    HUMANEVAL_ASK.format(prompt=code),
+                    "humaneval",
+                    chat=True,
+                    assistant_prefix="```python\n" + code if fmt == "body" else None,
+                )
+            )
     return out
 
 
@@ -81,8 +89,11 @@ def spec_bench_prompts(category: str | None) -> list[Prompt]:
         category = None
     if category is not None and category not in cats:
         raise ValueError(f"unknown Spec-Bench category {category!r}; known: {', '.join(cats)}")
-    return [Prompt(str(r["question_id"]), r["turns"][0], r["category"], chat=True) for r in rows
-            if category is None or r["category"] == category]
+    return [
+        Prompt(str(r["question_id"]), r["turns"][0], r["category"], chat=True)
+        for r in rows
+        if category is None or r["category"] == category
+    ]
 
 
 def _jsonl_file(path: Path) -> list[Prompt]:
@@ -100,6 +111,7 @@ HUMANEVAL_FORMATS = {"humaneval": "chat", "humaneval-body": "body", "humaneval-r
 def encode(tokenizer, prompt: Prompt, chat: bool = False) -> list[int]:
     """Token ids of a prompt: chat-wrapped when the source says so or `chat` forces it."""
     from conversion.tokenizer import encode_prompt
+
     return encode_prompt(tokenizer, prompt.text, chat=prompt.chat or chat, assistant_prefix=prompt.assistant_prefix)
 
 
@@ -112,8 +124,9 @@ def load_prompts(source: str, limit: int | None = None, offset: int = 0) -> list
     elif Path(source).is_file():
         prompts = _jsonl_file(Path(source))
     else:
-        raise ValueError(f"--prompts {source!r}: not a file, and not one of {', '.join(HUMANEVAL_FORMATS)} or "
-                         "spec-bench[:CATEGORY]")
+        raise ValueError(
+            f"--prompts {source!r}: not a file, and not one of {', '.join(HUMANEVAL_FORMATS)} or spec-bench[:CATEGORY]"
+        )
     prompts = prompts[offset:]
     if limit is not None:
         prompts = prompts[:limit]

@@ -10,6 +10,7 @@ two drivers, both in `AotRunner`:
     yielding (tokens so far, `RunResult` so far) after prefill and after every step. One host sync per
     step by design: progress display (the CLI's bar) and per-phase timing (`bench --timing`).
 A method supplies only its compiled loop and its step's phases; the loops are written once here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,6 +80,7 @@ class AotRunner:
     """Shared driver: subclasses set `method`, `spec` (static), `args` (the param trees passed before the
     inputs), `prefill_fn` (jitted, `spec=` static), `_compile_loop` (the whole decode) and
     `_compile_phases` (one streaming step); `run` and `stream` are written once, here."""
+
     method = "?"
     prefill_fn = None
 
@@ -140,8 +142,9 @@ class AotRunner:
         state, decode_s = _timed(self._loop[toks.shape[0]], *self.args, state)
         return self._result(state, prefill_s, decode_s, compile_s)
 
-    def stream(self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
-               ) -> Iterator[tuple[list[list[int]], RunResult]]:
+    def stream(
+        self, prompts: Sequence[Sequence[int]], key: jax.Array | None = None
+    ) -> Iterator[tuple[list[list[int]], RunResult]]:
         """Generate as `run` does (the same tokens for the same key), yielding (tokens so far per row,
         result so far) after prefill and after every step. A phase's seconds add up in the result's
         `<phase>_s` field (vanilla's one phase is `decode` itself; speculative: `draft_s`, `verify_s`),
@@ -167,11 +170,21 @@ class VanillaRunner(AotRunner):
     """Plain autoregressive decoding with one model; also the library's streaming call
     (`VanillaRunner(params, cfg, ...).stream(prompts, key)`). `max_len` fixes the cache so that every
     prompt of a benchmark shares one compiled decode loop (prompt widths are bucketed, see `prompt_width`)."""
+
     method = "vanilla"
     prefill_fn = staticmethod(prefill)
 
-    def __init__(self, params, cfg: ModelConfig, *, max_new_tokens: int, max_len: int,
-                 sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None):
+    def __init__(
+        self,
+        params,
+        cfg: ModelConfig,
+        *,
+        max_new_tokens: int,
+        max_len: int,
+        sampling: SamplingConfig = GREEDY,
+        eos_ids: Sequence[int] = (),
+        plan: ShardingPlan | None = None,
+    ):
         super().__init__((params,), cfg, DecodeSpec(cfg, max_new_tokens, max_len, sampling, tuple(eos_ids), plan))
         self.params = params
 

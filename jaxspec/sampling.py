@@ -2,6 +2,7 @@
 
 `processed_logprobs` is the exact distribution a token is drawn from; speculative acceptance must use
 this same distribution for both draft and target (the bug behind HF #47932 was to not do so)."""
+
 from __future__ import annotations
 
 import dataclasses

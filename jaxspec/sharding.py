@@ -20,6 +20,7 @@ over it, the weights replicated over it and split over "tp" as above — e.g. `-
 a batch of 8 as two groups of 4 rows, each on 4 tensor-parallel devices; the batch must divide by the
 axis's size (an error names both). Other mesh axes (e.g. "layer" for EasySpec drafts) replicate the
 target. EasySpec's draft is replicated on the whole mesh (`replicated_plan`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
@@ -48,8 +50,9 @@ def make_mesh(axes: dict[str, int] | None = None, devices=None) -> Mesh:
     n = math.prod(axes.values())
     if n > len(devices):
         raise ValueError(f"mesh {axes} needs {n} devices, only {len(devices)} available")
-    return jax.make_mesh(tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes),
-                         devices=devices[:n])
+    return jax.make_mesh(
+        tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes), devices=devices[:n]
+    )
 
 
 def parse_mesh(spec: str | None) -> Mesh | None:
@@ -68,6 +71,7 @@ def parse_mesh(spec: str | None) -> Mesh | None:
 @dataclasses.dataclass(frozen=True)
 class ShardingPlan:
     """A mesh and the logical-axis rules for one model on it (hashable: a static jit argument)."""
+
     mesh: Mesh
     rules: tuple[tuple[str, str | None], ...]
     notes: tuple[str, ...] = ()  # what `plan_for` replicated because tp could not split it
@@ -84,8 +88,7 @@ class ShardingPlan:
 
     def cache_shardings(self, cache: KVCache) -> KVCache:
         kv = self.sharding(CACHE_AXES)
-        return KVCache(k=tuple(kv for _ in cache.k), v=tuple(kv for _ in cache.v),
-                       lengths=self.sharding(("batch",)))
+        return KVCache(k=tuple(kv for _ in cache.k), v=tuple(kv for _ in cache.v), lengths=self.sharding(("batch",)))
 
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())
@@ -102,18 +105,28 @@ def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
     notes = []
     split_attention = H % tp == 0 and (Hkv % tp == 0 or tp % Hkv == 0)
     if tp > 1 and not split_attention:
-        notes.append(f"attention replicated: tp={tp} does not divide the {H} query heads" if H % tp else
-                     f"attention replicated: tp={tp} and the {Hkv} kv heads do not divide each other")
+        notes.append(
+            f"attention replicated: tp={tp} does not divide the {H} query heads"
+            if H % tp
+            else f"attention replicated: tp={tp} and the {Hkv} kv heads do not divide each other"
+        )
     elif tp > 1 and Hkv % tp:
         notes.append(f"kv heads replicated: {Hkv} kv heads for tp={tp} (GQA)")
     if tp > 1 and F % tp:
         notes.append(f"MLP replicated: tp={tp} does not divide the MLP width {F}")
     if tp > 1 and cfg.vocab_size % tp:
         notes.append(f"vocabulary replicated: tp={tp} does not divide {cfg.vocab_size}")
-    on = (lambda ok: TP if tp > 1 and ok else None)
-    rules = (("heads", on(split_attention)), ("kv_heads", on(split_attention and Hkv % tp == 0)),
-             ("mlp", on(F % tp == 0)), ("vocab", on(cfg.vocab_size % tp == 0)), ("embed", None),
-             ("head_dim", None), ("batch", DATA if mesh.shape.get(DATA, 1) > 1 else None), ("seq", None))
+    on = lambda ok: TP if tp > 1 and ok else None
+    rules = (
+        ("heads", on(split_attention)),
+        ("kv_heads", on(split_attention and Hkv % tp == 0)),
+        ("mlp", on(F % tp == 0)),
+        ("vocab", on(cfg.vocab_size % tp == 0)),
+        ("embed", None),
+        ("head_dim", None),
+        ("batch", DATA if mesh.shape.get(DATA, 1) > 1 else None),
+        ("seq", None),
+    )
     return ShardingPlan(mesh, rules, tuple(notes))
 
 
@@ -156,11 +169,13 @@ def expand_for_mesh(params, cfg: ModelConfig, plan: ShardingPlan):
         return params, cfg, plan
     new_cfg = cfg.replace(num_kv_heads=cfg.num_kv_heads * r)
     new_plan = plan_for(new_cfg, plan.mesh)
-    new_plan = dataclasses.replace(new_plan, notes=new_plan.notes + (
-        f"kv heads repeated {r}x: {cfg.num_kv_heads} kv heads for tp={plan.mesh.shape[TP]} (GQA; one per device)",))
+    new_plan = dataclasses.replace(
+        new_plan,
+        notes=new_plan.notes
+        + (f"kv heads repeated {r}x: {cfg.num_kv_heads} kv heads for tp={plan.mesh.shape[TP]} (GQA; one per device)",),
+    )
     kv = [{k: v for k, v in layer.items() if k in KV_LEAVES} for layer in params["layers"]]
-    want = [{k: new_plan.sharding(i.axes) for k, i in layer_info(new_cfg).items() if k in KV_LEAVES}
-            for _ in kv]
+    want = [{k: new_plan.sharding(i.axes) for k, i in layer_info(new_cfg).items() if k in KV_LEAVES} for _ in kv]
     kv = jax.jit(lambda t: repeat_kv_heads({"layers": t}, cfg, r)[0]["layers"], out_shardings=want)(kv)
     layers = [dict(layer, **new) for layer, new in zip(params["layers"], kv)]
     return dict(params, layers=layers), new_cfg, new_plan
@@ -176,8 +191,9 @@ def shard_model(params, cfg: ModelConfig, mesh: Mesh):
 def replicated_plan(mesh: Mesh) -> ShardingPlan:
     """Every array whole on every device of `mesh`: EasySpec's draft (each device of the `layer` axis
     runs any of its layers, and calibration runs all of them, with no communication)."""
-    return ShardingPlan(mesh, tuple((a, None) for a in ("heads", "kv_heads", "mlp", "vocab", "embed", "head_dim",
-                                                        "batch", "seq")))
+    return ShardingPlan(
+        mesh, tuple((a, None) for a in ("heads", "kv_heads", "mlp", "vocab", "embed", "head_dim", "batch", "seq"))
+    )
 
 
 def shard_params(params, cfg: ModelConfig, plan: ShardingPlan):
@@ -192,8 +208,10 @@ def constrain_cache(cache: KVCache, plan: ShardingPlan | None) -> KVCache:
         return cache
     rows = dict(plan.rules).get("batch")
     if rows is not None and cache.lengths.shape[0] % plan.mesh.shape[rows]:
-        raise ValueError(f"a batch of {cache.lengths.shape[0]} rows does not divide over the mesh's "
-                         f"{rows!r} axis of size {plan.mesh.shape[rows]}")
+        raise ValueError(
+            f"a batch of {cache.lengths.shape[0]} rows does not divide over the mesh's "
+            f"{rows!r} axis of size {plan.mesh.shape[rows]}"
+        )
     return jax.lax.with_sharding_constraint(cache, plan.cache_shardings(cache))
 
 
@@ -209,6 +227,18 @@ def constrain_rows(tree, plan: ShardingPlan | None):
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, plan.rows(a.ndim)), tree)
 
 
-__all__ = ["ArrayInfo", "ShardingPlan", "make_mesh", "parse_mesh", "plan_for", "replicated_plan", "shard_params",
-           "shard_model", "kv_repeats", "repeat_kv_heads", "expand_for_mesh",
-           "constrain_cache", "constrain_rows"]
+__all__ = [
+    "ArrayInfo",
+    "ShardingPlan",
+    "make_mesh",
+    "parse_mesh",
+    "plan_for",
+    "replicated_plan",
+    "shard_params",
+    "shard_model",
+    "kv_repeats",
+    "repeat_kv_heads",
+    "expand_for_mesh",
+    "constrain_cache",
+    "constrain_rows",
+]

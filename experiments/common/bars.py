@@ -1,19 +1,31 @@
 """The grouped bar chart the speedup experiments draw: one group of bars per prompt set, one bar per method,
 a line at 1.0 (no speedup)."""
+
 from pathlib import Path
 
 
-def grouped_bars(path: Path, sets: list[str], bars: dict[str, list[float]], *, ylabel: str, title: str,
-                 figsize: tuple[float, float], ticks: dict[str, list[float]] | None = None,
-                 ticks_label: str = "", hatched: dict[str, list[bool]] | None = None,
-                 hatched_label: str = "") -> None:
+def grouped_bars(
+    path: Path,
+    sets: list[str],
+    bars: dict[str, list[float]],
+    *,
+    ylabel: str,
+    title: str,
+    figsize: tuple[float, float],
+    ticks: dict[str, list[float]] | None = None,
+    ticks_label: str = "",
+    hatched: dict[str, list[bool]] | None = None,
+    hatched_label: str = "",
+) -> None:
     """Writes `path` (PNG). bars: label -> one height per set; ticks: label -> heights drawn as black ticks
     over that label's bars (a second measurement of the same cells), labelled once as `ticks_label`;
     hatched: label -> which of its bars to hatch (a cell measured differently), explained once as
     `hatched_label`."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=figsize)
     w = 0.8 / len(bars)
     for i, (label, ys) in enumerate(bars.items()):
@@ -32,6 +44,7 @@ def grouped_bars(path: Path, sets: list[str], bars: dict[str, list[float]], *, y
     handles, labels = ax.get_legend_handles_labels()
     if hatched and any(any(h) for h in hatched.values()):
         from matplotlib.patches import Patch
+
         handles.append(Patch(facecolor="0.6", edgecolor="w", hatch="///"))
         labels.append(hatched_label)
     ax.legend(handles, labels, fontsize=7, ncol=3)

@@ -1,6 +1,7 @@
 """Sweeps that spread over several runs: a prompt set's chunk `SOURCE:OFFSET:N` (prompts [OFFSET, OFFSET + N)),
 appended to a result file as each finishes (lookup/cheap_drafts.py, speculative/verify_buckets.py), and the
 held-out sets of hot_vocab/hot_vocab_calibration.py."""
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -13,7 +14,7 @@ def chunks(specs: Iterable[str]) -> Iterator[tuple[str, int, int]]:
     for spec in specs:
         parts = spec.split(":")
         nums = [p for p in parts[::-1] if p.isdigit()][:2][::-1]
-        source = ":".join(parts[:len(parts) - len(nums)])
+        source = ":".join(parts[: len(parts) - len(nums)])
         yield (source, 0, int(nums[0])) if len(nums) == 1 else (source, int(nums[0]), int(nums[1]))
 
 

@@ -7,6 +7,7 @@ single disturbed run does not count — what a ratio of two separate passes over
 Used by selfspec/del_selfspec.py, lookup/cheap_drafts.py, speculative/verify_buckets.py and
 hot_vocab/hot_vocab.py; compile and warm-up come first and are reported apart (the `bench`
 contract). Greedy decoding is deterministic: a method whose repeats disagree is an error."""
+
 from __future__ import annotations
 
 import time
@@ -59,9 +60,13 @@ def measure(runners: dict, ids: Sequence[Sequence[int]], repeats: int, log: Call
                 res = runners[name].run([pid], jax.random.key(j))
                 row = rows[name][j]
                 if row is None:
-                    row = rows[name][j] = {"prompt_tokens": len(pid), "output_ids": res.output_ids[0],
-                                           "new_tokens": len(res.output_ids[0]), "prefill_s": float("inf"),
-                                           "decode_s": float("inf")}
+                    row = rows[name][j] = {
+                        "prompt_tokens": len(pid),
+                        "output_ids": res.output_ids[0],
+                        "new_tokens": len(res.output_ids[0]),
+                        "prefill_s": float("inf"),
+                        "decode_s": float("inf"),
+                    }
                     if res.stats is not None:
                         row["stats"] = {k: v for k, v in res.stats.items() if k != "per_row"}
                     if res.drafter:
@@ -70,7 +75,9 @@ def measure(runners: dict, ids: Sequence[Sequence[int]], repeats: int, log: Call
                     raise RuntimeError(f"{name}: prompt {j} gave another output in repeat {rep}")
                 row["prefill_s"] = min(row["prefill_s"], res.prefill_s)
                 row["decode_s"] = min(row["decode_s"], res.decode_s)
-        log(f"  repeat {rep + 1}/{repeats}: {len(ids)} prompts x {len(names)} methods in {time.perf_counter() - t0:.0f}s")
+        log(
+            f"  repeat {rep + 1}/{repeats}: {len(ids)} prompts x {len(names)} methods in {time.perf_counter() - t0:.0f}s"
+        )
     return rows
 
 

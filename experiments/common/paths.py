@@ -1,5 +1,6 @@
 """Where the experiments read and write: experiments/results/<topic>/ for the files the docs cite, the
 shared recording of the 1.5B's greedy continuations, and the asset cache for large regenerable inputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,4 +21,5 @@ def results_dir(topic: str) -> Path:
 def cache_dir() -> Path:
     """Large inputs a script can regenerate, kept out of git: the asset cache's experiments/ folder."""
     from jaxspec.paths import cache_dir as assets
+
     return assets() / "experiments"

@@ -1,4 +1,5 @@
 """Writing an experiment's JSON: every file carries the command line that wrote it and the commit it ran at."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,10 +24,16 @@ def command() -> str:
 def commit() -> str | None:
     """`git rev-parse HEAD` of the repository (None outside a git checkout); "+dirty" when files differ."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -42,6 +49,7 @@ def write_json(result: dict, path) -> Path:
     level names the latest run only; a file keyed by command (hot_vocab.json) records them per key instead
     and is written with jaxspec.bench.write_json."""
     from jaxspec.bench import write_json as write
+
     return write({**result, **provenance()}, path)
 
 
@@ -49,9 +57,11 @@ def stamp(path, command_line: str) -> Path:
     """Add `command` (the command that wrote it, e.g. a `python -m jaxspec bench ...` run) and `commit` to a
     JSON another program wrote."""
     import json
+
     path = Path(path)
     doc = json.loads(path.read_text())
     from jaxspec.bench import write_json as write
+
     return write({**doc, "command": command_line, "commit": commit()}, path)
 
 

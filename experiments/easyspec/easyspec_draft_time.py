@@ -17,6 +17,7 @@ concurrent blocks get bandwidth of their own (separate GPUs). On one CPU socket 
 already spreads each product over both cores, so the prediction there is no gain.
 
     python -m experiments.easyspec.easyspec_draft_time                 # both device counts, ~10 min"""
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,18 @@ def measure(devices: int, contexts, widths, repeats: int) -> list[dict]:
         def fuzzy(p, tokens, cache, drafter=drafter):
             T = tokens.shape[1]
             pos = cache.lengths[:, None] + jnp.arange(T, dtype=jnp.int32)
-            return fuzzy_forward(p["model"], p["groups"], drafter.groups, tokens, cache, pos,
-                                 causal_mask(cache.lengths, T, cache.max_len), cfg, drafter.policy,
-                                 drafter.layer_mesh)[0]
+            return fuzzy_forward(
+                p["model"],
+                p["groups"],
+                drafter.groups,
+                tokens,
+                cache,
+                pos,
+                causal_mask(cache.lengths, T, cache.max_len),
+                cfg,
+                drafter.policy,
+                drafter.layer_mesh,
+            )[0]
 
         for C in contexts:
             cache = init_cache(cfg, 1, C + 64).replace(lengths=jnp.asarray([C], jnp.int32))
@@ -74,12 +84,28 @@ def measure(devices: int, contexts, widths, repeats: int) -> list[dict]:
             for K in widths:
                 toks = jnp.ones((1, K), jnp.int32)
                 if policy == "attn_only":
-                    rows.append({"devices": devices, "context": C, "width": K, "variant": "sequential",
-                                 "seconds": best_time(functools.partial(seq, cfg=cfg), d.params, toks, cache,
-                                                      repeats=repeats)})
-                rows.append({"devices": devices, "context": C, "width": K, "variant": policy,
-                             "partition": drafter.describe()["partition_text"], "path": drafter.describe()["path"],
-                             "seconds": best_time(fuzzy, prepared, toks, cache, repeats=repeats)})
+                    rows.append(
+                        {
+                            "devices": devices,
+                            "context": C,
+                            "width": K,
+                            "variant": "sequential",
+                            "seconds": best_time(
+                                functools.partial(seq, cfg=cfg), d.params, toks, cache, repeats=repeats
+                            ),
+                        }
+                    )
+                rows.append(
+                    {
+                        "devices": devices,
+                        "context": C,
+                        "width": K,
+                        "variant": policy,
+                        "partition": drafter.describe()["partition_text"],
+                        "path": drafter.describe()["path"],
+                        "seconds": best_time(fuzzy, prepared, toks, cache, repeats=repeats),
+                    }
+                )
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if devices == 1:  # the calibration pass: unrolled vs scan, D + 1 = 6 tokens
         drafter = EasySpec(parallel=4, scan_calibration=True).bind(cfg)
@@ -91,10 +117,25 @@ def measure(devices: int, contexts, widths, repeats: int) -> list[dict]:
             pos = C + jnp.arange(6, dtype=jnp.int32)[None]
             at = jnp.asarray([[5]], jnp.int32)
             for scan in (False, True):
-                s = best_time(functools.partial(f, cfg=cfg, scan=scan), d.params, prepared["layers"], toks, cache,
-                              pos, at, repeats=repeats)
-                rows.append({"devices": 1, "context": C, "width": 6, "variant": "calib_scan" if scan else "calib_unrolled",
-                             "seconds": s})
+                s = best_time(
+                    functools.partial(f, cfg=cfg, scan=scan),
+                    d.params,
+                    prepared["layers"],
+                    toks,
+                    cache,
+                    pos,
+                    at,
+                    repeats=repeats,
+                )
+                rows.append(
+                    {
+                        "devices": 1,
+                        "context": C,
+                        "width": 6,
+                        "variant": "calib_scan" if scan else "calib_unrolled",
+                        "seconds": s,
+                    }
+                )
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -106,27 +147,57 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    common = ["--contexts", *map(str, args.contexts), "--widths", *map(str, args.widths), "--repeats", str(args.repeats)]
+    common = [
+        "--contexts",
+        *map(str, args.contexts),
+        "--widths",
+        *map(str, args.widths),
+        "--repeats",
+        str(args.repeats),
+    ]
     if args.devices is not None:
         print(json.dumps(measure(args.devices, args.contexts, args.widths, args.repeats)))
         return
     rows = []
     for devices in (1, 2):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-        out = subprocess.run([sys.executable, "-m", "experiments.easyspec.easyspec_draft_time", "--devices",
-                              str(devices), *common], env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "experiments.easyspec.easyspec_draft_time", "--devices", str(devices), *common],
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
         rows += json.loads(out.strip().splitlines()[-1])
     for r in rows:
-        base = next(x["seconds"] for x in rows if x["variant"] == "sequential" and x["devices"] == r["devices"]
-                    and x["context"] == r["context"] and x["width"] == (r["width"] if r["width"] != 6 else 1))
+        base = next(
+            x["seconds"]
+            for x in rows
+            if x["variant"] == "sequential"
+            and x["devices"] == r["devices"]
+            and x["context"] == r["context"]
+            and x["width"] == (r["width"] if r["width"] != 6 else 1)
+        )
         r["vs_sequential"] = r["seconds"] / base
     from jaxspec.bench import environment
-    write_json({"draft": DRAFT, "dtype": "float32", "batch": 1, "rows": rows, "env": environment(),
-                "prediction": prediction()}, RESULTS / "easyspec_draft_time.json")
+
+    write_json(
+        {
+            "draft": DRAFT,
+            "dtype": "float32",
+            "batch": 1,
+            "rows": rows,
+            "env": environment(),
+            "prediction": prediction(),
+        },
+        RESULTS / "easyspec_draft_time.json",
+    )
     plot(rows)
     for r in rows:
-        print(f"{r['devices']} dev  C={r['context']:5d}  K={r['width']}  {r['variant']:15s} {r['seconds'] * 1e3:8.2f} ms"
-              f"  {r['vs_sequential']:.3f}x of sequential")
+        print(
+            f"{r['devices']} dev  C={r['context']:5d}  K={r['width']}  {r['variant']:15s} {r['seconds'] * 1e3:8.2f} ms"
+            f"  {r['vs_sequential']:.3f}x of sequential"
+        )
 
 
 def prediction() -> dict:
@@ -146,13 +217,18 @@ def prediction() -> dict:
 
 def plot(rows) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7.5, 4))
     labels = sorted({(r["devices"], r["variant"], r["width"]) for r in rows if r["variant"] != "sequential"})
     for dev, var, K in labels:
-        pts = sorted((r["context"], r["vs_sequential"]) for r in rows
-                     if (r["devices"], r["variant"], r["width"]) == (dev, var, K))
+        pts = sorted(
+            (r["context"], r["vs_sequential"])
+            for r in rows
+            if (r["devices"], r["variant"], r["width"]) == (dev, var, K)
+        )
         ax.plot(*zip(*pts), marker="o", label=f"{var}, K={K}, {dev} device{'s' if dev > 1 else ''}")
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.set_xscale("log", base=2)

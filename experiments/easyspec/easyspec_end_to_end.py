@@ -11,6 +11,7 @@ bytes); the target is that it does not lose more than 5% against the sequential 
 
 Writes experiments/results/easyspec/easyspec_e2e_<source>_N<parallel>.json (rows per method + the stacked
 weights' extra memory) and experiments/results/easyspec/easyspec_e2e.png (tok/s of every method, one panel per JSON)."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,22 +46,36 @@ def main() -> None:
     van = run_bench(TARGET, args.source, **common)
     easy = EasySpec(parallel=args.parallel, calibration=args.calibration)
     rows = {"vanilla": van["summary"]}
-    for name, meth, drafter in (("chain", chain(args.chain), None), ("easyspec-chain", chain(args.chain), easy),
-                                ("tree", tree(depth, width), None), ("easyspec-tree", tree(depth, width), easy)):
+    for name, meth, drafter in (
+        ("chain", chain(args.chain), None),
+        ("easyspec-chain", chain(args.chain), easy),
+        ("tree", tree(depth, width), None),
+        ("easyspec-tree", tree(depth, width), easy),
+    ):
         r = run_bench(TARGET, args.source, method=meth, draft=DRAFT, vanilla=van, drafter=drafter, **common)
         rows[name] = r["summary"]
-        log(f"{name}: {r['summary']['tok_per_s']:.2f} tok/s, speedup {r['summary']['speedup']:.2f}x, accepted length "
-            f"{r['summary']['mean_accepted_length']:.2f}, identical {r['summary']['vanilla_identical']}")
+        log(
+            f"{name}: {r['summary']['tok_per_s']:.2f} tok/s, speedup {r['summary']['speedup']:.2f}x, accepted length "
+            f"{r['summary']['mean_accepted_length']:.2f}, identical {r['summary']['vanilla_identical']}"
+        )
     bound = easy.bind(draft.cfg)
     stacked = bound.prepare(draft.params)["groups"]
     extra = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(stacked))
     draft_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(draft.params))
-    out = {"source": args.source, "prompts": args.limit, "rows": rows,
-           "ratios": {k: rows[f"easyspec-{k}"]["tok_per_s"] / rows[k]["tok_per_s"] for k in ("chain", "tree")},
-           "stacked_group_weight_bytes": extra, "draft_param_bytes": draft_bytes,
-           "partition": bound.describe()["partition_text"], "env": van["env"]}
-    log(f"easyspec / sequential draft, end to end: {out['ratios']}; stacked weights {extra / 2**20:.0f} MiB "
-        f"({extra / draft_bytes:.1%} of the draft)")
+    out = {
+        "source": args.source,
+        "prompts": args.limit,
+        "rows": rows,
+        "ratios": {k: rows[f"easyspec-{k}"]["tok_per_s"] / rows[k]["tok_per_s"] for k in ("chain", "tree")},
+        "stacked_group_weight_bytes": extra,
+        "draft_param_bytes": draft_bytes,
+        "partition": bound.describe()["partition_text"],
+        "env": van["env"],
+    }
+    log(
+        f"easyspec / sequential draft, end to end: {out['ratios']}; stacked weights {extra / 2**20:.0f} MiB "
+        f"({extra / draft_bytes:.1%} of the draft)"
+    )
     write_json(out, RESULTS / f"easyspec_e2e_{args.source.replace(':', '-')}_N{args.parallel}.json")
     plot()
 
@@ -69,8 +84,10 @@ def plot() -> None:
     """One panel per easyspec_e2e_*.json: tok/s per method (vanilla grey, sequential draft blue, EasySpec
     orange), each bar labelled with its speedup over vanilla and its mean accepted length."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     paths = sorted(RESULTS.glob("easyspec_e2e_*.json"))
     fig, axes = plt.subplots(1, len(paths), figsize=(4.2 * len(paths), 3.8), squeeze=False)
     for ax, path in zip(axes[0], paths):
@@ -89,7 +106,9 @@ def plot() -> None:
         n = path.stem.rsplit("_N", 1)[1]
         ax.set_title(f"EasySpec N = {n}: {d['source']}, {d['prompts']} prompts", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("EasySpec vs the sequential draft, end to end: 0.5B drafts for 1.5B, one CPU device, fp32, batch 1", fontsize=9)
+    fig.suptitle(
+        "EasySpec vs the sequential draft, end to end: 0.5B drafts for 1.5B, one CPU device, fp32, batch 1", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(RESULTS / "easyspec_e2e.png", dpi=120)
     log(f"wrote {RESULTS / 'easyspec_e2e.png'}")

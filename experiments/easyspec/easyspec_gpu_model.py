@@ -23,6 +23,7 @@ attention's launches plus N MLPs' — parallel attention then removes (N − 1)�
 
     python -m experiments.easyspec.easyspec_gpu_model   # reads the acceptance JSON, writes
                                                         # experiments/results/easyspec/easyspec_gpu_model.{json,png}"""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ def shapes(D, F, H, Hkv, K, L, V, tied):
     attn = D * H * K * 2 + D * Hkv * K * 2
     mlp = 3 * D * F
     head = V * D
-    return {"w_attn": attn * BYTES, "w_mlp": mlp * BYTES, "layers": L, "head": head * BYTES,
-            "step_bytes": (L * (attn + mlp) + head) * BYTES}
+    return {
+        "w_attn": attn * BYTES,
+        "w_mlp": mlp * BYTES,
+        "layers": L,
+        "head": head * BYTES,
+        "step_bytes": (L * (attn + mlp) + head) * BYTES,
+    }
 
 
 MODELS = {  # (hidden, mlp, heads, kv heads, head dim, layers, vocab, tied)
@@ -80,35 +86,61 @@ def main() -> None:
         D, N = r["depth"], r["parallel"]
         t_D, t_E = draft["step_bytes"] / BW, draft_step(draft, N)
         rnd = (D * t_D if N == 1 else t_D + (D - 1) * t_E) + t_T
-        rows.append({"source": r["source"], "parallel": N, "width": r["width"], "depth": D,
-                     "mean_accepted_length": r["mean_accepted_length"], "draft_step_ms": 1e3 * t_E,
-                     "drafting_ms_per_round": 1e3 * (rnd - t_T), "round_ms": 1e3 * rnd,
-                     "speedup_vs_tp8_vanilla": r["mean_accepted_length"] * t_T / rnd})
+        rows.append(
+            {
+                "source": r["source"],
+                "parallel": N,
+                "width": r["width"],
+                "depth": D,
+                "mean_accepted_length": r["mean_accepted_length"],
+                "draft_step_ms": 1e3 * t_E,
+                "drafting_ms_per_round": 1e3 * (rnd - t_T),
+                "round_ms": 1e3 * rnd,
+                "speedup_vs_tp8_vanilla": r["mean_accepted_length"] * t_T / rnd,
+            }
+        )
     paper = {}  # drafting stage only (draft step, sequential / EasySpec), for the paper's 8B draft and ours
     for name in ("llama-3-8b", "qwen2.5-coder-0.5b"):
         d = MODELS[name]
         for N in (2, 3, 4, 5):
             paper[f"{name} N={N}"] = {
                 "bandwidth_only": draft_step(d, 1) / draft_step(d, N),
-                "with_eager_launches": draft_step(d, 1, True) / draft_step(d, N, True)}
-    out = {"label": "MODEL: bandwidth and latency arithmetic, no GPU measured",
-           "assumptions": {"bandwidth_B_per_s": BW, "collective_latency_s": COLL, "weights": "bf16",
-                           "target_tp": 8, "draft_tp": 1, "eager_scenario": {
-                               "attention_kernels_per_layer": ATTN_KERNELS, "mlp_kernels_per_layer": MLP_KERNELS,
-                               "launch_s": LAUNCH}},
-           "target_step_ms_tp8": 1e3 * t_T, "draft_step_ms_sequential": 1e3 * draft["step_bytes"] / BW,
-           "draft_attention_share": draft["w_attn"] / (draft["w_attn"] + draft["w_mlp"]),
-           "rows": rows, "drafting_speedup": paper,
-           "llama3_8b_attention_share": MODELS["llama-3-8b"]["w_attn"] /
-           (MODELS["llama-3-8b"]["w_attn"] + MODELS["llama-3-8b"]["w_mlp"])}
+                "with_eager_launches": draft_step(d, 1, True) / draft_step(d, N, True),
+            }
+    out = {
+        "label": "MODEL: bandwidth and latency arithmetic, no GPU measured",
+        "assumptions": {
+            "bandwidth_B_per_s": BW,
+            "collective_latency_s": COLL,
+            "weights": "bf16",
+            "target_tp": 8,
+            "draft_tp": 1,
+            "eager_scenario": {
+                "attention_kernels_per_layer": ATTN_KERNELS,
+                "mlp_kernels_per_layer": MLP_KERNELS,
+                "launch_s": LAUNCH,
+            },
+        },
+        "target_step_ms_tp8": 1e3 * t_T,
+        "draft_step_ms_sequential": 1e3 * draft["step_bytes"] / BW,
+        "draft_attention_share": draft["w_attn"] / (draft["w_attn"] + draft["w_mlp"]),
+        "rows": rows,
+        "drafting_speedup": paper,
+        "llama3_8b_attention_share": MODELS["llama-3-8b"]["w_attn"]
+        / (MODELS["llama-3-8b"]["w_attn"] + MODELS["llama-3-8b"]["w_mlp"]),
+    }
     write_json(out, RESULTS / "easyspec_gpu_model.json")
     print(f"target step TP=8 {out['target_step_ms_tp8']:.3f} ms, draft step {out['draft_step_ms_sequential']:.3f} ms")
     for r in rows:
-        print(f"{r['source']} N={r['parallel']} width={r['width']}: tau {r['mean_accepted_length']:.2f}, draft step "
-              f"{r['draft_step_ms']:.3f} ms, round {r['round_ms']:.2f} ms, modeled speedup {r['speedup_vs_tp8_vanilla']:.2f}x")
+        print(
+            f"{r['source']} N={r['parallel']} width={r['width']}: tau {r['mean_accepted_length']:.2f}, draft step "
+            f"{r['draft_step_ms']:.3f} ms, round {r['round_ms']:.2f} ms, modeled speedup {r['speedup_vs_tp8_vanilla']:.2f}x"
+        )
     for k, v in paper.items():
-        print(f"drafting speedup {k}: bandwidth only {v['bandwidth_only']:.3f}x, with eager launches "
-              f"{v['with_eager_launches']:.3f}x")
+        print(
+            f"drafting speedup {k}: bandwidth only {v['bandwidth_only']:.3f}x, with eager launches "
+            f"{v['with_eager_launches']:.3f}x"
+        )
     plot(out)
 
 
@@ -116,8 +148,10 @@ def plot(out: dict) -> None:
     """Left: modeled drafting-stage speedup over N for the paper's 8B draft and our 0.5B, bandwidth only and
     with eager launches. Right: modeled end-to-end speedup over TP = 8 vanilla on chat HumanEval, per width."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, color in (("llama-3-8b", "tab:green"), ("qwen2.5-coder-0.5b", "tab:orange")):
         Ns = [1] + [int(k.rsplit("=", 1)[1]) for k in out["drafting_speedup"] if k.startswith(name)]
@@ -132,17 +166,26 @@ def plot(out: dict) -> None:
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
     for w, color in ((1, "tab:blue"), (2, "tab:purple"), (4, "tab:red")):
-        rows = sorted((r for r in out["rows"] if r["source"] == "humaneval" and r["width"] == w),
-                      key=lambda r: r["parallel"])
-        b.plot([r["parallel"] for r in rows], [r["speedup_vs_tp8_vanilla"] for r in rows], marker="o", color=color,
-               label=f"width {w}" if w > 1 else "chain")
+        rows = sorted(
+            (r for r in out["rows"] if r["source"] == "humaneval" and r["width"] == w), key=lambda r: r["parallel"]
+        )
+        b.plot(
+            [r["parallel"] for r in rows],
+            [r["speedup_vs_tp8_vanilla"] for r in rows],
+            marker="o",
+            color=color,
+            label=f"width {w}" if w > 1 else "chain",
+        )
     b.axhline(1.0, color="gray", lw=0.8)
     b.set_xlabel("layer-parallel size N (1 = sequential draft)")
     b.set_ylabel("speedup over TP=8 vanilla (model, bandwidth only)")
     b.legend(fontsize=7)
     b.grid(alpha=0.3)
-    fig.suptitle("MODEL, no GPU measured: EasySpec on 8 GPUs, 0.5B drafts for 1.5B (bandwidth 1.5 TB/s, "
-                 "collective 10 µs, launch 5 µs), τ measured on chat HumanEval", fontsize=8)
+    fig.suptitle(
+        "MODEL, no GPU measured: EasySpec on 8 GPUs, 0.5B drafts for 1.5B (bandwidth 1.5 TB/s, "
+        "collective 10 µs, launch 5 µs), τ measured on chat HumanEval",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(RESULTS / "easyspec_gpu_model.png", dpi=120)
     print(f"wrote {RESULTS / 'easyspec_gpu_model.png'}")

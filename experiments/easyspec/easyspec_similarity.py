@@ -10,6 +10,7 @@ and members j >= 2, minimum over groups. Paper: hidden-state similarity > 0.8 at
     python -m experiments.easyspec.easyspec_similarity --source humaneval --limit 20
 
 Writes experiments/results/easyspec/easyspec_similarity.json and .png."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ def layer_inputs(params, cfg, tokens):
     """Exact sequential draft over one sequence i32[1, T]: each layer's input f32[L, T, D]."""
     from jaxspec import forward, init_cache
     from jaxspec.model import embed
+
     _, _, hid = forward(params, tokens, init_cache(cfg, 1, tokens.shape[1]), cfg, return_hiddens=True)
     return jnp.stack([embed(params, tokens, cfg)[0]] + [h[0] for h in hid[:-1]])
 
@@ -40,6 +42,7 @@ def layer_inputs(params, cfg, tokens):
 def qk(p, h, cfg):
     """Query and key (no RoPE) of one layer from input h f32[T, D]."""
     from jaxspec.layers import rms_norm
+
     x = rms_norm(h, p["attn_norm"], cfg.rms_norm_eps)
     q, k = x @ p["wq"].T, x @ p["wk"].T
     if cfg.qkv_bias:
@@ -59,6 +62,7 @@ def main() -> None:
         return plot(json.loads(OUT.with_suffix(".json").read_text())["rows"])
     from jaxspec.bench import environment
     from jaxspec.easyspec import default_groups
+
     target, draft = load_pair()
     _, ids = prompt_ids(args.source, args.limit, target.tokenizer)
     cont = continuations(target, args.source, ids, args.continuation)
@@ -82,31 +86,67 @@ def main() -> None:
     for N in args.parallel:
         groups = default_groups(cfg.num_layers, N)
         per = {k: v / tokens for k, v in sums.items() if k[0] == N}
-        by_group = [{"group": list(groups[gi]), "member": j, "layer": groups[gi][j],
-                     "hidden": float(v[0]), "query": float(v[1]), "key": float(v[2])} for (_, gi, j), v in sorted(per.items())]
+        by_group = [
+            {
+                "group": list(groups[gi]),
+                "member": j,
+                "layer": groups[gi][j],
+                "hidden": float(v[0]),
+                "query": float(v[1]),
+                "key": float(v[2]),
+            }
+            for (_, gi, j), v in sorted(per.items())
+        ]
         arr = np.asarray([v for v in per.values()])
-        rows.append({"parallel": N, "mean_hidden": float(arr[:, 0].mean()), "min_hidden": float(arr[:, 0].min()),
-                     "mean_query": float(arr[:, 1].mean()), "min_query": float(arr[:, 1].min()),
-                     "mean_key": float(arr[:, 2].mean()), "min_key": float(arr[:, 2].min()), "members": by_group})
-        log(f"N={N}: hidden {rows[-1]['mean_hidden']:.3f} (min {rows[-1]['min_hidden']:.3f}), query "
-            f"{rows[-1]['mean_query']:.3f}, key {rows[-1]['mean_key']:.3f}")
-    write_json({"source": args.source, "prompts": len(ids), "tokens": tokens, "rows": rows, "env": environment()},
-               OUT.with_suffix(".json"))
+        rows.append(
+            {
+                "parallel": N,
+                "mean_hidden": float(arr[:, 0].mean()),
+                "min_hidden": float(arr[:, 0].min()),
+                "mean_query": float(arr[:, 1].mean()),
+                "min_query": float(arr[:, 1].min()),
+                "mean_key": float(arr[:, 2].mean()),
+                "min_key": float(arr[:, 2].min()),
+                "members": by_group,
+            }
+        )
+        log(
+            f"N={N}: hidden {rows[-1]['mean_hidden']:.3f} (min {rows[-1]['min_hidden']:.3f}), query "
+            f"{rows[-1]['mean_query']:.3f}, key {rows[-1]['mean_key']:.3f}"
+        )
+    write_json(
+        {"source": args.source, "prompts": len(ids), "tokens": tokens, "rows": rows, "env": environment()},
+        OUT.with_suffix(".json"),
+    )
     plot(rows)
 
 
 def plot(rows) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in rows:  # hidden states for every N; query and key for N = 4
-        ax.plot([x["layer"] for x in r["members"]], [x["hidden"] for x in r["members"]], "o", ms=4,
-                label=f"hidden state, N={r['parallel']}")
+        ax.plot(
+            [x["layer"] for x in r["members"]],
+            [x["hidden"] for x in r["members"]],
+            "o",
+            ms=4,
+            label=f"hidden state, N={r['parallel']}",
+        )
     four = next(r for r in rows if r["parallel"] == 4)
     for what, m in (("query", "s"), ("key", "^")):
-        ax.plot([x["layer"] for x in four["members"]], [x[what] for x in four["members"]], m, ms=5, mfc="none",
-                color="black" if what == "query" else "gray", label=f"{what}, N=4")
+        ax.plot(
+            [x["layer"] for x in four["members"]],
+            [x[what] for x in four["members"]],
+            m,
+            ms=5,
+            mfc="none",
+            color="black" if what == "query" else "gray",
+            label=f"{what}, N=4",
+        )
     ax.axhline(0.8, color="gray", lw=0.8, ls="--")
     ax.set_xlabel("draft layer (member j >= 2 of its group)")
     ax.set_ylabel("cosine(true input, group input)")

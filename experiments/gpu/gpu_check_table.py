@@ -3,13 +3,26 @@
     python -m experiments.gpu.gpu_check_table experiments/results/gpu/gpu_check_<device>
 
 Writes <folder>/table.md and <folder>/tok_per_s.png and prints the table."""
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-ORDER = ["vanilla_target", "vanilla_target_einsum", "vanilla_draft", "parity_fp32", "parity_bf16", "chain", "tree", "easyspec", "ls", "del", "del_layers"]
+ORDER = [
+    "vanilla_target",
+    "vanilla_target_einsum",
+    "vanilla_draft",
+    "parity_fp32",
+    "parity_bf16",
+    "chain",
+    "tree",
+    "easyspec",
+    "ls",
+    "del",
+    "del_layers",
+]
 
 
 def fmt(x, spec=".2f"):
@@ -22,27 +35,35 @@ def rows(folder: Path) -> list[tuple[str, dict]]:
 
 
 def table(runs: list[tuple[str, dict]]) -> str:
-    head = ("| run | model | method | dtype / precision / attention | tok/s (decode) | of read bound | vs vanilla | "
-            "identical (vanilla / HF) | accepted length |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| run | model | method | dtype / precision / attention | tok/s (decode) | of read bound | vs vanilla | "
+        "identical (vanilla / HF) | accepted length |\n|---|---|---|---|---|---|---|---|---|"
+    )
     out = [head]
     for name, r in runs:
         s = r["summary"]
         n = s["total"]["prompts"]
         ident = f"{s.get('vanilla_identical', '–')}/{n}" if "vanilla_identical" in s else "–"
         ident += f" / {s['hf_identical']}/{n}" if "hf_identical" in s else " / –"
-        out.append(f"| {name} | {s['model']} | {s['method']} | {s['dtype']} / {s['precision']} / {s.get('attention', '–')} | "
-                   f"{fmt(s['tok_per_s'])} ({fmt(s['decode_tok_per_s'])}) | {fmt(s.get('fraction_of_bound'))} | "
-                   f"{fmt(s.get('speedup'))} | {ident} | {fmt(s.get('mean_accepted_length'))} |")
+        out.append(
+            f"| {name} | {s['model']} | {s['method']} | {s['dtype']} / {s['precision']} / {s.get('attention', '–')} | "
+            f"{fmt(s['tok_per_s'])} ({fmt(s['decode_tok_per_s'])}) | {fmt(s.get('fraction_of_bound'))} | "
+            f"{fmt(s.get('speedup'))} | {ident} | {fmt(s.get('mean_accepted_length'))} |"
+        )
     env = runs[0][1]["env"] if runs else {}
-    out.append(f"\n{env.get('device')} ({env.get('platform')}, {env.get('num_devices')} device(s)), jax "
-               f"{env.get('jax')}, {env.get('date')}")
+    out.append(
+        f"\n{env.get('device')} ({env.get('platform')}, {env.get('num_devices')} device(s)), jax "
+        f"{env.get('jax')}, {env.get('date')}"
+    )
     return "\n".join(out)
 
 
 def main(folder: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     path = Path(folder)
     runs = rows(path)
     if not runs:

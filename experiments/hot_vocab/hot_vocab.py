@@ -24,6 +24,7 @@ vanilla's. `exit-step` and `self-run` do the same for the self-drafters, whose h
 and the trimmed head, and DEL's measured round cost (which exits can pay) with each; then LayerSkip and
 DEL with and without the hot head against vanilla. All write experiments/results/hot_vocab/hot_vocab.json (one key per command, each with its command line
 and commit; `run --key` keeps runs with other sizes apart) and experiments/results/hot_vocab/hot_vocab.png."""
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def _load() -> dict:
 
 def _save(key: str, value) -> None:
     from jaxspec.bench import write_json
+
     out = _load()
     out[key] = {**value, **provenance()}  # per key: each command's run keeps its own command line and commit
     write_json(out, OUT)
@@ -57,6 +59,7 @@ def _save(key: str, value) -> None:
 
 def _frequency_doc(tok, file=None):
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+
     path = Path(file) if file else find_file(tok)
     load_hot_vocab(path, 1, tokenizer=tok)  # made for this tokenizer
     return path, json.loads(path.read_text())
@@ -65,6 +68,7 @@ def _frequency_doc(tok, file=None):
 def cmd_coverage(args) -> None:
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import coverage, file_ranking, rank
+
     tok = load_model_tokenizer(TARGET)
     path, doc = _frequency_doc(tok, args.file)
     counts, prior, soft = file_ranking(doc)
@@ -72,19 +76,28 @@ def cmd_coverage(args) -> None:
     from types import SimpleNamespace
 
     from conversion.tokenizer import eos_ids
+
     stop = set(eos_ids(tok, SimpleNamespace(eos_token_ids=())))
-    cut = lambda c: c[:next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]  # noqa: E731  (through EOS)
+    cut = lambda c: c[: next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]  # noqa: E731  (through EOS)
     sets, pooled = {}, []
     for f in sorted(CONTINUATIONS.glob("*_134_*.json")):
         d = json.loads(f.read_text())  # recorded without stop tokens: what follows EOS is never generated in use
-        toks = [t for c in d["continuations"] for t in cut(c[:args.new])]
+        toks = [t for c in d["continuations"] for t in cut(c[: args.new])]
         pooled += toks
         sets[d["source"]] = {str(n): c for n, c in coverage(order, toks, SIZES).items()}
         log(f"{d['source']}: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets[d["source"]].items()))
     sets["pooled"] = {str(n): c for n, c in coverage(order, pooled, SIZES).items()}
     log("pooled: " + ", ".join(f"{int(n) // 1024}K {c:.4f}" for n, c in sets["pooled"].items()))
-    _save(args.key, {"file": path.name, "tokens_counted": doc["tokens_counted"], "distinct": doc["distinct"],
-                       "new_tokens": args.new, "sets": sets})
+    _save(
+        args.key,
+        {
+            "file": path.name,
+            "tokens_counted": doc["tokens_counted"],
+            "distinct": doc["distinct"],
+            "new_tokens": args.new,
+            "sets": sets,
+        },
+    )
 
 
 def cmd_step(args) -> None:
@@ -110,17 +123,31 @@ def cmd_step(args) -> None:
     for n in args.sizes:
         calls[n] = stepper(trim_head(d.params, d.cfg, load_hot_vocab(path, n, tokenizer=d.tokenizer)), d.cfg)
     best = best_times(calls, args.repeats)
-    res = {"file": path.name, "repeats": args.repeats, "cache_slots": S, "target_ms": best["target"] * 1e3,
-           "full_ms": best["full"] * 1e3, "sizes": {}}
+    res = {
+        "file": path.name,
+        "repeats": args.repeats,
+        "cache_slots": S,
+        "target_ms": best["target"] * 1e3,
+        "full_ms": best["full"] * 1e3,
+        "sizes": {},
+    }
     hb = d.cfg.vocab_size * d.cfg.hidden_size * 4
     for n in args.sizes:
         ms = best[n] * 1e3
-        res["sizes"][str(n)] = {"ms": ms, "saving": 1 - best[n] / best["full"], "vs_target": best[n] / best["target"],
-                           "head_bytes_saved": hb * (1 - n / d.cfg.vocab_size)}
-        log(f"V={n}: {ms:.2f} ms ({res['sizes'][str(n)]['saving']:.1%} below the full head's {best['full'] * 1e3:.2f} ms; "
-            f"{best[n] / best['target']:.3f} of a target step)")
-    log(f"full head: {best['full'] * 1e3:.2f} ms = {best['full'] / best['target']:.3f} of a target step "
-        f"({best['target'] * 1e3:.1f} ms)")
+        res["sizes"][str(n)] = {
+            "ms": ms,
+            "saving": 1 - best[n] / best["full"],
+            "vs_target": best[n] / best["target"],
+            "head_bytes_saved": hb * (1 - n / d.cfg.vocab_size),
+        }
+        log(
+            f"V={n}: {ms:.2f} ms ({res['sizes'][str(n)]['saving']:.1%} below the full head's {best['full'] * 1e3:.2f} ms; "
+            f"{best[n] / best['target']:.3f} of a target step)"
+        )
+    log(
+        f"full head: {best['full'] * 1e3:.2f} ms = {best['full'] / best['target']:.3f} of a target step "
+        f"({best['target'] * 1e3:.1f} ms)"
+    )
     _save(args.key, res)
 
 
@@ -135,6 +162,7 @@ def _exit_stepper(params, cfg, exit_layer: int, vocab, slots: int, fill: int):
     from jaxspec.cache import init_cache
     from jaxspec.model import forward
     from jaxspec.speculative.hot_vocab import trim_head
+
     ecfg = dataclasses.replace(cfg, num_layers=exit_layer)
     p = dict(params, layers=params["layers"][:exit_layer])
     p = p if vocab is None else trim_head(p, ecfg, vocab)
@@ -168,18 +196,33 @@ def cmd_exit_step(args) -> None:
     del calls
     tgt = best["target"]
     hb = cfg.vocab_size * cfg.hidden_size * 4
-    res = {"model": TARGET, "file": path.name, "repeats": args.repeats, "cache_slots": S, "target_ms": tgt * 1e3,
-           "head_bytes": hb, "tied": cfg.tie_embeddings, "exits": {}}
+    res = {
+        "model": TARGET,
+        "file": path.name,
+        "repeats": args.repeats,
+        "cache_slots": S,
+        "target_ms": tgt * 1e3,
+        "head_bytes": hb,
+        "tied": cfg.tie_embeddings,
+        "exits": {},
+    }
     for e in args.exits:
         full = best[e, 0]
         row = {"full_ms": full * 1e3, "full_vs_target": full / tgt, "sizes": {}}
         for n in args.sizes:
-            row["sizes"][str(n)] = {"ms": best[e, n] * 1e3, "saving": 1 - best[e, n] / full,
-                                    "vs_target": best[e, n] / tgt}
+            row["sizes"][str(n)] = {
+                "ms": best[e, n] * 1e3,
+                "saving": 1 - best[e, n] / full,
+                "vs_target": best[e, n] / tgt,
+            }
         res["exits"][str(e)] = row
-        log(f"E{e}: full head {full * 1e3:.1f} ms ({full / tgt:.3f} of a step); " + ", ".join(
-            f"{n // 1024}K {best[e, n] * 1e3:.1f} ms (-{row['sizes'][str(n)]['saving']:.1%}, {best[e, n] / tgt:.3f})"
-            for n in args.sizes))
+        log(
+            f"E{e}: full head {full * 1e3:.1f} ms ({full / tgt:.3f} of a step); "
+            + ", ".join(
+                f"{n // 1024}K {best[e, n] * 1e3:.1f} ms (-{row['sizes'][str(n)]['saving']:.1%}, {best[e, n] / tgt:.3f})"
+                for n in args.sizes
+            )
+        )
     log(f"target step {tgt * 1e3:.1f} ms")
     # DEL's own cost model (round_cost.py) with and without the hot head: which candidate exits can pay
     exits = spread_exits(cfg.num_layers)
@@ -187,8 +230,10 @@ def cmd_exit_step(args) -> None:
     for name, v in {"full": None, **{str(n): vocabs[n] for n in args.del_sizes}}.items():
         c = measure_round_cost(t.params, cfg, exits, depth=18, max_len=512, vocab=v)
         del_cost[name] = c.describe()
-        log(f"DEL cost ({name}): kept exits {list(c.exits)}, draft {[round(x, 3) for x in c.draft]}, "
-            f"verify[1..4] {[round(x, 3) for x in c.verify[1:5]]}, step {c.step_ms:.1f} ms")
+        log(
+            f"DEL cost ({name}): kept exits {list(c.exits)}, draft {[round(x, 3) for x in c.draft]}, "
+            f"verify[1..4] {[round(x, 3) for x in c.verify[1:5]]}, step {c.step_ms:.1f} ms"
+        )
     res["del_cost"] = {"candidates": list(exits), "depth": 18, "max_len": 512, "by_head": del_cost}
     _save("exit_step", res)
 
@@ -237,12 +282,25 @@ def cmd_self_run(args) -> None:
                 table[name]["drafter"] = runners[name].spec.drafter.describe()
             if s["vanilla_identical"] != len(ids):
                 raise RuntimeError(f"{spec} {name}: {s['vanilla_identical']}/{len(ids)} outputs equal vanilla's")
-            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+            log(
+                f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
                 f"{s['acceptance_rate']}, mean accepted {s['mean_accepted_length']}"
-                + (f", plain {table[name]['plain_share']:.2f}" if "plain_share" in table[name] else ""))
+                + (f", plain {table[name]['plain_share']:.2f}" if "plain_share" in table[name] else "")
+            )
         sets[spec] = table
-        _save("self_run", {"model": TARGET, "file": path.name, "vocab": args.vocab, "ls": args.ls, "del_cap": 18,
-                           "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+        _save(
+            "self_run",
+            {
+                "model": TARGET,
+                "file": path.name,
+                "vocab": args.vocab,
+                "ls": args.ls,
+                "del_cap": 18,
+                "max_new_tokens": N,
+                "repeats": args.repeats,
+                "sets": sets,
+            },
+        )
 
 
 def cmd_run(args) -> None:
@@ -264,8 +322,9 @@ def cmd_run(args) -> None:
         kw = dict(max_new_tokens=N, eos_ids=eos, max_len=slots)
         runners = {"vanilla": make_runner(t, None, None, **kw), "full": make_runner(t, d, meth, **kw)}
         for n in args.sizes:
-            runners[f"V{n}"] = make_runner(t, d, meth, **kw,
-                                           drafter=DraftModel(vocab=load_hot_vocab(path, n, tokenizer=d.tokenizer)))
+            runners[f"V{n}"] = make_runner(
+                t, d, meth, **kw, drafter=DraftModel(vocab=load_hot_vocab(path, n, tokenizer=d.tokenizer))
+            )
             if args.file:  # the same V from another frequency file, beside the shipped one
                 other = load_hot_vocab(args.file, n, tokenizer=d.tokenizer)
                 runners[f"V{n}-{Path(args.file).stem}"] = make_runner(t, d, meth, **kw, drafter=DraftModel(vocab=other))
@@ -277,10 +336,22 @@ def cmd_run(args) -> None:
             table[name] = {k: v for k, v in s.items() if k not in ("per_row",)} | {"compile_s": compile_s[name]}
             if s["vanilla_identical"] != len(ids):
                 raise RuntimeError(f"{spec} {name}: {s['vanilla_identical']}/{len(ids)} outputs equal vanilla's")
-            log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
-                f"{s['acceptance_rate']:.3f}, mean accepted {s['mean_accepted_length']:.2f}")
+            log(
+                f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+                f"{s['acceptance_rate']:.3f}, mean accepted {s['mean_accepted_length']:.2f}"
+            )
         sets[spec] = table
-        _save(args.key, {"file": path.name, "other_file": args.file and Path(args.file).name, "k": args.k, "max_new_tokens": N, "repeats": args.repeats, "sets": sets})
+        _save(
+            args.key,
+            {
+                "file": path.name,
+                "other_file": args.file and Path(args.file).name,
+                "k": args.k,
+                "max_new_tokens": N,
+                "repeats": args.repeats,
+                "sets": sets,
+            },
+        )
 
 
 def main() -> None:
@@ -293,7 +364,9 @@ def main() -> None:
     s = sub.add_parser("step")
     s.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
     s.add_argument("--repeats", type=int, default=30)
-    s.add_argument("--key", default="step", help="the JSON key: another keeps an earlier step run (the plot shows `step`)")
+    s.add_argument(
+        "--key", default="step", help="the JSON key: another keeps an earlier step run (the plot shows `step`)"
+    )
     r = sub.add_parser("run")
     r.add_argument("--sets", nargs="+", default=["humaneval:5", "spec-bench:qa:3"])
     r.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
@@ -301,8 +374,11 @@ def main() -> None:
     r.add_argument("--max-new-tokens", type=int, default=48)
     r.add_argument("--repeats", type=int, default=2)
     r.add_argument("--file", default=None, help="also each V from this frequency file")
-    r.add_argument("--key", default="run", help="the JSON key (and plot panel) of this run: another key keeps "
-                   "an earlier run with other sizes")
+    r.add_argument(
+        "--key",
+        default="run",
+        help="the JSON key (and plot panel) of this run: another key keeps an earlier run with other sizes",
+    )
     e = sub.add_parser("exit-step")
     e.add_argument("--exits", type=int, nargs="+", default=[14, 20, 24, 27])
     e.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
@@ -316,8 +392,9 @@ def main() -> None:
     sr.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    {"coverage": cmd_coverage, "step": cmd_step, "run": cmd_run, "exit-step": cmd_exit_step,
-     "self-run": cmd_self_run}[args.cmd](args)
+    {"coverage": cmd_coverage, "step": cmd_step, "run": cmd_run, "exit-step": cmd_exit_step, "self-run": cmd_self_run}[
+        args.cmd
+    ](args)
     log(f"done in {time.perf_counter() - t0:.0f}s")
 
 

@@ -24,6 +24,7 @@ can be added to the first file's. The eight 10-prompt MT-bench categories have n
 git: 48 min to regenerate); `write` adds hot_vocab_v1.json's counts unless `--without-shipped`.
 `write --soft` to jaxspec/data/hot_vocab/ made the shipped file (the file measured as `large_soft` in the
 README, there with the soft counts folded into a composite prior key; the same ranking)."""
+
 from __future__ import annotations
 
 import argparse
@@ -52,14 +53,17 @@ def _check_held_out(source: str, offset: int, n: int) -> None:
         raise ValueError(f"{source}: calibrate on spec-bench:CATEGORY or humaneval (chat) prompts")
     for lo, hi in RESERVED[family]:
         if offset < hi and lo < offset + n:
-            raise ValueError(f"{source}:{offset}:{n} overlaps prompts {lo}-{hi - 1}, which the experiments or "
-                             "the shipped frequency file use")
+            raise ValueError(
+                f"{source}:{offset}:{n} overlaps prompts {lo}-{hi - 1}, which the experiments or "
+                "the shipped frequency file use"
+            )
 
 
 def cmd_generate(args) -> None:
     from conversion.loader import load_model
     from jaxspec.hot_vocab_file import generate
     from jaxspec.prompts import encode, load_prompts
+
     parts = list(chunks(args.sets))
     for source, offset, n in parts:
         _check_held_out(source, offset, n)
@@ -76,8 +80,12 @@ def cmd_generate(args) -> None:
         ids = [encode(m.tokenizer, q) for q in load_prompts(source, n, offset)]
         t0 = time.perf_counter()
         outs = generate(m, ids, args.max_new_tokens, args.batch, log=log)
-        doc["sets"][key] = {"prompt_tokens": sum(map(len, ids)), "seconds": time.perf_counter() - t0, "outputs": outs,
-                            **provenance()}
+        doc["sets"][key] = {
+            "prompt_tokens": sum(map(len, ids)),
+            "seconds": time.perf_counter() - t0,
+            "outputs": outs,
+            **provenance(),
+        }
         write_json(doc, OUT)
         log(f"{key}: {len(ids)} prompts, {sum(map(len, outs))} tokens in {time.perf_counter() - t0:.0f}s")
 
@@ -89,10 +97,12 @@ def cmd_soft(args) -> None:
 
     from conversion.loader import load_model
     from jaxspec.hot_vocab_file import prior_expected_counts
+
     total, n_tok = prior_expected_counts(load_model(args.model), args.max_tokens, log=log)
     SOFT.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok,
-                        max_tokens=args.max_tokens)
+    np.savez_compressed(
+        SOFT, expected=total.astype(np.float32), model=args.model, tokens=n_tok, max_tokens=args.max_tokens
+    )
     log(f"wrote {SOFT}: {args.model}'s expected counts over {n_tok} tokens of the held-out prompts")
 
 
@@ -107,6 +117,7 @@ def cmd_misses(args) -> None:
     from conversion.loader import load_model_tokenizer
     from conversion.tokenizer import eos_ids
     from jaxspec.speculative.hot_vocab import file_ranking, find_file, rank
+
     tok = load_model_tokenizer(TARGET)
     path = Path(args.file) if args.file else find_file(tok)
     doc = json.loads(path.read_text())
@@ -118,15 +129,21 @@ def cmd_misses(args) -> None:
     seen, missed = 0, Counter()
     for f in sorted(CONTINUATIONS.glob("*_134_*.json")):
         for c in json.loads(f.read_text())["continuations"]:
-            c = c[:args.new]
-            c = c[:next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]
+            c = c[: args.new]
+            c = c[: next((i + 1 for i, t in enumerate(c) if t in stop), len(c))]
             seen += len(c)
             missed.update(t for t in c if pos[t] >= args.size)
     ids = np.asarray(list(missed.elements()))
-    how = Counter("counts" if t in counts else "prior" if t in prior else "soft" if t in soft else "id order"
-                  for t in missed.elements())
-    print(f"{path.name}, V = {args.size}: {ids.size} of {seen} output tokens missed; ranked by {dict(how)}; "
-          f"median id {np.median(ids):.0f}" if ids.size else f"{path.name}: nothing missed")
+    how = Counter(
+        "counts" if t in counts else "prior" if t in prior else "soft" if t in soft else "id order"
+        for t in missed.elements()
+    )
+    print(
+        f"{path.name}, V = {args.size}: {ids.size} of {seen} output tokens missed; ranked by {dict(how)}; "
+        f"median id {np.median(ids):.0f}"
+        if ids.size
+        else f"{path.name}: nothing missed"
+    )
     print("commonest: " + " | ".join(repr(tok.decode([t])) for t, _ in missed.most_common(40)))
 
 
@@ -134,32 +151,48 @@ def cmd_write(args) -> None:
     from conversion.loader import load_model_tokenizer
     from jaxspec.hot_vocab_file import PRIOR, prior_counts
     from jaxspec.speculative.hot_vocab import count_tokens, load_hot_vocab, write_frequencies
+
     tok = load_model_tokenizer(TARGET)
     doc = json.loads(OUT.read_text())
     counts = count_tokens(o for s in doc["sets"].values() for o in s["outputs"]) if not args.only_shipped else {}
-    source = {"target": TARGET, "generation": f"greedy, {doc['max_new_tokens']} new tokens, cut at EOS",
-              "prompts": [] if args.only_shipped else sorted(doc["sets"]),
-              "command": "python -m experiments.hot_vocab.hot_vocab_calibration " + " ".join(sys.argv[1:]),
-              "commit": provenance()["commit"], "prior": PRIOR}
+    source = {
+        "target": TARGET,
+        "generation": f"greedy, {doc['max_new_tokens']} new tokens, cut at EOS",
+        "prompts": [] if args.only_shipped else sorted(doc["sets"]),
+        "command": "python -m experiments.hot_vocab.hot_vocab_calibration " + " ".join(sys.argv[1:]),
+        "commit": provenance()["commit"],
+        "prior": PRIOR,
+    }
     load_hot_vocab(V1, 1, tokenizer=tok)  # made for this tokenizer
     shipped = json.loads(V1.read_text())
     if not args.without_shipped:
         for t, c in shipped["counts"]:
             counts[t] = counts.get(t, 0) + c
-        source["plus"] = {"file": V1.name, "command": shipped["source"]["command"],
-                          "prompts": shipped["source"]["prompts"], "tokens_counted": shipped["tokens_counted"]}
+        source["plus"] = {
+            "file": V1.name,
+            "command": shipped["source"]["command"],
+            "prompts": shipped["source"]["prompts"],
+            "tokens_counted": shipped["tokens_counted"],
+        }
     prior = prior_counts(tok)
     soft = None
     if args.soft:  # the raw counts first, their ties (and every token they miss) by the soft expected counts
         import numpy as np
 
         from jaxspec.hot_vocab_file import soft_prior
+
         if not SOFT.exists():
-            raise SystemExit(f"{SOFT} is missing: `python -m experiments.hot_vocab.hot_vocab_calibration soft` "
-                             "writes it (48 min), or restore it from git (experiments/hot_vocab/README.md)")
+            raise SystemExit(
+                f"{SOFT} is missing: `python -m experiments.hot_vocab.hot_vocab_calibration soft` "
+                "writes it (48 min), or restore it from git (experiments/hot_vocab/README.md)"
+            )
         npz = np.load(SOFT)
-        soft, source["soft"] = soft_prior(npz["expected"].astype(np.float64), str(npz["model"]), int(npz["tokens"]),
-                                          int(npz["max_tokens"]) if "max_tokens" in npz else 1024)
+        soft, source["soft"] = soft_prior(
+            npz["expected"].astype(np.float64),
+            str(npz["model"]),
+            int(npz["tokens"]),
+            int(npz["max_tokens"]) if "max_tokens" in npz else 1024,
+        )
     out = write_frequencies(args.out, counts, tok, shipped["vocab_size"], source, prior, soft)
     log(f"wrote {args.out}: {out['tokens_counted']} tokens, {out['distinct']} distinct")
 

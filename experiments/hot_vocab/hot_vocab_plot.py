@@ -2,13 +2,16 @@
 then this):
 coverage per V, the draft step per V, each `run*` key's speedup and acceptance, the self-drafters' exit
 steps and DEL's round cost, and the self-drafter runs; a panel whose key is missing is left out."""
+
 from __future__ import annotations
 
 
 def plot(out: dict, path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     wide = sum(k.startswith("run") for k in out) > 1  # a third row for the runs kept apart
     fig, grid = plt.subplots(3 if wide else 2, 3, figsize=(15, 12.6 if wide else 8.4))
     axes = grid.ravel()
@@ -16,13 +19,24 @@ def plot(out: dict, path) -> None:
         ax = axes[0]
         for name, cov in out["coverage"]["sets"].items():
             xs = sorted(map(int, cov))
-            ax.plot([x // 1024 for x in xs], [cov[str(x)] for x in xs], marker="o",
-                    lw=2.5 if name == "pooled" else 0.8, label=name.replace("spec-bench:", ""))
+            ax.plot(
+                [x // 1024 for x in xs],
+                [cov[str(x)] for x in xs],
+                marker="o",
+                lw=2.5 if name == "pooled" else 0.8,
+                label=name.replace("spec-bench:", ""),
+            )
         for key in sorted(k for k in out if k.startswith("coverage_")):  # other frequency files: their pooled line
             cov = out[key]["sets"]["pooled"]
             xs = sorted(map(int, cov))
-            ax.plot([x // 1024 for x in xs], [cov[str(x)] for x in xs], marker="s", ls="--", lw=2,
-                    label=f"pooled, {out[key]['file']} ({out[key]['tokens_counted']} tokens)")
+            ax.plot(
+                [x // 1024 for x in xs],
+                [cov[str(x)] for x in xs],
+                marker="s",
+                ls="--",
+                lw=2,
+                label=f"pooled, {out[key]['file']} ({out[key]['tokens_counted']} tokens)",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("V (thousand tokens kept)")
         ax.set_ylabel("share of the 1.5B's output tokens")
@@ -53,8 +67,13 @@ def plot(out: dict, path) -> None:
         es = sorted(map(int, s["exits"]))
         ax.plot(es, [s["exits"][str(e)]["full_vs_target"] for e in es], marker="o", color="k", label="full head")
         for n in s["exits"][str(es[0])]["sizes"]:
-            ax.plot(es, [s["exits"][str(e)]["sizes"][n]["vs_target"] for e in es], marker="o", lw=0.9,
-                    label=f"{int(n) // 1024}K")
+            ax.plot(
+                es,
+                [s["exits"][str(e)]["sizes"][n]["vs_target"] for e in es],
+                marker="o",
+                lw=0.9,
+                label=f"{int(n) // 1024}K",
+            )
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_xlabel("exit E (layers of the 1.5B)")
         ax.set_ylabel("draft step / target step")

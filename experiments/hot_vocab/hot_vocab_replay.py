@@ -17,6 +17,7 @@ or after its first EOS, and its last round still reads up to k recorded tokens b
 statistics count what the target accepts before the cut). Writes
 experiments/results/hot_vocab/hot_vocab_replay.json (one key per `--key`, each with its command line and commit)
 + .png."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def proposals(draft, seqs: list[list[int]], heads: dict[str, np.ndarray]) -> lis
 
     from jaxspec.cache import init_cache
     from jaxspec.model import forward
+
     cfg = draft.cfg
     kept = {n: jnp.asarray(ids, jnp.int32) for n, ids in heads.items()}
 
@@ -58,8 +60,8 @@ def proposals(draft, seqs: list[list[int]], heads: dict[str, np.ndarray]) -> lis
     for s in seqs:
         T = -(-len(s) // 128) * 128
         toks = np.zeros((1, T), np.int32)
-        toks[0, :len(s)] = s
-        res.append({n: np.asarray(a)[:len(s)] for n, a in step(draft.params, jnp.asarray(toks)).items()})
+        toks[0, : len(s)] = s
+        res.append({n: np.asarray(a)[: len(s)] for n, a in step(draft.params, jnp.asarray(toks)).items()})
     return res
 
 
@@ -95,6 +97,7 @@ def main() -> None:
     from conversion.tokenizer import eos_ids
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+
     draft = load_model(DRAFT)
     tok = draft.tokenizer  # the pair's one tokenizer
     freq = Path(args.file) if args.file else find_file(tok)
@@ -113,11 +116,11 @@ def main() -> None:
         if not files[source].name.endswith(f"_{key}.json"):
             raise ValueError(f"{files[source].name}: the re-encoded prompts of {source} are not the ones recorded")
         seqs, plens, ends = [], [], []
-        for p, c in list(zip(ids, d["continuations"]))[:int(n)]:
+        for p, c in list(zip(ids, d["continuations"]))[: int(n)]:
             if len(c) < args.new + args.k:
                 raise ValueError(f"{source}: {len(c)} recorded tokens; the last round reads up to {args.new + args.k}")
-            out_len = next((i + 1 for i, t in enumerate(c[:args.new]) if t in stop), args.new)  # cut after EOS
-            seqs.append(p + c[:args.new + args.k])
+            out_len = next((i + 1 for i, t in enumerate(c[: args.new]) if t in stop), args.new)  # cut after EOS
+            seqs.append(p + c[: args.new + args.k])
             plens.append(len(p))
             ends.append(len(p) + out_len)
         preds = proposals(draft, seqs, heads)
@@ -127,22 +130,32 @@ def main() -> None:
             pooled[head] = pooled.get(head, 0) + r
             cells[head] = _cell(r)
         out["sets"][source] = {"prompts": len(seqs), "cells": _versus_full(cells)}
-        log(f"{source} ({len(seqs)} prompts): " + ", ".join(
-            f"{h} α {c['acceptance_rate']:.3f}" + (f" ({c['of_full']:.3f} of full)" if h != "full" else "")
-            for h, c in out["sets"][source]["cells"].items()))
+        log(
+            f"{source} ({len(seqs)} prompts): "
+            + ", ".join(
+                f"{h} α {c['acceptance_rate']:.3f}" + (f" ({c['of_full']:.3f} of full)" if h != "full" else "")
+                for h, c in out["sets"][source]["cells"].items()
+            )
+        )
     out["pooled"] = _versus_full({h: _cell(r) for h, r in pooled.items()})
     log("pooled: " + ", ".join(f"{h} α {c['acceptance_rate']:.3f}" for h, c in out["pooled"].items()))
     doc = json.loads(OUT.read_text()) if OUT.exists() else {}
     doc[args.key] = {**out, **provenance()}
     from jaxspec.bench import write_json
+
     write_json(doc, OUT)
     plot(doc)
 
 
 def _cell(r) -> dict:
     rounds, drafted, accepted = map(int, r)
-    return {"rounds": rounds, "drafted": drafted, "accepted": accepted, "acceptance_rate": accepted / drafted,
-            "mean_accepted_length": 1 + accepted / rounds}
+    return {
+        "rounds": rounds,
+        "drafted": drafted,
+        "accepted": accepted,
+        "acceptance_rate": accepted / drafted,
+        "mean_accepted_length": 1 + accepted / rounds,
+    }
 
 
 def _versus_full(cells: dict) -> dict:
@@ -153,8 +166,10 @@ def _versus_full(cells: dict) -> dict:
 
 def plot(doc: dict) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(len(doc), 1, figsize=(13, 4.2 * len(doc)), squeeze=False)
     for ax, (key, out) in zip(axes[:, 0], doc.items()):
         sets = [*out["sets"], "pooled"]
@@ -162,15 +177,19 @@ def plot(doc: dict) -> None:
         heads = [h for h in cells(sets[0]) if h != "full"]
         w = 0.8 / len(heads)
         for i, h in enumerate(heads):
-            ax.bar(np.arange(len(sets)) + i * w, [cells(s)[h]["of_full"] for s in sets], w,
-                   label=f"V={int(h) // 1024}K")
+            ax.bar(
+                np.arange(len(sets)) + i * w, [cells(s)[h]["of_full"] for s in sets], w, label=f"V={int(h) // 1024}K"
+            )
         ax.axhline(0.97, color="r", lw=0.8, ls="--", label="target 0.97")
         ax.set_ylim(0.5, 1.05)
-        ax.set_xticks(np.arange(len(sets)) + 0.4 - w / 2, [s.replace("spec-bench:", "") for s in sets],
-                      rotation=30, ha="right")
+        ax.set_xticks(
+            np.arange(len(sets)) + 0.4 - w / 2, [s.replace("spec-bench:", "") for s in sets], rotation=30, ha="right"
+        )
         ax.set_ylabel("acceptance, share of the full head's")
-        ax.set_title(f"{key} ({out['file']}): 0.5B chain k={out['k']} replayed on the 1.5B's greedy text ({out['new_tokens']} tokens)",
-                     fontsize=9)
+        ax.set_title(
+            f"{key} ({out['file']}): 0.5B chain k={out['k']} replayed on the 1.5B's greedy text ({out['new_tokens']} tokens)",
+            fontsize=9,
+        )
         ax.legend(fontsize=7, ncol=len(heads) + 1)
     fig.tight_layout()
     fig.savefig(RESULTS / "hot_vocab_replay.png", dpi=110)

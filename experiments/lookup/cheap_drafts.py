@@ -17,6 +17,7 @@ written as each finishes; a chunk already there is skipped, so a long sweep spre
     python -m experiments.lookup.cheap_drafts table --tag _full _ten   # two runs' chunks pooled (common methods)
 
 Every row keeps its per-prompt times, so sets and runs pool by summing tokens and seconds."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,15 @@ def _methods(args, d_tok):
     """(name, k, needs the draft model, drafter) per method; drafter None: DraftModel with the full head."""
     from jaxspec.speculative import Cascade, DraftModel, NGram
     from jaxspec.speculative.hot_vocab import find_file, load_hot_vocab
+
     vocab = load_hot_vocab(find_file(d_tok), args.vocab, tokenizer=d_tok) if args.vocab else None
     ng, k = NGram(args.max_ngram, args.min_ngram), args.k
-    every = {"chain": (k, True, None), "ngram": (k, False, ng),
-             "cascade": (k, True, Cascade(ng, min_match=args.min_match)),
-             "cascade-extend": (k, True, Cascade(ng, extend=True))}
+    every = {
+        "chain": (k, True, None),
+        "ngram": (k, False, ng),
+        "cascade": (k, True, Cascade(ng, min_match=args.min_match)),
+        "cascade-extend": (k, True, Cascade(ng, extend=True)),
+    }
     if vocab is not None:
         every[f"chain-V{args.vocab}"] = (k, True, DraftModel(vocab=vocab))
         every[f"cascade-V{args.vocab}"] = (k, True, Cascade(ng, DraftModel(vocab=vocab), min_match=args.min_match))
@@ -61,14 +66,30 @@ def cmd_run(args) -> None:
     from jaxspec.speculative import chain, make_runner
 
     path = RESULTS / f"cheap_drafts{args.tag}.json"
-    out = json.loads(path.read_text()) if path.exists() else {
-        "target": TARGET, "draft": DRAFT, "max_new_tokens": args.max_new_tokens,
-        "measurement": "interleaved per prompt, best of repeats per prompt and method; HF once each", "chunks": []}
+    out = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "target": TARGET,
+            "draft": DRAFT,
+            "max_new_tokens": args.max_new_tokens,
+            "measurement": "interleaved per prompt, best of repeats per prompt and method; HF once each",
+            "chunks": [],
+        }
+    )
     if out["max_new_tokens"] != args.max_new_tokens:
         raise SystemExit(f"{path} holds runs of {out['max_new_tokens']} tokens; use another --tag")
-    config = {"methods": args.methods, "k": args.k, "max_ngram": args.max_ngram, "min_ngram": args.min_ngram,
-              "min_match": args.min_match, "vocab": args.vocab, "ngram_grid": args.ngram_grid, "hf": args.hf,
-              "repeats": args.repeats}
+    config = {
+        "methods": args.methods,
+        "k": args.k,
+        "max_ngram": args.max_ngram,
+        "min_ngram": args.min_ngram,
+        "min_match": args.min_match,
+        "vocab": args.vocab,
+        "ngram_grid": args.ngram_grid,
+        "hf": args.hf,
+        "repeats": args.repeats,
+    }
     for c in out["chunks"]:  # chunks pool only when they measured the same methods the same way
         if {k: v for k, v in c["config"].items() if k != "max_len"} != config:
             raise SystemExit(f"{path} was measured with {c['config']}; this run's settings differ: use another --tag")
@@ -97,9 +118,17 @@ def cmd_run(args) -> None:
         log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
         rows = interleaved.measure(runners, ids, args.repeats, log)
         van = rows["vanilla"]
-        chunk = {"source": source, "offset": offset, "n": n, "config": config, "env": environment(), **provenance(),
-                 "compile_s": compile_s, "vanilla_output_ids": [r["output_ids"] for r in van],
-                 "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
+        chunk = {
+            "source": source,
+            "offset": offset,
+            "n": n,
+            "config": config,
+            "env": environment(),
+            **provenance(),
+            "compile_s": compile_s,
+            "vanilla_output_ids": [r["output_ids"] for r in van],
+            "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()},
+        }
         for m, rs in chunk["rows"].items():
             if not all(r["identical"] for r in rs):
                 raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
@@ -113,15 +142,23 @@ def cmd_run(args) -> None:
 
 def _hf_models(t, d, names):
     from jaxspec.hf_reference import load_hf_model
-    return {"target": load_hf_model(t.source), "assistant": load_hf_model(d.source) if "assisted" in names else None,
-            "names": names}
+
+    return {
+        "target": load_hf_model(t.source),
+        "assistant": load_hf_model(d.source) if "assisted" in names else None,
+        "names": names,
+    }
 
 
 def _hf(hf, ids, vanilla_rows, args, eos) -> dict:
     """HF's greedy generate per method, interleaved per prompt (rotated order), one timing each."""
     from jaxspec.hf_reference import hf_generate
-    how = {"vanilla": {}, "prompt-lookup": dict(prompt_lookup=(args.k, args.max_ngram)),
-           "assisted": dict(assistant=hf["assistant"])}
+
+    how = {
+        "vanilla": {},
+        "prompt-lookup": dict(prompt_lookup=(args.k, args.max_ngram)),
+        "assisted": dict(assistant=hf["assistant"]),
+    }
     names = hf["names"]
     for n in names:
         hf_generate(hf["target"], ids[0], 8, eos, **how[n])  # warm-up, not timed
@@ -137,6 +174,7 @@ def _hf(hf, ids, vanilla_rows, args, eos) -> dict:
 def _pool(chunks: list[dict]) -> dict:
     """Per method: our rows pooled (interleaved.summary against vanilla), HF's tok/s and ratios."""
     from jaxspec.bench import stage_shares
+
     rows: dict[str, list] = {}
     hf: dict[str, list] = {}
     for c in chunks:
@@ -150,16 +188,22 @@ def _pool(chunks: list[dict]) -> dict:
         if m == "vanilla":
             continue
         s, v = interleaved.summary(rs), res["vanilla"]
-        res[m] = s | {"speedup": s["tok_per_s"] / v["tok_per_s"],
-                      "decode_speedup": s["decode_tok_per_s"] / v["decode_tok_per_s"],
-                      "prefill_ratio": s["prefill_s"] / v["prefill_s"],
-                      "vanilla_identical": sum(r["identical"] for r in rs)}
+        res[m] = s | {
+            "speedup": s["tok_per_s"] / v["tok_per_s"],
+            "decode_speedup": s["decode_tok_per_s"] / v["decode_tok_per_s"],
+            "prefill_ratio": s["prefill_s"] / v["prefill_s"],
+            "vanilla_identical": sum(r["identical"] for r in rs),
+        }
         if rs and "cascade" in (rs[0].get("drafter") or {}):
             res[m]["stages"] = stage_shares(rs)
     for m, rs in hf.items():
         tps = sum(r["new_tokens"] for r in rs) / sum(r["wall_s"] for r in rs)
-        res[f"hf-{m}"] = {"prompts": len(rs), "tok_per_s": tps, "speedup": tps / res["vanilla"]["tok_per_s"],
-                          "vanilla_identical": sum(r["identical"] for r in rs)}
+        res[f"hf-{m}"] = {
+            "prompts": len(rs),
+            "tok_per_s": tps,
+            "speedup": tps / res["vanilla"]["tok_per_s"],
+            "vanilla_identical": sum(r["identical"] for r in rs),
+        }
     if "hf-vanilla" in res:
         for m in hf:
             res[f"hf-{m}"]["vs_hf_vanilla"] = res[f"hf-{m}"]["tok_per_s"] / res["hf-vanilla"]["tok_per_s"]
@@ -172,12 +216,16 @@ def _log_chunk(c: dict) -> None:
         if m == "vanilla":
             log(f"  vanilla: {s['tok_per_s']:.2f} tok/s")
         elif m.startswith("hf-"):
-            log(f"  {m}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x our vanilla), identical {s['vanilla_identical']}")
+            log(
+                f"  {m}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x our vanilla), identical {s['vanilla_identical']}"
+            )
         else:
             st = s.get("stages")
-            log(f"  {m}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
+            log(
+                f"  {m}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x), acceptance "
                 f"{s['acceptance_rate'] or 0:.3f}, mean accepted {s['mean_accepted_length']:.2f}"
-                + (f", lookup share {st['ngram_share']:.2f}" if st else ""))
+                + (f", lookup share {st['ngram_share']:.2f}" if st else "")
+            )
 
 
 def _groups(out: dict) -> dict[str, list[dict]]:
@@ -208,8 +256,14 @@ def _load(tags: list[str]) -> dict:
         seen[c["source"]] |= ids
     common = set.intersection(*(set(c["rows"]) for c in chunks))
     hf = set.intersection(*(set(c.get("hf", {})) for c in chunks))
-    chunks = [c | {"rows": {m: rs for m, rs in c["rows"].items() if m in common},
-                   "hf": {m: rs for m, rs in c.get("hf", {}).items() if m in hf}} for c in chunks]
+    chunks = [
+        c
+        | {
+            "rows": {m: rs for m, rs in c["rows"].items() if m in common},
+            "hf": {m: rs for m, rs in c.get("hf", {}).items() if m in hf},
+        }
+        for c in chunks
+    ]
     return outs[0] | {"chunks": chunks}
 
 
@@ -224,16 +278,19 @@ def _results(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> tu
     for tags, hf in [(t, False) for t in tag_groups[1:]] + [(t, True) for t in hf_groups]:
         more = {g: _pool(cs) for g, cs in _groups(_load(tags)).items()}
         for g, r in res.items():
-            r |= {m: s for m, s in more.get(g, {}).items()
-                  if m not in r and m != "vanilla" and m.startswith("hf-") == hf}
+            r |= {
+                m: s for m, s in more.get(g, {}).items() if m not in r and m != "vanilla" and m.startswith("hf-") == hf
+            }
     return chunks, res
 
 
 def table(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> str:
     chunks, groups = _results(tag_groups, hf_groups)
     methods = [m for m in next(iter(groups.values())) if m != "vanilla"]
-    lines = ["| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
-             "|---|---|---|---|" + "---|" * len(methods)]
+    lines = [
+        "| set | n | prompt tokens | vanilla tok/s (prefill share) | " + " | ".join(methods) + " |",
+        "|---|---|---|---|" + "---|" * len(methods),
+    ]
     for g, res in groups.items():
         cells = []
         for m in methods:
@@ -243,20 +300,30 @@ def table(tag_groups: list[list[str]], hf_groups: list[list[str]] = ()) -> str:
                 continue
             n = f" n={s['prompts']}" if s["prompts"] != res["vanilla"]["prompts"] else ""  # measured on fewer prompts
             if m.startswith("hf-"):
-                cells.append(f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else "") + n)
+                cells.append(
+                    f"{s['speedup']:.2f}×" + (f" ({s['vs_hf_vanilla']:.2f}× HF)" if "vs_hf_vanilla" in s else "") + n
+                )
             else:
                 st = s.get("stages")
-                cells.append(f"{s['speedup']:.2f}× (dec {s['decode_speedup']:.2f}; len {s['mean_accepted_length']:.2f}"
-                             + (f"; lookup {st['ngram_share']:.0%}" if st else "") + ")" + n)
+                cells.append(
+                    f"{s['speedup']:.2f}× (dec {s['decode_speedup']:.2f}; len {s['mean_accepted_length']:.2f}"
+                    + (f"; lookup {st['ngram_share']:.0%}" if st else "")
+                    + ")"
+                    + n
+                )
         v, rows = res["vanilla"], [r for c in chunks[g] for r in c["rows"]["vanilla"]]
-        lines.append(f"| {g} | {v['prompts']} | {sum(r['prompt_tokens'] for r in rows) / len(rows):.0f} | "
-                     f"{v['tok_per_s']:.2f} ({v['prefill_s'] / (v['prefill_s'] + v['decode_s']):.0%}) | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {g} | {v['prompts']} | {sum(r['prompt_tokens'] for r in rows) / len(rows):.0f} | "
+            f"{v['tok_per_s']:.2f} ({v['prefill_s'] / (v['prefill_s'] + v['decode_s']):.0%}) | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def plot(tag_groups: list[list[str]], hf_groups: list[list[str]] = (), name: str | None = None) -> None:
     from experiments.common.bars import grouped_bars
+
     # several tags: the PNG is named after all of them (and after the HF tags, if any), unless `name` says
     name = name or "_and".join("".join(t) for t in tag_groups) + "".join("_hf" + "".join(t) for t in hf_groups)
     path = RESULTS / f"cheap_drafts{name}.png"
@@ -265,9 +332,16 @@ def plot(tag_groups: list[list[str]], hf_groups: list[list[str]] = (), name: str
     names = [n for n in groups[sets[0]] if n not in ("vanilla", "hf-vanilla")]
     bars = {n: [groups[s].get(n, {}).get("speedup", 0) for s in sets] for n in names}
     fewer = {n: [groups[s].get(n, {}).get("prompts", 0) < groups[s]["vanilla"]["prompts"] for s in sets] for n in names}
-    grouped_bars(path, sets, bars, ylabel="end-to-end speedup vs jaxspec vanilla",
-                 title="cheap drafts on the 1.5B (greedy, CPU)", figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4),
-                 hatched=fewer, hatched_label="hatched: fewer prompts than the set (table: n=)")
+    grouped_bars(
+        path,
+        sets,
+        bars,
+        ylabel="end-to-end speedup vs jaxspec vanilla",
+        title="cheap drafts on the 1.5B (greedy, CPU)",
+        figsize=(max(7, 0.45 * len(sets) * len(names)), 4.4),
+        hatched=fewer,
+        hatched_label="hatched: fewer prompts than the set (table: n=)",
+    )
     log(f"wrote {path}")
 
 
@@ -275,10 +349,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--sets", nargs="+", default=["humaneval:0:10", "spec-bench:summarization:0:10"],
-                   help="SOURCE:OFFSET:N or SOURCE:N, e.g. spec-bench:rag:0:10")
-    r.add_argument("--methods", nargs="*", default=["chain", "ngram", "cascade", "cascade-extend"],
-                   choices=["chain", "ngram", "cascade", "cascade-extend"])
+    r.add_argument(
+        "--sets",
+        nargs="+",
+        default=["humaneval:0:10", "spec-bench:summarization:0:10"],
+        help="SOURCE:OFFSET:N or SOURCE:N, e.g. spec-bench:rag:0:10",
+    )
+    r.add_argument(
+        "--methods",
+        nargs="*",
+        default=["chain", "ngram", "cascade", "cascade-extend"],
+        choices=["chain", "ngram", "cascade", "cascade-extend"],
+    )
     r.add_argument("-k", type=int, default=4)
     r.add_argument("--max-ngram", type=int, default=3)
     r.add_argument("--min-ngram", type=int, default=1)
@@ -291,12 +373,26 @@ def main() -> None:
     r.add_argument("--tag", default="")
     for name in ("table", "plot"):
         t = sub.add_parser(name)
-        t.add_argument("--tag", nargs="+", action="append", help="one file's tag, or several to pool (their common "
-                       "methods); repeated: each group pools apart, a later one adds the methods the earlier lack")
-        t.add_argument("--hf-tag", nargs="+", action="append", default=[],
-                       help="HF's columns from these files instead (repeatable like --tag)")
-    sub.choices["plot"].add_argument("--name", default=None, help="the PNG is cheap_drafts<NAME>.png (default: "
-                                     "built from the tags; the docs' ten-prompt table with every column: _ten_all)")
+        t.add_argument(
+            "--tag",
+            nargs="+",
+            action="append",
+            help="one file's tag, or several to pool (their common "
+            "methods); repeated: each group pools apart, a later one adds the methods the earlier lack",
+        )
+        t.add_argument(
+            "--hf-tag",
+            nargs="+",
+            action="append",
+            default=[],
+            help="HF's columns from these files instead (repeatable like --tag)",
+        )
+    sub.choices["plot"].add_argument(
+        "--name",
+        default=None,
+        help="the PNG is cheap_drafts<NAME>.png (default: "
+        "built from the tags; the docs' ten-prompt table with every column: _ten_all)",
+    )
     args = p.parse_args()
     if args.cmd == "run":
         cmd_run(args)

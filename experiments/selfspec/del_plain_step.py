@@ -8,6 +8,7 @@ For each prompt: vanilla and DEL (default settings, chain(18)) alternate, `--rep
 tokens; per run the decode time per step (prefill apart). Reports per prompt the min and median of
 each method and their ratios, and the spread of one method's runs (what a best-of-2 comparison of two
 2-prompt sets cannot see past). Writes experiments/results/selfspec/del_plain_step_<model>.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,19 @@ def measure(model: str, sets, repeats: int, N: int) -> dict:
     for spec in sets:
         ids = [encode(m.tokenizer, p) for p in load_prompts(*parse_set(spec))]
         longest, meth = max(map(len, ids)), chain(18)
-        runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), max_new_tokens=N, eos_ids=eos),
-                   "del": make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
-                                      drafter=DEL(), max_new_tokens=N, eos_ids=eos, measure_costs=True)}
+        runners = {
+            "vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), max_new_tokens=N, eos_ids=eos),
+            "del": make_runner(
+                m,
+                None,
+                meth,
+                max_len=cache_slots(longest + N + meth.shape.nodes + 1),
+                drafter=DEL(),
+                max_new_tokens=N,
+                eos_ids=eos,
+                measure_costs=True,
+            ),
+        }
         for r in runners.values():
             for i in ids:
                 r.compile([i])
@@ -48,14 +59,16 @@ def measure(model: str, sets, repeats: int, N: int) -> dict:
         times = {n: [[] for _ in ids] for n in runners}
         for rep in range(repeats):
             for j, pid in enumerate(ids):
-                for n in (list(runners) if (rep + j) % 2 == 0 else list(runners)[::-1]):
+                for n in list(runners) if (rep + j) % 2 == 0 else list(runners)[::-1]:
                     res = runners[n].run([pid], jax.random.key(j))
                     times[n][j].append(res.decode_s / (len(res.output_ids[0]) - 1) * 1e3)
         out[spec] = times
         for j in range(len(ids)):
             v, d = times["vanilla"][j], times["del"][j]
-            log(f"{spec} #{j}: ms/step vanilla min {min(v):.1f} med {statistics.median(v):.1f} | del min {min(d):.1f} "
-                f"med {statistics.median(d):.1f}")
+            log(
+                f"{spec} #{j}: ms/step vanilla min {min(v):.1f} med {statistics.median(v):.1f} | del min {min(d):.1f} "
+                f"med {statistics.median(d):.1f}"
+            )
     return out
 
 
@@ -63,13 +76,27 @@ def summarize(times: dict) -> dict:
     rows = []
     for spec, t in times.items():
         for j, (v, d) in enumerate(zip(t["vanilla"], t["del"])):
-            rows.append({"set": spec, "prompt": j, "vanilla_min_ms": min(v), "del_min_ms": min(d),
-                         "vanilla_median_ms": statistics.median(v), "del_median_ms": statistics.median(d),
-                         "ratio_min": min(d) / min(v), "ratio_median": statistics.median(d) / statistics.median(v),
-                         "vanilla_spread": max(v) / min(v) - 1, "del_spread": max(d) / min(d) - 1})
+            rows.append(
+                {
+                    "set": spec,
+                    "prompt": j,
+                    "vanilla_min_ms": min(v),
+                    "del_min_ms": min(d),
+                    "vanilla_median_ms": statistics.median(v),
+                    "del_median_ms": statistics.median(d),
+                    "ratio_min": min(d) / min(v),
+                    "ratio_median": statistics.median(d) / statistics.median(v),
+                    "vanilla_spread": max(v) / min(v) - 1,
+                    "del_spread": max(d) / min(d) - 1,
+                }
+            )
     mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-    return {"prompts": rows, "mean_ratio_min": mean("ratio_min"), "mean_ratio_median": mean("ratio_median"),
-            "mean_spread": (mean("vanilla_spread") + mean("del_spread")) / 2}
+    return {
+        "prompts": rows,
+        "mean_ratio_min": mean("ratio_min"),
+        "mean_ratio_median": mean("ratio_median"),
+        "mean_spread": (mean("vanilla_spread") + mean("del_spread")) / 2,
+    }
 
 
 def main() -> None:
@@ -80,14 +107,29 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--times", default=None, help="summarise a saved {set: {method: [[ms per run] per prompt]}} file")
     args = ap.parse_args()
-    times = json.loads(Path(args.times).read_text()) if args.times else \
-        measure(args.model, args.sets, args.repeats, args.max_new_tokens)
+    times = (
+        json.loads(Path(args.times).read_text())
+        if args.times
+        else measure(args.model, args.sets, args.repeats, args.max_new_tokens)
+    )
     s = summarize(times)
-    log(f"DEL / vanilla per step over {len(s['prompts'])} prompts: best-of-runs ratio {s['mean_ratio_min']:.3f}, median "
-        f"ratio {s['mean_ratio_median']:.3f}; one method's runs spread {s['mean_spread']:.0%} (max/min - 1)")
+    log(
+        f"DEL / vanilla per step over {len(s['prompts'])} prompts: best-of-runs ratio {s['mean_ratio_min']:.3f}, median "
+        f"ratio {s['mean_ratio_median']:.3f}; one method's runs spread {s['mean_spread']:.0%} (max/min - 1)"
+    )
     from jaxspec.bench import environment
-    write_json({"model": args.model, "repeats": args.repeats, "max_new_tokens": args.max_new_tokens, "times_ms": times,
-                **s, "env": environment()}, RESULTS / f"del_plain_step_{args.model}.json")
+
+    write_json(
+        {
+            "model": args.model,
+            "repeats": args.repeats,
+            "max_new_tokens": args.max_new_tokens,
+            "times_ms": times,
+            **s,
+            "env": environment(),
+        },
+        RESULTS / f"del_plain_step_{args.model}.json",
+    )
 
 
 if __name__ == "__main__":

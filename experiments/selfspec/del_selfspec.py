@@ -16,6 +16,7 @@ Writes experiments/results/selfspec/del_<model><tag>.json (+ .png: speedup per s
 experiments/results/selfspec/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official sweep.py, with
 the default DEL's on the same prompts) and
 experiments/results/selfspec/del_costs_<model>.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ from experiments.common.paths import results_dir
 from experiments.common.results import log, write_json
 
 RESULTS = results_dir("selfspec")
-SETS = ("humaneval:20", "spec-bench:summarization:10", "spec-bench:math_reasoning:10", "spec-bench:translation:10",
-        "spec-bench:qa:10")
+SETS = (
+    "humaneval:20",
+    "spec-bench:summarization:10",
+    "spec-bench:math_reasoning:10",
+    "spec-bench:translation:10",
+    "spec-bench:qa:10",
+)
 
 
 def parse_set(spec: str) -> tuple[str, int]:
@@ -54,6 +60,7 @@ def _etpl(summary: dict, rows: list[dict], layers: int, exit_layer: int | None) 
 def _methods(args, L: int):
     from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
     from jaxspec.speculative import chain
+
     kw = dict(probe=args.probe, probe_exits=args.probe_exits, context=args.context)
     head = {} if args.head_cost is None else dict(head_cost=args.head_cost)  # a head cost: the layer count
     out = [] if args.no_del else [("del", chain(18), DEL(**head, **kw), None)]
@@ -90,8 +97,15 @@ def _measure_set(m, spec: str, ids, methods, repeats: int, max_new_tokens: int, 
     runners = {"vanilla": make_runner(m, None, None, max_len=cache_slots(longest + N), **kw)}
     for name, meth, drafter, _ in methods:
         t0 = time.perf_counter()  # DEL's measured cost: timed here (or read) at this set's cache size
-        runners[name] = make_runner(m, None, meth, max_len=cache_slots(longest + N + meth.shape.nodes + 1),
-                                    drafter=drafter, measure_costs=True, **kw)
+        runners[name] = make_runner(
+            m,
+            None,
+            meth,
+            max_len=cache_slots(longest + N + meth.shape.nodes + 1),
+            drafter=drafter,
+            measure_costs=True,
+            **kw,
+        )
         cost = runners[name].spec.drafter.describe().get("cost")
         if isinstance(cost, dict):
             log(f"[{spec}] {name}: round cost measured or read in {time.perf_counter() - t0:.0f}s: {json.dumps(cost)}")
@@ -107,11 +121,19 @@ def _measure_set(m, spec: str, ids, methods, repeats: int, max_new_tokens: int, 
         s["etpl"] = _etpl(s, rows[name], L, e)
         s["compile_s"] = compile_s[name]
         table[name] = {k: v for k, v in s.items() if k not in ("per_position", "histogram")}
-        log(f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
+        log(
+            f"[{spec}] {name}: {s['speedup']:.3f}x (decode {s['decode_speedup']:.3f}x, prefill "
             f"{s['prefill_ratio']:.2f}x), acceptance {s['acceptance_rate'] or 0:.2f}, eTPL {s['etpl']:.4f}, "
-            f"identical {s['vanilla_identical']}/{len(ids)}")
-    info = {"cache_slots": {n: r.spec.max_len for n, r in runners.items()}, "round_cost": {
-        n: c for n, r in runners.items() if n != "vanilla" and isinstance(c := r.spec.drafter.describe().get("cost"), dict)}}
+            f"identical {s['vanilla_identical']}/{len(ids)}"
+        )
+    info = {
+        "cache_slots": {n: r.spec.max_len for n, r in runners.items()},
+        "round_cost": {
+            n: c
+            for n, r in runners.items()
+            if n != "vanilla" and isinstance(c := r.spec.drafter.describe().get("cost"), dict)
+        },
+    }
     return table, traces, info
 
 
@@ -124,8 +146,15 @@ def cmd_run(args) -> None:
 
     m = load_model(args.model)
     L, N, eos = m.cfg.num_layers, args.max_new_tokens, eos_ids(m.tokenizer, m.cfg)
-    out = {"model": args.model, "layers": L, "max_new_tokens": N, "repeats": args.repeats,
-           "measurement": "interleaved, best of repeats per prompt and method", "sets": {}, "env": environment()}
+    out = {
+        "model": args.model,
+        "layers": L,
+        "max_new_tokens": N,
+        "repeats": args.repeats,
+        "measurement": "interleaved, best of repeats per prompt and method",
+        "sets": {},
+        "env": environment(),
+    }
     sets = {spec: [encode(m.tokenizer, p) for p in load_prompts(*parse_set(spec))] for spec in args.sets}
     path = RESULTS / f"del_{args.model}{args.tag}.json"
     for spec, ids in sets.items():
@@ -143,6 +172,7 @@ def _hf_early_exit(m, ids, exits, max_new_tokens: int, eos, repeats: int, jax_va
     `repeats`: the ratio that compares the method, not the two implementations (HF eager torch and
     jaxspec's jitted loop differ several-fold on this CPU), and the ratio to jaxspec's vanilla."""
     from jaxspec.hf_reference import assistant_settings, hf_generate, load_hf_model
+
     hf = load_hf_model(m.source, "float32")
     names = ["hf-vanilla"] + [f"hf-exit-{e}" for e in exits]
     how = {"hf-vanilla": {}, **{f"hf-exit-{e}": {"early_exit": e} for e in exits}}
@@ -157,27 +187,40 @@ def _hf_early_exit(m, ids, exits, max_new_tokens: int, eos, repeats: int, jax_va
                     rows[n][j] = (out, dt)
                 log(f"  {n} prompt {j}: {len(out)} tokens, {len(out) / dt:.2f} tok/s")
     tps = {n: sum(len(o) for o, _ in rows[n]) / sum(dt for _, dt in rows[n]) for n in names}
-    res = {"prompts": len(ids), "repeats": repeats, "hf_settings": assistant_settings(hf),
-           "hf_vanilla_tok_per_s": tps["hf-vanilla"],
-           "hf_vanilla_vs_jaxspec_vanilla": tps["hf-vanilla"] / jax_vanilla["tok_per_s"], "exits": {}}
+    res = {
+        "prompts": len(ids),
+        "repeats": repeats,
+        "hf_settings": assistant_settings(hf),
+        "hf_vanilla_tok_per_s": tps["hf-vanilla"],
+        "hf_vanilla_vs_jaxspec_vanilla": tps["hf-vanilla"] / jax_vanilla["tok_per_s"],
+        "exits": {},
+    }
     for e in exits:
         n = f"hf-exit-{e}"
         res["exits"][str(e)] = {
-            "tok_per_s": tps[n], "speedup_vs_hf_vanilla": tps[n] / tps["hf-vanilla"],
+            "tok_per_s": tps[n],
+            "speedup_vs_hf_vanilla": tps[n] / tps["hf-vanilla"],
             "speedup_vs_jaxspec_vanilla": tps[n] / jax_vanilla["tok_per_s"],
-            "identical_to_hf_vanilla": sum(a[0] == b[0] for a, b in zip(rows[n], rows["hf-vanilla"]))}
-        log(f"HF early exit {e}: {tps[n]:.2f} tok/s, {tps[n] / tps['hf-vanilla']:.3f}x HF vanilla "
-            f"({tps['hf-vanilla']:.2f} tok/s), {tps[n] / jax_vanilla['tok_per_s']:.3f}x jaxspec vanilla")
+            "identical_to_hf_vanilla": sum(a[0] == b[0] for a, b in zip(rows[n], rows["hf-vanilla"])),
+        }
+        log(
+            f"HF early exit {e}: {tps[n]:.2f} tok/s, {tps[n] / tps['hf-vanilla']:.3f}x HF vanilla "
+            f"({tps['hf-vanilla']:.2f} tok/s), {tps[n] / jax_vanilla['tok_per_s']:.3f}x jaxspec vanilla"
+        )
     return res
 
 
 def _exit_shares(rows: list[dict]) -> dict:
     from collections import Counter
+
     exits = Counter(e for r in rows for e in r["drafter"]["exit_layer"])
     n = sum(exits.values())
     drafted = [d for r in rows for d in r["drafter"]["drafted"]]
-    return {"share": {str(e): c / n for e, c in sorted(exits.items())}, "rounds": n,
-            "mean_drafted": sum(drafted) / len(drafted) if drafted else None}
+    return {
+        "share": {str(e): c / n for e, c in sorted(exits.items())},
+        "rounds": n,
+        "mean_drafted": sum(drafted) / len(drafted) if drafted else None,
+    }
 
 
 def cmd_sweep(args) -> None:
@@ -200,12 +243,22 @@ def cmd_sweep(args) -> None:
     table, _, info = _measure_set(m, args.set, ids, methods, args.repeats, N, eos_ids(m.tokenizer, m.cfg))
     pick = ("tok_per_s", "speedup", "decode_speedup", "acceptance_rate", "etpl", "vanilla_identical")
     cells = [{"exit_layer": e, "gamma": g, **{k: table[f"ls-E{e}-g{g}"][k] for k in pick}} for e, g in grid]
-    write_json({"model": args.model, "set": args.set, "max_new_tokens": N, "layers": L, "repeats": args.repeats,
-                "measurement": "interleaved, best of repeats per prompt and method",
-                "vanilla_tok_per_s": table["vanilla"]["tok_per_s"], "cells": cells,
-                "del": {k: table["del"][k] for k in pick} if "del" in table else None,
-                "round_cost": info["round_cost"], "env": environment()},
-               RESULTS / f"del_sweep_{args.model}{args.tag}.json")
+    write_json(
+        {
+            "model": args.model,
+            "set": args.set,
+            "max_new_tokens": N,
+            "layers": L,
+            "repeats": args.repeats,
+            "measurement": "interleaved, best of repeats per prompt and method",
+            "vanilla_tok_per_s": table["vanilla"]["tok_per_s"],
+            "cells": cells,
+            "del": {k: table["del"][k] for k in pick} if "del" in table else None,
+            "round_cost": info["round_cost"],
+            "env": environment(),
+        },
+        RESULTS / f"del_sweep_{args.model}{args.tag}.json",
+    )
     plot()
 
 
@@ -248,7 +301,10 @@ def cmd_costs(args) -> None:
         for name, shadow in (("none", ()), ("spread", spread_exits(L)), ("all", tuple(range(1, L)))):
             f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
             out["verify_ms"][f"T{T}-{name}"], _ = timed(f, p, toks, cache, pos, mask)
-        log(f"verify T={T}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out["verify_ms"].items() if k.startswith(f"T{T}-")))
+        log(
+            f"verify T={T}: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in out["verify_ms"].items() if k.startswith(f"T{T}-"))
+        )
     step = out["verify_ms"]["T1-none"]
 
     exits = spread_exits(L)
@@ -268,7 +324,10 @@ def cmd_costs(args) -> None:
         for disp in ("segments", "switch"):
             f = jax.jit(lambda p, c, i, disp=disp: exit_logits(p, toks, c, pos, mask, cfg, exits, i, disp)[0])
             out["draft_ms"][f"E{E}-{disp}"], out["compile_s"][f"E{E}-{disp}"] = timed(f, p, cache, jnp.int32(e_idx))
-        log(f"draft at E{E}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out["draft_ms"].items() if k.startswith(f"E{E}-")))
+        log(
+            f"draft at E{E}: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in out["draft_ms"].items() if k.startswith(f"E{E}-"))
+        )
 
     x = jnp.ones((1, 1, cfg.hidden_size), jnp.float32)
     layer = jax.jit(lambda p, c: decoder_layer(p["layers"][0], x, c.k[0], c.v[0], pos, c.lengths, mask, cfg)[0])
@@ -285,9 +344,11 @@ def cmd_costs(args) -> None:
 
 def plot() -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
     for path in sorted(RESULTS.glob("del_*.json")):
         d = json.loads(path.read_text())
         if path.name.startswith("del_sweep_"):
@@ -301,15 +362,23 @@ def plot() -> None:
                 cs = ax.contourf(es, gs, z, levels=12, cmap="viridis")
                 ax.contour(es, gs, z, levels=[1.0], colors="white", linewidths=1.5)
             else:  # a line of cells: no contour to draw
-                cs = ax.scatter([c["exit_layer"] for c in d["cells"]], [c["gamma"] for c in d["cells"]],
-                                c=[c["speedup"] for c in d["cells"]], s=200, cmap="viridis")
+                cs = ax.scatter(
+                    [c["exit_layer"] for c in d["cells"]],
+                    [c["gamma"] for c in d["cells"]],
+                    c=[c["speedup"] for c in d["cells"]],
+                    s=200,
+                    cmap="viridis",
+                )
             fig.colorbar(cs, label="speedup over vanilla (white: 1.0)")
             ax.set_xlabel("exit layer E"), ax.set_ylabel("γ (drafts per round)")
             best = max(d["cells"], key=lambda c: c["speedup"])
             ax.plot(best["exit_layer"], best["gamma"], "w*", markersize=12)
             extra = f"; DEL {d['del']['speedup']:.2f}x" if d.get("del") else ""
-            ax.set_title(f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens)\nbest (*) "
-                         f"E{best['exit_layer']} γ{best['gamma']} {best['speedup']:.2f}x{extra}", fontsize=9)
+            ax.set_title(
+                f"LS sweep, {d['model']} ({d['set']}, {d['max_new_tokens']} tokens)\nbest (*) "
+                f"E{best['exit_layer']} γ{best['gamma']} {best['speedup']:.2f}x{extra}",
+                fontsize=9,
+            )
         elif "sets" in d:
             sets = list(d["sets"])
             names = [n for n in d["sets"][sets[0]]["rows"] if n != "hf_early_exit"]
@@ -324,14 +393,25 @@ def plot() -> None:
             ax.set_ylabel("speedup over vanilla"), ax.legend(fontsize=7, ncol=2)
             ax.set_title(f"{d['model']} ({d['layers']} layers), {d['max_new_tokens']} tokens", fontsize=9)
             ax, ax2 = axes[1], axes[1].twinx()
-            for name, c in (("del", "tab:blue"), ("del-weights", "tab:purple"), ("del-measured", "tab:green"), ("del-layers", "tab:cyan"),
-                            ("del-faithful", "tab:orange")):
+            for name, c in (
+                ("del", "tab:blue"),
+                ("del-weights", "tab:purple"),
+                ("del-measured", "tab:green"),
+                ("del-layers", "tab:cyan"),
+                ("del-faithful", "tab:orange"),
+            ):
                 xs = 0  # every stored trace (3 prompts per set) one after another
                 for s in sets:
                     for t in d["sets"][s]["del_traces"].get(name, []):
                         r = range(xs, xs + len(t["exit_layer"]))
-                        ax.step(r, t["exit_layer"], color=c, where="post", lw=1,
-                                label=f"{name}: exit (0 = plain step)" if xs == 0 else None)
+                        ax.step(
+                            r,
+                            t["exit_layer"],
+                            color=c,
+                            where="post",
+                            lw=1,
+                            label=f"{name}: exit (0 = plain step)" if xs == 0 else None,
+                        )
                         ax2.plot(r, t["tau"], color=c, ls=":", lw=1, label=f"{name}: τ" if xs == 0 else None)
                         xs += len(t["exit_layer"])
                         if name == "del":
@@ -358,21 +438,37 @@ def main() -> None:
     r.add_argument("--fs", nargs="*", default=[], help="E:γ0")
     r.add_argument("--dv", nargs="*", default=[], help="E")
     r.add_argument("--head-cost", type=float, default=None, help="DEL's LM head in layers (then the layer count)")
-    r.add_argument("--weights", action="store_true", help="also DEL with the LM head priced by its weights "
-                   "(head_cost='weights')")
+    r.add_argument(
+        "--weights", action="store_true", help="also DEL with the LM head priced by its weights (head_cost='weights')"
+    )
     r.add_argument("--probe", type=int, default=32, help="DEL: the longest gap between probes while plain")
     r.add_argument("--probe-exits", type=int, default=2, help="DEL: exits a probe observes (0: all)")
-    r.add_argument("--context", type=int, default=None, help="DEL: prompt positions seeding the statistics "
-                   "(default: DEL's, 8 under the layer count, 1 under a measured cost)")
-    r.add_argument("--also-context", type=int, nargs="*", default=[], help="also DEL seeding from N prompt "
-                   "positions (rows del-context-N)")
+    r.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="DEL: prompt positions seeding the statistics "
+        "(default: DEL's, 8 under the layer count, 1 under a measured cost)",
+    )
+    r.add_argument(
+        "--also-context",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also DEL seeding from N prompt positions (rows del-context-N)",
+    )
     r.add_argument("--no-faithful", action="store_true", help="skip DEL faithful (the official quirks)")
     r.add_argument("--no-del", action="store_true", help="skip DEL with the default cost model")
     r.add_argument("--layers", action="store_true", help="also DEL under the official layer count (cost='layers')")
     r.add_argument("--repeats", type=int, default=2, help="runs per prompt and method (the best counts)")
     r.add_argument("--tag", default="", help="suffix of the result file name")
-    r.add_argument("--hf-exit", type=int, nargs="*", default=[], help="also HF assistant_early_exit=E (each E) "
-                   "beside HF's own greedy decoding, on the first set")
+    r.add_argument(
+        "--hf-exit",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also HF assistant_early_exit=E (each E) beside HF's own greedy decoding, on the first set",
+    )
     r.add_argument("--hf-repeats", type=int, default=1, help="HF runs per prompt and method (the best counts)")
     s = sub.add_parser("sweep")
     s.add_argument("--model", required=True)

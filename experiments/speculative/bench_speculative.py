@@ -15,6 +15,7 @@ Then experiments/results/speculative/speculative.md, the docs' table, from every
     python -m experiments.speculative.bench_speculative --sets spec-bench --chains 3 5 7 10 --trees 3x2 5x2 4x3 \
         --no-timing --resume         # 130 prompts, ~4 h: a process per category; --resume goes on after a stop
     python -m experiments.speculative.bench_speculative --table-only"""
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ def sources(name: str, categories: list[str] | None) -> list[str]:
     if name != "spec-bench":
         return [name]
     from jaxspec.prompts import spec_bench_prompts
+
     cats = sorted({p.category for p in spec_bench_prompts(None)})
     unknown = set(categories or []) - set(cats)
     if unknown:
@@ -64,9 +66,23 @@ def sweep(name: str, sweep_n: int, chains, trees, common: dict, resume: bool):
         for meth in [chain(k) for k in chains] + [tree(d, w) for d, w in trees]:
             r = run_bench(TARGET, src, limit=sweep_n, method=meth, vanilla=van, **common)
             s = r["summary"]
-            result["configs"].append({k: s[k] for k in (
-                "method", "method_config", "tok_per_s", "speedup", "decode_speedup", "mean_accepted_length",
-                "acceptance_rate", "analytic_speedup", "fraction_of_analytic", "vanilla_identical")})
+            result["configs"].append(
+                {
+                    k: s[k]
+                    for k in (
+                        "method",
+                        "method_config",
+                        "tok_per_s",
+                        "speedup",
+                        "decode_speedup",
+                        "mean_accepted_length",
+                        "acceptance_rate",
+                        "analytic_speedup",
+                        "fraction_of_analytic",
+                        "vanilla_identical",
+                    )
+                }
+            )
             log(f"sweep {name} {meth}: {s['speedup']:.2f}x")
         result["vanilla_tok_per_s"] = van["summary"]["tok_per_s"]
         write_json(result, path)
@@ -85,19 +101,36 @@ def spec_bench_by_category(args) -> None:
     cats = [s.split(":", 1)[1] for s in sources("spec-bench", args.categories)]
     if not args.resume:
         for f in [RESULTS / "spec_sweep_spec-bench.json"] + [
-                RESULTS / f"spec_spec-bench-{c}_{k}.json" for c in cats for k in ("vanilla", "chain", "tree")]:
+            RESULTS / f"spec_spec-bench-{c}_{k}.json" for c in cats for k in ("vanilla", "chain", "tree")
+        ]:
             f.unlink(missing_ok=True)
     for c in cats:
-        subprocess.run([sys.executable, "-m", MODULE, "--sets", "spec-bench", "--resume", *_options(args),
-                        "--categories", c], check=True)
+        subprocess.run(
+            [sys.executable, "-m", MODULE, "--sets", "spec-bench", "--resume", *_options(args), "--categories", c],
+            check=True,
+        )
 
 
 def _options(args) -> list[str]:
     """The run options a child process is given (everything but the sets, categories and --resume)."""
-    return (["--prompts", str(args.prompts), "--per-category", str(args.per_category), "--sweep-prompts",
-             str(args.sweep_prompts), "--max-new-tokens", str(args.max_new_tokens), "--chains",
-             *map(str, args.chains), "--trees", *args.trees] + ["--no-hf"] * args.no_hf
-            + ["--no-timing"] * args.no_timing)
+    return (
+        [
+            "--prompts",
+            str(args.prompts),
+            "--per-category",
+            str(args.per_category),
+            "--sweep-prompts",
+            str(args.sweep_prompts),
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+            "--chains",
+            *map(str, args.chains),
+            "--trees",
+            *args.trees,
+        ]
+        + ["--no-hf"] * args.no_hf
+        + ["--no-timing"] * args.no_timing
+    )
 
 
 def bench_all(name: str, args, chains, trees) -> None:
@@ -121,8 +154,16 @@ def bench_all(name: str, args, chains, trees) -> None:
         van = run_bench(TARGET, src, limit=limit, **common)
         write_json(van, RESULTS / f"spec_{tag}_vanilla.json")
         for kind, meth in best.items():
-            r = run_bench(TARGET, src, limit=limit, method=meth, vanilla=van, timing=not args.no_timing,
-                          hf_baseline=not args.no_hf and kind == "chain", **common)
+            r = run_bench(
+                TARGET,
+                src,
+                limit=limit,
+                method=meth,
+                vanilla=van,
+                timing=not args.no_timing,
+                hf_baseline=not args.no_hf and kind == "chain",
+                **common,
+            )
             write_json(r, RESULTS / f"spec_{tag}_{kind}.json")
             s = r["summary"]
             log(f"{src} {kind}: {s['tok_per_s']:.2f} tok/s, speedup {s['speedup']:.2f}x")
@@ -135,14 +176,18 @@ def _load(src: str) -> tuple[dict, ...] | None:
 
 def _pooled(results: list[tuple[dict, ...]]) -> tuple[dict, ...]:
     """Summaries of several sources' runs pooled as one set: tokens over time, accepted over rounds."""
+
     def pool(runs: list[dict]) -> dict:
         ss, rows = [r["summary"] for r in runs], [p for r in runs for p in r["prompts"]]
         new, prompts = sum(s["total"]["new_tokens"] for s in ss), sum(s["total"]["prompts"] for s in ss)
         dec = sum(s["total"]["decode_s"] for s in ss)
-        out = {"method": ss[0]["method"], "method_config": ss[0]["method_config"],
-               "total": {"prompts": prompts, "new_tokens": new},
-               "tok_per_s": new / sum(s["total"]["prefill_s"] + s["total"]["decode_s"] for s in ss),
-               "decode_tok_per_s": (new - prompts) / dec}
+        out = {
+            "method": ss[0]["method"],
+            "method_config": ss[0]["method_config"],
+            "total": {"prompts": prompts, "new_tokens": new},
+            "tok_per_s": new / sum(s["total"]["prefill_s"] + s["total"]["decode_s"] for s in ss),
+            "decode_tok_per_s": (new - prompts) / dec,
+        }
         if ss[0]["method"] != "vanilla":
             rounds = sum(s["rounds"] for s in ss)
             out["mean_accepted_length"] = 1 + sum(s["accepted"] for s in ss) / rounds
@@ -151,13 +196,17 @@ def _pooled(results: list[tuple[dict, ...]]) -> tuple[dict, ...]:
             out["analytic_speedup"] = out["mean_accepted_length"] / cost
             out["vanilla_identical"] = sum(s["vanilla_identical"] for s in ss)
         if all("hf_tok_per_s" in r for r in rows):  # exact where HF's output is ours (hf_identical)
-            out["hf_tok_per_s"] = sum(r["new_tokens"] for r in rows) / sum(r["new_tokens"] / r["hf_tok_per_s"]
-                                                                          for r in rows)
+            out["hf_tok_per_s"] = sum(r["new_tokens"] for r in rows) / sum(
+                r["new_tokens"] / r["hf_tok_per_s"] for r in rows
+            )
         return out
 
     v, c, t = (pool([r[i] for r in results]) for i in range(3))
     for s in (c, t):
-        s["speedup"], s["decode_speedup"] = s["tok_per_s"] / v["tok_per_s"], s["decode_tok_per_s"] / v["decode_tok_per_s"]
+        s["speedup"], s["decode_speedup"] = (
+            s["tok_per_s"] / v["tok_per_s"],
+            s["decode_tok_per_s"] / v["decode_tok_per_s"],
+        )
         s["fraction_of_analytic"] = s["decode_speedup"] / s["analytic_speedup"]
         if "hf_tok_per_s" in s:
             s["speedup_vs_hf"] = s["tok_per_s"] / s["hf_tok_per_s"]
@@ -165,22 +214,29 @@ def _pooled(results: list[tuple[dict, ...]]) -> tuple[dict, ...]:
 
 
 def _row(src: str, v: dict, c: dict, t: dict) -> str:
-    cfg = lambda s: "k=" + str(s["method_config"]["shape"]["depth"]) if s["method"] == "chain" else \
-        "D={depth},K={width}".format(**s["method_config"]["shape"])  # noqa: E731
+    cfg = lambda s: (
+        "k=" + str(s["method_config"]["shape"]["depth"])
+        if s["method"] == "chain"
+        else "D={depth},K={width}".format(**s["method_config"]["shape"])
+    )  # noqa: E731
     hf = f"{c['hf_tok_per_s']:.2f}" if "hf_tok_per_s" in c else "–"
     vs_hf = f"{c['speedup_vs_hf']:.2f}×" if "speedup_vs_hf" in c else "–"
-    return (f"| {src} | {v['total']['prompts']} | {v['tok_per_s']:.2f} | {c['tok_per_s']:.2f} ({cfg(c)}) "
-            f"| {c['speedup']:.2f}× | {c['mean_accepted_length']:.2f} | {c['analytic_speedup']:.2f}× "
-            f"| {c['fraction_of_analytic']:.2f} | {t['tok_per_s']:.2f} ({cfg(t)}) | {t['speedup']:.2f}× "
-            f"| {t['mean_accepted_length']:.2f} | {hf} | {vs_hf} | {c['vanilla_identical']}+{t['vanilla_identical']}"
-            f"/{2 * v['total']['prompts']} |")
+    return (
+        f"| {src} | {v['total']['prompts']} | {v['tok_per_s']:.2f} | {c['tok_per_s']:.2f} ({cfg(c)}) "
+        f"| {c['speedup']:.2f}× | {c['mean_accepted_length']:.2f} | {c['analytic_speedup']:.2f}× "
+        f"| {c['fraction_of_analytic']:.2f} | {t['tok_per_s']:.2f} ({cfg(t)}) | {t['speedup']:.2f}× "
+        f"| {t['mean_accepted_length']:.2f} | {hf} | {vs_hf} | {c['vanilla_identical']}+{t['vanilla_identical']}"
+        f"/{2 * v['total']['prompts']} |"
+    )
 
 
 def table() -> str:
-    head = ("| prompts | n | vanilla tok/s | chain tok/s | chain speedup | chain mean acc. len | chain analytic "
-            "| achieved / analytic (decode) | tree tok/s | tree speedup | tree mean acc. len | HF assisted tok/s "
-            "| chain vs HF assisted | identical to vanilla |\n" + "|---" * 14 + "|\n")
-    srcs = sorted({p.name[len("spec_"):-len("_vanilla.json")] for p in RESULTS.glob("spec_*_vanilla.json")})
+    head = (
+        "| prompts | n | vanilla tok/s | chain tok/s | chain speedup | chain mean acc. len | chain analytic "
+        "| achieved / analytic (decode) | tree tok/s | tree speedup | tree mean acc. len | HF assisted tok/s "
+        "| chain vs HF assisted | identical to vanilla |\n" + "|---" * 14 + "|\n"
+    )
+    srcs = sorted({p.name[len("spec_") : -len("_vanilla.json")] for p in RESULTS.glob("spec_*_vanilla.json")})
     loaded = {src: r for src in srcs if (r := _load(src)) is not None}
     rows = [_row(src, *(x["summary"] for x in r)) for src, r in loaded.items()]
     cats = [r for src, r in loaded.items() if src.startswith("spec-bench-")]
@@ -192,15 +248,17 @@ def table() -> str:
         cells = ", ".join(
             f"{c['method']} {c['method_config']['shape']['depth']}x{c['method_config']['shape']['width']}: "
             f"{c['speedup']:.2f}× (acc. len {c['mean_accepted_length']:.2f}, analytic {c['analytic_speedup']:.2f}×)"
-            for c in sw["configs"])
+            for c in sw["configs"]
+        )
         sweeps.append(f"- sweep on {sw['set']} ({sw['prompts']} prompts): {cells}")
     return head + "\n".join(rows) + "\n\n" + "\n".join(sweeps) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["humaneval", "humaneval-body"],
-                    help="humaneval, humaneval-body, spec-bench")
+    ap.add_argument(
+        "--sets", nargs="+", default=["humaneval", "humaneval-body"], help="humaneval, humaneval-body, spec-bench"
+    )
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--sweep-prompts", type=int, default=4)
     ap.add_argument("--per-category", type=int, default=10)
@@ -218,8 +276,19 @@ def main() -> None:
         # a process per set, as per Spec-Bench category: the HumanEval run with the body set after it in one
         # process was OOM-killed loading the second set's HF pair (24 GiB box)
         for name in args.sets:
-            subprocess.run([sys.executable, "-m", MODULE, "--sets", name, *["--resume"] * args.resume, *_options(args),
-                            *(["--categories", *args.categories] if args.categories else [])], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    MODULE,
+                    "--sets",
+                    name,
+                    *["--resume"] * args.resume,
+                    *_options(args),
+                    *(["--categories", *args.categories] if args.categories else []),
+                ],
+                check=True,
+            )
     elif not args.table_only:
         for name in args.sets:
             trees = [tuple(map(int, t.split("x"))) for t in args.trees]

@@ -14,6 +14,7 @@ experiments/lookup/cheap_drafts.py):
     python -m experiments.speculative.verify_buckets run --sets humaneval:0:1 spec-bench:summarization:0:1
     python -m experiments.speculative.verify_buckets table    # per set and pooled, markdown
     python -m experiments.speculative.verify_buckets plot     # experiments/results/speculative/verify_buckets<tag>.png"""
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,13 @@ def _methods(names):
     """name -> (chain method with the buckets, needs the draft model, drafter); '-full' twins verify at full width."""
     from jaxspec.selfspec import DEL
     from jaxspec.speculative import NGram, chain
-    every = {"ngram": (dict(k=4), False, NGram(3, 2)),  # widths 1, 2, 4, 5
-             "ngram-k8": (dict(k=8), False, NGram(3, 2)),  # 1, 2, 4, 8, 9
-             "adaptive": (dict(k=4, adaptive=True, k_max=8), True, None),  # the 0.5B, HF's heuristic; 1, 2, 4, 8, 9
-             "del": (dict(k=18), False, DEL())}  # 1, 2, 4, 8, 16, 19 (its plain steps are 1 wide either way)
+
+    every = {
+        "ngram": (dict(k=4), False, NGram(3, 2)),  # widths 1, 2, 4, 5
+        "ngram-k8": (dict(k=8), False, NGram(3, 2)),  # 1, 2, 4, 8, 9
+        "adaptive": (dict(k=4, adaptive=True, k_max=8), True, None),  # the 0.5B, HF's heuristic; 1, 2, 4, 8, 9
+        "del": (dict(k=18), False, DEL()),
+    }  # 1, 2, 4, 8, 16, 19 (its plain steps are 1 wide either way)
     out = {}
     for n in names:
         kw, with_draft, drafter = every[n]
@@ -57,9 +61,18 @@ def cmd_run(args) -> None:
     from jaxspec.speculative.verification import verify_widths
 
     path = RESULTS / f"verify_buckets{args.tag}.json"
-    out = json.loads(path.read_text()) if path.exists() else {
-        "target": TARGET, "draft": DRAFT, "max_new_tokens": args.max_new_tokens, "methods": args.methods,
-        "measurement": "interleaved per prompt, best of repeats per prompt and method", "chunks": []}
+    out = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "target": TARGET,
+            "draft": DRAFT,
+            "max_new_tokens": args.max_new_tokens,
+            "methods": args.methods,
+            "measurement": "interleaved per prompt, best of repeats per prompt and method",
+            "chunks": [],
+        }
+    )
     if (out["max_new_tokens"], out["methods"]) != (args.max_new_tokens, args.methods):
         raise SystemExit(f"{path} holds {out['methods']} at {out['max_new_tokens']} tokens; use another --tag")
     done = {(c["source"], c["offset"], c["n"]) for c in out["chunks"]}
@@ -87,9 +100,18 @@ def cmd_run(args) -> None:
         log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
         rows = interleaved.measure(runners, ids, args.repeats, log)
         van = rows["vanilla"]
-        chunk = {"source": source, "offset": offset, "n": n, "max_len": max_len, "widths": widths,
-                 "repeats": args.repeats, "env": environment(), **provenance(), "compile_s": compile_s,
-                 "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()}}
+        chunk = {
+            "source": source,
+            "offset": offset,
+            "n": n,
+            "max_len": max_len,
+            "widths": widths,
+            "repeats": args.repeats,
+            "env": environment(),
+            **provenance(),
+            "compile_s": compile_s,
+            "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()},
+        }
         for m, rs in chunk["rows"].items():
             if not all(r["identical"] for r in rs):
                 raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
@@ -115,12 +137,17 @@ def _pool(chunks: list[dict]) -> dict[str, dict]:
     res = {}
     for m in [m for m in rows if m != "vanilla" and not m.endswith("-full")]:
         a, b = interleaved.summary(rows[m]), interleaved.summary(rows[f"{m}-full"])
-        res[m] = {"decode_speedup": a["decode_tok_per_s"] / van["decode_tok_per_s"],
-                  "decode_speedup_full": b["decode_tok_per_s"] / van["decode_tok_per_s"],
-                  "speedup": a["tok_per_s"] / van["tok_per_s"], "speedup_full": b["tok_per_s"] / van["tok_per_s"],
-                  "saved": 1 - a["decode_s"] / b["decode_s"], "rounds": a["rounds"],
-                  "mean_drafted_depth": a["mean_drafted_depth"], "mean_accepted_length": a["mean_accepted_length"],
-                  "prompts": a["prompts"]}
+        res[m] = {
+            "decode_speedup": a["decode_tok_per_s"] / van["decode_tok_per_s"],
+            "decode_speedup_full": b["decode_tok_per_s"] / van["decode_tok_per_s"],
+            "speedup": a["tok_per_s"] / van["tok_per_s"],
+            "speedup_full": b["tok_per_s"] / van["tok_per_s"],
+            "saved": 1 - a["decode_s"] / b["decode_s"],
+            "rounds": a["rounds"],
+            "mean_drafted_depth": a["mean_drafted_depth"],
+            "mean_accepted_length": a["mean_accepted_length"],
+            "prompts": a["prompts"],
+        }
     return res
 
 
@@ -143,23 +170,34 @@ def table(tag: str) -> str:
     head = [f"{m} (widths {', '.join(map(str, widths[m]))})" for m in methods]
     lines = ["| set | n | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(methods)]
     for g, res in groups.items():
-        cells = [f"dec {s['decode_speedup']:.2f}× vs {s['decode_speedup_full']:.2f}× (saves {s['saved']:.0%}; "
-                 f"depth {s['mean_drafted_depth']:.2f}, len {s['mean_accepted_length']:.2f})" for s in res.values()]
+        cells = [
+            f"dec {s['decode_speedup']:.2f}× vs {s['decode_speedup_full']:.2f}× (saves {s['saved']:.0%}; "
+            f"depth {s['mean_drafted_depth']:.2f}, len {s['mean_accepted_length']:.2f})"
+            for s in res.values()
+        ]
         lines.append(f"| {g} | {next(iter(res.values()))['prompts']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(tag: str) -> None:
     from experiments.common.bars import grouped_bars
+
     path = RESULTS / f"verify_buckets{tag}.png"
     groups = {g: _pool(cs) for g, cs in _groups(json.loads(path.with_suffix(".json").read_text())).items()}
     sets, methods = list(groups), list(next(iter(groups.values())))
     label = {m: f"{m} (width buckets)" for m in methods}
     bars = {label[m]: [groups[s][m]["decode_speedup"] for s in sets] for m in methods}
     full = {label[m]: [groups[s][m]["decode_speedup_full"] for s in sets] for m in methods}
-    grouped_bars(path, sets, bars, ticks=full, ticks_label="full width", ylabel="decode speedup vs vanilla",
-                 title="verification width buckets vs the full block (1.5B, greedy, CPU)",
-                 figsize=(min(14, max(7, 0.25 * len(sets) * len(methods))), 4.4))
+    grouped_bars(
+        path,
+        sets,
+        bars,
+        ticks=full,
+        ticks_label="full width",
+        ylabel="decode speedup vs vanilla",
+        title="verification width buckets vs the full block (1.5B, greedy, CPU)",
+        figsize=(min(14, max(7, 0.25 * len(sets) * len(methods))), 4.4),
+    )
     log(f"wrote {path}")
 
 
@@ -167,8 +205,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--sets", nargs="+", default=["humaneval:0:1", "spec-bench:summarization:0:1"],
-                   help="SOURCE:OFFSET:N or SOURCE:N, e.g. spec-bench:rag:0:2")
+    r.add_argument(
+        "--sets",
+        nargs="+",
+        default=["humaneval:0:1", "spec-bench:summarization:0:1"],
+        help="SOURCE:OFFSET:N or SOURCE:N, e.g. spec-bench:rag:0:2",
+    )
     r.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     r.add_argument("--max-new-tokens", type=int, default=64)
     r.add_argument("--repeats", type=int, default=1)

@@ -11,6 +11,7 @@ and the prefill window (jaxspec/model.py `forward_prompt`), fp32, batch 1:
 
     python -m experiments.vanilla.bench_attention   # ~4 min on the 2-core CPU box
                                                     # → experiments/results/vanilla/attention_<tag>.json"""
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def heads_major(q, k, v, mask):
     B, T, N, G, K = q.shape
     S = k.shape[2]
     qh = jnp.transpose(q, (0, 2, 3, 1, 4)).reshape(B, N, G * T, K)
-    s = jnp.einsum("bnmk,bnsk->bnms", qh, k) * (K ** -0.5)
+    s = jnp.einsum("bnmk,bnsk->bnms", qh, k) * (K**-0.5)
     s = jnp.where(mask[:, None, None], s.reshape(B, N, G, T, S), -jnp.inf)
     w = jax.nn.softmax(s, axis=-1).reshape(B, N, G * T, S)
     o = jnp.einsum("bnms,bnsk->bnmk", w, v)
@@ -63,8 +64,16 @@ def attention_core(model: str, T: int, S: int, rng) -> dict:
     reps = 20 if T <= 16 else 3
     old = best_time(jax.jit(token_major), q, k, v, mask, repeats=reps)
     new = best_time(jax.jit(heads_major), q, kh, vh, mask, repeats=reps)
-    return {"model": model, "T": T, "S": S, "token_major_ms": 1e3 * old, "heads_major_ms": 1e3 * new,
-            "per_model_ms_saved": 1e3 * (old - new) * L, "speedup": old / new, "max_abs_diff": err}
+    return {
+        "model": model,
+        "T": T,
+        "S": S,
+        "token_major_ms": 1e3 * old,
+        "heads_major_ms": 1e3 * new,
+        "per_model_ms_saved": 1e3 * (old - new) * L,
+        "speedup": old / new,
+        "max_abs_diff": err,
+    }
 
 
 def model_prefill(name: str, P: int, S: int, rng) -> dict:
@@ -85,8 +94,15 @@ def model_prefill(name: str, P: int, S: int, rng) -> dict:
     full, own = run(m.params, toks, False), run(m.params, toks, True)
     diff = float(jnp.max(jnp.abs(full - own)))
     t_full, t_own = best_time(run, m.params, toks, False, repeats=3), best_time(run, m.params, toks, True, repeats=3)
-    return {"model": name, "P": P, "S": S, "all_slots_s": t_full, "prompt_slots_s": t_own,
-            "speedup": t_full / t_own, "max_abs_logit_diff": diff}
+    return {
+        "model": name,
+        "P": P,
+        "S": S,
+        "all_slots_s": t_full,
+        "prompt_slots_s": t_own,
+        "speedup": t_full / t_own,
+        "max_abs_logit_diff": diff,
+    }
 
 
 def main(argv=None) -> None:
@@ -101,18 +117,28 @@ def main(argv=None) -> None:
         for T, S in ((1, 512), (1, 1024), (4, 1024), (16, 512), (16, 1024), (192, 1024), (1024, 2048)):
             core.append(attention_core(model, T, S, rng))
             r = core[-1]
-            print(f"attention {model} T={T:5d} S={S:5d}: token-major {r['token_major_ms']:8.2f} ms, "
-                  f"heads-major {r['heads_major_ms']:8.2f} ms ({r['speedup']:.2f}x)", flush=True)
+            print(
+                f"attention {model} T={T:5d} S={S:5d}: token-major {r['token_major_ms']:8.2f} ms, "
+                f"heads-major {r['heads_major_ms']:8.2f} ms ({r['speedup']:.2f}x)",
+                flush=True,
+            )
     prefill = []
     if not args.no_models:
-        for name, P, S in (("qwen2.5-coder-1.5b-instruct", 192, 1024), ("qwen2.5-coder-0.5b-instruct", 192, 1024),
-                           ("qwen2.5-coder-0.5b-instruct", 1024, 2048)):
+        for name, P, S in (
+            ("qwen2.5-coder-1.5b-instruct", 192, 1024),
+            ("qwen2.5-coder-0.5b-instruct", 192, 1024),
+            ("qwen2.5-coder-0.5b-instruct", 1024, 2048),
+        ):
             prefill.append(model_prefill(name, P, S, rng))
             r = prefill[-1]
-            print(f"prefill {name} P={P} into S={S}: all slots {r['all_slots_s']:.3f} s, "
-                  f"own slots {r['prompt_slots_s']:.3f} s ({r['speedup']:.2f}x)", flush=True)
-    path = write_json({"attention_core": core, "prefill": prefill, "env": environment()},
-                      args.out / f"attention_{args.tag}.json")
+            print(
+                f"prefill {name} P={P} into S={S}: all slots {r['all_slots_s']:.3f} s, "
+                f"own slots {r['prompt_slots_s']:.3f} s ({r['speedup']:.2f}x)",
+                flush=True,
+            )
+    path = write_json(
+        {"attention_core": core, "prefill": prefill, "env": environment()}, args.out / f"attention_{args.tag}.json"
+    )
     print(f"wrote {path}")
 
 

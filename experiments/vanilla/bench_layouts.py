@@ -4,6 +4,7 @@ at batch 1: one decode step's matvecs over 28 layers (no attention) in three lay
 
     python -m experiments.vanilla.bench_layouts   # ~2 min on the 2-core CPU box
                                                   # → experiments/results/vanilla/layouts_<tag>.json"""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def layer_stack(layout: str, rng):
     if layout == "out_in":
         return [dict(q=r(D, D), k=r(KV, D), v=r(KV, D), o=r(D, D), g=r(F, D), u=r(F, D), d=r(D, F)) for _ in range(L)]
     # out_in_3d: q/k/v as [heads, head_dim, in] (contracted as "bd,hkd->bhk")
-    return [dict(q=r(12, 128, D), k=r(2, 128, D), v=r(2, 128, D), o=r(D, D), g=r(F, D), u=r(F, D), d=r(D, F))
-            for _ in range(L)]
+    return [
+        dict(q=r(12, 128, D), k=r(2, 128, D), v=r(2, 128, D), o=r(D, D), g=r(F, D), u=r(F, D), d=r(D, F))
+        for _ in range(L)
+    ]
 
 
 def mv(h, w):
@@ -69,8 +72,11 @@ def main() -> None:
         del layers
     ws = [jnp.asarray(rng.standard_normal((D, F), dtype=np.float32)) for _ in range(L)]
     s = best_time(jax.jit(lambda h, ws: [h @ w for w in ws]), h, ws, repeats=8)
-    out["spec_reference_28_matvecs_1536x8960"] = {"ms": s * 1e3, "gb_per_s": L * D * F * 4 / s / 1e9,
-                                                   "recorded_in_architecture_md_ms": 32.6}
+    out["spec_reference_28_matvecs_1536x8960"] = {
+        "ms": s * 1e3,
+        "gb_per_s": L * D * F * 4 / s / 1e9,
+        "recorded_in_architecture_md_ms": 32.6,
+    }
     del ws
     out["machine_read_gb_per_s"] = {k: v / 1e9 for k, v in measure_read_bandwidth().items()}
     print(out["spec_reference_28_matvecs_1536x8960"], out["machine_read_gb_per_s"])

@@ -8,6 +8,7 @@ compile time, achieved weight-read bandwidth against the machine's measured read
 Each model runs in its own `python -m jaxspec bench` process (so one model's memory is freed before
 the next); results land in experiments/results/vanilla/vanilla_<model>_<device>.json (stamped with the
 `bench` command line and the commit) and vanilla.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,24 @@ MODELS = ["qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"]
 
 def run(model: str, n: int, tokens: int, tag: str) -> Path:
     out = RESULTS / f"vanilla_{model}_{tag}.json"
-    cmd = [sys.executable, "-m", "jaxspec", "bench", "--model", model, "--prompts", "humaneval-raw", "--limit", str(n),
-           "--max-new-tokens", str(tokens), "--json", str(out), "--hf-baseline", "--measure-bandwidth"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxspec",
+        "bench",
+        "--model",
+        model,
+        "--prompts",
+        "humaneval-raw",
+        "--limit",
+        str(n),
+        "--max-new-tokens",
+        str(tokens),
+        "--json",
+        str(out),
+        "--hf-baseline",
+        "--measure-bandwidth",
+    ]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
     stamp(out, "python " + " ".join(cmd[1:]))
@@ -34,9 +51,11 @@ def run(model: str, n: int, tokens: int, tag: str) -> Path:
 
 
 def table(paths: list[Path]) -> str:
-    head = ("| model | device | prompts × tokens | jaxspec tok/s (decode) | HF torch tok/s | speedup | identical "
-            "| compile s | prefill s | weights GB | achieved GB/s | machine GB/s | of bound |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| model | device | prompts × tokens | jaxspec tok/s (decode) | HF torch tok/s | speedup | identical "
+        "| compile s | prefill s | weights GB | achieved GB/s | machine GB/s | of bound |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for p in paths:
         r = json.loads(p.read_text())
@@ -46,7 +65,8 @@ def table(paths: list[Path]) -> str:
             f"{s['max_new_tokens']} | {s['tok_per_s']:.2f} ({s['decode_tok_per_s']:.2f}) | {s['hf_tok_per_s']:.2f} "
             f"| {s['speedup_vs_hf']:.2f}× | {s['hf_identical']}/{s['total']['prompts']} | {s['compile_s']:.1f} "
             f"| {s['prefill_s']:.1f} | {s['weight_bytes'] / 1e9:.2f} | {s['read_gb_per_s']:.1f} "
-            f"| {s['machine_read_gb_per_s']:.1f} | {s['fraction_of_bound']:.2f} |")
+            f"| {s['machine_read_gb_per_s']:.1f} | {s['fraction_of_bound']:.2f} |"
+        )
     return head + "\n".join(rows) + "\n"
 
 

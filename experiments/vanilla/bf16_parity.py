@@ -10,6 +10,7 @@ ids), LayerSkip (exit ~0.8 L, chain of 4) and DEL in bf16, each compared token b
 
 Writes experiments/results/vanilla/bf16_parity_<model>.json (the bench summaries, per-prompt agreement and the
 first position where two outputs differ) and experiments/results/vanilla/bf16_parity.png."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
 def agreement(rows_a: list[dict], rows_b: list[dict]) -> dict:
     diffs = [first_difference(a["output_ids"], b["output_ids"]) for a, b in zip(rows_a, rows_b)]
     tokens = sum(len(a["output_ids"]) for a in rows_a)
-    return {"identical": sum(d is None for d in diffs), "prompts": len(diffs), "first_difference": diffs,
-            "tokens": tokens}
+    return {
+        "identical": sum(d is None for d in diffs),
+        "prompts": len(diffs),
+        "first_difference": diffs,
+        "tokens": tokens,
+    }
 
 
 def run_model(model: str, source: str, limit: int, n: int, log) -> dict:
@@ -47,49 +52,74 @@ def run_model(model: str, source: str, limit: int, n: int, log) -> dict:
     van32 = run_bench(model, source, loaded=(m32, None), **common)
     van16 = run_bench(model, source, loaded=(m16, None), hf_baseline=True, **common)
     exit_layer = round(0.8 * m16.cfg.num_layers)
-    ls16 = run_bench(model, source, loaded=(m16, None), method=chain(4), drafter=LayerSkip(exit_layer),
-                     vanilla=van16, **common)
+    ls16 = run_bench(
+        model, source, loaded=(m16, None), method=chain(4), drafter=LayerSkip(exit_layer), vanilla=van16, **common
+    )
     del16 = run_bench(model, source, loaded=(m16, None), method=chain(18), drafter=DEL(), vanilla=van16, **common)
     out = {
-        "model": model, "source": source, "prompts": limit, "max_new_tokens": n, "ls_exit_layer": exit_layer,
-        "tok_per_s": {"vanilla_f32": van32["summary"]["tok_per_s"], "vanilla_bf16": van16["summary"]["tok_per_s"],
-                      "hf_bf16": van16["summary"]["hf_tok_per_s"], "ls_bf16": ls16["summary"]["tok_per_s"],
-                      "del_bf16": del16["summary"]["tok_per_s"]},
-        "decode_tok_per_s": {"vanilla_f32": van32["summary"]["decode_tok_per_s"],
-                             "vanilla_bf16": van16["summary"]["decode_tok_per_s"]},
+        "model": model,
+        "source": source,
+        "prompts": limit,
+        "max_new_tokens": n,
+        "ls_exit_layer": exit_layer,
+        "tok_per_s": {
+            "vanilla_f32": van32["summary"]["tok_per_s"],
+            "vanilla_bf16": van16["summary"]["tok_per_s"],
+            "hf_bf16": van16["summary"]["hf_tok_per_s"],
+            "ls_bf16": ls16["summary"]["tok_per_s"],
+            "del_bf16": del16["summary"]["tok_per_s"],
+        },
+        "decode_tok_per_s": {
+            "vanilla_f32": van32["summary"]["decode_tok_per_s"],
+            "vanilla_bf16": van16["summary"]["decode_tok_per_s"],
+        },
         "bf16_vs_f32": agreement(van16["prompts"], van32["prompts"]),
         "hf_bf16_identical": van16["summary"]["hf_identical"],
         "ls_vs_bf16_vanilla": agreement(ls16["prompts"], van16["prompts"]),
         "del_vs_bf16_vanilla": agreement(del16["prompts"], van16["prompts"]),
-        "ls_acceptance": ls16["summary"]["acceptance_rate"], "del_acceptance": del16["summary"]["acceptance_rate"],
-        "summaries": {"vanilla_f32": van32["summary"], "vanilla_bf16": van16["summary"], "ls_bf16": ls16["summary"],
-                      "del_bf16": del16["summary"]},
+        "ls_acceptance": ls16["summary"]["acceptance_rate"],
+        "del_acceptance": del16["summary"]["acceptance_rate"],
+        "summaries": {
+            "vanilla_f32": van32["summary"],
+            "vanilla_bf16": van16["summary"],
+            "ls_bf16": ls16["summary"],
+            "del_bf16": del16["summary"],
+        },
         "env": van16["env"],
     }
-    log(f"{model}: bf16 {out['tok_per_s']['vanilla_bf16']:.2f} vs f32 {out['tok_per_s']['vanilla_f32']:.2f} tok/s; "
+    log(
+        f"{model}: bf16 {out['tok_per_s']['vanilla_bf16']:.2f} vs f32 {out['tok_per_s']['vanilla_f32']:.2f} tok/s; "
         f"bf16==f32 {out['bf16_vs_f32']['identical']}/{limit}, bf16==HF bf16 {out['hf_bf16_identical']}/{limit}, "
         f"LS==bf16 vanilla {out['ls_vs_bf16_vanilla']['identical']}/{limit}, "
-        f"DEL==bf16 vanilla {out['del_vs_bf16_vanilla']['identical']}/{limit}")
+        f"DEL==bf16 vanilla {out['del_vs_bf16_vanilla']['identical']}/{limit}"
+    )
     return out
 
 
 def plot() -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("bf16_parity_*.json"))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     keys = ["vanilla_f32", "vanilla_bf16", "hf_bf16", "ls_bf16", "del_bf16"]
     w = 0.8 / max(1, len(runs))
     for i, r in enumerate(runs):
         axes[0].bar([k + i * w for k in range(len(keys))], [r["tok_per_s"][k] for k in keys], w, label=r["model"])
-        agree = [r["bf16_vs_f32"]["identical"], r["hf_bf16_identical"], r["ls_vs_bf16_vanilla"]["identical"],
-                 r["del_vs_bf16_vanilla"]["identical"]]
+        agree = [
+            r["bf16_vs_f32"]["identical"],
+            r["hf_bf16_identical"],
+            r["ls_vs_bf16_vanilla"]["identical"],
+            r["del_vs_bf16_vanilla"]["identical"],
+        ]
         axes[1].bar([k + i * w for k in range(4)], [a / r["prompts"] for a in agree], w, label=r["model"])
     axes[0].set_xticks(range(len(keys)), keys, rotation=20)
     axes[0].set_ylabel("tok/s (end to end, this CPU)")
-    axes[1].set_xticks(range(4), ["bf16 = f32", "bf16 = HF bf16", "LS bf16 = vanilla", "DEL bf16 = vanilla"],
-                       rotation=20)
+    axes[1].set_xticks(
+        range(4), ["bf16 = f32", "bf16 = HF bf16", "LS bf16 = vanilla", "DEL bf16 = vanilla"], rotation=20
+    )
     axes[1].set_ylabel("share of prompts with identical output")
     axes[1].set_ylim(0, 1.05)
     for ax in axes:

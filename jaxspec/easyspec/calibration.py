@@ -18,6 +18,7 @@ Policies (official `CandidateRefillPolicy`):
 The exact pass is the draft's own decoder, either the unrolled layer loop of `model.forward` (default:
 faster on XLA:CPU, see the README's calibration table) or a `lax.scan` over all layers' weights stacked
 once by `stack_all_layers` (a second copy of the draft's layer weights)."""
+
 from __future__ import annotations
 
 import jax
@@ -57,6 +58,7 @@ def stack_all_layers(params) -> dict:
 def _scan_layers(stacked, x, cache: KVCache, positions, mask, cfg: ModelConfig):
     """`run_layers` as a lax.scan over stacked weights; the per-layer caches are stacked for the scan
     and split again afterwards (small next to the weights: 24 KB per token for the Qwen-0.5B)."""
+
     def body(x, xs):
         p, kc, vc = xs
         x, kc, vc = decoder_layer(p, x, kc, vc, positions, cache.lengths, mask, cfg)
@@ -67,8 +69,7 @@ def _scan_layers(stacked, x, cache: KVCache, positions, mask, cfg: ModelConfig):
     return x, cache.replace(k=tuple(ks[l] for l in range(n)), v=tuple(vs[l] for l in range(n)))
 
 
-def exact_pass(params, stacked_layers, tokens, cache: KVCache, positions, logits_at, cfg: ModelConfig,
-               scan: bool):
+def exact_pass(params, stacked_layers, tokens, cache: KVCache, positions, logits_at, cfg: ModelConfig, scan: bool):
     """The exact sequential draft over tokens i32[B, W] written at `cache.lengths`, causal: (logits at
     `logits_at` i32[B, 1], cache advanced by W). `scan` picks the lax.scan variant."""
     if not scan:

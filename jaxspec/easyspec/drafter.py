@@ -10,6 +10,7 @@ A round, per row, with T committed tokens (the drafter keeps `history`, the toke
   commit  the accepted path's (fuzzy) K/V moved next to the prefix; its tokens recorded in `history`.
 Verification is the engine's, unchanged: output stays exactly the target's (greedy) or distributed as
 the target's (sampling). A partition without groups computes exactly what `DraftModel` does."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,21 +18,20 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxspec.cache import KVCache, init_cache
 from jaxspec.config import ModelConfig
-from jaxspec.masks import causal_mask
-from jaxspec.model import forward_prompt
-from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
-from jaxspec.speculative.hot_vocab import HotVocab, trim_head
-from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
-from jaxspec.speculative.tree import Tree, TreeShape
-
 from jaxspec.easyspec import calibration as cal
 from jaxspec.easyspec.layer_parallel import ATTN_ONLY, LAYER, POLICIES, fuzzy_forward, stack_group_weights
 from jaxspec.easyspec.partition import Groups, check_groups, default_groups, describe, split_groups
+from jaxspec.masks import causal_mask
+from jaxspec.model import forward_prompt
+from jaxspec.sampling import SamplingConfig
+from jaxspec.speculative.hot_vocab import HotVocab, trim_head
+from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
+from jaxspec.speculative.tree import Tree, TreeShape, depth_step, draft_logprobs, grow_tree
 
 
 @jax.tree_util.register_dataclass
@@ -58,6 +58,7 @@ def _read(buf, at, n: int):  # n tokens per row from slot at i32[B]
 @dataclasses.dataclass(frozen=True)
 class EasySpec(Drafter):
     """The configuration; `bind(cfg, mesh)` resolves it for one draft model (speculate does that)."""
+
     parallel: int = 4  # N, the layer-parallel size of the default partition
     head: int = 1  # leading sequential layers
     tail: int = 1  # trailing sequential layers
@@ -82,8 +83,11 @@ class EasySpec(Drafter):
     def bind(self, cfg: ModelConfig, mesh: Mesh | None = None, plan=None) -> "EasySpec":
         del plan  # the draft is replicated over `mesh`, not split by a tensor-parallel plan
         L = cfg.num_layers
-        groups = check_groups(self.groups, L) if self.groups is not None else \
-            default_groups(L, self.parallel, self.head, self.tail)
+        groups = (
+            check_groups(self.groups, L)
+            if self.groups is not None
+            else default_groups(L, self.parallel, self.head, self.tail)
+        )
         if mesh is not None and mesh.shape.get(LAYER, 1) > 1:  # a layer axis of 1 (or none): the vmap path
             groups = split_groups(groups, mesh.shape[LAYER])
         return dataclasses.replace(self, cfg=cfg, groups=groups, mesh=mesh)
@@ -112,11 +116,15 @@ class EasySpec(Drafter):
         return self.fuzzy and self.calibration in (cal.EVERY_ROUND, cal.EVERY_MISMATCH)
 
     def describe(self) -> dict:
-        return {"partition": [list(g) for g in self.groups], "partition_text": describe(self.groups),
-                "policy": self.policy, "calibration": self.calibration,
-                "calibration_impl": "scan" if self.scan_calibration else "unrolled",
-                "path": f"shard_map over layer={self.layer_mesh.shape[LAYER]}" if self.layer_mesh else "vmap",
-                "draft_vocab": self.vocab.describe() if self.vocab is not None else None}
+        return {
+            "partition": [list(g) for g in self.groups],
+            "partition_text": describe(self.groups),
+            "policy": self.policy,
+            "calibration": self.calibration,
+            "calibration_impl": "scan" if self.scan_calibration else "unrolled",
+            "path": f"shard_map over layer={self.layer_mesh.shape[LAYER]}" if self.layer_mesh else "vmap",
+            "draft_vocab": self.vocab.describe() if self.vocab is not None else None,
+        }
 
     # ---- the drafter seam ----------------------------------------------------------------------
     def prepare(self, params) -> dict:
@@ -125,9 +133,13 @@ class EasySpec(Drafter):
         self.bound_cfg
         if self.vocab is not None:  # every draft logit (fuzzy and exact passes) from the trimmed head
             params = trim_head(params, self.cfg, self.vocab)
-        prepared = {"model": params,
-                    "groups": stack_group_weights(params, self.groups) if self.layer_mesh is None else (None,) * len(self.groups),
-                    "layers": cal.stack_all_layers(params) if self.scan_calibration else None}
+        prepared = {
+            "model": params,
+            "groups": stack_group_weights(params, self.groups)
+            if self.layer_mesh is None
+            else (None,) * len(self.groups),
+            "layers": cal.stack_all_layers(params) if self.scan_calibration else None,
+        }
         if self.mesh is not None:
             prepared = jax.device_put(prepared, NamedSharding(self.mesh, P()))
         return prepared
@@ -135,6 +147,7 @@ class EasySpec(Drafter):
     def draft_costs(self, params, shape: TreeShape, *, context: int, max_len: int, repeats: int = 5) -> dict:
         """Measured seconds of a round's first and later draft forwards (the analytic speedup's inputs)."""
         from jaxspec.easyspec.costs import draft_costs
+
         return draft_costs(self, params, shape, context=context, max_len=max_len, repeats=repeats)
 
     def cache_slots(self, slots: int, shape: TreeShape) -> int:
@@ -149,26 +162,54 @@ class EasySpec(Drafter):
         return lax.with_sharding_constraint(cache, NamedSharding(self.mesh, P()))
 
     def _fuzzy(self, params, tokens, cache, positions, mask, logits_at=None, advance=None):
-        return fuzzy_forward(params["model"], params["groups"], self.groups, tokens, cache, positions, mask,
-                             self.bound_cfg, self.policy, self.layer_mesh, logits_at=logits_at, advance=advance)
+        return fuzzy_forward(
+            params["model"],
+            params["groups"],
+            self.groups,
+            tokens,
+            cache,
+            positions,
+            mask,
+            self.bound_cfg,
+            self.policy,
+            self.layer_mesh,
+            logits_at=logits_at,
+            advance=advance,
+        )
 
-    def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int,
-             method) -> EasySpecState:
+    def init(
+        self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int, method
+    ) -> EasySpecState:
         del target
         cfg = self.bound_cfg
         B, Pw = prompts.shape
         cache = self._constrain(init_cache(cfg, B, max_len))
         if self.calibration == cal.NEVER and self.fuzzy:  # even the prompt goes through the groups
             pos = jnp.broadcast_to(jnp.arange(Pw, dtype=jnp.int32), (B, Pw))
-            _, cache = self._fuzzy(params, prompts, cache, pos, causal_mask(cache.lengths, Pw, Pw),
-                                   logits_at=(prompt_lens - 1)[:, None], advance=prompt_lens)
+            _, cache = self._fuzzy(
+                params,
+                prompts,
+                cache,
+                pos,
+                causal_mask(cache.lengths, Pw, Pw),
+                logits_at=(prompt_lens - 1)[:, None],
+                advance=prompt_lens,
+            )
             precise = jnp.zeros((B,), jnp.int32)
         else:
             _, cache = forward_prompt(params["model"], prompts, prompt_lens, cache, cfg)
             precise = prompt_lens
         history = jnp.zeros((B, max_len), jnp.int32).at[:, :Pw].set(prompts)
-        return EasySpecState(self._constrain(cache), history, precise, prompt_lens, jnp.zeros((B,), bool),
-                             jnp.zeros((B,), jnp.int32), jnp.int32(1), jnp.int32(method.k_start))
+        return EasySpecState(
+            self._constrain(cache),
+            history,
+            precise,
+            prompt_lens,
+            jnp.zeros((B,), bool),
+            jnp.zeros((B,), jnp.int32),
+            jnp.int32(1),
+            jnp.int32(method.k_start),
+        )
 
     def _exact_step1(self, params, st: EasySpecState, committed, width: int, rows=None):
         """Calibration fused with step 1: slots [precise, T) exactly, in a block `width` tokens wide. With
@@ -176,9 +217,16 @@ class EasySpec(Drafter):
         start = st.precise if rows is None else jnp.where(rows, st.precise, committed)
         tokens = _read(st.history, start, width)
         pos = start[:, None] + jnp.arange(width, dtype=jnp.int32)
-        logits, cache = cal.exact_pass(params["model"], params["layers"], tokens, st.cache.replace(lengths=start),
-                                       pos, jnp.maximum(committed - 1 - start, 0)[:, None], self.bound_cfg,
-                                       self.scan_calibration)
+        logits, cache = cal.exact_pass(
+            params["model"],
+            params["layers"],
+            tokens,
+            st.cache.replace(lengths=start),
+            pos,
+            jnp.maximum(committed - 1 - start, 0)[:, None],
+            self.bound_cfg,
+            self.scan_calibration,
+        )
         return logits, cache, committed if rows is None else jnp.where(rows, committed, st.precise)
 
     def _mismatch_step1(self, params, st: EasySpecState, committed, width: int, depth: int):
@@ -193,8 +241,15 @@ class EasySpec(Drafter):
             return jnp.where(rows[:, None, None], le, lf), cache, precise
 
         case = jnp.where(jnp.all(rows | ~advanced), 0, jnp.where(jnp.any(rows), 2, 1))
-        return lax.switch(case, [lambda s: self._exact_step1(params, s, committed, width),
-                                 lambda s: self._fuzzy_step1(params, s, committed), mixed], st)
+        return lax.switch(
+            case,
+            [
+                lambda s: self._exact_step1(params, s, committed, width),
+                lambda s: self._fuzzy_step1(params, s, committed),
+                mixed,
+            ],
+            st,
+        )
 
     def _fuzzy_step1(self, params, st: EasySpecState, committed):
         """Step 1 without calibration: the committed tokens that have no K/V yet (1 or 2), layer-parallel.
@@ -203,12 +258,14 @@ class EasySpec(Drafter):
         tokens = _read(st.history, start, 2)
         pos = start[:, None] + jnp.arange(2, dtype=jnp.int32)
         c = st.cache.replace(lengths=start)
-        logits, cache = self._fuzzy(params, tokens, c, pos, causal_mask(start, 2, c.max_len),
-                                    logits_at=(committed - 1 - start)[:, None])
+        logits, cache = self._fuzzy(
+            params, tokens, c, pos, causal_mask(start, 2, c.max_len), logits_at=(committed - 1 - start)[:, None]
+        )
         return logits, cache, st.precise
 
-    def propose(self, params, st: EasySpecState, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig) -> tuple[EasySpecState, Tree, KVCache]:
+    def propose(
+        self, params, st: EasySpecState, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig
+    ) -> tuple[EasySpecState, Tree, KVCache]:
         shape, committed, steps = method.shape, rnd.committed, adaptive_steps(method, st.k)
         S = st.cache.max_len
         K = shape.width
@@ -223,11 +280,17 @@ class EasySpec(Drafter):
             logits, cache, precise = self._mismatch_step1(params, st, committed, width, shape.depth)
         cache = self._constrain(cache)
 
-        step = depth_step(lambda t, c, pos, mask: self._fuzzy(params, t, c, pos, mask), committed, K, S, sampling,
-                          self._constrain)
+        step = depth_step(
+            lambda t, c, pos, mask: self._fuzzy(params, t, c, pos, mask), committed, K, S, sampling, self._constrain
+        )
         cache, tree = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, steps)
-        st = dataclasses.replace(st, cache=cache.replace(lengths=committed), precise=precise, cached=committed,
-                                 steps=jnp.asarray(steps, jnp.int32))
+        st = dataclasses.replace(
+            st,
+            cache=cache.replace(lengths=committed),
+            precise=precise,
+            cached=committed,
+            steps=jnp.asarray(steps, jnp.int32),
+        )
         return st, tree, target.cache
 
     def commit(self, params, st: EasySpecState, out: Outcome, *, method) -> EasySpecState:
@@ -236,9 +299,14 @@ class EasySpec(Drafter):
         shape, tree, n, path, committed = method.shape, out.tree, out.n, out.path, out.committed
         cache = st.cache
         if shape.width > 1 and shape.depth > 1:
-            cache = self._constrain(cache.gather(committed[:, None] + path[:, :shape.depth - 1], committed))
+            cache = self._constrain(cache.gather(committed[:, None] + path[:, : shape.depth - 1], committed))
         path_tokens = jnp.take_along_axis(tree.tokens, path, axis=1)  # [B, D]
         return dataclasses.replace(
-            st, cache=cache, history=_write(st.history, path_tokens, committed),
-            cached=committed + jnp.minimum(n, st.steps - 1), all_accepted=n >= st.steps, last_commit=committed,
-            k=next_k(method, st.k, out))
+            st,
+            cache=cache,
+            history=_write(st.history, path_tokens, committed),
+            cached=committed + jnp.minimum(n, st.steps - 1),
+            all_accepted=n >= st.steps,
+            last_commit=committed,
+            k=next_k(method, st.k, out),
+        )

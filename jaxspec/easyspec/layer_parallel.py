@@ -18,6 +18,7 @@ Per group step the all-gather moves N · B·T·(D + 2·Hkv·K) floats; the READM
 Single device: the N attention blocks' projections (q/k/v, output) are vmapped over the group's
 attention weights, stacked once by `stack_group_weights` (extra memory: the grouped layers' attention
 weights, ~12% of the Qwen-0.5B draft's layer bytes); each member's softmax reads its own cache in place."""
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
@@ -40,9 +42,11 @@ ATTN_KEYS = ("attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo")
 
 def stack_group_weights(params, groups) -> tuple:
     """Per group: its members' attention weights stacked on a leading axis (None for singletons)."""
+
     def stack(g):
         first = params["layers"][g[0]]
         return {k: jnp.stack([params["layers"][l][k] for l in g]) for k in ATTN_KEYS if k in first}
+
     return tuple(None if len(g) == 1 else stack(g) for g in groups)
 
 
@@ -65,7 +69,9 @@ def _vmapped_members(params, stacked, group, h, ks, vs, positions, write_at, mas
         ks[l] = write_kv(ks[l], k[j], write_at)
         vs[l] = write_kv(vs[l], v[j], write_at)
         mixed.append(attention_mix(q[j], ks[l], vs[l], mask, cfg))
-    a = jax.vmap(functools.partial(linear, precision=cfg.lax_precision))(jnp.stack(mixed), stacked["wo"])  # [N, B, T, D]
+    a = jax.vmap(functools.partial(linear, precision=cfg.lax_precision))(
+        jnp.stack(mixed), stacked["wo"]
+    )  # [N, B, T, D]
     outs = [a[j] for j in range(len(group))]
     if policy == DIRECT_MLP:
         outs = [o + mlp_block(params["layers"][l], h + o, cfg) for o, l in zip(outs, group)]
@@ -90,6 +96,7 @@ def _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, p
                 if policy == DIRECT_MLP:
                     a = a + mlp_block(layers[i], h + a, cfg)
                 return jnp.concatenate([a, k.reshape(B, T, KV), v.reshape(B, T, KV)], axis=-1)
+
             return run
 
         def idle():  # devices past the group's size (a short last group) compute nothing
@@ -101,16 +108,18 @@ def _sharded_members(params, group, h, ks, vs, positions, write_at, mask, cfg, p
 
     # check_vma off: all_gather's result is device-invariant, which the vma typing does not infer here
     gathered = jax.shard_map(body, mesh=mesh, in_specs=(P(),) * 7, out_specs=P(), check_vma=False)(
-        layers, h, kcs, vcs, positions, write_at, mask)
+        layers, h, kcs, vcs, positions, write_at, mask
+    )
     shape = (B, T, cfg.num_kv_heads, cfg.head_dim)
     for j, l in enumerate(group):  # every device writes every member's new rows: the caches stay replicated
-        ks[l] = write_kv(ks[l], gathered[j, ..., D:D + KV].reshape(shape), write_at)
-        vs[l] = write_kv(vs[l], gathered[j, ..., D + KV:].reshape(shape), write_at)
+        ks[l] = write_kv(ks[l], gathered[j, ..., D : D + KV].reshape(shape), write_at)
+        vs[l] = write_kv(vs[l], gathered[j, ..., D + KV :].reshape(shape), write_at)
     return [gathered[j, ..., :D] for j in range(N)]
 
 
-def group_step(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg: ModelConfig, policy: str,
-               mesh: Mesh | None):
+def group_step(
+    params, stacked, group, h, ks, vs, positions, write_at, mask, cfg: ModelConfig, policy: str, mesh: Mesh | None
+):
     """One group: h f32[B, T, D] → x f32[B, T, D]; ks/vs are the per-layer cache lists, updated in place
     at `write_at` for every member."""
     if mesh is None:
@@ -126,8 +135,19 @@ def group_step(params, stacked, group, h, ks, vs, positions, write_at, mask, cfg
     return x
 
 
-def fuzzy_layers(params, stacked, groups, x, cache: KVCache, positions, mask, cfg: ModelConfig, policy: str,
-                 mesh: Mesh | None, return_hiddens: bool = False):
+def fuzzy_layers(
+    params,
+    stacked,
+    groups,
+    x,
+    cache: KVCache,
+    positions,
+    mask,
+    cfg: ModelConfig,
+    policy: str,
+    mesh: Mesh | None,
+    return_hiddens: bool = False,
+):
     """Every layer by the partition `groups`, writing K/V at `cache.lengths`: (x, cache, group inputs)."""
     ks, vs = list(cache.k), list(cache.v)
     inputs = []
@@ -142,13 +162,26 @@ def fuzzy_layers(params, stacked, groups, x, cache: KVCache, positions, mask, cf
     return x, cache.replace(k=tuple(ks), v=tuple(vs)), inputs
 
 
-def fuzzy_forward(params, stacked, groups, tokens, cache: KVCache, positions, mask, cfg: ModelConfig, policy: str,
-                  mesh: Mesh | None, logits_at=None, advance=None):
+def fuzzy_forward(
+    params,
+    stacked,
+    groups,
+    tokens,
+    cache: KVCache,
+    positions,
+    mask,
+    cfg: ModelConfig,
+    policy: str,
+    mesh: Mesh | None,
+    logits_at=None,
+    advance=None,
+):
     """The layer-parallel draft over T new tokens i32[B, T] at slots `cache.lengths`: (logits, cache), as
     `model.forward` (logits at `logits_at` only, when given; lengths advanced by `advance`, default T)."""
     B, T = tokens.shape
-    x, cache, _ = fuzzy_layers(params, stacked, groups, embed(params, tokens, cfg), cache, positions, mask, cfg, policy,
-                               mesh)
+    x, cache, _ = fuzzy_layers(
+        params, stacked, groups, embed(params, tokens, cfg), cache, positions, mask, cfg, policy, mesh
+    )
     if logits_at is not None:
         x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
     advance = jnp.full((B,), T, jnp.int32) if advance is None else advance

@@ -6,6 +6,7 @@ Default (paper: the first and last layers are the most sensitive and stay sequen
     [[0], ..., [head-1]] + consecutive chunks of `parallel` over the middle + [[L-tail]], ..., [[L-1]]
 with a final shorter chunk still parallel. A group larger than the mesh's `layer` axis is split into
 chunks of the axis size, the last possibly shorter, as the official `modify_strategy` does."""
+
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,13 @@ def default_groups(num_layers: int, parallel: int, head: int = 1, tail: int = 1)
     if parallel < 1:
         raise ValueError(f"invalid layer groups: parallel size must be >= 1, got {parallel}")
     if head < 0 or tail < 0 or head + tail > num_layers:
-        raise ValueError(f"invalid layer groups: head={head} and tail={tail} sequential layers do not fit in "
-                         f"the draft's {num_layers} layers")
+        raise ValueError(
+            f"invalid layer groups: head={head} and tail={tail} sequential layers do not fit in "
+            f"the draft's {num_layers} layers"
+        )
     middle = list(range(head, num_layers - tail))
     groups = [(l,) for l in range(head)]
-    groups += [tuple(middle[i:i + parallel]) for i in range(0, len(middle), parallel)]
+    groups += [tuple(middle[i : i + parallel]) for i in range(0, len(middle), parallel)]
     groups += [(l,) for l in range(num_layers - tail, num_layers)]
     return tuple(groups)
 
@@ -39,8 +42,9 @@ def check_groups(groups: Sequence[Sequence[int]], num_layers: int) -> Groups:
             raise ValueError(f"invalid layer groups: group {gi} is empty")
         for l in g:
             if not 0 <= l < num_layers:
-                raise ValueError(f"invalid layer groups: layer {l} in group {gi} is outside the draft's "
-                                 f"layers 0..{num_layers - 1}")
+                raise ValueError(
+                    f"invalid layer groups: layer {l} in group {gi} is outside the draft's layers 0..{num_layers - 1}"
+                )
             if l in seen:
                 raise ValueError(f"invalid layer groups: layer {l} appears in group {seen[l]} and group {gi}")
             seen[l] = gi
@@ -50,8 +54,10 @@ def check_groups(groups: Sequence[Sequence[int]], num_layers: int) -> Groups:
     flat = [l for g in groups for l in g]
     if flat != list(range(num_layers)):
         bad = next(i for i, l in enumerate(flat) if l != i)
-        raise ValueError(f"invalid layer groups: groups must list consecutive layers in order, but layer "
-                         f"{flat[bad]} comes where layer {bad} belongs ({[list(g) for g in groups]})")
+        raise ValueError(
+            f"invalid layer groups: groups must list consecutive layers in order, but layer "
+            f"{flat[bad]} comes where layer {bad} belongs ({[list(g) for g in groups]})"
+        )
     return groups
 
 
@@ -62,9 +68,13 @@ def split_groups(groups: Groups, axis_size: int) -> Groups:
     out: list[tuple[int, ...]] = []
     for g in groups:
         if len(g) > axis_size:
-            chunks = [g[i:i + axis_size] for i in range(0, len(g), axis_size)]
-            log.warning("EasySpec: group %s is larger than the layer axis (%d devices): split into %s",
-                        list(g), axis_size, [list(c) for c in chunks])
+            chunks = [g[i : i + axis_size] for i in range(0, len(g), axis_size)]
+            log.warning(
+                "EasySpec: group %s is larger than the layer axis (%d devices): split into %s",
+                list(g),
+                axis_size,
+                [list(c) for c in chunks],
+            )
             out += chunks
         else:
             out.append(g)

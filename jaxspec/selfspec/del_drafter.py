@@ -45,6 +45,7 @@ dropped. `cost="layers"` (implied by `faithful` or a `head_cost`) is the officia
 Batches: one exit, d* and τ for the whole batch from statistics pooled over its live rows (the official
 code has batch 1); acceptance and clipping stay per row. A batch row therefore need not equal its
 single run in speed (its output is always the target's)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,6 +110,7 @@ class DEL(SelfDrafter):
     a probe observes — those with the best optimistic TPL (exit_stats.probe_pick); 0: all of them (the
     official code, `faithful`). Drafting rounds and the seeding observe every exit. remeasure: with a
     measured cost, time it again and overwrite the kept file (after a driver update, say)."""
+
     exits: tuple[int, ...] | str = "spread"
     omega: float = 0.95
     context: int | None = None
@@ -126,20 +128,28 @@ class DEL(SelfDrafter):
     def check(self, cfg: ModelConfig) -> None:
         L = cfg.num_layers
         if isinstance(self.cost, str) and self.cost not in ("measured", "layers"):
-            raise ValueError(f"cost {self.cost!r}: 'measured', 'layers' (the official count), a RoundCost or None "
-                             "(measured; layers when faithful or with a head_cost)")
+            raise ValueError(
+                f"cost {self.cost!r}: 'measured', 'layers' (the official count), a RoundCost or None "
+                "(measured; layers when faithful or with a head_cost)"
+            )
         if not (self.head_cost == "weights" or isinstance(self.head_cost, (int, float))):
             raise ValueError(f"head_cost {self.head_cost!r}: layers (a number) or 'weights'")
         if self.cost_model != "layers" and self.head_cost:
             raise ValueError("head_cost is part of a measured round cost: give one or the other")
         if self.remeasure and self.cost_model != "measured":
-            raise ValueError(f"remeasure times a measured round cost again; this DEL's cost model is {self.cost_model!r}")
+            raise ValueError(
+                f"remeasure times a measured round cost again; this DEL's cost model is {self.cost_model!r}"
+            )
         if isinstance(self.cost, RoundCost):
             if self.cost.layers != L:
-                raise ValueError(f"the round costs were measured on a {self.cost.layers}-layer model, the target has {L}")
+                raise ValueError(
+                    f"the round costs were measured on a {self.cost.layers}-layer model, the target has {L}"
+                )
             if self.exits not in ("spread", self._resolve(cfg)):
-                raise ValueError(f"DEL(cost=...) takes its candidate exits from the measured costs "
-                                 f"({list(self.cost.exits)}): leave `exits` unset")
+                raise ValueError(
+                    f"DEL(cost=...) takes its candidate exits from the measured costs "
+                    f"({list(self.cost.exits)}): leave `exits` unset"
+                )
         ex = self._resolve(cfg) if isinstance(self.cost, RoundCost) else self._given_exits(cfg)
         if not ex and not isinstance(self.cost, RoundCost):  # a measured cost may keep none: plain decoding
             raise ValueError("DEL needs at least one candidate exit layer")
@@ -171,9 +181,11 @@ class DEL(SelfDrafter):
     def _resolve(self, cfg: ModelConfig) -> tuple[int, ...]:
         """The candidate exits: the given ones, or with a measured cost those of its exits that can pay."""
         if self.cost_model == "measured":
-            raise ValueError("DEL's measured cost model (the default) is timed on the target's params: pass the "
-                             "drafter to speculate / make_runner (they measure it or read it from the disk cache), "
-                             "call .calibrate(params) on the bound drafter, or use DEL(cost='layers')")
+            raise ValueError(
+                "DEL's measured cost model (the default) is timed on the target's params: pass the "
+                "drafter to speculate / make_runner (they measure it or read it from the disk cache), "
+                "call .calibrate(params) on the bound drafter, or use DEL(cost='layers')"
+            )
         if isinstance(self.cost, RoundCost):
             return tuple(e for e, ok in zip(self.cost.exits, self._pays()) if ok)
         return self._given_exits(cfg)
@@ -183,17 +195,27 @@ class DEL(SelfDrafter):
         exits = self._given_exits(cfg) if self.cost_model == "measured" else self._resolve(cfg)
         return dataclasses.replace(bound, exits=exits)
 
-    def calibrate(self, params, *, max_len: int = 512, depth: int = 18, measure: bool = True,
-                  refresh: bool = False) -> "DEL":
+    def calibrate(
+        self, params, *, max_len: int = 512, depth: int = 18, measure: bool = True, refresh: bool = False
+    ) -> "DEL":
         """With a measured cost (bound): the round cost on `params` over the candidate exits, from the
         disk cache or timed (round_cost.cached_round_cost; `measure` False: from the cache only; `refresh`:
         timed again); otherwise self."""
         if self.cost_model != "measured":
             return self
         from jaxspec.selfspec.round_cost import cached_round_cost
-        cost = cached_round_cost(params, self.bound_cfg, self.exits, depth=depth, max_len=max_len,
-                                 dispatch=self.dispatch, refresh=refresh or self.remeasure, vocab=self.vocab,
-                                 measure=measure)
+
+        cost = cached_round_cost(
+            params,
+            self.bound_cfg,
+            self.exits,
+            depth=depth,
+            max_len=max_len,
+            dispatch=self.dispatch,
+            refresh=refresh or self.remeasure,
+            vocab=self.vocab,
+            measure=measure,
+        )
         return dataclasses.replace(self, cost=cost, exits=self._resolve_with(cost), remeasure=False)
 
     @property
@@ -213,8 +235,7 @@ class DEL(SelfDrafter):
     def _cost_table(self, gamma_max: int) -> np.ndarray:
         """TPL's denominator f32[m, gamma_max] over the candidate exits."""
         if self.cost_model == "layers":
-            return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max,
-                                          self.tpl_head_cost)
+            return exit_stats.layer_costs(self.shadow_layers, self.bound_cfg.num_layers, gamma_max, self.tpl_head_cost)
         return self.cost.matrix(gamma_max)[self._pays()]
 
     @property
@@ -241,23 +262,32 @@ class DEL(SelfDrafter):
         return not self.shadow_layers
 
     def describe(self) -> dict:
-        return {"exits": list(self.shadow_layers), "layers": self.bound_cfg.num_layers, "omega": self.omega,
-                "context": self.seed_context,
-                "head_cost": None if self.cost_model != "layers" else round(self.tpl_head_cost, 3),
-                "faithful": self.faithful,
-                "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost_model,
-                "dispatch": self.dispatch, "probe": 1 if self.faithful else self.probe,
-                "probe_exits": self._picks or len(self.shadow_layers), **self.vocab_describe()}
+        return {
+            "exits": list(self.shadow_layers),
+            "layers": self.bound_cfg.num_layers,
+            "omega": self.omega,
+            "context": self.seed_context,
+            "head_cost": None if self.cost_model != "layers" else round(self.tpl_head_cost, 3),
+            "faithful": self.faithful,
+            "cost": self.cost.describe() if isinstance(self.cost, RoundCost) else self.cost_model,
+            "dispatch": self.dispatch,
+            "probe": 1 if self.faithful else self.probe,
+            "probe_exits": self._picks or len(self.shadow_layers),
+            **self.vocab_describe(),
+        }
 
     def report(self, st: DELState) -> dict:
         """The per-round traces up to the last round (pooled over the batch: one exit per batch)."""
         alpha = exit_stats.acceptance(st.stats)
-        return {**st.trace.report(st.rounds),
-                "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha))) if alpha.size else {}}
+        return {
+            **st.trace.report(st.rounds),
+            "final_alpha": dict(zip(map(str, self.shadow_layers), map(float, alpha))) if alpha.size else {},
+        }
 
     def _shallow(self, params, tokens, cache, positions, mask, exit_state):
-        return exit_logits(params, tokens, cache, positions, mask, self.bound_cfg, self.shadow_layers, exit_state,
-                           self.dispatch)
+        return exit_logits(
+            params, tokens, cache, positions, mask, self.bound_cfg, self.shadow_layers, exit_state, self.dispatch
+        )
 
     def _decide(self, stats: ExitStats, depth: int):
         if self.plain_only:
@@ -274,8 +304,10 @@ class DEL(SelfDrafter):
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
         del params, prompts, prompt_lens
         if isinstance(self.cost, RoundCost) and method.shape.depth > self.cost.depth + 1:
-            raise ValueError(f"the round costs cover chains of up to {self.cost.depth + 1} drafts, the method drafts "
-                             f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}")
+            raise ValueError(
+                f"the round costs cover chains of up to {self.cost.depth + 1} drafts, the method drafts "
+                f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}"
+            )
         stats = ExitStats.zeros(len(self.shadow_layers))
         ps = target.prompt_shadows  # from the prefill's own hidden states (verification.prompt_pass)
         if ps is not None:
@@ -284,7 +316,7 @@ class DEL(SelfDrafter):
         trace = DELTrace.empty(max_len)  # a round emits >= 1 token per live row: never more rounds than slots
         gap, wait = self._next_probe(gamma, jnp.int32(1))  # the seeding counts as a probe
         if self.plain_only:  # never a probe: the engine decodes plainly to the end
-            gap, wait = jnp.int32(0), jnp.int32(2 ** 30)
+            gap, wait = jnp.int32(0), jnp.int32(2**30)
         return DELState(stats, idx, gamma, tau, jnp.int32(0), gap, wait, trace)
 
     def _next_probe(self, gamma, gap):
@@ -293,8 +325,9 @@ class DEL(SelfDrafter):
         gap = jnp.where(gamma > 0, 1, jnp.minimum(2 * gap, self.probe)).astype(jnp.int32)
         return gap, jnp.where(gamma > 0, 0, gap - 1).astype(jnp.int32)
 
-    def propose(self, params, st: DELState, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig) -> tuple[DELState, Tree, KVCache]:
+    def propose(
+        self, params, st: DELState, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig
+    ) -> tuple[DELState, Tree, KVCache]:
         B, shape = rnd.last.shape[0], method.shape
         tau = jnp.where(jnp.isnan(st.tau), 0.0, st.tau)  # NaN (faithful): `conf < τ` never holds
         thr = jnp.broadcast_to(tau, (B,))
@@ -302,8 +335,9 @@ class DEL(SelfDrafter):
         def draft(_):
             lq_root, c = self._root(params, target, rnd, sampling, st.exit)
             step = self._step(params, target, rnd, 1, sampling, st.exit)
-            c, t = draft_chain(lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, shape, sampling,
-                               jnp.int32(shape.depth), thr)
+            c, t = draft_chain(
+                lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, shape, sampling, jnp.int32(shape.depth), thr
+            )
             return t, c.replace(lengths=target.cache.lengths)
 
         def plain(_):  # d* = 0: no drafts, the round is one decoding step

@@ -10,6 +10,7 @@ below a confidence threshold, the threshold adapted after every round (Draft & V
 Per row: each row keeps its own counts, AR and threshold (a batch row equals its single run). The
 official object lives for a whole benchmark, so its threshold carries over between prompts; ours
 restarts with every `speculate` call."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,15 +51,28 @@ class DraftVerify(LayerSkip):
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DVState:
         B = prompts.shape[0]
-        return DVState(jnp.full((B,), self.start, jnp.float32), jnp.full((B,), jnp.nan, jnp.float32),
-                       jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))
+        return DVState(
+            jnp.full((B,), self.start, jnp.float32),
+            jnp.full((B,), jnp.nan, jnp.float32),
+            jnp.zeros((B,), jnp.int32),
+            jnp.zeros((B,), jnp.int32),
+        )
 
-    def propose(self, params, st: DVState, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig) -> tuple[DVState, Tree, KVCache]:
+    def propose(
+        self, params, st: DVState, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig
+    ) -> tuple[DVState, Tree, KVCache]:
         lq_root, c = self._root(params, target, rnd, sampling)
         step = self._step(params, target, rnd, 1, sampling)
-        c, tree = draft_chain(lambda c, tok, d: step(c, tok, None, d), c, lq_root, key, method.shape, sampling,
-                              jnp.int32(method.shape.depth), st.threshold)
+        c, tree = draft_chain(
+            lambda c, tok, d: step(c, tok, None, d),
+            c,
+            lq_root,
+            key,
+            method.shape,
+            sampling,
+            jnp.int32(method.shape.depth),
+            st.threshold,
+        )
         return st, tree, c.replace(lengths=target.cache.lengths)
 
     def commit(self, params, st: DVState, out: Outcome, *, method) -> DVState:
@@ -70,5 +84,9 @@ class DraftVerify(LayerSkip):
         new = jnp.where(rate < self.target_rate, st.threshold + self.epsilon, st.threshold - self.epsilon)
         threshold = self.beta2 * st.threshold + (1 - self.beta2) * new
         keep = lambda a, b: jnp.where(live, a, b)  # noqa: E731  (finished rows change nothing)
-        return DVState(keep(threshold, st.threshold).astype(jnp.float32), keep(rate, st.rate).astype(jnp.float32),
-                       accepted, drafted)
+        return DVState(
+            keep(threshold, st.threshold).astype(jnp.float32),
+            keep(rate, st.rate).astype(jnp.float32),
+            accepted,
+            drafted,
+        )

@@ -17,6 +17,7 @@ a rejected draft) — the clipping — and only where the verified block had a r
 
 Everything here is a few [m]-sized vector ops on device; batches pool their rows into one M and C
 (one exit per batch, as the official code has batch 1)."""
+
 from __future__ import annotations
 
 import dataclasses

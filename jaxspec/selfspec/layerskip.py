@@ -17,6 +17,7 @@ verification keeps the full head, so the output is the target's as always.
 Verification recomputes the drafted tokens' shallow layers instead of reusing LayerSkip's exit states:
 at batch 1 a forward is bound by its weight reads, which are the same (every layer is read once per
 verification either way), and reuse would cost a second, ragged code path through the deep layers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,18 +31,19 @@ from jaxspec.masks import causal_mask
 from jaxspec.model import embed, head, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import ShardingPlan, constrain_cache
-from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from jaxspec.speculative.hot_vocab import HotVocab, trim_head
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target, adaptive_steps, next_k
-from jaxspec.speculative.tree import Tree
+from jaxspec.speculative.tree import Tree, depth_step, draft_logprobs, grow_tree
 
 
 def check_exit(exit_layer: int, cfg: ModelConfig) -> int:
     """An exit is a layer count E in 1..L-1 (E = L would be the target itself)."""
     L = cfg.num_layers
     if not isinstance(exit_layer, int) or not 1 <= exit_layer <= L - 1:
-        raise ValueError(f"exit layer {exit_layer!r} is outside 1..{L - 1} (the target has {L} layers; the draft "
-                         f"runs the first E of them)")
+        raise ValueError(
+            f"exit layer {exit_layer!r} is outside 1..{L - 1} (the target has {L} layers; the draft "
+            f"runs the first E of them)"
+        )
     return exit_layer
 
 
@@ -58,6 +60,7 @@ class SelfDrafter(Drafter):
     `speculate`), takes no draft model, and drafts through `_shallow` — the target's first layers up to
     its exit — in the target's own cache (`_root` for `last`, `_step` for the later depths). `vocab`: a
     hot-vocabulary draft head (module docstring)."""
+
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
     plan: ShardingPlan | None = dataclasses.field(default=None, kw_only=True)
     vocab: HotVocab | None = dataclasses.field(default=None, kw_only=True)
@@ -70,8 +73,9 @@ class SelfDrafter(Drafter):
     def bind(self, cfg: ModelConfig, mesh=None, plan: ShardingPlan | None = None):
         del mesh
         if self.vocab is not None and self.vocab.vocab_size != cfg.vocab_size:
-            raise ValueError(f"the hot vocabulary was made for {self.vocab.vocab_size} tokens, the target has "
-                             f"{cfg.vocab_size}")
+            raise ValueError(
+                f"the hot vocabulary was made for {self.vocab.vocab_size} tokens, the target has {cfg.vocab_size}"
+            )
         self.check(cfg)
         return dataclasses.replace(self, cfg=cfg, plan=plan)
 
@@ -90,14 +94,16 @@ class SelfDrafter(Drafter):
     @property
     def bound_cfg(self) -> ModelConfig:
         if self.cfg is None:
-            raise ValueError(f"{type(self).__name__} is not bound to a target: pass it to speculate / make_runner, "
-                             f"or .bind(cfg)")
+            raise ValueError(
+                f"{type(self).__name__} is not bound to a target: pass it to speculate / make_runner, or .bind(cfg)"
+            )
         return self.cfg
 
     def prepare(self, params):
         if params is not None:
-            raise ValueError(f"{type(self).__name__} drafts with the target's own layers: give no draft model "
-                             f"(draft=None)")
+            raise ValueError(
+                f"{type(self).__name__} drafts with the target's own layers: give no draft model (draft=None)"
+            )
         return None
 
     def prepare_for(self, params, target_params):
@@ -118,8 +124,9 @@ class SelfDrafter(Drafter):
         need = ["final_norm", "embed"] + ([] if self.bound_cfg.tie_embeddings else ["lm_head"])
         missing = [k for k in need if k not in target_params]
         if missing:
-            raise ValueError(f"{type(self).__name__} needs the target's final norm and LM head; its params lack "
-                             f"{missing}")
+            raise ValueError(
+                f"{type(self).__name__} needs the target's final norm and LM head; its params lack {missing}"
+            )
 
     def _shallow(self, params, tokens, cache: KVCache, positions, mask, exit_state):
         """(logits f32[B, T, V], cache) of the first layers up to the exit (`exit_state`: the drafter's
@@ -131,22 +138,34 @@ class SelfDrafter(Drafter):
         (depth 1's distribution f32[B, V], target cache)."""
         T = rnd.committed
         c = target.cache.replace(lengths=T - 1)
-        logits, c = self._shallow(self._draft_params(target.params, params), rnd.last[:, None], c,
-                                  (T - 1)[:, None], causal_mask(T - 1, 1, c.max_len), exit_state)
+        logits, c = self._shallow(
+            self._draft_params(target.params, params),
+            rnd.last[:, None],
+            c,
+            (T - 1)[:, None],
+            causal_mask(T - 1, 1, c.max_len),
+            exit_state,
+        )
         return draft_logprobs(logits[:, 0], sampling), constrain_cache(c, self.plan)
 
     def _step(self, params, target: Target, rnd: Round, width: int, sampling: SamplingConfig, exit_state=None):
         """The draft step for `grow_tree` / `draft_chain`: as DraftModel's, the depth-(d-1) leaves at
         slots T + (d-2)K.., position T + d - 2, through the shallow layers of the target's cache."""
         draft_params = self._draft_params(target.params, params)
-        return depth_step(lambda t, c, pos, mask: self._shallow(draft_params, t, c, pos, mask, exit_state),
-                          rnd.committed, width, target.cache.max_len, sampling,
-                          lambda c: constrain_cache(c, self.plan))
+        return depth_step(
+            lambda t, c, pos, mask: self._shallow(draft_params, t, c, pos, mask, exit_state),
+            rnd.committed,
+            width,
+            target.cache.max_len,
+            sampling,
+            lambda c: constrain_cache(c, self.plan),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerSkip(SelfDrafter):
     """The static-exit self-drafter; `cfg` (the target's) and `plan` are bound by `speculate`."""
+
     exit_layer: int
 
     def check(self, cfg: ModelConfig) -> None:
@@ -164,23 +183,34 @@ class LayerSkip(SelfDrafter):
         """Measured seconds of a round's first draft forward (`last`, 1 token) and of each later one (K
         tokens): the target truncated to its first E layers, with its head (the analytic speedup's inputs)."""
         from jaxspec.speculative.costs import time_forward
+
         cfg = dataclasses.replace(self.bound_cfg, num_layers=self.exit_layer)
-        shallow = dict(params, layers=params["layers"][:self.exit_layer])
+        shallow = dict(params, layers=params["layers"][: self.exit_layer])
         if self.vocab is not None:  # the draft step reads the trimmed head
             shallow = trim_head(shallow, cfg, self.vocab)
         kw = dict(context=context, max_len=max_len, repeats=repeats)
-        return {"draft_first_s": time_forward(shallow, cfg, 1, **kw),
-                "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw)}
+        return {
+            "draft_first_s": time_forward(shallow, cfg, 1, **kw),
+            "draft_step_s": time_forward(shallow, cfg, shape.width, tree=shape.width > 1, **kw),
+        }
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> jax.Array:
         del params, target, prompts, prompt_lens, max_len
         return jnp.int32(method.k_start)  # the state: an adaptive chain's k
 
-    def propose(self, params, k, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig) -> tuple[jax.Array, Tree, KVCache]:
+    def propose(
+        self, params, k, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig
+    ) -> tuple[jax.Array, Tree, KVCache]:
         lq_root, c = self._root(params, target, rnd, sampling)
-        c, tree = grow_tree(self._step(params, target, rnd, method.shape.width, sampling), c, lq_root, key,
-                            method.shape, sampling, adaptive_steps(method, k))
+        c, tree = grow_tree(
+            self._step(params, target, rnd, method.shape.width, sampling),
+            c,
+            lq_root,
+            key,
+            method.shape,
+            sampling,
+            adaptive_steps(method, k),
+        )
         return k, tree, c.replace(lengths=target.cache.lengths)
 
     def commit(self, params, k, out: Outcome, *, method) -> jax.Array:

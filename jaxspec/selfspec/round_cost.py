@@ -26,6 +26,7 @@ of its overhead); when none is left, DEL is plain decoding at no cost.
 (`$JAXSPEC_CACHE/round_cost/`, one JSON file per model shape, numerics, candidate exits, depth, cache
 size, dispatch, device kind and count, CPU count and JAX version), so a machine pays it once per
 configuration; delete the file (its path is logged) to measure again."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,6 +60,7 @@ class RoundCost:
     draft forward at exits[i], `verify[d]` (d = 0..depth; verify[0] = 1) the verification of d drafts
     with the kept exits' shadow rows; `measured`: every exit that was timed; `layers`, `max_len`,
     `step_ms`: the model depth, cache size and plain step they were measured with."""
+
     exits: tuple[int, ...]
     draft: tuple[float, ...]
     verify: tuple[float, ...]
@@ -80,16 +82,24 @@ class RoundCost:
     def matrix(self, gamma_max: int) -> np.ndarray:
         """f32[m, gamma_max]: TPL's denominator for d = 0..gamma_max−1 drafts at each kept exit."""
         if gamma_max - 1 > self.depth:
-            raise ValueError(f"the round costs were measured for up to {self.depth} drafts, the chain drafts up "
-                             f"to {gamma_max - 1}: measure them with depth >= {gamma_max - 1}")
+            raise ValueError(
+                f"the round costs were measured for up to {self.depth} drafts, the chain drafts up "
+                f"to {gamma_max - 1}: measure them with depth >= {gamma_max - 1}"
+            )
         d = np.arange(gamma_max, dtype=np.float64)[None]
         ver = np.asarray(self.verify[:gamma_max], np.float64)[None]
         cost = np.where(d == 0, 1.0, ver + d * np.asarray(self.draft, np.float64)[:, None])
         return cost.astype(np.float32).reshape(len(self.exits), gamma_max)
 
     def describe(self) -> dict:
-        return {"exits": list(self.exits), "measured": list(self.measured), "draft": list(self.draft),
-                "verify": list(self.verify), "max_len": self.max_len, "step_ms": self.step_ms}
+        return {
+            "exits": list(self.exits),
+            "measured": list(self.measured),
+            "draft": list(self.draft),
+            "verify": list(self.verify),
+            "max_len": self.max_len,
+            "step_ms": self.step_ms,
+        }
 
 
 def _kept(exits, draft, verify) -> tuple[int, ...]:
@@ -97,9 +107,18 @@ def _kept(exits, draft, verify) -> tuple[int, ...]:
     return tuple(e for e, ok in zip(exits, can_pay(probe.matrix(probe.depth + 1))) if ok)
 
 
-def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                       context: int | None = None, dispatch: str = "segments", repeats: int = 7,
-                       vocab: HotVocab | None = None) -> RoundCost:
+def measure_round_cost(
+    params,
+    cfg: ModelConfig,
+    exits: tuple[int, ...],
+    *,
+    depth: int = 18,
+    max_len: int = 512,
+    context: int | None = None,
+    dispatch: str = "segments",
+    repeats: int = 7,
+    vocab: HotVocab | None = None,
+) -> RoundCost:
     """Time a DEL round's pieces on this machine (batch 1, cache of `max_len` slots holding `context`
     tokens, default half) and keep the exits that can pay. Every piece is timed once per round over
     `repeats` rounds, the pieces interleaved, and its fastest time kept (timing.best_times): the costs are
@@ -125,8 +144,11 @@ def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, dept
         return [1.0] + [by_width[min(w for w in widths if w >= d + 1)] for d in range(1, depth + 1)]
 
     toks, pos = jnp.ones((1, 1), jnp.int32), jnp.asarray([[ctx]], jnp.int32)
-    draft_fn = jax.jit(lambda p, c, i: exit_logits(p, toks, c, pos, causal_mask(c.lengths, 1, max_len), cfg,
-                                                   tuple(exits), i, dispatch)[0])
+    draft_fn = jax.jit(
+        lambda p, c, i: exit_logits(
+            p, toks, c, pos, causal_mask(c.lengths, 1, max_len), cfg, tuple(exits), i, dispatch
+        )[0]
+    )
     calls = {"step": verify_call(1, ())}
     draft_params = params if vocab is None else trim_head(params, cfg, vocab)
     calls |= {("draft", i): (draft_fn, draft_params, cache, jnp.int32(i)) for i in range(len(exits))}
@@ -142,27 +164,44 @@ def measure_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, dept
         draft = [d * step / step2 for d in draft]
         step, verify = step2, verify_table(t2, step2)
     draft = [c for e, c in zip(exits, draft) if e in kept]
-    return RoundCost(kept, tuple(draft), tuple(verify), tuple(exits),
-                     cfg.num_layers, max_len, 1e3 * step)
+    return RoundCost(kept, tuple(draft), tuple(verify), tuple(exits), cfg.num_layers, max_len, 1e3 * step)
 
 
-def cost_key(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int, max_len: int, dispatch: str,
-             vocab: HotVocab | None = None) -> dict:
+def cost_key(
+    params,
+    cfg: ModelConfig,
+    exits: tuple[int, ...],
+    *,
+    depth: int,
+    max_len: int,
+    dispatch: str,
+    vocab: HotVocab | None = None,
+) -> dict:
     """Everything a measured round cost depends on (not the weights' values: the same shapes cost the same)."""
     leaves = jax.tree.leaves(params)
     dev = jax.devices()[0]
     sharding = getattr(leaves[0], "sharding", None) if leaves else None
-    return {"version": 2, "cfg": repr(cfg), "param_dtypes": sorted({str(x.dtype) for x in leaves}),
-            "exits": list(exits), "depth": depth, "max_len": max_len, "dispatch": dispatch,
-            "platform": dev.platform, "device_kind": dev.device_kind,
-            "devices": len(sharding.device_set) if sharding is not None else 1,
-            "cpus": os.cpu_count(), "jax": jax.__version__,
-            **({"draft_vocab": vocab.digest} if vocab is not None else {})}  # absent: the keys made before it
+    return {
+        "version": 2,
+        "cfg": repr(cfg),
+        "param_dtypes": sorted({str(x.dtype) for x in leaves}),
+        "exits": list(exits),
+        "depth": depth,
+        "max_len": max_len,
+        "dispatch": dispatch,
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "devices": len(sharding.device_set) if sharding is not None else 1,
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        **({"draft_vocab": vocab.digest} if vocab is not None else {}),
+    }  # absent: the keys made before it
 
 
 def cost_path(key: dict):
     """The cache file of a measurement: `$JAXSPEC_CACHE/round_cost/<sha256 of the key>.json`."""
     from jaxspec.paths import cache_dir
+
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / "round_cost" / f"{digest}.json"
 
@@ -177,16 +216,32 @@ def _load(path, key: dict) -> RoundCost | None:
         if rec["key"] != key:
             raise ValueError("its key differs (a hash collision or an edited file)")
         c = rec["cost"]
-        return RoundCost(tuple(c["exits"]), tuple(c["draft"]), tuple(c["verify"]), tuple(c["measured"]),
-                         int(c["layers"]), int(c["max_len"]), float(c["step_ms"]))
+        return RoundCost(
+            tuple(c["exits"]),
+            tuple(c["draft"]),
+            tuple(c["verify"]),
+            tuple(c["measured"]),
+            int(c["layers"]),
+            int(c["max_len"]),
+            float(c["step_ms"]),
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("DEL round cost cache %s is unreadable (%s): measuring again", path, e)
         return None
 
 
-def cached_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth: int = 18, max_len: int = 512,
-                      dispatch: str = "segments", refresh: bool = False, vocab: HotVocab | None = None,
-                      measure: bool = True) -> RoundCost:
+def cached_round_cost(
+    params,
+    cfg: ModelConfig,
+    exits: tuple[int, ...],
+    *,
+    depth: int = 18,
+    max_len: int = 512,
+    dispatch: str = "segments",
+    refresh: bool = False,
+    vocab: HotVocab | None = None,
+    measure: bool = True,
+) -> RoundCost:
     """`measure_round_cost`, kept on disk per `cost_key` (module docstring): the first call on a machine
     measures (25–110 s for these models on a 2-core CPU) and writes the file atomically from process 0;
     later calls read it (logged). `refresh`: measure again and overwrite. `vocab`: DEL's hot-vocabulary
@@ -199,16 +254,22 @@ def cached_round_cost(params, cfg: ModelConfig, exits: tuple[int, ...], *, depth
         log.info("DEL round cost read from %s", path)
         return cost
     if not (measure or refresh):
-        raise ValueError(f"DEL's measured round cost for this model, machine and cache size is not in {path}: "
-                         "measure it explicitly (speculate / make_runner(..., measure_costs=True), the command "
-                         "line, or drafter.calibrate(params)) or use DEL(cost='layers')")
+        raise ValueError(
+            f"DEL's measured round cost for this model, machine and cache size is not in {path}: "
+            "measure it explicitly (speculate / make_runner(..., measure_costs=True), the command "
+            "line, or drafter.calibrate(params)) or use DEL(cost='layers')"
+        )
     t0 = time.perf_counter()
     cost = measure_round_cost(params, cfg, exits, depth=depth, max_len=max_len, dispatch=dispatch, vocab=vocab)
     log.info("DEL round cost measured in %.0f s, kept in %s", time.perf_counter() - t0, path)
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "cost": dataclasses.asdict(cost),
-                                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {"key": key, "cost": dataclasses.asdict(cost), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                indent=1,
+            )
+        )
         os.replace(tmp, path)
     return cost

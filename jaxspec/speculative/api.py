@@ -1,5 +1,6 @@
 """`speculate`: the host-facing call — check the pair, pad the prompts, build the static spec, run the
 one jitted generation (`engine.run_speculation`) and return tokens and statistics per row."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ from jaxspec.speculative.metrics import summarize
 @dataclasses.dataclass
 class Model:
     """Params + config (+ optional sharding plan and tokenizer); `conversion.loader.LoadedModel` fits too."""
+
     params: Any
     cfg: ModelConfig
     plan: ShardingPlan | None = None
@@ -37,15 +39,19 @@ class SpecOutput:
 def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenizer=None, draft_tokenizer=None) -> None:
     """A draft must share the target's vocabulary: same size and, when tokenizers are known, the same table."""
     if target_cfg.vocab_size != draft_cfg.vocab_size:
-        raise ValueError(f"vocab mismatch: the target has {target_cfg.vocab_size} token ids, the draft "
-                         f"{draft_cfg.vocab_size}; a draft model must share the target's vocabulary")
+        raise ValueError(
+            f"vocab mismatch: the target has {target_cfg.vocab_size} token ids, the draft "
+            f"{draft_cfg.vocab_size}; a draft model must share the target's vocabulary"
+        )
     if target_tokenizer is not None and draft_tokenizer is not None:
         a, b = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
         if a != b:
             diff = sorted((t for t in set(a) | set(b) if a.get(t) != b.get(t)), key=lambda t: (a.get(t, -1), t))
             eg = ", ".join(f"{t!r}: target {a.get(t)}, draft {b.get(t)}" for t in diff[:3])
-            raise ValueError(f"vocab mismatch: the target and draft token tables differ in {len(diff)} entries "
-                             f"({eg}); a draft model must share the target's vocabulary")
+            raise ValueError(
+                f"vocab mismatch: the target and draft token tables differ in {len(diff)} entries "
+                f"({eg}); a draft model must share the target's vocabulary"
+            )
 
 
 def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512, measure_costs: bool = False):
@@ -64,14 +70,27 @@ def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int =
         drafter = drafter.bind(draft.cfg, plan.mesh if plan is not None else None, plan=plan)
     if target_params is not None:
         drafter.check_head(target_params)
-        drafter = drafter.calibrate(target_params, max_len=max_len, measure=measure_costs,
-                                    **({} if method is None else {"depth": method.shape.depth}))
+        drafter = drafter.calibrate(
+            target_params,
+            max_len=max_len,
+            measure=measure_costs,
+            **({} if method is None else {"depth": method.shape.depth}),
+        )
     return drafter
 
 
-def make_spec(target_cfg: ModelConfig, drafter, method: SpecMethod, *, prompt_len: int, max_new_tokens: int,
-              sampling: SamplingConfig = GREEDY, eos_ids: Sequence[int] = (), plan: ShardingPlan | None = None,
-              max_len: int | None = None) -> SpecSpec:
+def make_spec(
+    target_cfg: ModelConfig,
+    drafter,
+    method: SpecMethod,
+    *,
+    prompt_len: int,
+    max_new_tokens: int,
+    sampling: SamplingConfig = GREEDY,
+    eos_ids: Sequence[int] = (),
+    plan: ShardingPlan | None = None,
+    max_len: int | None = None,
+) -> SpecSpec:
     """The static spec for prompts up to `prompt_len` tokens; `max_len` fixes the cache slots (e.g. one
     size for a whole benchmark), else the need is bucketed. Raises ValueError for a cache or position
     overflow and for a vocab mismatch."""
@@ -81,15 +100,28 @@ def make_spec(target_cfg: ModelConfig, drafter, method: SpecMethod, *, prompt_le
     need = cache_slots_needed(prompt_len, max_new_tokens, method.shape)
     slots = cache_slots(need) if max_len is None else max_len
     if need > slots:
-        raise ValueError(f"cache overflow: {prompt_len} prompt + {max_new_tokens} new tokens + one round's "
-                         f"{method.shape.nodes + 1}-slot verification block need {need} slots, the cache has {slots}")
+        raise ValueError(
+            f"cache overflow: {prompt_len} prompt + {max_new_tokens} new tokens + one round's "
+            f"{method.shape.nodes + 1}-slot verification block need {need} slots, the cache has {slots}"
+        )
     for who, cfg in (("target", target_cfg), ("draft", drafter.cfg)):
         if prompt_len + max_new_tokens + method.shape.depth > cfg.max_position_embeddings:
-            raise ValueError(f"prompt too long: {prompt_len} prompt + {max_new_tokens} new tokens + "
-                             f"{method.shape.depth} draft positions exceed the {who}'s "
-                             f"{cfg.max_position_embeddings} positions")
-    return SpecSpec(target_cfg, drafter, method, max_new_tokens, slots, drafter.cache_slots(slots, method.shape),
-                    sampling, tuple(eos_ids), plan)
+            raise ValueError(
+                f"prompt too long: {prompt_len} prompt + {max_new_tokens} new tokens + "
+                f"{method.shape.depth} draft positions exceed the {who}'s "
+                f"{cfg.max_position_embeddings} positions"
+            )
+    return SpecSpec(
+        target_cfg,
+        drafter,
+        method,
+        max_new_tokens,
+        slots,
+        drafter.cache_slots(slots, method.shape),
+        sampling,
+        tuple(eos_ids),
+        plan,
+    )
 
 
 def pad_for(spec: SpecSpec, prompts: Sequence[Sequence[int]]) -> tuple[jax.Array, jax.Array]:
@@ -102,26 +134,40 @@ def resolve_method(method, drafter, options=None, draft: bool | None = None):
     (jaxspec.methods: "chain", "del", "ngram", … with `options`) or a SpecMethod; None: the default
     shape of `drafter`'s method (a bare DraftModel or none: chain(7))."""
     from jaxspec import methods
+
     if isinstance(method, str):
         r = methods.resolve(method, draft=draft, **dict(options or {}))
         if r.method is None:
             raise ValueError(f"method {method!r} drafts nothing: decode with jaxspec.generate or VanillaRunner")
         return r.method, drafter if drafter is not None else r.drafter
     if options:
-        raise ValueError("options go with a method name (method='del', options={...}); with a shape, configure "
-                         "the drafter itself")
+        raise ValueError(
+            "options go with a method name (method='del', options={...}); with a shape, configure the drafter itself"
+        )
     if method is None:
         method = methods.default_for(drafter).method()
     if not isinstance(method, SpecMethod):
-        raise ValueError(f"method must be a registry name ({', '.join(methods.METHODS)}) or a SpecMethod "
-                         f"(chain(k), tree(depth, width)), got {method!r}")
+        raise ValueError(
+            f"method must be a registry name ({', '.join(methods.METHODS)}) or a SpecMethod "
+            f"(chain(k), tree(depth, width)), got {method!r}"
+        )
     return method, drafter
 
 
-def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMethod | str | None = None,
-              sampling: SamplingConfig = GREEDY, max_new_tokens: int = 128, eos_ids: Sequence[int] = (),
-              key: jax.Array | None = None, drafter=None, options: dict | None = None,
-              measure_costs: bool = False) -> SpecOutput:
+def speculate(
+    target,
+    draft,
+    prompts: Sequence[Sequence[int]],
+    *,
+    method: SpecMethod | str | None = None,
+    sampling: SamplingConfig = GREEDY,
+    max_new_tokens: int = 128,
+    eos_ids: Sequence[int] = (),
+    key: jax.Array | None = None,
+    drafter=None,
+    options: dict | None = None,
+    measure_costs: bool = False,
+) -> SpecOutput:
     """Speculative generation for a batch of token-id prompts.
 
     target, draft: `Model`s (or loaded models: anything with .params, .cfg, optional .plan / .tokenizer).
@@ -143,11 +189,25 @@ def speculate(target, draft, prompts: Sequence[Sequence[int]], *, method: SpecMe
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
     need = cache_slots_needed(max((len(p) for p in prompts), default=0), max_new_tokens, method.shape)
     drafter = bind_drafter(drafter, draft, target.params, method, cache_slots(need), measure_costs)
-    spec = make_spec(target.cfg, drafter, method, prompt_len=max(len(p) for p in prompts) if prompts else 0,
-                     max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=eos_ids,
-                     plan=getattr(target, "plan", None))
+    spec = make_spec(
+        target.cfg,
+        drafter,
+        method,
+        prompt_len=max(len(p) for p in prompts) if prompts else 0,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        eos_ids=eos_ids,
+        plan=getattr(target, "plan", None),
+    )
     toks, lens = pad_for(spec, prompts)
-    state = run_speculation(target.params, drafter.prepare_for(draft.params, target.params), toks, lens,
-                            jax.random.key(0) if key is None else key, spec=spec)
-    return SpecOutput(output_ids(state), summarize(state.stats),
-                      [summarize(state.stats, [i]) for i in range(len(prompts))], state)
+    state = run_speculation(
+        target.params,
+        drafter.prepare_for(draft.params, target.params),
+        toks,
+        lens,
+        jax.random.key(0) if key is None else key,
+        spec=spec,
+    )
+    return SpecOutput(
+        output_ids(state), summarize(state.stats), [summarize(state.stats, [i]) for i in range(len(prompts))], state
+    )

@@ -34,6 +34,7 @@ The draft model's K/V invariant, per row: slots [0, `fed`) are exact. DraftModel
 fed ≥ T − 2 (it writes prev, last at T − 2, T − 1); after a model round that accepted n of its own
 nodes, fed = T + min(n, k − 1) (depths 1..k − 1 were fed at T..T + k − 2); a row that took the n-gram
 chain while the model ran anyway keeps fed = T (the model's drafts there are not the committed ones)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,11 +49,9 @@ from jaxspec.model import embed, forward, run_layers
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import constrain_cache
 from jaxspec.speculative.drafters import DraftModel, DraftModelState
-from jaxspec.speculative.tree import draft_logprobs
 from jaxspec.speculative.ngram import NGram, NGramState, lookup
-from jaxspec.speculative.tree import chain_tree
 from jaxspec.speculative.seam import CHAIN_ONLY, Drafter, Outcome, Round, Target
-from jaxspec.speculative.tree import Tree
+from jaxspec.speculative.tree import Tree, chain_tree, draft_logprobs
 
 
 @jax.tree_util.register_dataclass
@@ -83,6 +82,7 @@ class Cascade(Drafter):
     `speculate` / `make_runner`) or a self-drafter (the target's first layers; switch only): switch at
     `min_match` proposed tokens, or `extend` the proposal with the model; `catchup`: tokens per catch-up
     forward of the model's cache (switch; 0: k + 2)."""
+
     ngram: NGram = NGram()
     fallback: Drafter = DraftModel()
     min_match: int = 1
@@ -96,19 +96,31 @@ class Cascade(Drafter):
             raise ValueError(f"Cascade's first stage is an NGram (prompt lookup), got {type(self.ngram).__name__}")
         fb = self.fallback
         if not isinstance(fb, DraftModel) and not (fb.writes_target_cache and not fb.needs_draft_model):
-            raise ValueError(f"Cascade's fallback is a draft model (DraftModel) or a self-drafter (LayerSkip, FSM, "
-                             f"DraftVerify), got {type(fb).__name__}")
-        if self.self_fallback and (type(fb).plain_next is not Drafter.plain_next  # DEL (unbound: no layers yet)
-                                   or fb.shadow_layers or fb.hidden_layers or fb.prompt_shadows):
-            raise ValueError(f"{type(fb).__name__} behind the lookup is not supported: it learns from every round's "
-                             f"shadow tokens and plain steps, which lookup rounds would have to hand it (use a "
-                             f"static self-drafter: LayerSkip, FSM, DraftVerify)")
+            raise ValueError(
+                f"Cascade's fallback is a draft model (DraftModel) or a self-drafter (LayerSkip, FSM, "
+                f"DraftVerify), got {type(fb).__name__}"
+            )
+        if self.self_fallback and (
+            type(fb).plain_next is not Drafter.plain_next  # DEL (unbound: no layers yet)
+            or fb.shadow_layers
+            or fb.hidden_layers
+            or fb.prompt_shadows
+        ):
+            raise ValueError(
+                f"{type(fb).__name__} behind the lookup is not supported: it learns from every round's "
+                f"shadow tokens and plain steps, which lookup rounds would have to hand it (use a "
+                f"static self-drafter: LayerSkip, FSM, DraftVerify)"
+            )
         if self.self_fallback and self.extend:
-            raise ValueError("Cascade's extend mode continues a lookup proposal in the draft model's own cache: it "
-                             "needs a draft model (DraftModel), not a self-drafter")
+            raise ValueError(
+                "Cascade's extend mode continues a lookup proposal in the draft model's own cache: it "
+                "needs a draft model (DraftModel), not a self-drafter"
+            )
         if not isinstance(self.min_match, int) or self.min_match < 1:
-            raise ValueError(f"min_match must be an integer >= 1 (n-gram tokens that make a round the lookup's), "
-                             f"got {self.min_match!r}")
+            raise ValueError(
+                f"min_match must be an integer >= 1 (n-gram tokens that make a round the lookup's), "
+                f"got {self.min_match!r}"
+            )
         if self.catchup < 0:
             raise ValueError(f"catchup must be >= 0 tokens per catch-up forward (0: k + 2), got {self.catchup}")
 
@@ -152,9 +164,14 @@ class Cascade(Drafter):
         return self.fallback.prepare_for(params, target_params)
 
     def describe(self) -> dict:
-        return {"mode": "extend" if self.extend else "switch", "max_ngram": self.ngram.max_ngram,
-                "min_ngram": self.ngram.min_ngram, "min_match": self.min_match, "catchup": self.catchup,
-                **self.fallback.describe()}
+        return {
+            "mode": "extend" if self.extend else "switch",
+            "max_ngram": self.ngram.max_ngram,
+            "min_ngram": self.ngram.min_ngram,
+            "min_match": self.min_match,
+            "catchup": self.catchup,
+            **self.fallback.describe(),
+        }
 
     def _width(self, depth: int) -> int:
         return self.catchup or depth + 2
@@ -167,23 +184,35 @@ class Cascade(Drafter):
 
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> CascadeState:
         if self.min_match > method.shape.depth:
-            raise ValueError(f"min_match ({self.min_match}) exceeds the chain's k ({method.shape.depth}): the "
-                             f"lookup could never serve a round")
+            raise ValueError(
+                f"min_match ({self.min_match}) exceeds the chain's k ({method.shape.depth}): the "
+                f"lookup could never serve a round"
+            )
         B = prompts.shape[0]
         zeros = jnp.zeros((B,), jnp.int32)
-        return CascadeState(self.ngram.init(None, target, prompts, prompt_lens, max_len=max_len, method=method),
-                            self.fallback.init(params, target, prompts, prompt_lens, max_len=max_len, method=method),
-                            prompt_lens.astype(jnp.int32), jnp.zeros((B,), bool), jnp.bool_(False), zeros, zeros,
-                            zeros, jnp.int32(0), jnp.int32(0))
+        return CascadeState(
+            self.ngram.init(None, target, prompts, prompt_lens, max_len=max_len, method=method),
+            self.fallback.init(params, target, prompts, prompt_lens, max_len=max_len, method=method),
+            prompt_lens.astype(jnp.int32),
+            jnp.zeros((B,), bool),
+            jnp.bool_(False),
+            zeros,
+            zeros,
+            zeros,
+            jnp.int32(0),
+            jnp.int32(0),
+        )
 
-    def propose(self, params, st: CascadeState, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig) -> tuple[CascadeState, Tree, object]:
+    def propose(
+        self, params, st: CascadeState, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig
+    ) -> tuple[CascadeState, Tree, object]:
         D, V = method.shape.depth, self.cfg.vocab_size
         rows = jnp.arange(rnd.committed.shape[0])
         history = st.ngram.history.at[rows, rnd.committed - 1].set(rnd.last, mode="drop")  # the newest token
         tokens, count = lookup(history, rnd.committed, self.ngram.max_ngram, self.ngram.min_ngram, D)
-        st = dataclasses.replace(st, ngram=NGramState(history),
-                                 ngram_tokens=st.ngram_tokens + jnp.where(rnd.live, count, 0))
+        st = dataclasses.replace(
+            st, ngram=NGramState(history), ngram_tokens=st.ngram_tokens + jnp.where(rnd.live, count, 0)
+        )
         if self.extend:
             st, tree = self._extend(params, st, rnd, key, tokens, count, D, sampling)
             return st, tree, target.cache
@@ -195,21 +224,35 @@ class Cascade(Drafter):
                 model, passes = st.model, jnp.int32(0)
             else:
                 model, passes = self._catch_up(params, st, rnd, D)
-            model, tree, cache = self.fallback.propose(params, model, target, rnd, key, method=method,
-                                                       sampling=sampling)
+            model, tree, cache = self.fallback.propose(
+                params, model, target, rnd, key, method=method, sampling=sampling
+            )
             pick = lambda a, b: jnp.where(took.reshape(took.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
-            return (dataclasses.replace(st, model=model, fed=jnp.where(rnd.live, rnd.committed, st.fed),
-                                        model_passes=st.model_passes + 1, catchup_passes=st.catchup_passes + passes),
-                    jax.tree.map(pick, ngram_tree, tree), jnp.bool_(True),
-                    cache if self.self_fallback else target.cache)
+            return (
+                dataclasses.replace(
+                    st,
+                    model=model,
+                    fed=jnp.where(rnd.live, rnd.committed, st.fed),
+                    model_passes=st.model_passes + 1,
+                    catchup_passes=st.catchup_passes + passes,
+                ),
+                jax.tree.map(pick, ngram_tree, tree),
+                jnp.bool_(True),
+                cache if self.self_fallback else target.cache,
+            )
 
         def lookup_only(st: CascadeState):
             return st, ngram_tree, jnp.bool_(False), target.cache
 
         st, tree, ran, cache = lax.cond(jnp.any(rnd.live & ~took), with_model, lookup_only, st)
         live = rnd.live.astype(jnp.int32)
-        st = dataclasses.replace(st, took_ngram=took, model_ran=ran, ngram_rounds=st.ngram_rounds + live * took,
-                                 model_rounds=st.model_rounds + live * ~took)
+        st = dataclasses.replace(
+            st,
+            took_ngram=took,
+            model_ran=ran,
+            ngram_rounds=st.ngram_rounds + live * took,
+            model_rounds=st.model_rounds + live * ~took,
+        )
         return st, tree, cache
 
     def _catch_up(self, params, st: CascadeState, rnd: Round, depth: int) -> tuple[DraftModelState, jax.Array]:
@@ -241,9 +284,10 @@ class Cascade(Drafter):
         cfg, plan, T = self.cfg, self.fallback.plan, rnd.committed
         B = T.shape[0]
         m = st.model
-        block = jnp.concatenate([m.prev[:, None], rnd.last[:, None], prefix[:, :D - 1]], axis=1)  # [B, D + 1]
-        logits, cache, _ = forward(params, block, m.cache.replace(lengths=T - 2), cfg,
-                                   logits_at=jnp.minimum(c + 1, D)[:, None])  # after `last` or the c-th token
+        block = jnp.concatenate([m.prev[:, None], rnd.last[:, None], prefix[:, : D - 1]], axis=1)  # [B, D + 1]
+        logits, cache, _ = forward(
+            params, block, m.cache.replace(lengths=T - 2), cfg, logits_at=jnp.minimum(c + 1, D)[:, None]
+        )  # after `last` or the c-th token
         cache = constrain_cache(cache, plan)
         sampled = not sampling.greedy
         logq = None
@@ -252,8 +296,9 @@ class Cascade(Drafter):
             logq = logq.astype(jnp.float32)
 
         def draw(j, lq, tokens, logq):  # row b draws depth c_b + j + 1 (index c_b + j) from lq f32[B, V]
-            tok = (jax.random.categorical(jax.random.fold_in(key, j), lq, axis=-1) if sampled
-                   else jnp.argmax(lq, axis=-1)).astype(jnp.int32)
+            tok = (
+                jax.random.categorical(jax.random.fold_in(key, j), lq, axis=-1) if sampled else jnp.argmax(lq, axis=-1)
+            ).astype(jnp.int32)
             at = c + j
             tokens = jnp.where(jnp.arange(D)[None] == at[:, None], tok[:, None], tokens)
             return tok, tokens, None if logq is None else _chain_logq(lq, at, logq)
@@ -268,14 +313,21 @@ class Cascade(Drafter):
             tok, tokens, logq = draw(j, draft_logprobs(lg[:, 0], sampling), tokens, logq)
             return j + 1, tok, tokens, logq, constrain_cache(cache, plan)
 
-        _, _, tokens, logq, cache = lax.while_loop(lambda a: a[0] < steps, body, (jnp.int32(1), tok, tokens, logq, cache))
+        _, _, tokens, logq, cache = lax.while_loop(
+            lambda a: a[0] < steps, body, (jnp.int32(1), tok, tokens, logq, cache)
+        )
         tree = chain_tree(tokens, jnp.full((B,), D, jnp.int32), sampling, cfg.vocab_size, logq=logq)
         live = rnd.live.astype(jnp.int32)
         has = c > 0
-        st = dataclasses.replace(st, model=dataclasses.replace(m, cache=cache.replace(lengths=T)),
-                                 took_ngram=jnp.zeros_like(has), model_ran=jnp.bool_(True),
-                                 ngram_rounds=st.ngram_rounds + live * has, model_rounds=st.model_rounds + live * ~has,
-                                 model_passes=st.model_passes + 1)
+        st = dataclasses.replace(
+            st,
+            model=dataclasses.replace(m, cache=cache.replace(lengths=T)),
+            took_ngram=jnp.zeros_like(has),
+            model_ran=jnp.bool_(True),
+            ngram_rounds=st.ngram_rounds + live * has,
+            model_rounds=st.model_rounds + live * ~has,
+            model_passes=st.model_passes + 1,
+        )
         return st, tree
 
     def commit(self, params, st: CascadeState, out: Outcome, *, method) -> CascadeState:
@@ -286,13 +338,21 @@ class Cascade(Drafter):
         own = out.live & st.model_ran & ~st.took_ngram  # the accepted nodes are the model's own
         # a self-drafter adapts (FSM's γ, DV's threshold) only to the rounds it drafted: to it a row the
         # lookup served looks finished (not live); DraftModel learns every row's `prev`
-        model = self.fallback.commit(params, st.model, dataclasses.replace(out, live=own) if self.self_fallback
-                                     else out, method=method)
+        model = self.fallback.commit(
+            params, st.model, dataclasses.replace(out, live=own) if self.self_fallback else out, method=method
+        )
         fed = jnp.where(own, out.committed + jnp.minimum(out.n, D - 1), st.fed)
         return dataclasses.replace(st, ngram=ngram, model=model, fed=fed)
 
     def report(self, st: CascadeState) -> dict:
         ng, md = int(st.ngram_rounds.sum()), int(st.model_rounds.sum())
-        return {"cascade": {"ngram_rounds": ng, "model_rounds": md, "ngram_share": ng / (ng + md) if ng + md else None,
-                            "ngram_tokens_offered": int(st.ngram_tokens.sum()), "model_passes": int(st.model_passes),
-                            "catchup_passes": int(st.catchup_passes)}}
+        return {
+            "cascade": {
+                "ngram_rounds": ng,
+                "model_rounds": md,
+                "ngram_share": ng / (ng + md) if ng + md else None,
+                "ngram_tokens_offered": int(st.ngram_tokens.sum()),
+                "model_passes": int(st.model_passes),
+                "catchup_passes": int(st.catchup_passes),
+            }
+        }

@@ -19,6 +19,7 @@ Finished rows keep computing (static shapes) but change nothing. Rounds in which
 nothing (DEL while it prefers plain decoding: `Drafter.plain_next`) run as plain decoding steps in an
 inner loop, at vanilla decoding's cost (its probes: the shadow rows through the head, and a commit). `draft_phase` and `verify_phase` are
 also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ from jaxspec.speculative.verify import accept_greedy, accept_sampling, accept_tr
 @dataclasses.dataclass(frozen=True)
 class SpecMethod:
     """How rounds draft: a chain of k tokens (`chain`), optionally adaptive, or a top-K tree (`tree`)."""
+
     shape: TreeShape
     adaptive: bool = False
     start: int | None = None  # adaptive chains: the first round's k (default: shape.depth // 2)
@@ -83,6 +85,7 @@ def tree(depth: int, width: int) -> SpecMethod:
 @dataclasses.dataclass(frozen=True)
 class SpecSpec:
     """Static description of one speculative generation (a static jit argument)."""
+
     target: ModelConfig
     drafter: Any  # a drafter (seam.py): frozen dataclass with init / propose / commit
     method: SpecMethod
@@ -126,40 +129,66 @@ def _laid_out(s: SpecState, spec: SpecSpec) -> SpecState:
     if spec.plan is None:
         return s
     tokens, last, committed, num, done, stats, key = constrain_rows(
-        (s.tokens, s.last, s.committed, s.num, s.done, s.stats, s.key), spec.plan)
-    return SpecState(constrain_cache(s.target_cache, spec.plan), s.draft_state, tokens, last, committed, num, done,
-                     stats, key)
+        (s.tokens, s.last, s.committed, s.num, s.done, s.stats, s.key), spec.plan
+    )
+    return SpecState(
+        constrain_cache(s.target_cache, spec.plan), s.draft_state, tokens, last, committed, num, done, stats, key
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def spec_prefill(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
-                 spec: SpecSpec) -> SpecState:
+def spec_prefill(
+    target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *, spec: SpecSpec
+) -> SpecState:
     """The target reads the padded prompts i32[B, P] and samples each row's first token; then the
     drafter prefills its own state (it sees the target's filled cache)."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
     if spec.drafter.prompt_shadows:  # the drafter's shadow tokens over the prompt's end, from this pass
-        logits, cache, shadows = prompt_pass(target_params, prompts, prompt_lens, cache, spec.target,
-                                             spec.drafter.shadow_layers, spec.drafter.prompt_shadows,
-                                             spec.drafter.shadow_vocab)
+        logits, cache, shadows = prompt_pass(
+            target_params,
+            prompts,
+            prompt_lens,
+            cache,
+            spec.target,
+            spec.drafter.shadow_layers,
+            spec.drafter.prompt_shadows,
+            spec.drafter.shadow_vocab,
+        )
     else:
         (logits, cache), shadows = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target), None
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
-    draft = spec.drafter.init(draft_params, Target(target_params, cache, shadows), prompts, prompt_lens,
-                              max_len=spec.draft_max_len, method=spec.method)
+    draft = spec.drafter.init(
+        draft_params,
+        Target(target_params, cache, shadows),
+        prompts,
+        prompt_lens,
+        max_len=spec.draft_max_len,
+        method=spec.method,
+    )
     N, D = spec.max_new_tokens, spec.shape.depth
     tokens = jnp.full((B, N + D + 1), PAD, jnp.int32).at[:, 0].set(first)
     done = is_eos(first, spec.eos_ids) | (N <= 1)
-    return _laid_out(SpecState(cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done,
-                               SpecStats.zeros(B, D), key), spec)
+    return _laid_out(
+        SpecState(
+            cache, draft, tokens, first, prompt_lens + 1, jnp.ones((B,), jnp.int32), done, SpecStats.zeros(B, D), key
+        ),
+        spec,
+    )
 
 
 def draft_round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> tuple[SpecState, Tree]:
     key, sub = jax.random.split(s.key)
-    dstate, t, cache = spec.drafter.propose(draft_params, s.draft_state, Target(target_params, s.target_cache),
-                                            Round(s.last, s.committed, ~s.done), sub, method=spec.method,
-                                            sampling=spec.sampling)
+    dstate, t, cache = spec.drafter.propose(
+        draft_params,
+        s.draft_state,
+        Target(target_params, s.target_cache),
+        Round(s.last, s.committed, ~s.done),
+        sub,
+        method=spec.method,
+        sampling=spec.sampling,
+    )
     if not spec.drafter.writes_target_cache:  # the engine's cache, whatever came back
         cache = s.target_cache
     return dataclasses.replace(s, target_cache=cache, draft_state=dstate, key=key), t
@@ -194,15 +223,32 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     shadow_now = spec.drafter.wants_shadows(s.draft_state) if spec.drafter.shadow_layers else None
     widths = verify_widths(spec)
     if len(widths) == 1:
-        logits, cache, hiddens, shadow = verification_pass(target_params, inp, cache, pos, mask, cfg,
-                                                           spec.drafter.hidden_layers, spec.drafter.shadow_layers,
-                                                           shadow_now, shadow_vocab=spec.drafter.shadow_vocab)
+        logits, cache, hiddens, shadow = verification_pass(
+            target_params,
+            inp,
+            cache,
+            pos,
+            mask,
+            cfg,
+            spec.drafter.hidden_layers,
+            spec.drafter.shadow_layers,
+            shadow_now,
+            shadow_vocab=spec.drafter.shadow_vocab,
+        )
     else:  # the narrowest block that holds every live row's drafts
         need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
         which = jnp.sum(jnp.asarray(widths) < need)
-        branches = [functools.partial(narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers,
-                                      shadow_layers=spec.drafter.shadow_layers,
-                                      shadow_vocab=spec.drafter.shadow_vocab) for w in widths]
+        branches = [
+            functools.partial(
+                narrow_pass,
+                w,
+                cfg=cfg,
+                hidden_layers=spec.drafter.hidden_layers,
+                shadow_layers=spec.drafter.shadow_layers,
+                shadow_vocab=spec.drafter.shadow_vocab,
+            )
+            for w in widths
+        ]
         logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask, shadow_now)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
@@ -231,9 +277,14 @@ def emit(s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
     written = jax.vmap(lambda row, x, at: lax.dynamic_update_slice(row, x, (at,)))(s.tokens, e, s.num)
     num = s.num + jnp.where(live, cnt, 0)
     return dataclasses.replace(
-        s, tokens=jnp.where(live[:, None], written, s.tokens), last=jnp.where(live, extra, s.last),
-        committed=s.committed + jnp.where(live, n + 1, 0), num=num,
-        done=s.done | (live & (hit | (num >= spec.max_new_tokens))), stats=s.stats.update(live, n, out.drafted))
+        s,
+        tokens=jnp.where(live[:, None], written, s.tokens),
+        last=jnp.where(live, extra, s.last),
+        committed=s.committed + jnp.where(live, n + 1, 0),
+        num=num,
+        done=s.done | (live & (hit | (num >= spec.max_new_tokens))),
+        stats=s.stats.update(live, n, out.drafted),
+    )
 
 
 def advance(draft_params, s: SpecState, out: Outcome, spec: SpecSpec) -> SpecState:
@@ -259,11 +310,19 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
     cache = s.target_cache.replace(lengths=base)
     if spec.drafter.shadow_layers:
         pos = base[:, None]
-        logits, cache, _, (sh, conf) = verification_pass(target_params, s.last[:, None], cache, pos,
-                                                         causal_mask(base, 1, cache.max_len), spec.target, (),
-                                                         spec.drafter.shadow_layers, shadow_now,
-                                                         spec.drafter.shadow_pick(s.draft_state, method=spec.method),
-                                                         spec.drafter.shadow_vocab)
+        logits, cache, _, (sh, conf) = verification_pass(
+            target_params,
+            s.last[:, None],
+            cache,
+            pos,
+            causal_mask(base, 1, cache.max_len),
+            spec.target,
+            (),
+            spec.drafter.shadow_layers,
+            shadow_now,
+            spec.drafter.shadow_pick(s.draft_state, method=spec.method),
+            spec.drafter.shadow_vocab,
+        )
     else:
         (logits, cache, _), sh, conf = forward(target_params, s.last[:, None], cache, spec.target), None, None
     key, sub = jax.random.split(s.key)
@@ -271,8 +330,20 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1, s.target_cache.lengths)), spec.plan)
     zero = jnp.zeros_like(s.num)
     B, shape = s.num.shape[0], spec.shape
-    out = Outcome(init_tree(B, shape, None), zero, jnp.zeros((B, shape.depth), jnp.int32), nxt, s.last,
-                  s.committed, live, zero, logits, None, sh, conf)
+    out = Outcome(
+        init_tree(B, shape, None),
+        zero,
+        jnp.zeros((B, shape.depth), jnp.int32),
+        nxt,
+        s.last,
+        s.committed,
+        live,
+        zero,
+        logits,
+        None,
+        sh,
+        conf,
+    )
     return dataclasses.replace(emit(s, out, spec), target_cache=cache, key=key), out
 
 
@@ -287,8 +358,9 @@ def _plain_phase(target_params, draft_params, s: SpecState, spec: SpecSpec) -> S
         now = d.wants_shadows(s.draft_state) if d.shadow_layers else None
         s, out = _plain_step(target_params, s, spec, now)
         commit = lambda st: d.commit(draft_params, st, out, method=spec.method)  # noqa: E731
-        dstate = commit(s.draft_state) if now is None else lax.cond(now, commit, lambda st: d.skip(st, 1),
-                                                                    s.draft_state)
+        dstate = (
+            commit(s.draft_state) if now is None else lax.cond(now, commit, lambda st: d.skip(st, 1), s.draft_state)
+        )
         return dataclasses.replace(s, draft_state=dstate)
 
     return lax.while_loop(lambda s: d.plain_next(s.draft_state) & ~jnp.all(s.done), body, s)
@@ -305,8 +377,10 @@ def _loop_body(target_params, draft_params, s: SpecState, spec: SpecSpec) -> Spe
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
 def spec_loop(target_params, draft_params, state: SpecState, *, spec: SpecSpec) -> SpecState:
     """Rounds until every row is done, on device (caches donated)."""
-    return _laid_out(lax.while_loop(lambda s: ~jnp.all(s.done),
-                                    lambda s: _loop_body(target_params, draft_params, s, spec), state), spec)
+    return _laid_out(
+        lax.while_loop(lambda s: ~jnp.all(s.done), lambda s: _loop_body(target_params, draft_params, s, spec), state),
+        spec,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(2,))
@@ -323,8 +397,9 @@ def verify_phase(target_params, draft_params, state: SpecState, t: Tree, *, spec
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def run_speculation(target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *,
-                    spec: SpecSpec) -> SpecState:
+def run_speculation(
+    target_params, draft_params, prompts: jax.Array, prompt_lens: jax.Array, key: jax.Array, *, spec: SpecSpec
+) -> SpecState:
     """The whole generation in one jitted call: prefill of both models + the on-device round loop.
     `.tokens[:, :max_new_tokens]` (PAD after each row's end), `.num`, `.stats`."""
     state = spec_prefill.__wrapped__(target_params, draft_params, prompts, prompt_lens, key, spec=spec)

@@ -27,6 +27,7 @@ then by the soft count, then by id, lowest first — a byte-level BPE vocabulary
 order, which follows the tokenizer corpus's pair counts. A few thousand generated tokens rank only a few
 thousand ids and raw text a few thousand more; without the soft counts the rest of a 32K-64K head is
 ranked by id alone, and the tokens it then misses cost acceptance (measured in the README)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,8 +66,9 @@ def _dense(counts: dict[int, float] | None, vocab_size: int, dtype=np.int64) -> 
     return c
 
 
-def rank(counts: dict[int, int], vocab_size: int, prior: dict[int, int] | None = None,
-         soft: dict[int, float] | None = None) -> np.ndarray:
+def rank(
+    counts: dict[int, int], vocab_size: int, prior: dict[int, int] | None = None, soft: dict[int, float] | None = None
+) -> np.ndarray:
     """Every token id, most frequent first; ties and unseen tokens by the prior count, then by the soft
     count, then by id (the module docstring)."""
     c, p, s = _dense(counts, vocab_size), _dense(prior, vocab_size), _dense(soft, vocab_size, np.float64)
@@ -89,8 +91,15 @@ def _soft_value(x) -> float:
     return float(f"{float(x):.6g}")  # 6 significant digits: the order survives, the file stays small
 
 
-def write_frequencies(path, counts: dict[int, int], tokenizer, vocab_size: int, source: dict,
-                      prior: dict[int, int] | None = None, soft: dict[int, float] | None = None) -> dict:
+def write_frequencies(
+    path,
+    counts: dict[int, int],
+    tokenizer,
+    vocab_size: int,
+    source: dict,
+    prior: dict[int, int] | None = None,
+    soft: dict[int, float] | None = None,
+) -> dict:
     """The frequency file for `counts` (token id → occurrences in target-generated text), an optional
     `prior` (occurrences in raw text: the order among tokens the counts tie on) and optional `soft`
     expected counts (positive: the order among tokens the prior ties on)."""
@@ -98,8 +107,15 @@ def write_frequencies(path, counts: dict[int, int], tokenizer, vocab_size: int, 
         raise ValueError(f"token ids outside the vocabulary of {vocab_size} in the counts")
     if soft and not all(np.isfinite(x) and x > 0 for x in soft.values()):
         raise ValueError("soft counts must be finite and positive (leave out the tokens that have none)")
-    doc = {"format": FORMAT, "vocab_hash": vocab_hash(tokenizer), "vocab_size": vocab_size, "source": source,
-           "tokens_counted": int(sum(counts.values())), "distinct": len(counts), "counts": _pairs(counts)}
+    doc = {
+        "format": FORMAT,
+        "vocab_hash": vocab_hash(tokenizer),
+        "vocab_size": vocab_size,
+        "source": source,
+        "tokens_counted": int(sum(counts.values())),
+        "distinct": len(counts),
+        "counts": _pairs(counts),
+    }
     if prior:
         doc["prior_counts"] = _pairs(prior)
     if soft:
@@ -115,6 +131,7 @@ def write_frequencies(path, counts: dict[int, int], tokenizer, vocab_size: int, 
 class HotVocab:
     """The V' token ids a draft head keeps (ascending: the trimmed head's rows in vocabulary order).
     Static in a drafter (hashed by content, not by identity)."""
+
     ids: np.ndarray  # i32[V']
     vocab_size: int
     file: str = ""
@@ -137,8 +154,14 @@ class HotVocab:
         return {"size": self.size, "vocab_size": self.vocab_size, "file": self.file}
 
 
-def hot_vocab(counts: dict[int, int], size: int, vocab_size: int, file: str = "",
-              prior: dict[int, int] | None = None, soft: dict[int, float] | None = None) -> HotVocab:
+def hot_vocab(
+    counts: dict[int, int],
+    size: int,
+    vocab_size: int,
+    file: str = "",
+    prior: dict[int, int] | None = None,
+    soft: dict[int, float] | None = None,
+) -> HotVocab:
     """The `size` top-ranked ids of `counts` (ties by `prior`, then `soft`, then id) as a HotVocab."""
     if not 1 <= size <= vocab_size:
         raise ValueError(f"draft vocabulary size {size}: it must be in 1..{vocab_size} (the model's vocabulary)")
@@ -147,8 +170,11 @@ def hot_vocab(counts: dict[int, int], size: int, vocab_size: int, file: str = ""
 
 def file_ranking(doc: dict) -> tuple[dict, dict, dict]:
     """(counts, prior, soft) of a loaded frequency file, the arguments of `rank` / `hot_vocab`."""
-    return ({t: n for t, n in doc["counts"]}, {t: n for t, n in doc.get("prior_counts", [])},
-            {t: x for t, x in doc.get("soft_counts", [])})
+    return (
+        {t: n for t, n in doc["counts"]},
+        {t: n for t, n in doc.get("prior_counts", [])},
+        {t: x for t, x in doc.get("soft_counts", [])},
+    )
 
 
 def find_file(tokenizer, root: Path = ASSET_DIR) -> Path:
@@ -157,8 +183,10 @@ def find_file(tokenizer, root: Path = ASSET_DIR) -> Path:
     for p in sorted(Path(root).glob("*.json")):
         if json.loads(p.read_text()).get("vocab_hash") == h:
             return p
-    raise ValueError(f"no hot-vocabulary frequency file for this tokenizer (vocab hash {h[:12]}…) in {root}: "
-                     "make one with `python -m jaxspec.hot_vocab_file --model TARGET` or give the file's path")
+    raise ValueError(
+        f"no hot-vocabulary frequency file for this tokenizer (vocab hash {h[:12]}…) in {root}: "
+        "make one with `python -m jaxspec.hot_vocab_file --model TARGET` or give the file's path"
+    )
 
 
 def load_hot_vocab(path, size: int, *, tokenizer=None, vocab_size: int | None = None) -> HotVocab:
@@ -170,13 +198,16 @@ def load_hot_vocab(path, size: int, *, tokenizer=None, vocab_size: int | None = 
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read the hot-vocabulary file {path}: {e}") from None
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a hot-vocabulary frequency file (format {doc.get('format')!r}, "
-                         f"expected {FORMAT!r})")
+        raise ValueError(
+            f"{path} is not a hot-vocabulary frequency file (format {doc.get('format')!r}, expected {FORMAT!r})"
+        )
     if vocab_size is not None and doc["vocab_size"] != vocab_size:
         raise ValueError(f"{path} was made for a vocabulary of {doc['vocab_size']} tokens, the draft has {vocab_size}")
     if tokenizer is not None and doc["vocab_hash"] != vocab_hash(tokenizer):
-        raise ValueError(f"{path} was made for another tokenizer (vocabulary hash {doc['vocab_hash'][:12]}… , this "
-                         f"one {vocab_hash(tokenizer)[:12]}…): its frequencies would keep the wrong tokens")
+        raise ValueError(
+            f"{path} was made for another tokenizer (vocabulary hash {doc['vocab_hash'][:12]}… , this "
+            f"one {vocab_hash(tokenizer)[:12]}…): its frequencies would keep the wrong tokens"
+        )
     counts, prior, soft = file_ranking(doc)
     return hot_vocab(counts, size, doc["vocab_size"], path.name, prior, soft)
 
@@ -185,8 +216,9 @@ def trim_head(params: dict, cfg, vocab: HotVocab) -> dict:
     """`params` with `hot_head`: the LM head's rows of the kept tokens (the embedding's, when tied) —
     model.head then computes logits over those tokens only (module docstring)."""
     if vocab.vocab_size != cfg.vocab_size:
-        raise ValueError(f"the hot vocabulary was made for {vocab.vocab_size} tokens, the draft model has "
-                         f"{cfg.vocab_size}")
+        raise ValueError(
+            f"the hot vocabulary was made for {vocab.vocab_size} tokens, the draft model has {cfg.vocab_size}"
+        )
     w = params["embed"] if cfg.tie_embeddings else params["lm_head"]
     ids = jnp.asarray(vocab.ids, jnp.int32)
     return {**params, "hot_head": {"ids": ids, "w": jnp.take(w, ids, axis=0)}}
@@ -200,8 +232,9 @@ def restrict(logits, vocab: HotVocab | None):
     if vocab is None:
         return logits
     if vocab.vocab_size != logits.shape[-1]:
-        raise ValueError(f"the hot vocabulary was made for {vocab.vocab_size} tokens, the logits have "
-                         f"{logits.shape[-1]}")
+        raise ValueError(
+            f"the hot vocabulary was made for {vocab.vocab_size} tokens, the logits have {logits.shape[-1]}"
+        )
     keep = np.zeros(vocab.vocab_size, bool)
     keep[vocab.ids] = True
     return jnp.where(jnp.asarray(keep), logits, -jnp.inf)

@@ -9,6 +9,7 @@ Definitions (vLLM's, and EasySpec's α):
   mean_accepted_length  1 + accepted / rounds — tokens emitted per round, the extra token included;
   per_position          fraction of rounds whose draft at depth i (1-based) was accepted;
   histogram             histogram[n] = rounds that accepted exactly n drafts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,13 @@ class SpecStats:
         """One round: live bool[B] rows that ran it, n i32[B] accepted drafts, drafted i32[] or i32[B]."""
         one = live.astype(jnp.int32)
         D = self.at_depth.shape[1]
-        return SpecStats(self.rounds + one, self.drafted + one * drafted, self.accepted + one * n,
-                         self.histogram + one[:, None] * jax.nn.one_hot(n, D + 1, dtype=jnp.int32),
-                         self.at_depth + one[:, None] * (jnp.arange(D)[None] < n[:, None]))
+        return SpecStats(
+            self.rounds + one,
+            self.drafted + one * drafted,
+            self.accepted + one * n,
+            self.histogram + one[:, None] * jax.nn.one_hot(n, D + 1, dtype=jnp.int32),
+            self.at_depth + one[:, None] * (jnp.arange(D)[None] < n[:, None]),
+        )
 
 
 def summarize(stats: SpecStats, rows: list[int] | None = None) -> dict:
@@ -50,7 +55,9 @@ def summarize(stats: SpecStats, rows: list[int] | None = None) -> dict:
     rounds, drafted, accepted = (int(x[idx].sum()) for x in (s.rounds, s.drafted, s.accepted))
     at_depth = s.at_depth[idx].sum(0)
     return {
-        "rounds": rounds, "drafted": drafted, "accepted": accepted,
+        "rounds": rounds,
+        "drafted": drafted,
+        "accepted": accepted,
         "acceptance_rate": accepted / drafted if drafted else None,
         "mean_accepted_length": 1 + accepted / rounds if rounds else None,
         "per_position": (at_depth / rounds).tolist() if rounds else None,
@@ -67,10 +74,15 @@ def merge(summaries: list[dict]) -> dict:
     hist = np.zeros(width, np.int64)
     depth_hits = np.zeros(width - 1)
     for x in summaries:
-        hist[:len(x["histogram"])] += x["histogram"]
+        hist[: len(x["histogram"])] += x["histogram"]
         if x["per_position"]:
-            depth_hits[:len(x["per_position"])] += np.asarray(x["per_position"]) * x["rounds"]
-    return {"rounds": rounds, "drafted": drafted, "accepted": accepted,
-            "acceptance_rate": accepted / drafted if drafted else None,
-            "mean_accepted_length": 1 + accepted / rounds if rounds else None,
-            "per_position": (depth_hits / rounds).tolist() if rounds else None, "histogram": hist.tolist()}
+            depth_hits[: len(x["per_position"])] += np.asarray(x["per_position"]) * x["rounds"]
+    return {
+        "rounds": rounds,
+        "drafted": drafted,
+        "accepted": accepted,
+        "acceptance_rate": accepted / drafted if drafted else None,
+        "mean_accepted_length": 1 + accepted / rounds if rounds else None,
+        "per_position": (depth_hits / rounds).tolist() if rounds else None,
+        "histogram": hist.tolist(),
+    }

@@ -15,6 +15,7 @@ p without x on rejection — the target's distribution exactly (verify.py).
 
 The lookup is O(B · S · Σn) compares over the S-slot history per round (S = the cache's slots): at
 S = 512 and n ≤ 4, ~10^4 per row, nothing beside one forward of a model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,7 @@ def lookup(history: jax.Array, length: jax.Array, max_ngram: int, min_ngram: int
         match = j + n < length[:, None]  # [B, S] an earlier occurrence, a token after it
         for i in range(n):  # window j's i-th token (−1 past the end: no token id matches it)
             shifted = jnp.pad(history[:, i:], ((0, 0), (0, i)), constant_values=-1)
-            match &= shifted == tail[:, i:i + 1]
+            match &= shifted == tail[:, i : i + 1]
         last = jnp.max(jnp.where(match, j, -1), axis=1)  # the most recent occurrence
         take = (last >= 0) & ~found
         start = jnp.where(take, last + n, start)
@@ -65,6 +66,7 @@ class NGramState:
 class NGram(Drafter):
     """Prompt lookup: n-grams of `max_ngram` down to `min_ngram` tokens; the chain's depth (`chain(k)`)
     caps a proposal. `cfg` (the target's: its vocabulary) is bound by `speculate` / `make_runner`."""
+
     max_ngram: int = 3
     min_ngram: int = 1
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
@@ -98,12 +100,12 @@ class NGram(Drafter):
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> NGramState:
         del params, target, prompt_lens
         B, P = prompts.shape
-        history = lax.dynamic_update_slice(jnp.zeros((B, max_len), jnp.int32), prompts[:, :max_len].astype(jnp.int32),
-                                           (0, 0))
+        history = lax.dynamic_update_slice(
+            jnp.zeros((B, max_len), jnp.int32), prompts[:, :max_len].astype(jnp.int32), (0, 0)
+        )
         return NGramState(history)
 
-    def propose(self, params, st: NGramState, target: Target, rnd: Round, key, *, method,
-                sampling: SamplingConfig):
+    def propose(self, params, st: NGramState, target: Target, rnd: Round, key, *, method, sampling: SamplingConfig):
         del params, key
         B = rnd.committed.shape[0]
         rows = jnp.arange(B)

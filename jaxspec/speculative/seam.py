@@ -62,6 +62,7 @@ The invariant a target-cache writer keeps: it writes only slots >= committed - 1
 beyond). Verification runs every layer over [last] + drafts from slot committed - 1 and overwrites those
 slots, and rollback is lowering `lengths`, so after a round the target cache equals vanilla decoding's
 whatever the drafter wrote there (tests/test_seam.py checks it with a drafter that writes garbage)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,6 +81,7 @@ from jaxspec.speculative.tree import Tree, TreeShape
 class Target:
     """The target as a drafter sees it: its params and its one KV cache (slots [0, committed - 1) hold
     the committed prefix; `lengths` = committed - 1 during a round)."""
+
     params: Any
     cache: KVCache
     prompt_shadows: Any = None  # init only, for a drafter with `prompt_shadows` > 0: PromptShadows
@@ -90,6 +92,7 @@ class Target:
 class PromptShadows:
     """The shadow tokens over a prompt's last W positions (slots `cols`), computed by the target's prefill
     from the hidden states it has anyway: what each shadow layer's exit and the full model predict next."""
+
     cols: jax.Array  # i32[B, W] prompt positions (the last W; from 0 for shorter prompts)
     real: jax.Array  # bool[B, W] inside the prompt
     greedy: jax.Array  # i32[B, W] the full model's greedy next token there (the last real one: token 1's)
@@ -102,6 +105,7 @@ class PromptShadows:
 class Round:
     """A round's starting point, per row: T = `committed` tokens, the newest (`last`) not yet in the
     target cache; rows that are not `live` (finished) compute but change nothing."""
+
     last: jax.Array  # i32[B]
     committed: jax.Array  # i32[B]
     live: jax.Array  # bool[B]
@@ -112,6 +116,7 @@ class Round:
 class Outcome:
     """A round's result: `n` accepted nodes along `path` of `tree`, then the `extra` token (correction or
     bonus); the row now holds committed + n + 1 tokens (when live)."""
+
     tree: Tree
     n: jax.Array  # i32[B]
     path: jax.Array  # i32[B, D] the accepted path's node per depth (meaningful below n)
@@ -138,7 +143,7 @@ CHAIN_ONLY = frozenset({"chain"})
 
 
 def shape_name(method) -> str:
-    """"chain", "adaptive" or "tree": the kind of shape `method` (a SpecMethod) is."""
+    """ "chain", "adaptive" or "tree": the kind of shape `method` (a SpecMethod) is."""
     return "tree" if method.shape.width > 1 else "adaptive" if method.adaptive else "chain"
 
 
@@ -147,6 +152,7 @@ class Drafter:
     module docstring) and must implement `init`, `propose` and `commit`. A public member whose name is
     one letter or two off a member of the seam (`comit`, `propse`) is refused when the class is made: it
     would silently leave the default in place."""
+
     shapes: frozenset = ALL_SHAPES
     shapes_why: str = "drafts one chain per round: use chain(k)"  # check_method's error for a chain-only drafter
     hidden_layers: tuple[int, ...] = ()
@@ -201,8 +207,10 @@ class Drafter:
                 continue
             near = difflib.get_close_matches(name, seam, n=1, cutoff=0.85)
             if near:
-                raise TypeError(f"{cls.__name__}.{name} is not a member of the drafter seam: did you mean "
-                                f"{near[0]!r}? (jaxspec/speculative/seam.py)")
+                raise TypeError(
+                    f"{cls.__name__}.{name} is not a member of the drafter seam: did you mean "
+                    f"{near[0]!r}? (jaxspec/speculative/seam.py)"
+                )
 
     def init(self, params, target: Target, prompts: jax.Array, prompt_lens: jax.Array, *, max_len: int, method):
         """After the target's prefill: the drafter's state (its own cache, counters)."""

@@ -11,6 +11,7 @@ tokens as the children, so the score is exactly EasySpec's π_parent · q(child)
 draws the children *without replacement* from q (Gumbel-top-K, in draw order); the score still uses
 the sorted probabilities q_v^(i), never the drawn tokens, so how many children v keeps is independent of
 v's own draws — what recursive rejection sampling needs to stay lossless (see verify.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ from jaxspec.sampling import SamplingConfig, processed_logprobs
 @dataclasses.dataclass(frozen=True)
 class TreeShape:
     """Depth D (draft tokens on the deepest path) and width K (nodes per depth); a chain is K = 1."""
+
     depth: int
     width: int = 1
 
@@ -56,8 +58,13 @@ class Tree:
 def init_tree(B: int, shape: TreeShape, vocab: int | None) -> Tree:
     N = shape.nodes
     logq = None if vocab is None else jnp.full((B, 1 + (shape.depth - 1) * shape.width, vocab), -jnp.inf)
-    return Tree(tokens=jnp.zeros((B, N), jnp.int32), parent=jnp.full((B, N), -1, jnp.int32),
-                valid=jnp.zeros((B, N), bool), ancestors=jnp.zeros((B, N, N), bool), logq=logq)
+    return Tree(
+        tokens=jnp.zeros((B, N), jnp.int32),
+        parent=jnp.full((B, N), -1, jnp.int32),
+        valid=jnp.zeros((B, N), bool),
+        ancestors=jnp.zeros((B, N, N), bool),
+        logq=logq,
+    )
 
 
 def ranked_children(key, logq: jax.Array, K: int, sampled: bool):
@@ -96,8 +103,13 @@ def add_depth(tree: Tree, d: jax.Array, tokens, parent, valid, shape: TreeShape)
     par_rows = jnp.take_along_axis(tree.ancestors, jnp.clip(parent, 0)[:, :, None], axis=1)  # [B, K, N]
     rows = own | (par_rows & (parent >= 0)[:, :, None])
     upd = lambda a, x: lax.dynamic_update_slice_in_dim(a, x, start, axis=1)  # noqa: E731
-    return dataclasses.replace(tree, tokens=upd(tree.tokens, tokens), parent=upd(tree.parent, parent),
-                               valid=upd(tree.valid, valid), ancestors=upd(tree.ancestors, rows))
+    return dataclasses.replace(
+        tree,
+        tokens=upd(tree.tokens, tokens),
+        parent=upd(tree.parent, parent),
+        valid=upd(tree.valid, valid),
+        ancestors=upd(tree.ancestors, rows),
+    )
 
 
 def depth_block(x: jax.Array, d: jax.Array, K: int) -> jax.Array:
@@ -118,12 +130,15 @@ def path_nodes(tree: Tree, end: jax.Array, shape: TreeShape) -> jax.Array:
     meaningful for j < depth(end)). end: i32[B] flat index (any value when nothing was accepted)."""
     B = end.shape[0]
     row = jnp.take_along_axis(tree.ancestors, jnp.clip(end, 0)[:, None, None], axis=1)[:, 0]  # [B, N]
-    return jnp.argmax(row.reshape(B, shape.depth, shape.width), axis=-1).astype(jnp.int32) + \
-        jnp.arange(shape.depth, dtype=jnp.int32)[None] * shape.width
+    return (
+        jnp.argmax(row.reshape(B, shape.depth, shape.width), axis=-1).astype(jnp.int32)
+        + jnp.arange(shape.depth, dtype=jnp.int32)[None] * shape.width
+    )
 
 
-def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int,
-               logq: jax.Array | None = None) -> Tree:
+def chain_tree(
+    tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vocab: int, logq: jax.Array | None = None
+) -> Tree:
     """A chain of the first `count` of tokens i32[B, D] as a draft tree; when sampling, each node's q is
     `logq` f32[B, D, V] (a node's row: the distribution its token was drawn from), by default the point
     mass at its token (a lookup's proposal)."""
@@ -133,9 +148,13 @@ def chain_tree(tokens: jax.Array, count: jax.Array, sampling: SamplingConfig, vo
         logq = None
     elif logq is None:  # rows: the root's q (depth 1's token) and each non-leaf node's (the next one's)
         logq = jnp.where(jnp.arange(vocab)[None, None] == tokens[..., None], 0.0, -jnp.inf).astype(jnp.float32)
-    return Tree(tokens=tokens.astype(jnp.int32), parent=jnp.broadcast_to(depth - 1, (B, D)),
-                valid=depth[None] < count[:, None],
-                ancestors=jnp.broadcast_to(depth[None, :] <= depth[:, None], (B, D, D)), logq=logq)
+    return Tree(
+        tokens=tokens.astype(jnp.int32),
+        parent=jnp.broadcast_to(depth - 1, (B, D)),
+        valid=depth[None] < count[:, None],
+        ancestors=jnp.broadcast_to(depth[None, :] <= depth[:, None], (B, D, D)),
+        logq=logq,
+    )
 
 
 def draft_logprobs(logits: jax.Array, sampling: SamplingConfig) -> jax.Array:
@@ -178,17 +197,18 @@ def grow_tree(step_fn, carry, lq_root: jax.Array, key, shape: TreeShape, samplin
     return carry, tree
 
 
-def depth_step(forward_fn, committed: jax.Array, width: int, slots: int, sampling: SamplingConfig,
-               constrain=None):
+def depth_step(forward_fn, committed: jax.Array, width: int, slots: int, sampling: SamplingConfig, constrain=None):
     """The step `grow_tree` runs at depth d, for a drafter with a KV cache: the depth-(d-1) leaves
     i32[B, K] are fed at slots committed + (d-2)K.. (each depth's K nodes after the previous depth's),
     at position committed + d - 2, each seeing the committed prefix and its own ancestors (the tree
     mask; `anc` None: a chain's causal mask). `forward_fn(tokens, cache, positions, mask) -> (logits,
     cache)` runs the draft; `constrain` lays the cache out (a sharding plan's)."""
+
     def step(cache, leaves, anc, d):
         c = cache.replace(lengths=committed + (d - 2) * width)
         pos = jnp.broadcast_to((committed + d - 2)[:, None], leaves.shape)
         mask = tree_mask(committed, anc, slots) if anc is not None else causal_mask(committed + d - 2, 1, slots)
         logits, c = forward_fn(leaves, c, pos, mask)
         return (c if constrain is None else constrain(c)), draft_logprobs(logits, sampling)
+
     return step

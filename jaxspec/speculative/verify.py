@@ -23,6 +23,7 @@ Trees (`accept_tree_greedy`, `accept_tree_sampling`) walk from the root one dept
     p. Lossless for any number of children per node that does not depend on those children's own draws
     (tree.py's growth rule guarantees that).
 Distributions come in as log-probabilities from `jaxspec.sampling.processed_logprobs`."""
+
 from __future__ import annotations
 
 import jax
@@ -34,8 +35,9 @@ def accepted_prefix(ok: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=-1), axis=-1).astype(jnp.int32)
 
 
-def accept_greedy(drafts: jax.Array, target_logits: jax.Array, valid: jax.Array | None = None
-                  ) -> tuple[jax.Array, jax.Array]:
+def accept_greedy(
+    drafts: jax.Array, target_logits: jax.Array, valid: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """drafts: i32[B, k]; target_logits: f32[B, k+1, V]; valid: optional bool[B, k] prefix mask (an adaptive
     chain shorter than k) → (n_accepted i32[B], extra token i32[B])."""
     return accept_greedy_ids(drafts, jnp.argmax(target_logits, axis=-1).astype(jnp.int32), valid)
@@ -48,8 +50,13 @@ def accept_greedy_ids(drafts: jax.Array, best: jax.Array, valid: jax.Array | Non
     return n, jnp.take_along_axis(best, n[:, None], axis=1)[:, 0]
 
 
-def accept_sampling(key: jax.Array, drafts: jax.Array, draft_logprobs: jax.Array,
-                    target_logprobs: jax.Array, valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def accept_sampling(
+    key: jax.Array,
+    drafts: jax.Array,
+    draft_logprobs: jax.Array,
+    target_logprobs: jax.Array,
+    valid: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Speculative sampling for a chain.
 
     drafts: i32[B, k] drawn from q; draft_logprobs: f32[B, k, V] = log q_1..q_k (processed);
@@ -109,8 +116,9 @@ def accept_tree_greedy_ids(tree, best: jax.Array, shape) -> tuple[jax.Array, jax
     return n, end, extra
 
 
-def accept_tree_sampling(key: jax.Array, tree, target_logprobs: jax.Array, shape
-                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def accept_tree_sampling(
+    key: jax.Array, tree, target_logprobs: jax.Array, shape
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Recursive rejection sampling over the tree (see the module docstring).
 
     tree.logq: f32[B, 1+(D-1)K, V] draft log-probs at the root and non-leaf nodes; target_logprobs:
