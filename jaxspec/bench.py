@@ -4,7 +4,8 @@ JSON contract (documented in the README; scripts outside the repo parse it):
   prompts: [{id, category, prompt_tokens, new_tokens, tok_per_s, prefill_s, decode_s, output_ids,
              stats? (speculative: metrics.summarize), vanilla_tok_per_s?, vanilla_identical?,
              hf_tok_per_s?, hf_identical?}]
-  summary: {model, draft, method, method_config, dtype, precision, cache_dtype, attention, mesh, sharding_notes, tok_per_s, decode_tok_per_s, compile_s, prefill_s,
+  summary: {model, draft, method, method_config, dtype, precision, cache_dtype, attention, mesh, sharding_notes,
+            tok_per_s, decode_tok_per_s, compile_s, prefill_s,
             total: {prompts, new_tokens, prefill_s, decode_s, wall_s}, weight_bytes, read_gb_per_s (vanilla),
             speculative: rounds, drafted, accepted, acceptance_rate, mean_accepted_length, per_position,
                          histogram, mean_drafted_depth, step_costs, analytic_speedup, round_cost_in_target_steps,

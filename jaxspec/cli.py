@@ -161,7 +161,8 @@ def cmd_generate(args) -> int:
         if isinstance(e.get("cost"), dict):
             c = e["cost"]
             print(
-                f"del: round cost measured on this machine (plain step {c['step_ms']:.1f} ms): exits that can beat plain decoding "
+                f"del: round cost measured on this machine (plain step {c['step_ms']:.1f} ms): "
+                f"exits that can beat plain decoding "
                 f"{c['exits'] or 'none (plain decoding throughout)'} of {c['measured']}",
                 file=sys.stderr,
             )

@@ -12,8 +12,8 @@ every held-out prompt (Spec-Bench's five categories from prompt 10, HumanEval fr
 `--soft MODEL` adds soft counts (the order among tokens the raw counts tie on, and among the many they
 never saw): MODEL's expected next-token counts over the same raw text, teacher-forced (the draft: it is
 the model whose head is trimmed; 48 min on this CPU for the 0.5B over 127k tokens at `--soft-max-tokens`
-1024, beside a generation run). `--counts-from FILE` reuses an earlier file's generated counts (and its source) and recomputes the
-prior (and the soft counts, with `--soft`).
+1024, beside a generation run). `--counts-from FILE` reuses an earlier file's generated counts (and its source) and
+recomputes the prior (and the soft counts, with `--soft`).
 
 The shipped jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json was made by
 experiments/hot_vocab/hot_vocab_calibration.py (`generate`, `soft`, `write --soft`): this module's counts on 56

@@ -318,7 +318,10 @@ METHODS: dict[str, MethodInfo] = {
             "none",
             (),
             hot_vocab=False,
-            headline="4.34 tok/s, 1.02× HF torch, 0.90 of the machine's read bandwidth ([speculative](docs/speculative.md#the-baseline-vanilla-decoding))",
+            headline=(
+                "4.34 tok/s, 1.02× HF torch, 0.90 of the machine's read bandwidth "
+                "([speculative](docs/speculative.md#the-baseline-vanilla-decoding))"
+            ),
         ),
         MethodInfo(
             "chain",
@@ -330,7 +333,10 @@ METHODS: dict[str, MethodInfo] = {
             (CHAIN, ADAPTIVE),
             k=7,
             build=_draft_model,
-            headline="2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 ([speculative](docs/speculative.md#results-chains-and-trees))",
+            headline=(
+                "2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 "
+                "([speculative](docs/speculative.md#results-chains-and-trees))"
+            ),
         ),
         MethodInfo(
             "tree",
@@ -340,7 +346,10 @@ METHODS: dict[str, MethodInfo] = {
             "required",
             (TREE,),
             build=_draft_model,
-            headline="1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU ([speculative](docs/speculative.md#results-chains-and-trees))",
+            headline=(
+                "1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU "
+                "([speculative](docs/speculative.md#results-chains-and-trees))"
+            ),
         ),
         MethodInfo(
             "easyspec",
@@ -354,7 +363,10 @@ METHODS: dict[str, MethodInfo] = {
             options=EASYSPEC_OPTIONS,
             build=_easyspec,
             drafter="EasySpec",
-            headline="acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; 1.01× the sequential draft at N = 2 on one device ([easyspec](docs/easyspec.md))",
+            headline=(
+                "acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; "
+                "1.01× the sequential draft at N = 2 on one device ([easyspec](docs/easyspec.md))"
+            ),
         ),
         MethodInfo(
             "ls",
@@ -418,7 +430,10 @@ METHODS: dict[str, MethodInfo] = {
                     "--method del chooses its exit layer itself: drop --exit-layer (--exits sets the candidates)",
                 ),
             ),
-            headline="within 5 % of vanilla on every set: 0.977× (0.5B) and 0.984× (1.5B) mean; paper 2.16–2.62× with trained exits ([del](docs/del.md))",
+            headline=(
+                "within 5 % of vanilla on every set: 0.977× (0.5B) and 0.984× (1.5B) mean; "
+                "paper 2.16–2.62× with trained exits ([del](docs/del.md))"
+            ),
         ),
         MethodInfo(
             "ngram",
@@ -434,7 +449,10 @@ METHODS: dict[str, MethodInfo] = {
             variable=True,
             build=_ngram,
             drafter="NGram",
-            headline="1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; HF's prompt lookup 0.44× our vanilla ([lookup](docs/lookup.md))",
+            headline=(
+                "1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; "
+                "HF's prompt lookup 0.44× our vanilla ([lookup](docs/lookup.md))"
+            ),
         ),
         MethodInfo(
             "cascade",

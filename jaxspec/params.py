@@ -9,7 +9,8 @@ layer (a `lax.cond` per layer) are all plain indexing into this list.
 Every matrix is stored `[out, in]` (HF/torch Linear order, the contraction over the last, contiguous
 axis) and 2-D: on XLA:CPU at batch 1 a Qwen-1.5B-shaped decode step's matvecs ran at 29.0 GB/s so,
 against 23.9 GB/s for `[in, out]` and 16.5 GB/s with 3-D `[H, K, D]` q/k/v weights
-(experiments/vanilla/bench_layouts.py → experiments/results/vanilla/layouts_cpu.json). Head axes are flattened head-major (`H*K`), so sharding that axis over `tp` devices still gives each whole heads.
+(experiments/vanilla/bench_layouts.py → experiments/results/vanilla/layouts_cpu.json). Head axes are flattened
+head-major (`H*K`), so sharding that axis over `tp` devices still gives each whole heads.
 
     params = {
       "embed":      f32[V, D]           (vocab, embed)

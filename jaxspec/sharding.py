@@ -116,7 +116,10 @@ def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
         notes.append(f"MLP replicated: tp={tp} does not divide the MLP width {F}")
     if tp > 1 and cfg.vocab_size % tp:
         notes.append(f"vocabulary replicated: tp={tp} does not divide {cfg.vocab_size}")
-    on = lambda ok: TP if tp > 1 and ok else None
+
+    def on(ok):
+        return TP if tp > 1 and ok else None
+
     rules = (
         ("heads", on(split_attention)),
         ("kv_heads", on(split_attention and Hkv % tp == 0)),

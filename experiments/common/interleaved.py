@@ -76,7 +76,8 @@ def measure(runners: dict, ids: Sequence[Sequence[int]], repeats: int, log: Call
                 row["prefill_s"] = min(row["prefill_s"], res.prefill_s)
                 row["decode_s"] = min(row["decode_s"], res.decode_s)
         log(
-            f"  repeat {rep + 1}/{repeats}: {len(ids)} prompts x {len(names)} methods in {time.perf_counter() - t0:.0f}s"
+            f"  repeat {rep + 1}/{repeats}: {len(ids)} prompts x {len(names)} methods in "
+            f"{time.perf_counter() - t0:.0f}s"
         )
     return rows
 

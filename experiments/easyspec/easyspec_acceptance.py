@@ -9,7 +9,8 @@ re-runs `--check-real` configurations through the real engine and requires ident
 is the plain sequential draft (no groups: bit-identical to DraftModel).
 
     python -m experiments.easyspec.easyspec_acceptance --source humaneval --limit 20          # the full grid
-    python -m experiments.easyspec.easyspec_acceptance --source humaneval-body --parallel 1 4 --calibrations every_round \
+    python -m experiments.easyspec.easyspec_acceptance --source humaneval-body --parallel 1 4 \
+        --calibrations every_round \
         --widths 1 4 --policies attn_only direct_mlp
     python -m experiments.easyspec.easyspec_acceptance --plot-only
 
@@ -149,7 +150,8 @@ def main() -> None:
                 }
             )
             log(
-                f"real-engine check: identical statistics {same} (oracle {row['seconds']:.0f}s, real {real['seconds']:.0f}s)"
+                f"real-engine check: identical statistics {same} (oracle {row['seconds']:.0f}s, "
+                f"real {real['seconds']:.0f}s)"
             )
             if not same:
                 raise SystemExit("the oracle's statistics differ from the real engine's")

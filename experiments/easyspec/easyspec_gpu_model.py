@@ -134,7 +134,8 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['source']} N={r['parallel']} width={r['width']}: tau {r['mean_accepted_length']:.2f}, draft step "
-            f"{r['draft_step_ms']:.3f} ms, round {r['round_ms']:.2f} ms, modeled speedup {r['speedup_vs_tp8_vanilla']:.2f}x"
+            f"{r['draft_step_ms']:.3f} ms, round {r['round_ms']:.2f} ms, "
+            f"modeled speedup {r['speedup_vs_tp8_vanilla']:.2f}x"
         )
     for k, v in paper.items():
         print(

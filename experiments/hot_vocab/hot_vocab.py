@@ -4,12 +4,14 @@ draft step, and what it costs in acceptance and end-to-end speed with the 1.5B t
 
     python -m jaxspec.hot_vocab_file --model qwen2.5-coder-1.5b-instruct   # the frequency file (once)
     python -m experiments.hot_vocab.hot_vocab coverage    # offline: V's share of the 1.5B's outputs on the eval sets
-    python -m experiments.hot_vocab.hot_vocab coverage --file experiments/results/hot_vocab/hot_vocab_large.json --key coverage_large
+    python -m experiments.hot_vocab.hot_vocab coverage --file experiments/results/hot_vocab/hot_vocab_large.json \
+        --key coverage_large
     python -m experiments.hot_vocab.hot_vocab step        # draft step time per V (best of 30, interleaved)
     python -m experiments.hot_vocab.hot_vocab step --sizes 32768 49152 65536 --key step_v2   # kept beside `step`
     python -m experiments.hot_vocab.hot_vocab run --sets humaneval:5 spec-bench:qa:3   # speculation per V vs vanilla
     python -m experiments.hot_vocab.hot_vocab run --sizes 32768 49152 65536 --key run_wide   # kept beside `run`
-    python -m experiments.hot_vocab.hot_vocab run --sizes 49152 --file experiments/results/hot_vocab/hot_vocab_v1.json --key run_v2 --repeats 2 \
+    python -m experiments.hot_vocab.hot_vocab run --sizes 49152 \
+        --file experiments/results/hot_vocab/hot_vocab_v1.json --key run_v2 --repeats 2 \
         --sets humaneval:5 spec-bench:qa:3 spec-bench:translation:3   # the shipped file beside the first one
     python -m experiments.hot_vocab.hot_vocab exit-step   # the 1.5B's own exits (self-drafters): step per exit and V
     python -m experiments.hot_vocab.hot_vocab self-run --sets humaneval:5 spec-bench:qa:3   # LayerSkip / DEL per V
@@ -22,8 +24,9 @@ V, interleaved prompt by prompt (experiments/common/interleaved.py), greedy, and
 vanilla's. `exit-step` and `self-run` do the same for the self-drafters, whose head is the 1.5B's own
 (151,936 x 1536, tied: 933 MB of a 6.2 GB step in f32): the draft step of the first E layers with the full
 and the trimmed head, and DEL's measured round cost (which exits can pay) with each; then LayerSkip and
-DEL with and without the hot head against vanilla. All write experiments/results/hot_vocab/hot_vocab.json (one key per command, each with its command line
-and commit; `run --key` keeps runs with other sizes apart) and experiments/results/hot_vocab/hot_vocab.png."""
+DEL with and without the hot head against vanilla. All write experiments/results/hot_vocab/hot_vocab.json (one key per
+command, each with its command line and commit; `run --key` keeps runs with other sizes apart) and
+experiments/results/hot_vocab/hot_vocab.png."""
 
 from __future__ import annotations
 
@@ -141,7 +144,8 @@ def cmd_step(args) -> None:
             "head_bytes_saved": hb * (1 - n / d.cfg.vocab_size),
         }
         log(
-            f"V={n}: {ms:.2f} ms ({res['sizes'][str(n)]['saving']:.1%} below the full head's {best['full'] * 1e3:.2f} ms; "
+            f"V={n}: {ms:.2f} ms ({res['sizes'][str(n)]['saving']:.1%} below the full head's "
+            f"{best['full'] * 1e3:.2f} ms; "
             f"{best[n] / best['target']:.3f} of a target step)"
         )
     log(
@@ -219,7 +223,8 @@ def cmd_exit_step(args) -> None:
         log(
             f"E{e}: full head {full * 1e3:.1f} ms ({full / tgt:.3f} of a step); "
             + ", ".join(
-                f"{n // 1024}K {best[e, n] * 1e3:.1f} ms (-{row['sizes'][str(n)]['saving']:.1%}, {best[e, n] / tgt:.3f})"
+                f"{n // 1024}K {best[e, n] * 1e3:.1f} ms "
+                f"(-{row['sizes'][str(n)]['saving']:.1%}, {best[e, n] / tgt:.3f})"
                 for n in args.sizes
             )
         )

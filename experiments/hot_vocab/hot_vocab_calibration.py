@@ -1,16 +1,19 @@
 """A larger hot-vocabulary calibration and a soft prior (issue 16 §2's acceptance target). The first
-shipped frequency file (experiments/results/hot_vocab/hot_vocab_v1.json) ranked tokens by the counts of 4.5k tokens the 1.5B
-generated on 56 held-out prompts, their ties by the raw text of the held-out prompts, and every token
-neither saw (most of a 32K head) by id. This measures two remedies: more target-generated text (other held-out prompts), and a soft prior — the
-0.5B's expected next-token counts over the same raw text — for the ties and the unseen tokens:
+shipped frequency file (experiments/results/hot_vocab/hot_vocab_v1.json) ranked tokens by the counts of 4.5k tokens the
+1.5B generated on 56 held-out prompts, their ties by the raw text of the held-out prompts, and every token
+neither saw (most of a 32K head) by id. This measures two remedies: more target-generated text (other held-out prompts),
+and a soft prior — the 0.5B's expected next-token counts over the same raw text — for the ties and the unseen tokens:
 
-    python -m experiments.hot_vocab.hot_vocab_calibration generate --sets spec-bench:qa:10:24 spec-bench:translation:10:24 \
+    python -m experiments.hot_vocab.hot_vocab_calibration generate \
+        --sets spec-bench:qa:10:24 spec-bench:translation:10:24 \
         spec-bench:math_reasoning:10:24 humaneval:20:40 spec-bench:summarization:10:24 spec-bench:rag:10:24  # 63 min
     python -m experiments.hot_vocab.hot_vocab_calibration misses [--file F] [--size 32768]   # what a head misses, 5 s
     python -m experiments.hot_vocab.hot_vocab_calibration soft --max-tokens 1024   # 48 min (beside `generate`)
-    python -m experiments.hot_vocab.hot_vocab_calibration write                   # experiments/results/hot_vocab/hot_vocab_large.json
-    python -m experiments.hot_vocab.hot_vocab_calibration write --soft --out jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json
-    python -m experiments.hot_vocab.hot_vocab_calibration write --soft --only-shipped --out experiments/results/hot_vocab/hot_vocab_shipped_soft.json
+    python -m experiments.hot_vocab.hot_vocab_calibration write   # experiments/results/hot_vocab/hot_vocab_large.json
+    python -m experiments.hot_vocab.hot_vocab_calibration write --soft \
+        --out jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json
+    python -m experiments.hot_vocab.hot_vocab_calibration write --soft --only-shipped \
+        --out experiments/results/hot_vocab/hot_vocab_shipped_soft.json
     python -m experiments.hot_vocab.hot_vocab coverage --key coverage_v2     # the shipped file (since it is this one)
     python -m experiments.hot_vocab.hot_vocab_replay --key shipped_v2
 
@@ -107,8 +110,8 @@ def cmd_soft(args) -> None:
 
 
 def cmd_misses(args) -> None:
-    """The recorded eval outputs' tokens (experiments/results/continuations, cut after EOS) a V-token head of a frequency
-    file misses: how many, whether the counts, the prior or only the id order ranked them, the commonest."""
+    """The recorded eval outputs' tokens (experiments/results/continuations, cut after EOS) a V-token head of a
+    frequency file misses: how many, whether the counts, the prior or only the id order ranked them, the commonest."""
     from collections import Counter
     from types import SimpleNamespace
 

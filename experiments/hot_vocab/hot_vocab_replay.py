@@ -11,10 +11,10 @@ kept ids (the logits there equal the full head's), so one forward serves every V
     python -m experiments.hot_vocab.hot_vocab_replay --sets humaneval:5 spec-bench:qa:3 spec-bench:translation:3 \\
         --new 48 --key check                                   # hot_vocab.py run's prompts and length
 
-Reads experiments/results/continuations/*_134_*.json (experiments/easyspec/easyspec_data.continuations; the prompt ids are re-encoded and
-checked against the file's key) and the shipped frequency file (or `--file`'s); a prompt's output ends at `--new` tokens
-or after its first EOS, and its last round still reads up to k recorded tokens beyond (the engine's
-statistics count what the target accepts before the cut). Writes
+Reads experiments/results/continuations/*_134_*.json (experiments/easyspec/easyspec_data.continuations; the prompt ids
+are re-encoded and checked against the file's key) and the shipped frequency file (or `--file`'s); a prompt's output
+ends at `--new` tokens or after its first EOS, and its last round still reads up to k recorded tokens beyond (the
+engine's statistics count what the target accepts before the cut). Writes
 experiments/results/hot_vocab/hot_vocab_replay.json (one key per `--key`, each with its command line and commit)
 + .png."""
 
@@ -187,7 +187,8 @@ def plot(doc: dict) -> None:
         )
         ax.set_ylabel("acceptance, share of the full head's")
         ax.set_title(
-            f"{key} ({out['file']}): 0.5B chain k={out['k']} replayed on the 1.5B's greedy text ({out['new_tokens']} tokens)",
+            f"{key} ({out['file']}): 0.5B chain k={out['k']} replayed on the 1.5B's greedy text "
+            f"({out['new_tokens']} tokens)",
             fontsize=9,
         )
         ax.legend(fontsize=7, ncol=len(heads) + 1)

@@ -1,1 +1,2 @@
-"""Prompt lookup (NGram) and the cascade: measured against the draft-model chain, and replayed offline. See README.md."""
+"""Prompt lookup (NGram) and the cascade: measured against the draft-model chain, and replayed offline.
+See README.md."""

@@ -2,16 +2,17 @@
 vanilla, the 0.5B draft model's chain, prompt lookup (NGram), the cascade (lookup in front of the 0.5B:
 switch at `--min-match`, and extend), each optionally with the 0.5B's head trimmed to `--vocab` hot tokens,
 and a grid of other lookup settings (`--ngram-grid K:MAX:MIN ...`); every method on the same prompts in one
-process, interleaved prompt by prompt, best of `--repeats` (experiments/common/interleaved.py), compile and warm-up excluded,
-prefill and decode apart. `--hf` adds HF's greedy `generate` on the same prompts — `vanilla`,
+process, interleaved prompt by prompt, best of `--repeats` (experiments/common/interleaved.py), compile and warm-up
+excluded, prefill and decode apart. `--hf` adds HF's greedy `generate` on the same prompts — `vanilla`,
 `prompt-lookup` (`prompt_lookup_num_tokens` = k, `max_matching_ngram_size` = max n) and `assisted` (the
 0.5B) — interleaved per prompt after a warm-up, timed once each.
 
-A run appends chunks (a set's prompts [offset, offset + n)) to experiments/results/lookup/cheap_drafts<tag>.json, one per set,
-written as each finishes; a chunk already there is skipped, so a long sweep spreads over several runs
+A run appends chunks (a set's prompts [offset, offset + n)) to experiments/results/lookup/cheap_drafts<tag>.json, one
+per set, written as each finishes; a chunk already there is skipped, so a long sweep spreads over several runs
 (with the same settings: a file holds one configuration, other settings need another `--tag`):
 
-    python -m experiments.lookup.cheap_drafts run --sets humaneval:0:3 spec-bench:summarization:0:3 --hf vanilla prompt-lookup
+    python -m experiments.lookup.cheap_drafts run --sets humaneval:0:3 spec-bench:summarization:0:3 \
+        --hf vanilla prompt-lookup
     python -m experiments.lookup.cheap_drafts table     # per set and pooled (Spec-Bench's categories), markdown
     python -m experiments.lookup.cheap_drafts plot      # experiments/results/lookup/cheap_drafts<tag>.png
     python -m experiments.lookup.cheap_drafts table --tag _full _ten   # two runs' chunks pooled (common methods)
@@ -217,7 +218,8 @@ def _log_chunk(c: dict) -> None:
             log(f"  vanilla: {s['tok_per_s']:.2f} tok/s")
         elif m.startswith("hf-"):
             log(
-                f"  {m}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x our vanilla), identical {s['vanilla_identical']}"
+                f"  {m}: {s['tok_per_s']:.2f} tok/s ({s['speedup']:.3f}x our vanilla), "
+                f"identical {s['vanilla_identical']}"
             )
         else:
             st = s.get("stages")

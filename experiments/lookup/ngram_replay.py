@@ -8,8 +8,8 @@ positions costs more, see docs/lookup.md) and the share of rounds with a proposa
 
     python -m experiments.lookup.ngram_replay          # every recorded set, k in 2 4 8, n in 1-3 and 2-4
 
-Reads experiments/results/continuations/*_134_*.json (written by experiments/easyspec/easyspec_data.continuations: 134 greedy tokens of
-qwen2.5-coder-1.5b-instruct per prompt, no stop tokens; the prompt ids are re-encoded and checked
+Reads experiments/results/continuations/*_134_*.json (written by experiments/easyspec/easyspec_data.continuations: 134
+greedy tokens of qwen2.5-coder-1.5b-instruct per prompt, no stop tokens; the prompt ids are re-encoded and checked
 against the file's key). Writes experiments/results/lookup/ngram_replay.json + .png."""
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def main() -> None:
     )
     s = summarize(times)
     log(
-        f"DEL / vanilla per step over {len(s['prompts'])} prompts: best-of-runs ratio {s['mean_ratio_min']:.3f}, median "
+        f"DEL / vanilla per step over {len(s['prompts'])} prompts: "
+        f"best-of-runs ratio {s['mean_ratio_min']:.3f}, median "
         f"ratio {s['mean_ratio_median']:.3f}; one method's runs spread {s['mean_spread']:.0%} (max/min - 1)"
     )
     from jaxspec.bench import environment

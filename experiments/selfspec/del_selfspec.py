@@ -2,19 +2,21 @@
 fp32, greedy, batch 1: vanilla, LS (static exit E, chain γ), FS (E, γ ±1), DV (E, adapted confidence
 stop), DEL (the default: its round cost measured on this machine, round_cost.py, read from the disk cache
 when this machine measured it before), DEL under the official layer count (`--layers`), with the LM head
-added by its weights (`--weights`), and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` — every
-method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
-and method (experiments/common/interleaved.py), compile and warm-up excluded (the `bench` contract). eTPL = Σ(accepted + 1) / Σ(E·drafted + L)
-over rounds (a plain step costs L); DEL's from its per-round traces.
+added by its weights (`--weights`), and DEL `faithful` (the official quirks), optionally HF's `assistant_early_exit` —
+every method on the same prompts in one process, interleaved prompt by prompt, best of `--repeats` per prompt
+and method (experiments/common/interleaved.py), compile and warm-up excluded (the `bench` contract).
+eTPL = Σ(accepted + 1) / Σ(E·drafted + L) over rounds (a plain step costs L); DEL's from its per-round traces.
 
-    python -m experiments.selfspec.del_selfspec run --model smollm2-135m-instruct --layers --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24 28
-    python -m experiments.selfspec.del_selfspec sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 --gammas 1,2,4,6
-    python -m experiments.selfspec.del_selfspec costs --model qwen2.5-coder-1.5b-instruct   # DEL's overheads, dispatches
+    python -m experiments.selfspec.del_selfspec run --model smollm2-135m-instruct --layers \
+        --ls 29:1 --fs 24:2 --dv 24 --hf-exit 24 28
+    python -m experiments.selfspec.del_selfspec sweep --model smollm2-135m-instruct --exits 8,16,22,26,28,29 \
+        --gammas 1,2,4,6
+    python -m experiments.selfspec.del_selfspec costs --model qwen2.5-coder-1.5b-instruct  # DEL's overheads, dispatches
     python -m experiments.selfspec.del_selfspec plot                                          # redraw every PNG
 
-Writes experiments/results/selfspec/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over rounds),
-experiments/results/selfspec/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official sweep.py, with
-the default DEL's on the same prompts) and
+Writes experiments/results/selfspec/del_<model><tag>.json (+ .png: speedup per set and method, DEL's exit and τ over
+rounds), experiments/results/selfspec/del_sweep_<model><tag>.json (+ .png: speedup contour over (E, γ), as the official
+sweep.py, with the default DEL's on the same prompts) and
 experiments/results/selfspec/del_costs_<model>.json."""
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 For each prompt set, in one process (models loaded once, every ratio from the same run; Spec-Bench
 runs a process per category, see `spec_bench_by_category`):
   1. a small sweep on the set's first `--sweep-prompts` prompts: vanilla, chains of several k and trees
-     of several (D, K) → experiments/results/speculative/spec_sweep_<set>.json (speedup, mean accepted length, analytic speedup);
+     of several (D, K) → experiments/results/speculative/spec_sweep_<set>.json
+     (speedup, mean accepted length, analytic speedup);
   2. the full set: vanilla, the best chain and the best tree of the sweep (by tok/s), and HF assisted
      generation (transformers' defaults) on the same prompts and pair
      → experiments/results/speculative/spec_<set>_<method>.json (the `bench` JSON contract, plus the command
@@ -214,11 +215,13 @@ def _pooled(results: list[tuple[dict, ...]]) -> tuple[dict, ...]:
 
 
 def _row(src: str, v: dict, c: dict, t: dict) -> str:
-    cfg = lambda s: (
-        "k=" + str(s["method_config"]["shape"]["depth"])
-        if s["method"] == "chain"
-        else "D={depth},K={width}".format(**s["method_config"]["shape"])
-    )  # noqa: E731
+    def cfg(s):
+        return (
+            "k=" + str(s["method_config"]["shape"]["depth"])
+            if s["method"] == "chain"
+            else "D={depth},K={width}".format(**s["method_config"]["shape"])
+        )
+
     hf = f"{c['hf_tok_per_s']:.2f}" if "hf_tok_per_s" in c else "–"
     vs_hf = f"{c['speedup_vs_hf']:.2f}×" if "speedup_vs_hf" in c else "–"
     return (

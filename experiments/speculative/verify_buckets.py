@@ -12,8 +12,8 @@ experiments/results/speculative/verify_buckets<tag>.json as each finishes, so a 
 experiments/lookup/cheap_drafts.py):
 
     python -m experiments.speculative.verify_buckets run --sets humaneval:0:1 spec-bench:summarization:0:1
-    python -m experiments.speculative.verify_buckets table    # per set and pooled, markdown
-    python -m experiments.speculative.verify_buckets plot     # experiments/results/speculative/verify_buckets<tag>.png"""
+    python -m experiments.speculative.verify_buckets table  # per set and pooled, markdown
+    python -m experiments.speculative.verify_buckets plot   # experiments/results/speculative/verify_buckets<tag>.png"""
 
 from __future__ import annotations
 

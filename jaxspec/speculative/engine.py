@@ -17,8 +17,9 @@ its own business (its previous token, an adaptive chain's k, its cache). One rou
           the drafter asked for); statistics (drafted = the depths the drafter offered).
 Finished rows keep computing (static shapes) but change nothing. Rounds in which a drafter would draft
 nothing (DEL while it prefers plain decoding: `Drafter.plain_next`) run as plain decoding steps in an
-inner loop, at vanilla decoding's cost (its probes: the shadow rows through the head, and a commit). `draft_phase` and `verify_phase` are
-also jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
+inner loop, at vanilla decoding's cost (its probes: the shadow rows through the head, and a commit). `draft_phase` and
+`verify_phase` are also jitted apart for the timing mode (one host sync per round, drafting and verification
+timed apart)."""
 
 from __future__ import annotations
 

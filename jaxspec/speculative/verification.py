@@ -108,15 +108,18 @@ def narrow_pass(
         shadow_now,
         shadow_vocab=shadow_vocab,
     )
-    pad = lambda x, v=0: (
-        None
-        if x is None
-        else jnp.pad(
-            x,
-            [(0, 0), (0, full - width)] + [(0, 0)] * (x.ndim - 2),  # noqa: E731
-            constant_values=v,
+
+    def pad(x, v=0):
+        return (
+            None
+            if x is None
+            else jnp.pad(
+                x,
+                [(0, 0), (0, full - width)] + [(0, 0)] * (x.ndim - 2),
+                constant_values=v,
+            )
         )
-    )
+
     return pad(logits), cache, pad(hiddens), (pad(sh, -1), pad(conf))
 
 
