@@ -4,7 +4,7 @@ STAMP := .venv/.installed-$(shell (cat pyproject.toml; python3 --version) | sha2
 DEMO_MODEL ?= qwen2.5-coder-1.5b-instruct
 DEMO_DRAFT ?= qwen2.5-coder-0.5b-instruct
 
-.PHONY: install fetch fetch-test demo test bench clean
+.PHONY: install fetch fetch-test demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,11 @@ demo: fetch
 
 test: fetch-test
 	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout 1200 --durations=25 tests
+
+lint: install  ## ruff (lint and format, line length 120) and the layer contract (pyproject.toml)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 bench: fetch
 	$(PY) -m experiments.vanilla.bench_vanilla
