@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import output_ids
@@ -17,6 +17,7 @@ from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
 from jaxspec.speculative import (Cascade, DraftModel, Model, NGram, chain, draft_phase, make_spec, run_speculation,
                                  spec_prefill, speculate, tree, verify_phase)
 from jaxspec.speculative.hot_vocab import hot_vocab
+from tests.helpers import examples as budget
 from tests.helpers import exact_forward
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair, pool_outcomes
 from tests.test_ngram import _prompts
@@ -41,7 +42,7 @@ def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int
     hist = {"none": 0, "partial": 0, "full": 0}
     served = {"ngram": 0, "model": 0}
 
-    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=budget(examples))
     @given(d=st.sampled_from(range(len(drafters))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
            seed=st.integers(0, 3), repeats=st.booleans(), data=st.data())
     def check(d, k, batch, seed, repeats, data):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, generate, init_cache, init_params, output_ids
@@ -23,7 +23,7 @@ from jaxspec.speculative import Model, chain, make_spec, run_speculation, specul
 from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import init_tree
-from tests.helpers import exact_forward, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import assert_target_cache_is_vanillas
 
 CFG = tiny_cfg(num_layers=6)
@@ -183,7 +183,7 @@ class CyclingDEL(DEL):
         return dataclasses.replace(st, exit=(st.rounds * self.stride) % m, gamma=jnp.int32(1))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12))
 @given(seed=st.integers(0, 3), exits=st.sampled_from([(1,), (2, 5), (1, 3, 4, 5), "spread"]),
        cap=st.sampled_from([1, 4, 9]), faithful=st.booleans(), dispatch=st.sampled_from(["segments", "switch"]),
        cycle=st.sampled_from([0, 1, 2]), batch=st.integers(1, 3), data=st.data())

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output_ids, plan_for, shard_params
@@ -15,7 +15,7 @@ from jaxspec.easyspec.calibration import CALIBRATIONS, exact_pass, stack_all_lay
 from jaxspec.easyspec.layer_parallel import POLICIES, fuzzy_forward, group_step, stack_group_weights
 from jaxspec.masks import causal_mask
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
-from tests.helpers import exact_forward, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import make_pair
 
 TARGET = tiny_cfg(num_layers=3)  # vanilla_rows decodes TARGET: the EasySpec pairs share its first layers
@@ -170,7 +170,7 @@ PARTITIONS = [dict(parallel=2), dict(parallel=4), dict(parallel=3, head=0, tail=
 EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(4, 3)]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30))
 @given(part=st.sampled_from(range(len(PARTITIONS))), policy=st.sampled_from(POLICIES),
        calib=st.sampled_from(CALIBRATIONS), method=st.sampled_from(range(len(EASY_METHODS))),
        batch=st.integers(1, 3), mesh=st.sampled_from(range(len(MESHES))), seed=st.integers(0, 3),
