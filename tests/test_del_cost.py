@@ -197,6 +197,7 @@ def test_cost_errors():
         DEL(cost="layers", remeasure=True).bind(CFG)
 
 
+@pytest.mark.assets
 def test_head_in_layers_counts_the_weights_a_step_reads():
     from jaxspec.params import head_in_layers
     from tests.helpers import tiny_cfg

@@ -90,6 +90,7 @@ def test_expected_counts_batched_equal_one_sequence_at_a_time():
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.assets
 def test_the_shipped_frequency_file_fits_the_qwen_pair():
     """The file `--draft-vocab N` finds for the Qwen2.5-Coder tokenizer: made for it, with generated counts,
     a raw prior and soft counts enough to rank a 64K head by evidence rather than by id."""
@@ -104,6 +105,7 @@ def test_the_shipped_frequency_file_fits_the_qwen_pair():
     assert v.size == 49152 and set(counts) <= set(v.ids.tolist())
 
 
+@pytest.mark.assets
 def test_making_a_file_refuses_a_soft_model_with_another_tokenizer(capsys):
     """Before any generation: the soft counts of a model with another tokenizer would rank other tokens."""
     from conversion.hot_vocab import main
