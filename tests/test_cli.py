@@ -89,8 +89,13 @@ def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     assert [p["id"] for p in r["prompts"]] == ["0", "fr"]
     for p in r["prompts"]:
         assert {"id", "new_tokens", "tok_per_s", "output_ids", "hf_identical", "hf_tok_per_s"} <= set(p)
-        assert p["new_tokens"] == len(p["output_ids"]) > 0 and p["tok_per_s"] > 0
+        assert p["new_tokens"] == len(p["output_ids"]) > 0
+        assert p["tok_per_s"] == pytest.approx(p["new_tokens"] / (p["prefill_s"] + p["decode_s"]))  # the HF span
     s = r["summary"]
+    tot = s["total"]
+    assert tot["prefill_s"] == pytest.approx(sum(p["prefill_s"] for p in r["prompts"])) == s["prefill_s"]
+    assert tot["wall_s"] == pytest.approx(tot["prefill_s"] + sum(p["decode_s"] for p in r["prompts"]))
+    assert s["tok_per_s"] == pytest.approx(tot["new_tokens"] / tot["wall_s"])
     assert {"model", "method", "tok_per_s", "compile_s", "prefill_s", "total", "hf_tok_per_s", "speedup_vs_hf",
             "hf_identical"} <= set(s)
     assert s["method"] == "vanilla" and s["model"] == MODEL and s["attention"] == "fused"
@@ -228,7 +233,16 @@ def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys, tiny)
     assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 5, "layers": 8,
                                                                                   "draft_vocab": None}
     assert s["hf_method"] == "assistant_early_exit=5" and s["hf_identical"] == 2
-    assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"] and s["step_costs"]["draft_step_s"] > 0
+    assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"]
+    # the analytic speedup's inputs: LayerSkip's own draft forwards beside the target's, at the mid-run context
+    c = s["step_costs"]
+    assert set(c) == {"context", "target_step_s", "verify_s", "draft_first_s", "draft_step_s"}
+    prompt_tokens = [p["prompt_tokens"] for p in json.loads(out.read_text())["prompts"]]
+    assert c["context"] == int(sum(prompt_tokens) / len(prompt_tokens)) + 12 // 2
+    rnd = (c["draft_first_s"] + max(s["mean_drafted_depth"] - 1, 0) * c["draft_step_s"] + c["verify_s"]) / c["target_step_s"]
+    assert s["round_cost_in_target_steps"] == pytest.approx(rnd)
+    assert s["analytic_speedup"] == pytest.approx(s["mean_accepted_length"] / rnd)
+    assert s["draft_cost_ratio"] == pytest.approx(c["draft_step_s"] / c["target_step_s"])
 
 
 @pytest.mark.assets
