@@ -68,10 +68,13 @@ def _release_compiled_programs():
 
 
 def pytest_runtest_logfinish(nodeid, location):
-    """JAXSPEC_RSS_LOG=path: append each test's resident memory after it ran (to find the peak)."""
+    """JAXSPEC_RSS_LOG=path: append each test's resident memory after it ran (to find the peak), with the
+    wall-clock time it finished (the gaps per pid: each test's time, setup and teardown included)."""
     log = os.environ.get("JAXSPEC_RSS_LOG")
     if log:
+        import time
+
         import psutil
         rss = psutil.Process().memory_info().rss / 2**30
         with open(log, "a") as f:
-            f.write(f"{os.getpid()}\t{rss:.2f}\t{nodeid}\n")
+            f.write(f"{os.getpid()}\t{rss:.2f}\t{nodeid}\t{time.time():.1f}\n")
