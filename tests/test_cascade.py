@@ -62,6 +62,7 @@ def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int
     assert min(hist.values()) > 0 and min(served.values()) > 0, (hist, served)
 
 
+@pytest.mark.slow
 def test_greedy_cascade_equals_vanilla():
     """Both modes and a narrow catch-up; the pair agrees partly (lam 0.3)."""
     _greedy_equals_vanilla(DRAFTERS, DRAFT, True, 40)
@@ -72,6 +73,7 @@ def _draft_kv(dp, tokens: list[int]):
     return [k[0, :, :len(tokens)] for k in exact_forward(dp, tokens, DRAFT, SLOTS)[1].k]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drafter", [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1),
                                      Cascade(NGram(2, 1), extend=True)], ids=["switch", "switch-catchup1", "extend"])
 def test_the_draft_cache_is_exact_whenever_the_model_drafts(drafter):
@@ -128,6 +130,7 @@ def test_speculate_with_a_cascade_and_a_hot_vocabulary_model():
     (Cascade(NGram(2, 1)), SamplingConfig(1.0)),
     (Cascade(NGram(2, 1), extend=True), SamplingConfig(0.8, top_k=4)),
 ], ids=["switch-t1", "extend-t0.8-top4"])
+@pytest.mark.slow
 def test_cascade_sampling_matches_the_target_joint(drafter, sampling):
     """Lookup nodes carry a point-mass q, model nodes the model's q given the actual prefix (extend: after
     the lookup's tokens): the first three tokens follow the target's exact joint."""
@@ -139,6 +142,7 @@ SELF_FALLBACKS = [Cascade(NGram(3, 1), LayerSkip(1)), Cascade(NGram(2, 1), Layer
                   Cascade(NGram(2, 1), FSM(1, start=2)), Cascade(NGram(3, 1), DraftVerify(2))]
 
 
+@pytest.mark.slow
 def test_greedy_cascade_with_a_self_drafter_equals_vanilla():
     """The lookup in front of the target's own first layers (LayerSkip, FSM, DraftVerify): no draft model,
     the fallback drafts in the target's cache."""
@@ -184,6 +188,7 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
     assert gamma_after([True, True, True], False) == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_self_drafter_cascade_sampling_matches_the_target_joint():
     from tests.test_spec_sampling import TARGET as SMALL_TARGET, check_sampling
     check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))

@@ -56,6 +56,7 @@ def test_tpl_choice_over_a_measured_table_is_the_brute_force_argmax():
         assert (int(idx), int(d)) == arg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True])
 def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
     tp = damped(0)
@@ -70,6 +71,7 @@ def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
     assert s["drafted"] == 0 and rep["final_alpha"] == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True])
 def test_only_the_exits_that_can_pay_are_candidates(streaming):
     tp = damped(0)  # deep layers damped: exit 5 agrees with the full model
@@ -97,6 +99,7 @@ def test_seeding_positions_default_by_cost_model():
         DEL(context=-1).bind(CFG)
 
 
+@pytest.mark.slow
 def test_measure_round_cost_structure():
     tp = damped(0)
     c = measure_round_cost(tp, CFG, (1, 3, 5), depth=4, max_len=64, repeats=1)
@@ -137,6 +140,7 @@ def test_measure_round_cost_arithmetic_on_fixed_timings(monkeypatch):
     np.testing.assert_allclose(c.verify, [1.0, 1.3, 1.4, 1.4, 1.45], rtol=1e-12)  # d + 1 = 2, 3→4, 4, 5
 
 
+@pytest.mark.slow
 def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path, monkeypatch, caplog):
     """DEL() prices rounds in measured plain steps (layers when faithful or given a head cost); speculate
     measures on the target and writes `$JAXSPEC_CACHE/round_cost/<key>.json`; the same configuration

@@ -49,6 +49,7 @@ def test_probe_pick_by_hand():
     assert list(np.asarray(exit_stats.probe_pick(ExitStats(counts, counts), cost, 2))) == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", [1, 4, 32])
 @pytest.mark.parametrize("streaming", [False, True])
 def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
