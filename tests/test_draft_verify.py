@@ -65,6 +65,7 @@ def target(seed):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(12))
 @given(exit_layer=st.integers(1, TARGET.num_layers - 1), cap=st.sampled_from([1, 4, 9]),
        start=st.sampled_from([0.0, 0.3, 0.6, 0.95]), batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
@@ -76,6 +77,7 @@ def test_greedy_draft_verify_equals_vanilla(exit_layer, cap, start, batch, seed,
     assert output_ids(state) == vanilla_rows(tp, prompts)
 
 
+@pytest.mark.slow
 def test_rows_equal_single_runs_and_thresholds_move():
     tp = target(1)
     prompts = random_prompts(np.random.default_rng(4), [6, 20, 13])

@@ -95,6 +95,7 @@ def test_configuration_errors():
 
 
 # ---- equivalences ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_no_groups_is_draft_model_bit_for_bit():
     tp, dp = pair(1, 0.3)
     prompts = random_prompts(np.random.default_rng(3), [5, 17, 30])
@@ -125,6 +126,7 @@ def _one_fuzzy_step(dp, groups, policy, mesh, T=3, seed=0):
     return f(dp, stacked, tokens, cache)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 4, 8])
 @pytest.mark.parametrize("policy", POLICIES)
 def test_shard_map_path_equals_vmap_path(devices, policy):
@@ -186,6 +188,7 @@ def test_greedy_easyspec_equals_vanilla(part, policy, calib, method, batch, mesh
     assert output_ids(state) == vanilla(tp, prompts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("calib", ["every_mismatch", "every_round"])
 def test_batch_rows_equal_single_runs(calib):
     """Per-row calibration choices: a batch behaves as its rows run alone (every_mismatch rows disagree
