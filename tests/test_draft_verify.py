@@ -21,6 +21,7 @@ from tests.test_seam import _run
 from tests.test_speculative import vanilla_rows
 
 
+@pytest.mark.slow
 def test_chain_stops_after_the_first_token_below_threshold():
     V, D = 5, 6
     # depth d's distribution puts probability conf[b, d-1] on token d % V

@@ -172,6 +172,7 @@ PARTITIONS = [dict(parallel=2), dict(parallel=4), dict(parallel=3, head=0, tail=
 EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(4, 3)]
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(30))
 @given(part=st.sampled_from(range(len(PARTITIONS))), policy=st.sampled_from(POLICIES),
        calib=st.sampled_from(CALIBRATIONS), method=st.sampled_from(range(len(EASY_METHODS))),
@@ -216,6 +217,7 @@ def _slots_match(dp, state, prompts, row, lo, hi):
                for c, r in ((cache.k, ref.k), (cache.v, ref.v)) for l in range(DRAFT.num_layers))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [chain(3), tree(3, 2)], ids=["chain3", "tree3x2"])
 @pytest.mark.parametrize("calib", ["every_round", "every_mismatch"])
 def test_calibrated_cache_equals_a_sequential_draft(method, calib):
@@ -228,6 +230,7 @@ def test_calibrated_cache_equals_a_sequential_draft(method, calib):
         assert _slots_match(dp, state, prompts, i, 0, int(precise[i]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("calib", ["never", "prefill_only"])
 def test_without_calibration_the_cache_drifts(calib):
     tp, dp = pair(2, 0.3)

@@ -186,6 +186,7 @@ def test_drafts_come_from_the_kept_tokens_only():
 METHODS = [chain(1), chain(4), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(2, 4)]
 
 
+@pytest.mark.slow
 def test_greedy_with_a_hot_vocabulary_equals_vanilla():
     """Random kept subsets (a few tokens to all of them) on random pairs: output identical to vanilla.
     Pooled over the examples, rounds rejecting at once, accepting partly and wholly all occur."""

@@ -22,6 +22,7 @@ def target(seed: int):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(15))
 @given(method=st.sampled_from(range(len(METHODS))), exit_layer=st.integers(1, TARGET.num_layers - 1),
        batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())

@@ -57,6 +57,7 @@ def _prompts(rng, lengths, repeats: bool):
 DRAFTERS = [NGram(1, 1), NGram(3, 1), NGram(4, 2)]
 
 
+@pytest.mark.slow
 def test_greedy_ngram_equals_vanilla():
     """Tiny random targets (their greedy outputs fall into loops the lookup then finds), prompts with and
     without repeated phrases, batches padded to MAX_BATCH rows (one compile per drafter and k). The

@@ -47,6 +47,7 @@ def _padded():
     (chain(4), EasySpec(parallel=3, calibration="every_mismatch").bind(DRAFT)),
     (tree(4, 3), EasySpec(parallel=2, policy="direct_mlp").bind(DRAFT)),
 ], ids=["chain3", "adaptive", "tree3x2", "easyspec-chain4", "easyspec-tree4x3"])
+@pytest.mark.slow
 def test_oracle_equals_the_engine(method, drafter):
     tp, dp = make_pair(5, 0.3, TARGET, DRAFT)
     dp = drafter.prepare(dp)

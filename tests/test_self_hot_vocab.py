@@ -89,6 +89,7 @@ def test_drafts_come_from_the_kept_tokens_only():
         assert drafted.size > 0 and np.isin(drafted, keep.ids).all(), (type(drafter).__name__, drafted)
 
 
+@pytest.mark.slow
 def test_greedy_self_drafters_with_a_hot_vocabulary_equal_vanilla():
     """Random kept subsets (2 tokens to all) on random damped targets, every self-drafter, chains of 1–6,
     batches of 1–3: output identical to vanilla; pooled, rounds rejected at once and accepted occur."""

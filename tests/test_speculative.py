@@ -47,6 +47,7 @@ def spec_rows(tp, dp, prompts, method, eos=EOS):
 MAX_BATCH = 4
 
 
+@pytest.mark.slow
 def test_greedy_speculation_equals_vanilla():
     """~120 examples × 2.5 rows: about 300 generated sequences compared per run (plus the mesh test).
     Every batch is padded to MAX_BATCH rows (filler rows repeat the first prompt and are not compared), so
@@ -74,6 +75,7 @@ def test_greedy_speculation_equals_vanilla():
 MESH_METHODS = [chain(4), tree(3, 2)]
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(24))
 @given(devices=st.sampled_from([1, 2, 8]), method=st.sampled_from(range(len(MESH_METHODS))),
        batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), replicated=st.booleans(), data=st.data())
