@@ -49,6 +49,14 @@ def hf_tiny(kind: str, **overrides):
     return model.float().eval()
 
 
+def examples(n: int, floor: int = 3) -> int:
+    """A property test's example budget: `n` under the "ci" hypothesis profile, scaled by the loaded
+    profile's max_examples / 100 ("fast": a quarter, "explore": 4x; tests/conftest.py), never below
+    `floor` (what a test's pooled coverage checks need)."""
+    from hypothesis import settings
+    return max(floor, round(n * settings.default.max_examples / 100))
+
+
 def random_prompts(rng: np.random.Generator, lengths, vocab: int = VOCAB) -> list[list[int]]:
     return [rng.integers(0, vocab, size=int(n)).tolist() for n in lengths]
 

@@ -15,7 +15,7 @@ from jaxspec.decode import bucket, prompt_width
 from jaxspec.runner import VanillaRunner
 from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward_prompt
-from tests.helpers import random_prompts, tiny_cfg
+from tests.helpers import examples, random_prompts, tiny_cfg
 
 CFG = tiny_cfg()
 PARAMS = init_params(jax.random.key(0), CFG, scale=0.15)
@@ -185,7 +185,7 @@ def test_bucket():
     assert [prompt_width(n) for n in (1, 17, 32, 33, 130, 160)] == [16, 32, 32, 64, 160, 160]
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=examples(12))
 @given(st.lists(st.lists(st.integers(0, CFG.vocab_size - 1), min_size=1, max_size=24), min_size=1, max_size=3))
 def test_generate_equals_stepwise_greedy_property(prompts):
     """Any ragged batch: the jitted prefill + while_loop == token-by-token full forwards."""

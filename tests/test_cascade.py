@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import output_ids
@@ -17,6 +17,7 @@ from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
 from jaxspec.speculative import (Cascade, DraftModel, Model, NGram, chain, draft_phase, make_spec, run_speculation,
                                  spec_prefill, speculate, tree, verify_phase)
 from jaxspec.speculative.hot_vocab import hot_vocab
+from tests.helpers import examples as budget
 from tests.helpers import exact_forward
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair, pool_outcomes
 from tests.test_ngram import _prompts
@@ -41,7 +42,7 @@ def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int
     hist = {"none": 0, "partial": 0, "full": 0}
     served = {"ngram": 0, "model": 0}
 
-    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=budget(examples))
     @given(d=st.sampled_from(range(len(drafters))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
            seed=st.integers(0, 3), repeats=st.booleans(), data=st.data())
     def check(d, k, batch, seed, repeats, data):
@@ -61,6 +62,7 @@ def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int
     assert min(hist.values()) > 0 and min(served.values()) > 0, (hist, served)
 
 
+@pytest.mark.slow
 def test_greedy_cascade_equals_vanilla():
     """Both modes and a narrow catch-up; the pair agrees partly (lam 0.3)."""
     _greedy_equals_vanilla(DRAFTERS, DRAFT, True, 40)
@@ -71,6 +73,7 @@ def _draft_kv(dp, tokens: list[int]):
     return [k[0, :, :len(tokens)] for k in exact_forward(dp, tokens, DRAFT, SLOTS)[1].k]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drafter", [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1),
                                      Cascade(NGram(2, 1), extend=True)], ids=["switch", "switch-catchup1", "extend"])
 def test_the_draft_cache_is_exact_whenever_the_model_drafts(drafter):
@@ -127,6 +130,7 @@ def test_speculate_with_a_cascade_and_a_hot_vocabulary_model():
     (Cascade(NGram(2, 1)), SamplingConfig(1.0)),
     (Cascade(NGram(2, 1), extend=True), SamplingConfig(0.8, top_k=4)),
 ], ids=["switch-t1", "extend-t0.8-top4"])
+@pytest.mark.slow
 def test_cascade_sampling_matches_the_target_joint(drafter, sampling):
     """Lookup nodes carry a point-mass q, model nodes the model's q given the actual prefix (extend: after
     the lookup's tokens): the first three tokens follow the target's exact joint."""
@@ -138,6 +142,7 @@ SELF_FALLBACKS = [Cascade(NGram(3, 1), LayerSkip(1)), Cascade(NGram(2, 1), Layer
                   Cascade(NGram(2, 1), FSM(1, start=2)), Cascade(NGram(3, 1), DraftVerify(2))]
 
 
+@pytest.mark.slow
 def test_greedy_cascade_with_a_self_drafter_equals_vanilla():
     """The lookup in front of the target's own first layers (LayerSkip, FSM, DraftVerify): no draft model,
     the fallback drafts in the target's cache."""
@@ -184,6 +189,7 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
     assert gamma_after([True, True, True], False) == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_self_drafter_cascade_sampling_matches_the_target_joint():
     from tests.test_spec_sampling import TARGET as SMALL_TARGET, check_sampling
     check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))

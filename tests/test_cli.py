@@ -10,7 +10,9 @@ from jaxspec.cli import main
 from jaxspec.prompts import load_prompts
 from tests.cli_model import tiny_smollm_dir
 
-pytestmark = [pytest.mark.real, pytest.mark.xdist_group("smollm2")]
+# real: the tests on SmolLM2-135M's weights; assets: those on the small model (SmolLM2's tokenizer, read from
+# the fetched GGUF, over random layers) or naming another fetched model's tokenizer
+pytestmark = pytest.mark.xdist_group("smollm2")
 MODEL = "smollm2-135m-instruct"
 
 
@@ -48,6 +50,7 @@ def tiny_add_greedy(tiny):
     return _greedy_text(tiny)
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("stream", [True, False])
 def test_generate_prints_text_and_timings(capsys, stream, add_greedy):
     argv = ["generate", "--model", MODEL, "--prompt", "def add(a, b):", "--max-new-tokens", "12"]
@@ -57,6 +60,7 @@ def test_generate_prints_text_and_timings(capsys, stream, add_greedy):
     assert "\nvanilla: 12 new tokens | compile " in err and " ms | decode " in err and " tok/s | end-to-end " in err
 
 
+@pytest.mark.assets
 def test_generate_on_a_mesh_that_cannot_split_the_heads(capsys, tiny_add_greedy, tiny):
     """9 heads (SmolLM2's count) at tp=2: attention replicated (said on stderr), the MLP split, output unchanged."""
     assert main(["generate", "--model", tiny, "--prompt", "def add(a, b):", "--max-new-tokens", "6",
@@ -66,6 +70,7 @@ def test_generate_on_a_mesh_that_cannot_split_the_heads(capsys, tiny_add_greedy,
     assert out == tiny_add_greedy(6) + "\n"
 
 
+@pytest.mark.real
 def test_generate_chat_batch_with_sampling(capsys):
     assert main(["generate", "--model", MODEL, "--prompt", "Say hi.", "--prompt", "Name a colour.", "--chat",
                  "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]) == 0
@@ -73,6 +78,7 @@ def test_generate_chat_batch_with_sampling(capsys):
     assert "--- prompt 0 ---" in out and "--- prompt 1 ---" in out
 
 
+@pytest.mark.real
 def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "def fib(n):"}\n{"prompt": "The capital of France is", "id": "fr"}\n')
@@ -83,8 +89,13 @@ def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     assert [p["id"] for p in r["prompts"]] == ["0", "fr"]
     for p in r["prompts"]:
         assert {"id", "new_tokens", "tok_per_s", "output_ids", "hf_identical", "hf_tok_per_s"} <= set(p)
-        assert p["new_tokens"] == len(p["output_ids"]) > 0 and p["tok_per_s"] > 0
+        assert p["new_tokens"] == len(p["output_ids"]) > 0
+        assert p["tok_per_s"] == pytest.approx(p["new_tokens"] / (p["prefill_s"] + p["decode_s"]))  # the HF span
     s = r["summary"]
+    tot = s["total"]
+    assert tot["prefill_s"] == pytest.approx(sum(p["prefill_s"] for p in r["prompts"])) == s["prefill_s"]
+    assert tot["wall_s"] == pytest.approx(tot["prefill_s"] + sum(p["decode_s"] for p in r["prompts"]))
+    assert s["tok_per_s"] == pytest.approx(tot["new_tokens"] / tot["wall_s"])
     assert {"model", "method", "tok_per_s", "compile_s", "prefill_s", "total", "hf_tok_per_s", "speedup_vs_hf",
             "hf_identical"} <= set(s)
     assert s["method"] == "vanilla" and s["model"] == MODEL and s["attention"] == "fused"
@@ -93,6 +104,7 @@ def test_bench_json_contract_with_hf_baseline(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.real
 def test_user_errors_exit_2_with_one_line(capsys, tmp_path):
     assert main(["generate", "--model", "no-such-model", "--prompt", "x"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
@@ -126,6 +138,7 @@ def test_prompt_sources(tmp_path):
         load_prompts(str(tmp_path / "missing.jsonl"))
 
 
+@pytest.mark.assets
 def test_generate_speculative_prints_acceptance_and_speedup(capsys, tiny_add_greedy, tiny):
     # the model drafting for itself: every draft is accepted, the output equals vanilla — the target
     # tensor-parallel over 3 devices, the draft whole on each of them
@@ -139,6 +152,7 @@ def test_generate_speculative_prints_acceptance_and_speedup(capsys, tiny_add_gre
     assert "identical outputs 1/1" in err and "speedup" in err
 
 
+@pytest.mark.assets
 def test_generate_speculative_timing_mode_splits_draft_and_verify(capsys, tiny):
     assert main(["generate", "--model", tiny, "--draft", tiny, "--method", "chain", "-k", "2", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "7"]) == 0
@@ -146,6 +160,7 @@ def test_generate_speculative_timing_mode_splits_draft_and_verify(capsys, tiny):
     assert "time split: drafting" in err and "mean accepted length 3.00" in err
 
 
+@pytest.mark.assets
 def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys, tiny):
     out = tmp_path / "r.json"
     assert main(["bench", "--model", tiny, "--draft", tiny, "--method", "tree", "--depth", "3", "--width", "2",
@@ -171,6 +186,7 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys, t
     assert s["histogram"] == [0, 0, 0, s["rounds"]] and s["per_position"] == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.assets
 def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys, tiny):
     """The model drafted by its own layer-parallel self (groups of 4 split to the layer axis of 2), the target
     tensor-parallel over tp=3: output identical to vanilla, the easyspec summary in the JSON."""
@@ -186,6 +202,7 @@ def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys, tiny):
     assert 0 < s["accepted"] <= s["drafted"] == 3 * s["rounds"]
 
 
+@pytest.mark.assets
 def test_speculative_user_errors(capsys, tiny):
     assert main(["generate", "--model", tiny, "--method", "chain", "--prompt", "x"]) == 2
     assert "--method chain needs --draft NAME" in capsys.readouterr().err
@@ -203,6 +220,7 @@ def test_speculative_user_errors(capsys, tiny):
         assert msg in capsys.readouterr().err
 
 
+@pytest.mark.assets
 def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys, tiny):
     """The model drafting with its own first 5 of 8 layers, tensor-parallel over tp=3 (the self-drafter
     shares the target's plan and cache): identical to vanilla, the layerskip summary and HF's
@@ -215,9 +233,19 @@ def test_bench_layerskip_on_a_tp_mesh_with_hf_early_exit(tmp_path, capsys, tiny)
     assert s["vanilla_identical"] == 2 and s["draft"] is None and s["layerskip"] == {"exit_layer": 5, "layers": 8,
                                                                                   "draft_vocab": None}
     assert s["hf_method"] == "assistant_early_exit=5" and s["hf_identical"] == 2
-    assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"] and s["step_costs"]["draft_step_s"] > 0
+    assert 0 <= s["accepted"] <= s["drafted"] == 3 * s["rounds"]
+    # the analytic speedup's inputs: LayerSkip's own draft forwards beside the target's, at the mid-run context
+    c = s["step_costs"]
+    assert set(c) == {"context", "target_step_s", "verify_s", "draft_first_s", "draft_step_s"}
+    prompt_tokens = [p["prompt_tokens"] for p in json.loads(out.read_text())["prompts"]]
+    assert c["context"] == int(sum(prompt_tokens) / len(prompt_tokens)) + 12 // 2
+    rnd = (c["draft_first_s"] + max(s["mean_drafted_depth"] - 1, 0) * c["draft_step_s"] + c["verify_s"]) / c["target_step_s"]
+    assert s["round_cost_in_target_steps"] == pytest.approx(rnd)
+    assert s["analytic_speedup"] == pytest.approx(s["mean_accepted_length"] / rnd)
+    assert s["draft_cost_ratio"] == pytest.approx(c["draft_step_s"] / c["target_step_s"])
 
 
+@pytest.mark.assets
 def test_layerskip_user_errors(capsys, tiny):
     assert main(["generate", "--model", tiny, "--method", "ls", "--exit-layer", "3", "--draft", tiny,
                  "--prompt", "x"]) == 2
@@ -228,6 +256,7 @@ def test_layerskip_user_errors(capsys, tiny):
     assert "exit layer 8 is outside 1..7" in capsys.readouterr().err
 
 
+@pytest.mark.assets
 def test_generate_draft_verify(capsys, tiny):
     assert main(["generate", "--model", tiny, "--method", "dv", "--exit-layer", "6", "-k", "10", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
@@ -235,6 +264,7 @@ def test_generate_draft_verify(capsys, tiny):
     assert "dv: the first 6 of 8 layers draft" in err and "identical outputs 1/1" in err
 
 
+@pytest.mark.assets
 def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys, tiny):
     """DEL over three candidate exits: identical to vanilla; the JSON carries its settings,
     the share of rounds each exit (or a plain step) was in effect, and per prompt the per-round traces."""
@@ -255,6 +285,7 @@ def test_bench_del_json_with_exit_and_tau_traces(tmp_path, capsys, tiny):
     assert "exits " in capsys.readouterr().out
 
 
+@pytest.mark.assets
 def test_generate_del_with_the_round_cost_measured_then_read(capsys, tmp_path, monkeypatch, tiny):
     """The default cost model: timed on this machine the first time (the log line says where it is
     kept), read from there the second."""
@@ -270,6 +301,7 @@ def test_generate_del_with_the_round_cost_measured_then_read(capsys, tmp_path, m
     assert "DEL round cost read from" in capsys.readouterr().err
 
 
+@pytest.mark.assets
 def test_generate_fs(capsys, tiny):
     assert main(["generate", "--model", tiny, "--method", "fs", "--exit-layer", "7", "-k", "2", "--prompt",
                  "def add(a, b):", "--max-new-tokens", "16", "--compare-vanilla"]) == 0
@@ -277,6 +309,7 @@ def test_generate_fs(capsys, tiny):
     assert "fs: the first 7 of 8 layers draft" in err and "identical outputs 1/1" in err
 
 
+@pytest.mark.assets
 def test_del_user_errors(capsys, tiny):
     cases = [(["--method", "del", "--draft", tiny], "--method del drafts with the model's own first layers"),
              (["--method", "del", "--exit-layer", "4"], "--method del chooses its exit layer itself"),
@@ -301,6 +334,7 @@ def test_del_user_errors(capsys, tiny):
         assert msg in capsys.readouterr().err, args
 
 
+@pytest.mark.assets
 def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys, tiny):
     """Prompt lookup with no draft model: identical to vanilla and to HF's own prompt lookup
     (prompt_lookup_num_tokens = -k, max_matching_ngram_size = --max-ngram); its settings in the JSON."""
@@ -315,6 +349,7 @@ def test_bench_ngram_json_with_hf_prompt_lookup(tmp_path, capsys, tiny):
     assert "mean accepted length" in capsys.readouterr().out
 
 
+@pytest.mark.assets
 def test_bench_full_width_verification(tmp_path, capsys, tiny):
     """--full-width turns the width buckets off: the same outputs, rounds and acceptance as the bucketed
     default (buckets change only how wide verification computes), `narrow` false in the JSON's method."""
@@ -330,6 +365,7 @@ def test_bench_full_width_verification(tmp_path, capsys, tiny):
     assert [narrow[k] for k in ("rounds", "drafted", "accepted")] == [full[k] for k in ("rounds", "drafted", "accepted")]
 
 
+@pytest.mark.assets
 def test_ngram_user_errors(capsys, tiny):
     cases = [(["--method", "ngram", "--draft", tiny], "--method ngram drafts from the prompt and output"),
              (["--method", "chain", "--draft", tiny, "--max-ngram", "2"], "--max-ngram is an ngram / cascade option"),
@@ -344,6 +380,7 @@ def test_ngram_user_errors(capsys, tiny):
         assert msg in capsys.readouterr().err, args
 
 
+@pytest.mark.assets
 def test_bench_cascade_json(tmp_path, capsys, tiny):
     """Prompt lookup in front of the model drafting for itself, both modes: identical to vanilla; the JSON has
     the cascade's settings and how many rounds each stage served (they add up to the rounds)."""
@@ -360,6 +397,7 @@ def test_bench_cascade_json(tmp_path, capsys, tiny):
         assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["model_passes"] > 0, (st, s["rounds"])
 
 
+@pytest.mark.assets
 def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
     """No draft model: prompt lookup in front of the model's first 6 layers; identical to vanilla, the JSON
     names the exit and both stages' rounds."""
@@ -374,6 +412,7 @@ def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
     assert st["ngram_rounds"] + st["model_rounds"] == s["rounds"] and st["catchup_passes"] == 0, (st, s["rounds"])
 
 
+@pytest.mark.assets
 def test_cascade_user_errors(capsys, tiny):
     casc = ["--method", "cascade", "--draft", tiny]
     cases = [(["--method", "cascade"], "falls back on a draft model (--draft NAME) or on the model's own first layers"),
@@ -401,6 +440,7 @@ def _smollm_frequencies(path):
     return write_frequencies(path, count_tokens([ids]), tok, 49152, {"test": True})
 
 
+@pytest.mark.assets
 def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
     """The model drafting for itself with its head trimmed to 8192 tokens: identical to vanilla (and HF), the
     draft vocabulary in the JSON; drafts the full head would accept and the trimmed one cannot propose
@@ -418,6 +458,7 @@ def test_bench_chain_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
     assert 0 < s["accepted"] <= s["drafted"]
 
 
+@pytest.mark.assets
 def test_bench_self_drafters_with_a_hot_vocabulary_draft_head(tmp_path, capsys, tiny):
     """LayerSkip and DEL drafting through the model's own head cut to 8192 tokens: identical to vanilla,
     the draft vocabulary in the JSON (and in DEL's settings), drafts made."""
@@ -435,6 +476,7 @@ def test_bench_self_drafters_with_a_hot_vocabulary_draft_head(tmp_path, capsys, 
             assert s["del"]["draft_vocab"] == want
 
 
+@pytest.mark.assets
 def test_hot_vocabulary_user_errors(capsys, tmp_path, tiny):
     freq = tmp_path / "smollm2.json"
     _smollm_frequencies(freq)

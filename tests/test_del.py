@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, generate, init_cache, init_params, output_ids
@@ -23,7 +23,7 @@ from jaxspec.speculative import Model, chain, make_spec, run_speculation, specul
 from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
 from jaxspec.speculative.seam import Outcome, Round, Target
 from jaxspec.speculative.tree import init_tree
-from tests.helpers import exact_forward, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import assert_target_cache_is_vanillas
 
 CFG = tiny_cfg(num_layers=6)
@@ -140,6 +140,7 @@ def test_dynamic_exit_equals_the_static_one(dispatch):
             np.testing.assert_allclose(np.asarray(c.k[l]), np.asarray(rc.k[l] if l < e else cache.k[l]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
     """A round drafted at exit E in the target's cache == the first E layers run over the whole sequence."""
     tp = damped(2)
@@ -183,7 +184,8 @@ class CyclingDEL(DEL):
         return dataclasses.replace(st, exit=(st.rounds * self.stride) % m, gamma=jnp.int32(1))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(12))
 @given(seed=st.integers(0, 3), exits=st.sampled_from([(1,), (2, 5), (1, 3, 4, 5), "spread"]),
        cap=st.sampled_from([1, 4, 9]), faithful=st.booleans(), dispatch=st.sampled_from(["segments", "switch"]),
        cycle=st.sampled_from([0, 1, 2]), batch=st.integers(1, 3), data=st.data())
@@ -199,6 +201,7 @@ def test_greedy_del_equals_vanilla(seed, exits, cap, faithful, dispatch, cycle, 
     assert output_ids(state) == vanilla(tp, prompts, eos=(7,))
 
 
+@pytest.mark.slow
 def test_greedy_fsm_equals_vanilla_and_moves_gamma():
     tp = damped(1)
     prompts = random_prompts(np.random.default_rng(8), [4, 21, 11])
@@ -211,6 +214,7 @@ def test_greedy_fsm_equals_vanilla_and_moves_gamma():
     assert g.tolist() == [3, 2, 1, 3]  # all in: +1; a rejection: −1; γ = 0 counts as all in; a finished row keeps
 
 
+@pytest.mark.slow
 def test_the_one_cache_equals_vanilla_decoding():
     tp = damped(5)
     prompts = random_prompts(np.random.default_rng(5), [3, 19, 30])
@@ -258,6 +262,7 @@ def _reference_stats(tp, prompt, drafter: DEL, trace, rounds: int, context: int)
     return counts, sums
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exits,cap", [((1, 2, 3, 4, 5), 6), ((2, 4), 3)])
 def test_statistics_equal_a_teacher_forced_reference(exits, cap):
     tp = damped(3, (1, 1, .3, .2, .1, .05))
@@ -282,6 +287,7 @@ def _state(d: DEL, counts, gamma, exit=0, tau=0.0) -> DELState:
                     jnp.int32(gamma), jnp.float32(tau), jnp.int32(0), jnp.int32(1), jnp.int32(0), trace)
 
 
+@pytest.mark.slow
 def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(0), [6])
@@ -297,6 +303,7 @@ def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
         assert int(np.asarray(t.valid).sum()) == drafts
 
 
+@pytest.mark.slow
 def test_faithful_quirk_2_nan_tau_never_stops_drafting():
     d_f, d_x = DEL(exits=(1, 3), faithful=True).bind(CFG), DEL(cost="layers", exits=(1, 3)).bind(CFG)
     never_missed = ExitStats(jnp.asarray([[5., 0.], [5., 0.]]), jnp.asarray([[2., 0.], [2., 0.]]))
@@ -359,6 +366,7 @@ class FullBlockDEL(DEL):
     variable_depth = False  # verification always over [last] + the whole cap
 
 
+@pytest.mark.slow
 def test_narrow_verification_changes_nothing_but_the_block():
     tp = damped(4, (1, 1, .3, .2, .1, .05))
     prompts = random_prompts(np.random.default_rng(9), [7, 25])

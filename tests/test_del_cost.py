@@ -56,6 +56,7 @@ def test_tpl_choice_over_a_measured_table_is_the_brute_force_argmax():
         assert (int(idx), int(d)) == arg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True])
 def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
     tp = damped(0)
@@ -70,6 +71,7 @@ def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
     assert s["drafted"] == 0 and rep["final_alpha"] == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True])
 def test_only_the_exits_that_can_pay_are_candidates(streaming):
     tp = damped(0)  # deep layers damped: exit 5 agrees with the full model
@@ -97,13 +99,15 @@ def test_seeding_positions_default_by_cost_model():
         DEL(context=-1).bind(CFG)
 
 
+@pytest.mark.slow
 def test_measure_round_cost_structure():
     tp = damped(0)
     c = measure_round_cost(tp, CFG, (1, 3, 5), depth=4, max_len=64, repeats=1)
     assert c.measured == (1, 3, 5) and set(c.exits) <= {1, 3, 5} and list(c.exits) == sorted(c.exits)
     assert len(c.draft) == len(c.exits) and len(c.verify) == 5 and c.verify[0] == 1.0 and c.depth == 4
     assert c.verify[3] == c.verify[2]  # 3 and 4 positions share the engine's width-4 block
-    assert min(c.draft + c.verify) > 0 and c.layers == L and c.max_len == 64 and c.step_ms > 0
+    assert c.layers == L and c.max_len == 64
+    assert exit_stats.can_pay(c.matrix(c.depth + 1)).all()  # every exit kept can pay under the costs kept
     hash(c)  # a static option of DEL
     with pytest.raises(ValueError, match="increasing"):
         measure_round_cost(tp, CFG, (3, 1), depth=4, max_len=64)
@@ -111,6 +115,32 @@ def test_measure_round_cost_structure():
         measure_round_cost(tp, CFG, (1, 3), depth=4, max_len=64, context=62)
 
 
+def test_measure_round_cost_arithmetic_on_fixed_timings(monkeypatch):
+    """The timer replaced by fixed times (ms): the costs are those times over the plain step's, each
+    verification priced at its width bucket (chain_widths(5) = 1, 2, 4, 5), exit 5 dropped (it cannot pay:
+    2 tokens for 1.5 + 0.9 steps, ..., 5 for 1.65 + 4 x 0.9) and the verification timed again with the kept exits'
+    shadow rows, on a faster step (1.8 ms): the drafts rescaled to it, `step_ms` that step."""
+    from jaxspec.selfspec import round_cost
+    passes = []
+
+    def fake_best_times(calls, repeats):
+        passes.append(sorted(map(str, calls)))
+        first = len(passes) == 1
+        step = 2e-3 if first else 1.8e-3
+        t = {"step": step}
+        t |= {k: {0: 0.4e-3, 1: 1.0e-3, 2: 1.8e-3}[k[1]] for k in calls if isinstance(k, tuple)}
+        t |= {w: step * ((1.4 if first else 1.2) + 0.05 * w) for w in calls if isinstance(w, int)}
+        return t
+
+    monkeypatch.setattr(round_cost, "best_times", fake_best_times)
+    c = measure_round_cost(damped(0), CFG, (1, 3, 5), depth=4, max_len=64, repeats=1)
+    assert passes == [["('draft', 0)", "('draft', 1)", "('draft', 2)", "2", "4", "5", "step"], ["2", "4", "5", "step"]]
+    assert c.measured == (1, 3, 5) and c.exits == (1, 3) and c.step_ms == pytest.approx(1.8)
+    np.testing.assert_allclose(c.draft, [0.4 / 1.8, 1.0 / 1.8], rtol=1e-12)
+    np.testing.assert_allclose(c.verify, [1.0, 1.3, 1.4, 1.4, 1.45], rtol=1e-12)  # d + 1 = 2, 3→4, 4, 5
+
+
+@pytest.mark.slow
 def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path, monkeypatch, caplog):
     """DEL() prices rounds in measured plain steps (layers when faithful or given a head cost); speculate
     measures on the target and writes `$JAXSPEC_CACHE/round_cost/<key>.json`; the same configuration
@@ -176,6 +206,7 @@ def test_cost_errors():
         DEL(cost="layers", remeasure=True).bind(CFG)
 
 
+@pytest.mark.assets
 def test_head_in_layers_counts_the_weights_a_step_reads():
     from jaxspec.params import head_in_layers
     from tests.helpers import tiny_cfg

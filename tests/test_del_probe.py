@@ -49,6 +49,7 @@ def test_probe_pick_by_hand():
     assert list(np.asarray(exit_stats.probe_pick(ExitStats(counts, counts), cost, 2))) == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", [1, 4, 32])
 @pytest.mark.parametrize("streaming", [False, True])
 def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
@@ -66,6 +67,7 @@ def test_plain_rounds_gather_statistics_in_probe_rounds_only(probe, streaming):
     np.testing.assert_allclose(np.asarray(ds.stats.counts).sum(1), seeded + probe_rounds(R, probe))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [0, 1, 3])
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_probe_observes_the_picked_exits_only(k, streaming):
@@ -86,6 +88,7 @@ def test_a_probe_observes_the_picked_exits_only(k, streaming):
     assert d.bind(CFG).describe()["probe_exits"] == (k or 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed, damp", [(0, (1, 1, 1, .6, .3, .1)), (1, (1, 1, .8, .5, .3, .2))])
 def test_plain_step_inner_loop_equals_full_rounds(seed, damp):
     """The rounds DEL decodes plainly, run as plain steps in the engine's inner loop (its probes with

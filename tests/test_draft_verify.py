@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import init_params, output_ids
@@ -15,12 +15,13 @@ from jaxspec.selfspec import DraftVerify, DVState, draft_chain
 from jaxspec.speculative import chain, summarize, tree
 from jaxspec.speculative.seam import Outcome
 from jaxspec.speculative.tree import TreeShape
-from tests.helpers import random_prompts
+from tests.helpers import examples, random_prompts
 from tests.spec_helpers import TARGET
 from tests.test_seam import _run
 from tests.test_speculative import vanilla_rows
 
 
+@pytest.mark.slow
 def test_chain_stops_after_the_first_token_below_threshold():
     V, D = 5, 6
     # depth d's distribution puts probability conf[b, d-1] on token d % V
@@ -65,7 +66,8 @@ def target(seed):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(12))
 @given(exit_layer=st.integers(1, TARGET.num_layers - 1), cap=st.sampled_from([1, 4, 9]),
        start=st.sampled_from([0.0, 0.3, 0.6, 0.95]), batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
 def test_greedy_draft_verify_equals_vanilla(exit_layer, cap, start, batch, seed, data):
@@ -76,6 +78,7 @@ def test_greedy_draft_verify_equals_vanilla(exit_layer, cap, start, batch, seed,
     assert output_ids(state) == vanilla_rows(tp, prompts)
 
 
+@pytest.mark.slow
 def test_rows_equal_single_runs_and_thresholds_move():
     tp = target(1)
     prompts = random_prompts(np.random.default_rng(4), [6, 20, 13])

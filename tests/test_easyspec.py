@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output_ids, plan_for, shard_params
@@ -15,7 +15,7 @@ from jaxspec.easyspec.calibration import CALIBRATIONS, exact_pass, stack_all_lay
 from jaxspec.easyspec.layer_parallel import POLICIES, fuzzy_forward, group_step, stack_group_weights
 from jaxspec.masks import causal_mask
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
-from tests.helpers import exact_forward, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import make_pair
 
 TARGET = tiny_cfg(num_layers=3)  # vanilla_rows decodes TARGET: the EasySpec pairs share its first layers
@@ -95,6 +95,7 @@ def test_configuration_errors():
 
 
 # ---- equivalences ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_no_groups_is_draft_model_bit_for_bit():
     tp, dp = pair(1, 0.3)
     prompts = random_prompts(np.random.default_rng(3), [5, 17, 30])
@@ -125,6 +126,7 @@ def _one_fuzzy_step(dp, groups, policy, mesh, T=3, seed=0):
     return f(dp, stacked, tokens, cache)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 4, 8])
 @pytest.mark.parametrize("policy", POLICIES)
 def test_shard_map_path_equals_vmap_path(devices, policy):
@@ -170,7 +172,8 @@ PARTITIONS = [dict(parallel=2), dict(parallel=4), dict(parallel=3, head=0, tail=
 EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(4, 3)]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(30))
 @given(part=st.sampled_from(range(len(PARTITIONS))), policy=st.sampled_from(POLICIES),
        calib=st.sampled_from(CALIBRATIONS), method=st.sampled_from(range(len(EASY_METHODS))),
        batch=st.integers(1, 3), mesh=st.sampled_from(range(len(MESHES))), seed=st.integers(0, 3),
@@ -186,6 +189,7 @@ def test_greedy_easyspec_equals_vanilla(part, policy, calib, method, batch, mesh
     assert output_ids(state) == vanilla(tp, prompts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("calib", ["every_mismatch", "every_round"])
 def test_batch_rows_equal_single_runs(calib):
     """Per-row calibration choices: a batch behaves as its rows run alone (every_mismatch rows disagree
@@ -213,6 +217,7 @@ def _slots_match(dp, state, prompts, row, lo, hi):
                for c, r in ((cache.k, ref.k), (cache.v, ref.v)) for l in range(DRAFT.num_layers))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [chain(3), tree(3, 2)], ids=["chain3", "tree3x2"])
 @pytest.mark.parametrize("calib", ["every_round", "every_mismatch"])
 def test_calibrated_cache_equals_a_sequential_draft(method, calib):
@@ -225,6 +230,7 @@ def test_calibrated_cache_equals_a_sequential_draft(method, calib):
         assert _slots_match(dp, state, prompts, i, 0, int(precise[i]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("calib", ["never", "prefill_only"])
 def test_without_calibration_the_cache_drifts(calib):
     tp, dp = pair(2, 0.3)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import output_ids
@@ -21,7 +21,7 @@ from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative import (DraftModel, HotVocab, Model, chain, draft_phase, load_hot_vocab, make_spec,
                                  run_speculation, spec_prefill, speculate, tree)
 from jaxspec.speculative.hot_vocab import count_tokens, coverage, find_file, hot_vocab, rank, trim_head, write_frequencies
-from tests.helpers import exact_forward, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, make_pair, pool_outcomes
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
@@ -90,6 +90,7 @@ def test_expected_counts_batched_equal_one_sequence_at_a_time():
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.assets
 def test_the_shipped_frequency_file_fits_the_qwen_pair():
     """The file `--draft-vocab N` finds for the Qwen2.5-Coder tokenizer: made for it, with generated counts,
     a raw prior and soft counts enough to rank a 64K head by evidence rather than by id."""
@@ -104,6 +105,7 @@ def test_the_shipped_frequency_file_fits_the_qwen_pair():
     assert v.size == 49152 and set(counts) <= set(v.ids.tolist())
 
 
+@pytest.mark.assets
 def test_making_a_file_refuses_a_soft_model_with_another_tokenizer(capsys):
     """Before any generation: the soft counts of a model with another tokenizer would rank other tokens."""
     from jaxspec.hot_vocab_file import main
@@ -184,12 +186,13 @@ def test_drafts_come_from_the_kept_tokens_only():
 METHODS = [chain(1), chain(4), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(2, 4)]
 
 
+@pytest.mark.slow
 def test_greedy_with_a_hot_vocabulary_equals_vanilla():
     """Random kept subsets (a few tokens to all of them) on random pairs: output identical to vanilla.
     Pooled over the examples, rounds rejecting at once, accepting partly and wholly all occur."""
     hist = {"none": 0, "partial": 0, "full": 0}
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=examples(40))
     @given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, MAX_BATCH), seed=st.integers(0, 3),
            lam=st.sampled_from([0.0, 0.3, 1.0]), keep=st.integers(2, TARGET.vocab_size), data=st.data())
     def check(method, batch, seed, lam, keep, data):

@@ -4,13 +4,13 @@ exactly as vanilla decoding leaves it, acceptance rising with the exit, and its 
 import jax
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import init_params, output_ids
 from jaxspec.selfspec import LayerSkip
 from jaxspec.speculative import Model, chain, make_runner, speculate, tree
-from tests.helpers import random_prompts, tiny_cfg
+from tests.helpers import examples, random_prompts, tiny_cfg
 from tests.test_seam import _run
 from tests.test_speculative import N_NEW, SLOTS, vanilla_rows
 from tests.spec_helpers import TARGET, assert_target_cache_is_vanillas
@@ -22,7 +22,8 @@ def target(seed: int):
     return init_params(jax.random.key(seed), TARGET, scale=0.15)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(15))
 @given(method=st.sampled_from(range(len(METHODS))), exit_layer=st.integers(1, TARGET.num_layers - 1),
        batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
 def test_greedy_layerskip_equals_vanilla(method, exit_layer, batch, seed, data):

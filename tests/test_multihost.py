@@ -24,6 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("multihost")
 def test_two_processes_equal_one(tmp_path):
     out, port = tmp_path / "tokens.json", _free_port()

@@ -5,13 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import output_ids
 from jaxspec.sampling import SamplingConfig
 from jaxspec.speculative import Model, NGram, chain, make_spec, run_speculation, speculate, tree
 from jaxspec.speculative.ngram import lookup
+from tests.helpers import examples
 from tests.spec_helpers import TARGET, make_pair, pool_outcomes
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
@@ -27,7 +28,7 @@ def reference_lookup(hist: list[int], length: int, max_n: int, min_n: int, k: in
     return []
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=examples(300))
 @given(data=st.data(), vocab=st.integers(2, 6), ngrams=st.sampled_from([(1, 1), (2, 1), (3, 1), (3, 2), (4, 4)]),
        k=st.sampled_from([1, 3, 6]))
 def test_lookup_equals_a_python_reference(data, vocab, ngrams, k):
@@ -56,13 +57,14 @@ def _prompts(rng, lengths, repeats: bool):
 DRAFTERS = [NGram(1, 1), NGram(3, 1), NGram(4, 2)]
 
 
+@pytest.mark.slow
 def test_greedy_ngram_equals_vanilla():
     """Tiny random targets (their greedy outputs fall into loops the lookup then finds), prompts with and
     without repeated phrases, batches padded to MAX_BATCH rows (one compile per drafter and k). The
     rounds' accepted lengths pooled: drafts rejected at once, partly and wholly accepted all occur."""
     hist = {"none": 0, "partial": 0, "full": 0}
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=examples(40))
     @given(d=st.sampled_from(range(len(DRAFTERS))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
            seed=st.integers(0, 3), repeats=st.booleans(), data=st.data())
     def check(d, k, batch, seed, repeats, data):

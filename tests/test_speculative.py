@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, generate, make_mesh, output_ids, plan_for, shard_params
 from jaxspec.sharding import replicated_plan
 from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
                                  summarize, tree)
-from tests.helpers import VOCAB, exact_forward, random_prompts, tiny_cfg
+from tests.helpers import VOCAB, exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair, pool_outcomes
 
 N_NEW = 24
@@ -47,6 +47,7 @@ def spec_rows(tp, dp, prompts, method, eos=EOS):
 MAX_BATCH = 4
 
 
+@pytest.mark.slow
 def test_greedy_speculation_equals_vanilla():
     """~120 examples × 2.5 rows: about 300 generated sequences compared per run (plus the mesh test).
     Every batch is padded to MAX_BATCH rows (filler rows repeat the first prompt and are not compared), so
@@ -55,7 +56,7 @@ def test_greedy_speculation_equals_vanilla():
     full acceptance, or equality proved little."""
     hist = {"none": 0, "partial": 0, "full": 0}
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=examples(120))
     @given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, MAX_BATCH), seed=st.integers(0, 3),
            lam=st.sampled_from([0.0, 0.05, 0.3, 1.0, 3.0]), data=st.data())
     def check(method, batch, seed, lam, data):
@@ -74,7 +75,8 @@ def test_greedy_speculation_equals_vanilla():
 MESH_METHODS = [chain(4), tree(3, 2)]
 
 
-@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(24))
 @given(devices=st.sampled_from([1, 2, 8]), method=st.sampled_from(range(len(MESH_METHODS))),
        batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), replicated=st.booleans(), data=st.data())
 def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, replicated, data):
