@@ -5,6 +5,7 @@ heads, 3 kv heads, a tied head, SmolLM2's vocabulary and RoPE base), saved as a 
 loads it like any other. The runners unroll their layers, so compiling them grows with the layer count:
 the 30-layer SmolLM2 made the CLI tests half of the suite's time. Flags, JSON fields and errors are the
 same for any model; equality on real weights stays in test_real_models and the real-model CLI tests."""
+
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ def tiny_smollm_dir() -> Path:
     """Built once (fixed seed) under the asset cache, so its converted checkpoint is reused across runs;
     written to a temporary name and renamed, so concurrent workers never see half a directory."""
     from conversion import assets
+
     root = assets.cache_dir() / "test-models" / f"smollm2-tiny-{LAYERS}l-v1"
     if (root / "config.json").exists():
         return root
@@ -26,11 +28,21 @@ def tiny_smollm_dir() -> Path:
     import transformers
 
     from conversion.loader import load_model_tokenizer
-    conf = transformers.LlamaConfig(vocab_size=49152, hidden_size=HEADS * HEAD_DIM, intermediate_size=128,
-                                    num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                    num_key_value_heads=KV_HEADS, max_position_embeddings=8192,
-                                    rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                                    bos_token_id=1, eos_token_id=2)
+
+    conf = transformers.LlamaConfig(
+        vocab_size=49152,
+        hidden_size=HEADS * HEAD_DIM,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(conf)
     with torch.no_grad():  # larger-than-default weights so that every layer changes the output

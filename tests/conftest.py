@@ -1,5 +1,6 @@
 """Test-session setup (docs/testing.md): the simulated 8-device CPU mesh, which must be configured before
 jax is imported anywhere; JAX's persistent compilation cache; the hypothesis profiles; memory hygiene."""
+
 import os
 from pathlib import Path
 
@@ -48,8 +49,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 #            static shapes, found in the compile cache) every run and a failure reproduces
 #   fast     a quarter of each budget (at least 3), derandomized: the edit loop (make test-fast)
 #   explore  4x each budget, random examples with the example database: hunting, not gating
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-               print_blob=True)
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
 settings.register_profile("ci", max_examples=100, derandomize=True, database=None, **_COMMON)
 settings.register_profile("fast", max_examples=25, derandomize=True, database=None, **_COMMON)
 settings.register_profile("explore", max_examples=400, derandomize=False, **_COMMON)
@@ -75,6 +75,7 @@ def pytest_runtest_logfinish(nodeid, location):
         import time
 
         import psutil
+
         rss = psutil.Process().memory_info().rss / 2**30
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\t{rss:.2f}\t{nodeid}\t{time.time():.1f}\n")

@@ -1,4 +1,5 @@
 """Tiny model configs shared by the tests (random weights, built with transformers, no downloads)."""
+
 from __future__ import annotations
 
 import functools
@@ -14,9 +15,21 @@ VOCAB = 97
 
 
 def tiny_cfg(**kw) -> ModelConfig:
-    base = dict(arch="qwen2", vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_layers=3, num_heads=8,
-                num_kv_heads=2, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6, qkv_bias=True,
-                tie_embeddings=False, max_position_embeddings=512)
+    base = dict(
+        arch="qwen2",
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=3,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=8,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        qkv_bias=True,
+        tie_embeddings=False,
+        max_position_embeddings=512,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -25,8 +38,17 @@ def hf_tiny(kind: str, **overrides):
     """A random tiny HF torch model: kind in llama / qwen2 / mistral, with overrides of the HF config."""
     import torch
     import transformers
-    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                  num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6)
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+    )
     common.update(overrides)
     if kind == "llama":
         conf = transformers.LlamaConfig(**common)
@@ -54,6 +76,7 @@ def examples(n: int, floor: int = 3) -> int:
     profile's max_examples / 100 ("fast": a quarter, "explore": 4x; tests/conftest.py), never below
     `floor` (what a test's pooled coverage checks need)."""
     from hypothesis import settings
+
     return max(floor, round(n * settings.default.max_examples / 100))
 
 
@@ -73,6 +96,7 @@ def chi2_pvalue(counts, p, lump: float = 0.0) -> float:
     p <= lump pooled into one so that every expected count is large), p-value from scipy. A draw where p
     is 0 — a token the distribution forbids — is an assertion error, not a small p-value."""
     from scipy import stats
+
     counts, p = np.asarray(counts, np.float64).ravel(), np.asarray(p, np.float64).ravel()
     assert counts[p == 0].sum() == 0, "a token the distribution forbids was drawn"
     big = p > lump

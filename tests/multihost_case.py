@@ -1,10 +1,12 @@
 """The computation tests/test_multihost.py runs once in 2 processes and once in 1 (same 8-device mesh)."""
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxspec import DecodeSpec, generate, make_mesh, output_ids, pad_prompts, plan_for
 from jaxspec.distributed import to_host
@@ -25,8 +27,15 @@ def run_case() -> dict:
     dplan = replicated_plan(mesh)
     draft = Model(shard_params(dp, DRAFT, dplan), DRAFT, dplan)
     arr, lens, slots = pad_prompts(PROMPTS, TARGET, 16)
-    vanilla = output_ids(jax.jit(generate, static_argnames=("spec",))(
-        target.params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(TARGET, 16, slots, plan=plan)))
+    vanilla = output_ids(
+        jax.jit(generate, static_argnames=("spec",))(
+            target.params,
+            jnp.asarray(arr),
+            jnp.asarray(lens),
+            jax.random.key(0),
+            spec=DecodeSpec(TARGET, 16, slots, plan=plan),
+        )
+    )
     out = {"vanilla": vanilla}
     for name, method in (("chain", chain(3)), ("tree", tree(3, 2))):
         res = speculate(target, draft, PROMPTS, method=method, max_new_tokens=16)
@@ -35,8 +44,15 @@ def run_case() -> dict:
     # data × tp = 2 × 4: the batch split over data (in 2 processes, rows on both hosts)
     dparams, dcfg, dplan = shard_model(tp, TARGET, make_mesh({"data": 2, "tp": 4}))
     arr, lens, slots = pad_prompts(PROMPTS + [[4, 4, 2]], TARGET, 16)
-    out["data_vanilla"] = output_ids(jax.jit(generate, static_argnames=("spec",))(
-        dparams, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(dcfg, 16, slots, plan=dplan)))
+    out["data_vanilla"] = output_ids(
+        jax.jit(generate, static_argnames=("spec",))(
+            dparams,
+            jnp.asarray(arr),
+            jnp.asarray(lens),
+            jax.random.key(0),
+            spec=DecodeSpec(dcfg, 16, slots, plan=dplan),
+        )
+    )
     # an output split across the processes (a row per device): to_host must gather it, np.asarray cannot
     rows = jax.jit(lambda: jnp.arange(24).reshape(8, 3), out_shardings=NamedSharding(mesh, P("tp")))()
     out["sharded_rows"] = to_host(rows).tolist()
@@ -48,11 +64,14 @@ def load_case(hf_dir, checkpoint_root) -> dict:
     when run in 2 processes), then restored from that checkpoint — and the prompts' logits from each."""
     from conversion.loader import load_model
     from jaxspec import forward, init_cache
+
     mesh = make_mesh({"tp": 8})
     out = {}
     for name in ("converted", "restored"):
         m = load_model(hf_dir, mesh=mesh, tokenizer=False, checkpoint_root=checkpoint_root)
         arr, _, _ = pad_prompts(PROMPTS, m.cfg, 16)
-        logits = jax.jit(lambda p, t: forward(p, t, init_cache(m.cfg, len(PROMPTS), 32), m.cfg)[0])(m.params, jnp.asarray(arr))
+        logits = jax.jit(lambda p, t: forward(p, t, init_cache(m.cfg, len(PROMPTS), 32), m.cfg)[0])(
+            m.params, jnp.asarray(arr)
+        )
         out[name] = {"from_checkpoint": m.from_checkpoint, "logits": to_host(logits).round(5).tolist()}
     return out

@@ -3,6 +3,7 @@
 generation on one global tp mesh (4 host devices per process). The primary process writes the tokens.
 
     python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT.json [HF_DIR CHECKPOINT_ROOT]"""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main(pid: int, nproc: int, port: int, out: str, hf_dir: str | None = None, root: str | None = None) -> None:
     from jaxspec import distributed
+
     assert distributed.initialize(f"127.0.0.1:{port}", nproc, pid)
     import jax
+
     jax.config.update("jax_default_matmul_precision", "highest")
     from tests.multihost_case import load_case, run_case
+
     result = run_case()
     if hf_dir is not None:
         result["load"] = load_case(hf_dir, root)

@@ -4,6 +4,7 @@ The draft is the target's first layers (same embedding and head): scaling the ta
 residual outputs by `lam` dials the agreement from total (lam = 0: draft == target) to none in
 particular (lam large), so one pair of static configs covers every accept/reject pattern without
 recompiling."""
+
 from __future__ import annotations
 
 import jax
@@ -23,7 +24,7 @@ def make_pair(seed: int, lam: float, target_cfg=TARGET, draft_cfg=DRAFT, scale: 
     for l in range(draft_cfg.num_layers, target_cfg.num_layers):  # the layers the draft lacks
         layers[l] = dict(layers[l], wo=layers[l]["wo"] * lam, w_down=layers[l]["w_down"] * lam)
     tp = dict(tp, layers=layers)
-    dp = dict(tp, layers=layers[:draft_cfg.num_layers])
+    dp = dict(tp, layers=layers[: draft_cfg.num_layers])
     return tp, dp
 
 
@@ -45,8 +46,9 @@ def assert_target_cache_is_vanillas(cache, tp, cfg, prompts, outputs, slots: int
         ref = exact_forward(tp, seq, cfg, slots)[1]
         for layer in range(cfg.num_layers):
             for got, want in ((cache.k, ref.k), (cache.v, ref.v)):
-                np.testing.assert_allclose(np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]),
-                                           atol=2e-5)
+                np.testing.assert_allclose(
+                    np.asarray(got[layer][i, :, :n]), np.asarray(want[layer][0, :, :n]), atol=2e-5
+                )
 
 
 def pool_outcomes(hist: dict, stats, batch: int) -> None:
@@ -54,6 +56,7 @@ def pool_outcomes(hist: dict, stats, batch: int) -> None:
     ("partial") or wholly ("full") accepted — what a property test must have covered for its equality
     to prove much."""
     from jaxspec.speculative import summarize
+
     h = summarize(stats, list(range(batch)))["histogram"]  # rounds by accepted length 0..depth
     hist["none"] += h[0]
     hist["partial"] += sum(h[1:-1])

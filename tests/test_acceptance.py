@@ -3,13 +3,14 @@ sampling emits tokens distributed exactly as the target's (chi-square over 60k s
 a target that depends on the drafted prefix), including processed (top-k) distributions; the check fails
 on the mutation the rule warns about (acceptance with the unprocessed draft distribution), and the bonus
 token after full acceptance is drawn from p_k."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec.speculative.verify import accept_greedy, accept_sampling
 from jaxspec.sampling import SamplingConfig, processed_logprobs
+from jaxspec.speculative.verify import accept_greedy, accept_sampling
 from tests.helpers import assert_follows, chi2_pvalue
 
 V, K = 6, 2
@@ -79,8 +80,9 @@ def test_acceptance_with_the_unprocessed_draft_distribution_fails_the_check():
 
 
 def test_identical_draft_and_target_accept_everything():
-    lp = processed_logprobs(jnp.asarray(np.random.default_rng(2).normal(size=(3, 3, 7)), jnp.float32),
-                            SamplingConfig(1.0))
+    lp = processed_logprobs(
+        jnp.asarray(np.random.default_rng(2).normal(size=(3, 3, 7)), jnp.float32), SamplingConfig(1.0)
+    )
     drafts = jax.random.categorical(jax.random.key(0), lp[:, :2], axis=-1).astype(jnp.int32)
     n, extra = accept_sampling(jax.random.key(1), drafts, lp[:, :2], lp)
     assert np.asarray(n).tolist() == [2, 2, 2]

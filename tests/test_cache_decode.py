@@ -1,5 +1,6 @@
 """Cached decoding equals one full forward; rollback and masks; vanilla `generate` (greedy, EOS,
 sampling, ragged batches) against a step-by-step reference."""
+
 import time
 
 import chex
@@ -12,9 +13,9 @@ from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, SamplingConfig, forward, generate, init_cache, init_params, output_ids, pad_prompts
 from jaxspec.decode import bucket, prompt_width
-from jaxspec.runner import VanillaRunner
 from jaxspec.masks import causal_mask, tree_mask
 from jaxspec.model import forward_prompt
+from jaxspec.runner import VanillaRunner
 from tests.helpers import examples, random_prompts, tiny_cfg
 
 CFG = tiny_cfg()
@@ -29,7 +30,9 @@ def full_logits(ids):
 def test_forward_prompt_reads_only_the_prompt_slots_and_equals_a_whole_cache_prefill():
     prompts, plens, _ = pad_prompts(random_prompts(np.random.default_rng(3), [5, 13, 9]), CFG, 16)
     toks, lens = jnp.asarray(prompts), jnp.asarray(plens)
-    logits, cache = jax.jit(lambda p, t, n, c: forward_prompt(p, t, n, c, CFG))(PARAMS, toks, lens, init_cache(CFG, 3, 64))
+    logits, cache = jax.jit(lambda p, t, n, c: forward_prompt(p, t, n, c, CFG))(
+        PARAMS, toks, lens, init_cache(CFG, 3, 64)
+    )
     ref, ref_cache, _ = fwd(PARAMS, toks, init_cache(CFG, 3, 64), advance=lens, logits_at=(lens - 1)[:, None])
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(cache.lengths), plens)
@@ -44,8 +47,9 @@ def test_prefill_then_steps_equals_full_forward_ragged_batch():
     seqs = random_prompts(rng, [20, 20, 20])
     prompts, plens, _ = pad_prompts([s[:n] for s, n in zip(seqs, lens)], CFG, 16)
     cache = init_cache(CFG, 3, 64)
-    logits, cache, _ = fwd(PARAMS, jnp.asarray(prompts), cache, advance=jnp.asarray(plens),
-                           logits_at=jnp.asarray(plens - 1)[:, None])
+    logits, cache, _ = fwd(
+        PARAMS, jnp.asarray(prompts), cache, advance=jnp.asarray(plens), logits_at=jnp.asarray(plens - 1)[:, None]
+    )
     got = [[np.asarray(logits[b, 0])] for b in range(3)]
     for step in range(6):  # feed each row its own next true token
         nxt = jnp.asarray([[seqs[b][lens[b] + step]] for b in range(3)], jnp.int32)
@@ -53,8 +57,8 @@ def test_prefill_then_steps_equals_full_forward_ragged_batch():
         for b in range(3):
             got[b].append(np.asarray(logits[b, 0]))
     for b in range(3):
-        ref = full_logits(seqs[b][:lens[b] + 6])
-        np.testing.assert_allclose(np.stack(got[b]), ref[lens[b] - 1:], atol=1e-5)
+        ref = full_logits(seqs[b][: lens[b] + 6])
+        np.testing.assert_allclose(np.stack(got[b]), ref[lens[b] - 1 :], atol=1e-5)
     assert np.asarray(cache.lengths).tolist() == [n + 6 for n in lens]
 
 
@@ -82,8 +86,9 @@ def test_tree_forward_matches_per_branch_forward():
     cache = init_cache(CFG, 1, 32)
     _, cache, _ = fwd(PARAMS, jnp.asarray([prefix]), cache)
     pos = jnp.asarray([[4, 5, 5, 6]])
-    logits, _, _ = fwd(PARAMS, jnp.asarray([[r, a, b, c]]), cache, positions=pos,
-                       mask=tree_mask(cache.lengths, anc, 32))
+    logits, _, _ = fwd(
+        PARAMS, jnp.asarray([[r, a, b, c]]), cache, positions=pos, mask=tree_mask(cache.lengths, anc, 32)
+    )
     np.testing.assert_allclose(np.asarray(logits[0, 3]), full_logits(prefix + [r, a, c])[-1], atol=1e-5)
     np.testing.assert_allclose(np.asarray(logits[0, 2]), full_logits(prefix + [r, b])[-1], atol=1e-5)
 
@@ -127,13 +132,14 @@ def test_generate_stops_at_eos_per_row():
     refs = [reference_greedy(p, 12) for p in prompts]
     eos = refs[0][3]  # the 4th token of row 0 becomes EOS
     arr, lens, slots = pad_prompts(prompts, CFG, 12)
-    state = generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0),
-                     spec=DecodeSpec(CFG, 12, slots, eos_ids=(eos,)))
+    state = generate(
+        PARAMS, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(CFG, 12, slots, eos_ids=(eos,))
+    )
     got = output_ids(state)
     for p, g in zip(prompts, got):
         assert g == reference_greedy(p, 12, eos=(eos,))
     assert len(got[0]) <= 4 and got[0][-1] == eos
-    assert np.all(np.asarray(state.tokens)[0, len(got[0]):] == -1)
+    assert np.all(np.asarray(state.tokens)[0, len(got[0]) :] == -1)
 
 
 def test_stream_equals_generate():
@@ -144,8 +150,15 @@ def test_stream_equals_generate():
     arr, lens, slots = pad_prompts(prompts, CFG, n)
     sampling = SamplingConfig(temperature=0.9, top_k=20)
     key = jax.random.key(7)
-    gen = lambda eos: output_ids(generate(PARAMS, jnp.asarray(arr), jnp.asarray(lens), key,  # noqa: E731
-                                          spec=DecodeSpec(CFG, n, slots, sampling=sampling, eos_ids=eos)))
+    gen = lambda eos: output_ids(  # noqa: E731
+        generate(
+            PARAMS,
+            jnp.asarray(arr),
+            jnp.asarray(lens),
+            key,  # noqa: E731
+            spec=DecodeSpec(CFG, n, slots, sampling=sampling, eos_ids=eos),
+        )
+    )
     eos = (gen(())[0][2],)  # row 0 stops at its third token (or before)
     whole = gen(eos)
     assert len(whole[0]) <= 3 < len(whole[1])  # the rows stop at different steps
@@ -154,7 +167,7 @@ def test_stream_equals_generate():
     assert outs[-1] == whole
     assert len(outs) == max(map(len, whole))  # prefill's yield, then one per step until every row is done
     for k, out in enumerate(outs):
-        assert out == [row[:k + 1] for row in whole]
+        assert out == [row[: k + 1] for row in whole]
 
 
 def test_sampling_is_reproducible_and_key_dependent():
@@ -219,7 +232,7 @@ def test_runner_stream_yields_tokens_and_timings_so_far():
     streamed = list(runner.stream(prompts))
     assert len(streamed) == 7  # prefill + 6 steps (no EOS: every row runs to the budget)
     for k, (out, res) in enumerate(streamed):
-        assert out == res.output_ids == [row[:k + 1] for row in ran.output_ids]
+        assert out == res.output_ids == [row[: k + 1] for row in ran.output_ids]
         assert res.draft_s is None and res.verify_s is None and res.wall_s == res.prefill_s + res.decode_s
     results = [res for _, res in streamed]
     assert results[0].decode_s == 0.0 and all(b.decode_s > a.decode_s for a, b in zip(results, results[1:]))
@@ -234,6 +247,7 @@ def test_run_layers_hiddens_are_each_layers_output():
     alone gives (and [l + 1, L) continues from it to the final output); the last entry through `head` is
     forward's logits."""
     from jaxspec.model import embed, head, run_layers
+
     toks = jnp.asarray(random_prompts(np.random.default_rng(3), [7]), jnp.int32)
     cache = init_cache(CFG, 1, 16)
     pos, mask = jnp.arange(7, dtype=jnp.int32)[None], causal_mask(cache.lengths, 7, 16)

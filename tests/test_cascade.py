@@ -4,6 +4,7 @@ self-drafter fallbacks); a self-drafter cascade leaves the target cache as vanil
 its cache is exact below the round's start — the catch-up over lookup-served rounds included (greedy
 equality cannot see a stale draft cache: any draft is lossless); sampling follows the target's exact
 joint in both modes; the errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,23 +15,39 @@ from hypothesis import strategies as st
 from jaxspec import output_ids
 from jaxspec.sampling import SamplingConfig
 from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip
-from jaxspec.speculative import (Cascade, DraftModel, Model, NGram, chain, draft_phase, make_spec, run_speculation,
-                                 spec_prefill, speculate, tree, verify_phase)
+from jaxspec.speculative import (
+    Cascade,
+    DraftModel,
+    Model,
+    NGram,
+    chain,
+    draft_phase,
+    make_spec,
+    run_speculation,
+    spec_prefill,
+    speculate,
+    tree,
+    verify_phase,
+)
 from jaxspec.speculative.hot_vocab import hot_vocab
-from tests.helpers import examples as budget
 from tests.helpers import exact_forward
+from tests.helpers import examples as budget
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair, pool_outcomes
 from tests.test_ngram import _prompts
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
-DRAFTERS = [Cascade(NGram(3, 1)), Cascade(NGram(2, 1), min_match=2), Cascade(NGram(3, 2), extend=True),
-            Cascade(NGram(1, 1), catchup=2)]
+DRAFTERS = [
+    Cascade(NGram(3, 1)),
+    Cascade(NGram(2, 1), min_match=2),
+    Cascade(NGram(3, 2), extend=True),
+    Cascade(NGram(1, 1), catchup=2),
+]
 
 
 def _padded(prompts):
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     return jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 
@@ -43,15 +60,28 @@ def _greedy_equals_vanilla(drafters, bound_to, draft_params: bool, examples: int
     served = {"ngram": 0, "model": 0}
 
     @settings(max_examples=budget(examples))
-    @given(d=st.sampled_from(range(len(drafters))), k=st.sampled_from([2, 5]), batch=st.integers(1, MAX_BATCH),
-           seed=st.integers(0, 3), repeats=st.booleans(), data=st.data())
+    @given(
+        d=st.sampled_from(range(len(drafters))),
+        k=st.sampled_from([2, 5]),
+        batch=st.integers(1, MAX_BATCH),
+        seed=st.integers(0, 3),
+        repeats=st.booleans(),
+        data=st.data(),
+    )
     def check(d, k, batch, seed, repeats, data):
         tp, dp = make_pair(seed, 0.3)
         lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
         prompts = _prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths, repeats)
         rows = prompts + [prompts[0]] * (MAX_BATCH - batch)
-        spec = make_spec(TARGET, drafters[d].bind(bound_to), chain(k), prompt_len=WIDTH, max_new_tokens=N_NEW,
-                         eos_ids=(7,), max_len=SLOTS)
+        spec = make_spec(
+            TARGET,
+            drafters[d].bind(bound_to),
+            chain(k),
+            prompt_len=WIDTH,
+            max_new_tokens=N_NEW,
+            eos_ids=(7,),
+            max_len=SLOTS,
+        )
         state = run_speculation(tp, dp if draft_params else None, *_padded(rows), jax.random.key(0), spec=spec)
         assert output_ids(state)[:batch] == vanilla_rows(tp, prompts)
         pool_outcomes(hist, state.stats, batch)
@@ -70,12 +100,15 @@ def test_greedy_cascade_equals_vanilla():
 
 def _draft_kv(dp, tokens: list[int]):
     """The draft model's K/V of `tokens` from one exact forward: per layer f32[Hkv, T, K]."""
-    return [k[0, :, :len(tokens)] for k in exact_forward(dp, tokens, DRAFT, SLOTS)[1].k]
+    return [k[0, :, : len(tokens)] for k in exact_forward(dp, tokens, DRAFT, SLOTS)[1].k]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("drafter", [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1),
-                                     Cascade(NGram(2, 1), extend=True)], ids=["switch", "switch-catchup1", "extend"])
+@pytest.mark.parametrize(
+    "drafter",
+    [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1), Cascade(NGram(2, 1), extend=True)],
+    ids=["switch", "switch-catchup1", "extend"],
+)
 def test_the_draft_cache_is_exact_whenever_the_model_drafts(drafter):
     """Round by round: after `propose` in a round where the model drafted, every live row's draft cache
     equals an exact forward over its T committed tokens at slots [0, T) — however many lookup-served
@@ -95,7 +128,7 @@ def test_the_draft_cache_is_exact_whenever_the_model_drafts(drafter):
         if bool(ds.model_ran):
             for b in np.flatnonzero(live):
                 T = int(committed[b])
-                toks = history[b, :T - 1].tolist() + [int(last[b])]
+                toks = history[b, : T - 1].tolist() + [int(last[b])]
                 want = _draft_kv(dp, toks)
                 got = [np.asarray(k[b, :, :T]) for k in ds.model.cache.k]
                 for g, w in zip(got, want):
@@ -116,8 +149,14 @@ def test_speculate_with_a_cascade_and_a_hot_vocabulary_model():
     tp, dp = make_pair(1, 0.3)
     prompts = _prompts(np.random.default_rng(4), [20, 9], repeats=True) + [[5, 9, 2]]
     vocab = hot_vocab({i: TARGET.vocab_size - i for i in range(TARGET.vocab_size)}, 40, TARGET.vocab_size, "test")
-    out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompts, method=chain(4), max_new_tokens=N_NEW,
-                    drafter=Cascade(NGram(3, 1), DraftModel(vocab=vocab), min_match=2))
+    out = speculate(
+        Model(tp, TARGET),
+        Model(dp, DRAFT),
+        prompts,
+        method=chain(4),
+        max_new_tokens=N_NEW,
+        drafter=Cascade(NGram(3, 1), DraftModel(vocab=vocab), min_match=2),
+    )
     assert out.output_ids == vanilla_rows(tp, prompts, eos=())
     ds = out.state.draft_state
     report = Cascade().report(jax.device_get(ds))["cascade"]
@@ -126,20 +165,30 @@ def test_speculate_with_a_cascade_and_a_hot_vocabulary_model():
     assert "hot_head" in Cascade(fallback=DraftModel(vocab=vocab)).bind(DRAFT).prepare(dp)
 
 
-@pytest.mark.parametrize("drafter,sampling", [
-    (Cascade(NGram(2, 1)), SamplingConfig(1.0)),
-    (Cascade(NGram(2, 1), extend=True), SamplingConfig(0.8, top_k=4)),
-], ids=["switch-t1", "extend-t0.8-top4"])
+@pytest.mark.parametrize(
+    "drafter,sampling",
+    [
+        (Cascade(NGram(2, 1)), SamplingConfig(1.0)),
+        (Cascade(NGram(2, 1), extend=True), SamplingConfig(0.8, top_k=4)),
+    ],
+    ids=["switch-t1", "extend-t0.8-top4"],
+)
 @pytest.mark.slow
 def test_cascade_sampling_matches_the_target_joint(drafter, sampling):
     """Lookup nodes carry a point-mass q, model nodes the model's q given the actual prefix (extend: after
     the lookup's tokens): the first three tokens follow the target's exact joint."""
-    from tests.test_spec_sampling import DRAFT as SMALL_DRAFT, check_sampling
+    from tests.test_spec_sampling import DRAFT as SMALL_DRAFT
+    from tests.test_spec_sampling import check_sampling
+
     check_sampling(chain(3), sampling, drafter.bind(SMALL_DRAFT))
 
 
-SELF_FALLBACKS = [Cascade(NGram(3, 1), LayerSkip(1)), Cascade(NGram(2, 1), LayerSkip(2), min_match=2),
-                  Cascade(NGram(2, 1), FSM(1, start=2)), Cascade(NGram(3, 1), DraftVerify(2))]
+SELF_FALLBACKS = [
+    Cascade(NGram(3, 1), LayerSkip(1)),
+    Cascade(NGram(2, 1), LayerSkip(2), min_match=2),
+    Cascade(NGram(2, 1), FSM(1, start=2)),
+    Cascade(NGram(3, 1), DraftVerify(2)),
+]
 
 
 @pytest.mark.slow
@@ -154,13 +203,20 @@ def test_a_self_drafter_cascade_leaves_the_target_cache_as_vanilla():
     (the fallback's shallow K/V written in model rounds were overwritten by verification)."""
     tp, _ = make_pair(2, 0.3)
     prompts = _prompts(np.random.default_rng(7), [20, 13, 6], repeats=True)
-    out = speculate(Model(tp, TARGET), None, prompts, method=chain(4), max_new_tokens=N_NEW,
-                    drafter=Cascade(NGram(2, 1), FSM(2, start=3)))
+    out = speculate(
+        Model(tp, TARGET),
+        None,
+        prompts,
+        method=chain(4),
+        max_new_tokens=N_NEW,
+        drafter=Cascade(NGram(2, 1), FSM(2, start=3)),
+    )
     assert out.output_ids == vanilla_rows(tp, prompts, eos=())
     ds = out.state.draft_state
     assert int(ds.ngram_rounds.sum()) > 0 and int(ds.model_rounds.sum()) > 0, (ds.ngram_rounds, ds.model_rounds)
-    assert_target_cache_is_vanillas(out.state.target_cache, tp, TARGET, prompts, out.output_ids,
-                                    out.state.target_cache.max_len)
+    assert_target_cache_is_vanillas(
+        out.state.target_cache, tp, TARGET, prompts, out.output_ids, out.state.target_cache.max_len
+    )
 
 
 def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
@@ -169,20 +225,39 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
     at all no γ moves."""
     from jaxspec.speculative.cascade import CascadeState
     from jaxspec.speculative.ngram import NGramState
-    from jaxspec.speculative.tree import chain_tree
     from jaxspec.speculative.seam import Outcome
+    from jaxspec.speculative.tree import chain_tree
+
     cas = Cascade(NGram(2, 1), FSM(1, start=2)).bind(TARGET)
     B, D = 3, 4
     z = jnp.zeros((B,), jnp.int32)
-    tree = chain_tree(jnp.ones((B, D), jnp.int32), jnp.full((B,), D, jnp.int32), SamplingConfig(0.0),
-                      TARGET.vocab_size)
-    out = Outcome(tree, n=jnp.full((B,), D, jnp.int32), path=jnp.broadcast_to(jnp.arange(D), (B, D)),
-                  extra=z, last=z, committed=jnp.full((B,), 5, jnp.int32), live=jnp.ones((B,), bool),
-                  drafted=jnp.full((B,), D, jnp.int32), logits=None, hiddens=None)
+    tree = chain_tree(jnp.ones((B, D), jnp.int32), jnp.full((B,), D, jnp.int32), SamplingConfig(0.0), TARGET.vocab_size)
+    out = Outcome(
+        tree,
+        n=jnp.full((B,), D, jnp.int32),
+        path=jnp.broadcast_to(jnp.arange(D), (B, D)),
+        extra=z,
+        last=z,
+        committed=jnp.full((B,), 5, jnp.int32),
+        live=jnp.ones((B,), bool),
+        drafted=jnp.full((B,), D, jnp.int32),
+        logits=None,
+        hiddens=None,
+    )
 
     def gamma_after(took, ran):
-        st = CascadeState(NGramState(jnp.zeros((B, 32), jnp.int32)), jnp.full((B,), 2, jnp.int32), z,
-                          jnp.asarray(took), jnp.bool_(ran), z, z, z, jnp.int32(0), jnp.int32(0))
+        st = CascadeState(
+            NGramState(jnp.zeros((B, 32), jnp.int32)),
+            jnp.full((B,), 2, jnp.int32),
+            z,
+            jnp.asarray(took),
+            jnp.bool_(ran),
+            z,
+            z,
+            z,
+            jnp.int32(0),
+            jnp.int32(0),
+        )
         return np.asarray(cas.commit(None, st, out, method=chain(D)).model).tolist()
 
     assert gamma_after([True, False, True], True) == [2, 3, 2]
@@ -191,7 +266,9 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
 
 @pytest.mark.slow
 def test_self_drafter_cascade_sampling_matches_the_target_joint():
-    from tests.test_spec_sampling import TARGET as SMALL_TARGET, check_sampling
+    from tests.test_spec_sampling import TARGET as SMALL_TARGET
+    from tests.test_spec_sampling import check_sampling
+
     check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))
 
 

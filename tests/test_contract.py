@@ -1,5 +1,6 @@
 """docs/contract.md's example drafter, run as written: its greedy output equals vanilla's, its report
 agrees with the engine's statistics, and a shape it does not draft is refused."""
+
 import re
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def test_the_documented_example_drafter_is_lossless_and_reports_its_hits():
     prompts = [[3, 3, 3, 3, 9, 9], [4, 1, 4, 1, 4], [7, 2, 7]]
     want = []
     for p in prompts:
-        want += output_ids(generate(tp, np.asarray([p]), np.asarray([len(p)]), jax.random.key(0),
-                                    spec=DecodeSpec(TARGET, 16, 64)))
+        want += output_ids(
+            generate(tp, np.asarray([p]), np.asarray([len(p)]), jax.random.key(0), spec=DecodeSpec(TARGET, 16, 64))
+        )
     out = speculate(Model(tp, TARGET), None, prompts, method=chain(3), drafter=Repeat(), max_new_tokens=16)
     assert out.output_ids == want
     hits = out.state.draft_state.tolist()  # the drafter's own count: rounds with an accepted draft

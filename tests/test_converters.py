@@ -2,11 +2,12 @@
 torch, and every bad input gets its error: missing / unexpected / mis-shaped tensors, a differing
 head on a tied model, truncated or corrupt GGUF / safetensors / torch files, non-finite weights,
 unsupported architectures."""
+
+import jax
 import numpy as np
 import pytest
 import torch
 
-import jax
 from conversion.gguf_loader import _BLOCK, _TOP, load_gguf
 from conversion.hf_loader import load_hf_dir
 from conversion.mapping import ConversionError, params_from_hf_tensors
@@ -32,6 +33,7 @@ def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def write_gguf(path, model, arch="llama", edit=None, meta=None):
     """Write `model` (a tiny HF llama) as an F32 GGUF the way llama.cpp's converter lays it out."""
     import gguf
+
     c = model.config
     tensors = {}
     for name, w in _state(model).items():
@@ -77,12 +79,15 @@ def test_tiny_gguf_llama_matches_hf(tmp_path):
     np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("edit, msg", [
-    (lambda t: t.pop("blk.1.ffn_up.weight"), r"missing params: \[\"\['layers'\]\[1\]\['w_up'\]\"\]"),
-    (lambda t: t.__setitem__("blk.0.ssm_x.weight", np.zeros((4, 4), np.float32)), "unexpected GGUF tensors.*ssm_x"),
-    (lambda t: t.__setitem__("blk.0.ffn_up.weight", np.zeros((60, 32), np.float32)), "mis-shaped.*up_proj"),
-    (lambda t: t["blk.2.attn_v.weight"].__setitem__((0, 0), np.nan), "attn_v.weight: non-finite"),
-])
+@pytest.mark.parametrize(
+    "edit, msg",
+    [
+        (lambda t: t.pop("blk.1.ffn_up.weight"), r"missing params: \[\"\['layers'\]\[1\]\['w_up'\]\"\]"),
+        (lambda t: t.__setitem__("blk.0.ssm_x.weight", np.zeros((4, 4), np.float32)), "unexpected GGUF tensors.*ssm_x"),
+        (lambda t: t.__setitem__("blk.0.ffn_up.weight", np.zeros((60, 32), np.float32)), "mis-shaped.*up_proj"),
+        (lambda t: t["blk.2.attn_v.weight"].__setitem__((0, 0), np.nan), "attn_v.weight: non-finite"),
+    ],
+)
 def test_gguf_bad_tensors(tmp_path, edit, msg):
     with pytest.raises(ConversionError, match=msg):
         load_gguf(write_gguf(tmp_path / "m.gguf", hf_tiny("llama"), edit=edit))
@@ -92,8 +97,13 @@ def test_gguf_without_embedding_or_with_rope_scaling(tmp_path):
     with pytest.raises(ConversionError, match="GGUF has no token_embd.weight tensor"):
         load_gguf(write_gguf(tmp_path / "a.gguf", hf_tiny("llama"), edit=lambda t: t.pop("token_embd.weight")))
     with pytest.raises(ConversionError, match="GGUF rope scaling is not supported"):
-        load_gguf(write_gguf(tmp_path / "b.gguf", hf_tiny("llama"), meta=lambda w: w.add_rope_scaling_type(
-            __import__("gguf").RopeScalingType.LINEAR)))
+        load_gguf(
+            write_gguf(
+                tmp_path / "b.gguf",
+                hf_tiny("llama"),
+                meta=lambda w: w.add_rope_scaling_type(__import__("gguf").RopeScalingType.LINEAR),
+            )
+        )
 
 
 def test_gguf_unsupported_arch_and_truncation(tmp_path):
@@ -161,6 +171,7 @@ def test_hf_index_errors(tmp_path):
 
     model.save_pretrained(tmp_path / "dup")
     from safetensors.numpy import save_file
+
     save_file({"model.norm.weight": np.ones(32, np.float32)}, str(tmp_path / "dup" / "extra.safetensors"))
     (tmp_path / "dup" / "model.safetensors").rename(tmp_path / "dup" / "a.safetensors")
     with pytest.raises(ConversionError, match=r"tensors stored twice across shards: \['model.norm.weight'\]"):

@@ -4,6 +4,7 @@ by hand; the exit dispatches against a static exit; the statistics of a whole ru
 (teacher-forced passes with the head at every layer); greedy output identical to vanilla (property-based
 over random damped targets, candidate sets, caps, batch, a forced exit sequence that changes every round)
 with the one cache left as vanilla's; each official quirk under `faithful=True`; the errors."""
+
 import dataclasses
 
 import jax
@@ -14,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, generate, init_cache, init_params, output_ids
+from jaxspec.masks import causal_mask
 from jaxspec.model import head
-from jaxspec.selfspec import DEL, FSM, LayerSkip, DELState, DELTrace, ExitStats, exit_stats, spread_exits
+from jaxspec.selfspec import DEL, FSM, DELState, DELTrace, ExitStats, LayerSkip, exit_stats, spread_exits
 from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.layerskip import shallow_logits
-from jaxspec.masks import causal_mask
 from jaxspec.speculative import Model, chain, make_spec, run_speculation, speculate, summarize, tree
 from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
 from jaxspec.speculative.seam import Outcome, Round, Target
@@ -30,7 +31,7 @@ CFG = tiny_cfg(num_layers=6)
 N_NEW, WIDTH, SLOTS = 24, 48, 128
 
 
-def damped(seed: int, damp=(1, 1, .5, .3, .2, .1)):
+def damped(seed: int, damp=(1, 1, 0.5, 0.3, 0.2, 0.1)):
     """Deep layers damped: the early exits agree with the full model more, the deeper they are."""
     tp = init_params(jax.random.key(seed), CFG, scale=0.15)
     return dict(tp, layers=[dict(l, wo=l["wo"] * s, w_down=l["w_down"] * s) for l, s in zip(tp["layers"], damp)])
@@ -39,11 +40,10 @@ def damped(seed: int, damp=(1, 1, .5, .3, .2, .1)):
 def run(tp, prompts, method, drafter, eos=(), n_new=N_NEW, streaming=False):
     """The on-device generation, or (`streaming`) the timing mode's rounds: prefill, then draft and
     verify phases one round at a time — full rounds throughout, no plain-step inner loop."""
-    spec = make_spec(CFG, drafter.bind(CFG), method, prompt_len=WIDTH, max_new_tokens=n_new, eos_ids=eos,
-                     max_len=SLOTS)
+    spec = make_spec(CFG, drafter.bind(CFG), method, prompt_len=WIDTH, max_new_tokens=n_new, eos_ids=eos, max_len=SLOTS)
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     args = (tp, None, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32), jax.random.key(0))
     if not streaming:
         return run_speculation(*args, spec=spec)
@@ -58,13 +58,21 @@ def vanilla(tp, prompts, eos=(), n_new=N_NEW):
     out = []
     for p in prompts:
         toks = np.zeros((1, WIDTH), np.int32)
-        toks[0, :len(p)] = p
-        out += output_ids(generate(tp, jnp.asarray(toks), jnp.asarray([len(p)]), jax.random.key(0),
-                                   spec=DecodeSpec(CFG, n_new, SLOTS, eos_ids=eos)))
+        toks[0, : len(p)] = p
+        out += output_ids(
+            generate(
+                tp,
+                jnp.asarray(toks),
+                jnp.asarray([len(p)]),
+                jax.random.key(0),
+                spec=DecodeSpec(CFG, n_new, SLOTS, eos_ids=eos),
+            )
+        )
     return out
 
 
 # ---- the rules by hand -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("head_cost", [0.0, 2.5])
 def test_tpl_choice_is_the_brute_force_argmax(head_cost):
@@ -77,20 +85,22 @@ def test_tpl_choice_is_the_brute_force_argmax(head_cost):
         for i, e in enumerate(exits):
             a = counts[i, 0] / counts[i].sum()
             for d in range(G):
-                tpl = sum(a ** j for j in range(d + 1)) / (L + head_cost + d * (e + head_cost))
+                tpl = sum(a**j for j in range(d + 1)) / (L + head_cost + d * (e + head_cost))
                 if tpl > best + 1e-6:  # the first maximum: smallest exit, then smallest d
                     best, arg = tpl, (i, d)
         idx, d = exit_stats.choose(stats, exit_stats.layer_costs(exits, L, G, head_cost))
         assert (int(idx), int(d)) == arg
     # perfect agreement at the deepest exit beats plain decoding; ties at d = 0 pick the first exit
-    perfect = ExitStats(jnp.asarray([[0., 5.], [0., 5.], [0., 5.], [9., 0.]]), jnp.zeros((4, 2)))
+    perfect = ExitStats(jnp.asarray([[0.0, 5.0], [0.0, 5.0], [0.0, 5.0], [9.0, 0.0]]), jnp.zeros((4, 2)))
     assert [int(v) for v in exit_stats.choose(perfect, exit_stats.layer_costs(exits, L, G))] == [3, G - 1]
-    hopeless = ExitStats(jnp.asarray([[0., 5.]] * 4), jnp.zeros((4, 2)))
+    hopeless = ExitStats(jnp.asarray([[0.0, 5.0]] * 4), jnp.zeros((4, 2)))
     assert [int(v) for v in exit_stats.choose(hopeless, exit_stats.layer_costs(exits, L, G))] == [0, 0]
 
 
 def test_tau_rule():
-    stats = ExitStats(jnp.asarray([[4., 2.], [3., 0.], [0., 0.]]), jnp.asarray([[3.2, 0.6], [2.4, 0.], [0., 0.]]))
+    stats = ExitStats(
+        jnp.asarray([[4.0, 2.0], [3.0, 0.0], [0.0, 0.0]]), jnp.asarray([[3.2, 0.6], [2.4, 0.0], [0.0, 0.0]])
+    )
     assert float(exit_stats.threshold(stats, 0, False)) == pytest.approx(0.5 * (0.8 + 0.3))
     assert float(exit_stats.threshold(stats, 0, True)) == pytest.approx(0.5 * (0.8 + 0.3))
     assert float(exit_stats.threshold(stats, 1, False)) == pytest.approx(0.5 * 0.8)  # no miss yet: mismatched 0
@@ -107,13 +117,16 @@ def test_clipping_and_the_decayed_update():
 
     match = jnp.asarray(np.stack([m, ~m], -1))  # exit 0 as above, exit 1 its opposite
     conf = jnp.full(match.shape, 0.5).at[..., 1].set(0.25)
-    s0 = ExitStats(jnp.asarray([[2., 1.], [1., 1.]]), jnp.asarray([[1., .5], [.5, .5]]))
+    s0 = ExitStats(jnp.asarray([[2.0, 1.0], [1.0, 1.0]]), jnp.asarray([[1.0, 0.5], [0.5, 0.5]]))
     s1 = exit_stats.update(s0, match, conf, jnp.asarray(valid), 0.9)
     hit0 = (valid & m).sum()
     miss0 = (valid & ~m).sum()
     np.testing.assert_allclose(np.asarray(s1.counts), [[1.8 + hit0, 0.9 + miss0], [0.9 + miss0, 0.9 + hit0]])
-    np.testing.assert_allclose(np.asarray(s1.conf), [[0.9 + .5 * hit0, .45 + .5 * miss0],
-                                                      [.45 + .25 * miss0, .45 + .25 * hit0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(s1.conf),
+        [[0.9 + 0.5 * hit0, 0.45 + 0.5 * miss0], [0.45 + 0.25 * miss0, 0.45 + 0.25 * hit0]],
+        rtol=1e-6,
+    )
 
 
 def test_spread_exits():
@@ -122,6 +135,7 @@ def test_spread_exits():
 
 
 # ---- the dynamic exit -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dispatch", ["segments", "switch"])
 def test_dynamic_exit_equals_the_static_one(dispatch):
@@ -152,8 +166,9 @@ def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
     for idx, E in enumerate(d.shadow_layers):
         ds = dataclasses.replace(state.draft_state, exit=jnp.int32(idx), tau=jnp.float32(0.0))
         rnd = Round(state.last, state.committed, jnp.ones((2,), bool))
-        _, t, _ = d.propose(None, ds, Target(tp, state.target_cache), rnd, jax.random.key(0), method=spec.method,
-                            sampling=spec.sampling)
+        _, t, _ = d.propose(
+            None, ds, Target(tp, state.target_cache), rnd, jax.random.key(0), method=spec.method, sampling=spec.sampling
+        )
         drafts = np.asarray(t.tokens)
         assert np.asarray(t.valid).all()  # τ = 0: the whole chain
         shallow = dict(tp, layers=tp["layers"][:E])
@@ -167,10 +182,12 @@ def test_drafts_from_the_shared_cache_equal_the_exit_recomputed_from_scratch():
 
 # ---- whole runs -----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class CyclingDEL(DEL):
     """DEL whose exit is forced to change every round, drafting from round 1 on (the statistics still
     run): any exit sequence. Under the layer count: decisions that do not depend on this machine's timing."""
+
     cost: object = "layers"
     stride: int = 1
 
@@ -186,9 +203,16 @@ class CyclingDEL(DEL):
 
 @pytest.mark.slow
 @settings(max_examples=examples(12))
-@given(seed=st.integers(0, 3), exits=st.sampled_from([(1,), (2, 5), (1, 3, 4, 5), "spread"]),
-       cap=st.sampled_from([1, 4, 9]), faithful=st.booleans(), dispatch=st.sampled_from(["segments", "switch"]),
-       cycle=st.sampled_from([0, 1, 2]), batch=st.integers(1, 3), data=st.data())
+@given(
+    seed=st.integers(0, 3),
+    exits=st.sampled_from([(1,), (2, 5), (1, 3, 4, 5), "spread"]),
+    cap=st.sampled_from([1, 4, 9]),
+    faithful=st.booleans(),
+    dispatch=st.sampled_from(["segments", "switch"]),
+    cycle=st.sampled_from([0, 1, 2]),
+    batch=st.integers(1, 3),
+    data=st.data(),
+)
 def test_greedy_del_equals_vanilla(seed, exits, cap, faithful, dispatch, cycle, batch, data):
     damp = data.draw(st.lists(st.sampled_from([1.0, 0.5, 0.2, 0.05]), min_size=6, max_size=6))
     tp = damped(seed, damp)
@@ -196,8 +220,13 @@ def test_greedy_del_equals_vanilla(seed, exits, cap, faithful, dispatch, cycle, 
     prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
     kind = CyclingDEL if cycle else DEL
     extra = {"stride": cycle} if cycle else {}
-    state = run(tp, prompts, chain(cap), kind(exits=exits, faithful=faithful, dispatch=dispatch, cost="layers", **extra),
-                eos=(7,))
+    state = run(
+        tp,
+        prompts,
+        chain(cap),
+        kind(exits=exits, faithful=faithful, dispatch=dispatch, cost="layers", **extra),
+        eos=(7,),
+    )
     assert output_ids(state) == vanilla(tp, prompts, eos=(7,))
 
 
@@ -208,8 +237,18 @@ def test_greedy_fsm_equals_vanilla_and_moves_gamma():
     for start in (0, 2, 6):
         state = run(tp, prompts, chain(6), FSM(3, start=start))
         assert output_ids(state) == vanilla(tp, prompts)
-    out = Outcome(None, jnp.asarray([2, 1, 0, 3]), None, None, None, None, jnp.asarray([True, True, True, False]),
-                  jnp.asarray([2, 3, 0, 3]), None, None)
+    out = Outcome(
+        None,
+        jnp.asarray([2, 1, 0, 3]),
+        None,
+        None,
+        None,
+        None,
+        jnp.asarray([True, True, True, False]),
+        jnp.asarray([2, 3, 0, 3]),
+        None,
+        None,
+    )
     g = FSM(3).bind(CFG).commit(None, jnp.asarray([2, 3, 0, 3]), out, method=chain(6))
     assert g.tolist() == [3, 2, 1, 3]  # all in: +1; a rejection: −1; γ = 0 counts as all in; a finished row keeps
 
@@ -256,7 +295,7 @@ def _reference_stats(tp, prompt, drafter: DEL, trace, rounds: int, context: int)
         if E > 0:
             at = match[cols, exits.index(E)]
             if not at.all():
-                cols = cols[:int(np.argmin(at)) + 1]
+                cols = cols[: int(np.argmin(at)) + 1]
         add(cols)
         T += n + 1
     return counts, sums
@@ -265,7 +304,7 @@ def _reference_stats(tp, prompt, drafter: DEL, trace, rounds: int, context: int)
 @pytest.mark.slow
 @pytest.mark.parametrize("exits,cap", [((1, 2, 3, 4, 5), 6), ((2, 4), 3)])
 def test_statistics_equal_a_teacher_forced_reference(exits, cap):
-    tp = damped(3, (1, 1, .3, .2, .1, .05))
+    tp = damped(3, (1, 1, 0.3, 0.2, 0.1, 0.05))
     prompt = random_prompts(np.random.default_rng(6), [40])[0]
     d = CyclingDEL(exits=exits).bind(CFG)  # every exit gets to be the current one
     state = run(tp, [prompt], chain(cap), d)
@@ -280,11 +319,20 @@ def test_statistics_equal_a_teacher_forced_reference(exits, cap):
 
 # ---- the official quirks ------------------------------------------------------------------------------
 
+
 def _state(d: DEL, counts, gamma, exit=0, tau=0.0) -> DELState:
     m = len(d.shadow_layers)
     trace = DELTrace(*(jnp.zeros((4,), t) for t in (jnp.int32, jnp.int32, jnp.float32, jnp.float32, jnp.float32)))
-    return DELState(ExitStats(jnp.asarray(counts, jnp.float32), jnp.ones((m, 2), jnp.float32)), jnp.int32(exit),
-                    jnp.int32(gamma), jnp.float32(tau), jnp.int32(0), jnp.int32(1), jnp.int32(0), trace)
+    return DELState(
+        ExitStats(jnp.asarray(counts, jnp.float32), jnp.ones((m, 2), jnp.float32)),
+        jnp.int32(exit),
+        jnp.int32(gamma),
+        jnp.float32(tau),
+        jnp.int32(0),
+        jnp.int32(1),
+        jnp.int32(0),
+        trace,
+    )
 
 
 @pytest.mark.slow
@@ -295,27 +343,41 @@ def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
     rnd = Round(pre.last, pre.committed, jnp.ones((1,), bool))
     for faithful, drafts in [(True, 4), (False, 0)]:
         d = DEL(cost="layers", exits=(1, 3), faithful=faithful).bind(CFG)
-        hopeless = _state(d, [[0., 9.], [0., 9.]], gamma=0)
+        hopeless = _state(d, [[0.0, 9.0], [0.0, 9.0]], gamma=0)
         idx, gamma = exit_stats.choose(hopeless.stats, exit_stats.layer_costs(d.shadow_layers, CFG.num_layers, 4))
         assert (int(idx), int(gamma)) == (0, 0)  # plain decoding wins; the first exit in the argmax
-        _, t, _ = d.propose(None, hopeless, Target(tp, pre.target_cache), rnd, jax.random.key(0), method=chain(4),
-                            sampling=make_spec(CFG, d, chain(4), prompt_len=WIDTH, max_new_tokens=2).sampling)
+        _, t, _ = d.propose(
+            None,
+            hopeless,
+            Target(tp, pre.target_cache),
+            rnd,
+            jax.random.key(0),
+            method=chain(4),
+            sampling=make_spec(CFG, d, chain(4), prompt_len=WIDTH, max_new_tokens=2).sampling,
+        )
         assert int(np.asarray(t.valid).sum()) == drafts
 
 
 @pytest.mark.slow
 def test_faithful_quirk_2_nan_tau_never_stops_drafting():
     d_f, d_x = DEL(exits=(1, 3), faithful=True).bind(CFG), DEL(cost="layers", exits=(1, 3)).bind(CFG)
-    never_missed = ExitStats(jnp.asarray([[5., 0.], [5., 0.]]), jnp.asarray([[2., 0.], [2., 0.]]))
+    never_missed = ExitStats(jnp.asarray([[5.0, 0.0], [5.0, 0.0]]), jnp.asarray([[2.0, 0.0], [2.0, 0.0]]))
     assert np.isnan(float(d_f._decide(never_missed, 4)[2]))
     assert float(d_x._decide(never_missed, 4)[2]) == pytest.approx(0.2)
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(0), [6])
     pre = run(tp, prompts, chain(8), DEL(cost="layers"), n_new=2)
     rnd = Round(pre.last, pre.committed, jnp.ones((1,), bool))
-    st_nan = dataclasses.replace(_state(d_f, [[5., 0.], [5., 0.]], gamma=2), tau=jnp.float32(jnp.nan))
-    _, t, _ = d_f.propose(None, st_nan, Target(tp, pre.target_cache), rnd, jax.random.key(0), method=chain(8),
-                          sampling=make_spec(CFG, d_f, chain(8), prompt_len=WIDTH, max_new_tokens=2).sampling)
+    st_nan = dataclasses.replace(_state(d_f, [[5.0, 0.0], [5.0, 0.0]], gamma=2), tau=jnp.float32(jnp.nan))
+    _, t, _ = d_f.propose(
+        None,
+        st_nan,
+        Target(tp, pre.target_cache),
+        rnd,
+        jax.random.key(0),
+        method=chain(8),
+        sampling=make_spec(CFG, d_f, chain(8), prompt_len=WIDTH, max_new_tokens=2).sampling,
+    )
     assert np.asarray(t.valid).all()  # NaN: `conf < τ` never holds, the cap ends the chain
 
 
@@ -323,12 +385,24 @@ def test_faithful_quirk_3_no_clipping_when_d_star_is_zero():
     B, N, V = 1, 4, CFG.vocab_size
     logits = jax.nn.one_hot(jnp.asarray([[1, 2, 3, 4, 5]]), V) * 5.0  # the full model's tokens 1..5
     shadow = jnp.asarray([[[1], [9], [3], [4], [9]]])  # the exit matches at columns 0, 2, 3
-    out = Outcome(init_tree(B, chain(N).shape, None), jnp.asarray([0]), None, jnp.asarray([9]), None, None,
-                  jnp.asarray([True]), jnp.asarray([N]), logits, None, shadow, jnp.full((1, 5, 1), 0.5))
+    out = Outcome(
+        init_tree(B, chain(N).shape, None),
+        jnp.asarray([0]),
+        None,
+        jnp.asarray([9]),
+        None,
+        None,
+        jnp.asarray([True]),
+        jnp.asarray([N]),
+        logits,
+        None,
+        shadow,
+        jnp.full((1, 5, 1), 0.5),
+    )
     seen = {}
     for faithful in (True, False):
         d = DEL(cost="layers", exits=(2,), faithful=faithful, omega=1.0).bind(CFG)
-        st0 = _state(d, [[0., 0.]], gamma=0)
+        st0 = _state(d, [[0.0, 0.0]], gamma=0)
         seen[faithful] = np.asarray(d.commit(None, st0, out, method=chain(N)).stats.counts)[0].tolist()
     assert seen[True] == [3.0, 2.0]  # every column: after the first miss too
     assert seen[False] == [1.0, 1.0]  # up to and including the first miss
@@ -336,10 +410,17 @@ def test_faithful_quirk_3_no_clipping_when_d_star_is_zero():
 
 # ---- errors -------------------------------------------------------------------------------------------
 
+
 def test_del_errors():
     tp = damped(0)
-    for bad, msg in [((), "at least one"), ((3, 2), "increasing"), ((2, 2), "increasing"), ((0, 3), "outside"),
-                     ((2, 6), "outside"), ("deep", "spread")]:
+    for bad, msg in [
+        ((), "at least one"),
+        ((3, 2), "increasing"),
+        ((2, 2), "increasing"),
+        ((0, 3), "outside"),
+        ((2, 6), "outside"),
+        ("deep", "spread"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             DEL(exits=bad).bind(CFG)
     with pytest.raises(ValueError, match="omega"):
@@ -368,9 +449,10 @@ class FullBlockDEL(DEL):
 
 @pytest.mark.slow
 def test_narrow_verification_changes_nothing_but_the_block():
-    tp = damped(4, (1, 1, .3, .2, .1, .05))
+    tp = damped(4, (1, 1, 0.3, 0.2, 0.1, 0.05))
     prompts = random_prompts(np.random.default_rng(9), [7, 25])
     from jaxspec.speculative.verification import verify_widths
+
     spec = make_spec(CFG, DEL(cost="layers").bind(CFG), chain(18), prompt_len=WIDTH, max_new_tokens=4, max_len=SLOTS)
     assert verify_widths(spec) == (1, 2, 4, 8, 16, 19)
     a, b = run(tp, prompts, chain(18), DEL(cost="layers")), run(tp, prompts, chain(18), FullBlockDEL())

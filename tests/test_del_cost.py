@@ -2,6 +2,7 @@
 pay at all" rule by hand, TPL's choice over a measured table against brute force, DEL keeping only the
 exits that can pay (no seeding, no probes, plain decoding throughout when none can) with its output
 still vanilla's, the measurement's structure on a tiny model, and the errors."""
+
 import json
 
 import jax
@@ -17,10 +18,18 @@ from tests.test_del import CFG, N_NEW, damped, run, vanilla
 
 L = CFG.num_layers  # 6
 # exits 2 and 5; the deep exit drafts cheaply and verification widens slowly: only exit 5 can pay
-SOME = RoundCost(exits=(2, 5), draft=(0.95, 0.3), verify=(1.0, 1.1, 1.2, 1.2, 1.4), measured=(2, 5), layers=L,
-                 max_len=128, step_ms=1.0)
-NONE = RoundCost(exits=(2, 5), draft=(0.9, 0.99), verify=(1.0,) + (3.0,) * 4, measured=(2, 5), layers=L,
-                 max_len=128, step_ms=1.0)
+SOME = RoundCost(
+    exits=(2, 5),
+    draft=(0.95, 0.3),
+    verify=(1.0, 1.1, 1.2, 1.2, 1.4),
+    measured=(2, 5),
+    layers=L,
+    max_len=128,
+    step_ms=1.0,
+)
+NONE = RoundCost(
+    exits=(2, 5), draft=(0.9, 0.99), verify=(1.0,) + (3.0,) * 4, measured=(2, 5), layers=L, max_len=128, step_ms=1.0
+)
 
 
 def test_cost_matrix_and_which_exits_can_pay_by_hand():
@@ -49,7 +58,7 @@ def test_tpl_choice_over_a_measured_table_is_the_brute_force_argmax():
             a = counts[i, 0] / counts[i].sum()
             for d in range(6):
                 c = 1.0 if d == 0 else verify[d] + d * draft[i]
-                tpl = sum(a ** j for j in range(d + 1)) / c
+                tpl = sum(a**j for j in range(d + 1)) / c
                 if tpl > best + 1e-6:
                     best, arg = tpl, (i, d)
         idx, d = exit_stats.choose(ExitStats(jnp.asarray(counts), jnp.zeros((3, 2))), cost)
@@ -64,7 +73,7 @@ def test_no_exit_can_pay_is_plain_decoding_with_nothing_computed(streaming):
     d = DEL(cost=NONE).bind(CFG)
     assert d.plain_only and d.shadow_layers == () and d.prompt_shadows == 0  # no shadow rows, no seeding
     st = run(tp, prompts, chain(4), DEL(cost=NONE), streaming=streaming)
-    assert [list(r[:len(v)]) for r, v in zip(np.asarray(st.tokens), vanilla(tp, prompts))] == vanilla(tp, prompts)
+    assert [list(r[: len(v)]) for r, v in zip(np.asarray(st.tokens), vanilla(tp, prompts))] == vanilla(tp, prompts)
     rep = d.report(jax.device_get(st.draft_state))
     s = summarize(st.stats)
     assert rep["exit_layer"] == [0] * (N_NEW - 1)  # one plain step per token after the prefill's
@@ -82,7 +91,7 @@ def test_only_the_exits_that_can_pay_are_candidates(streaming):
     st = run(tp, prompts, chain(4), DEL(cost=SOME), streaming=streaming)
     out = np.asarray(st.tokens)[0]
     ref = vanilla(tp, prompts)[0]
-    assert list(out[:len(ref)]) == ref
+    assert list(out[: len(ref)]) == ref
     rep = d.report(jax.device_get(st.draft_state))
     assert set(rep["exit_layer"]) <= {0, 5} and 5 in rep["exit_layer"]  # it drafts, at the exit that pays
     assert summarize(st.stats)["drafted"] > 0
@@ -121,6 +130,7 @@ def test_measure_round_cost_arithmetic_on_fixed_timings(monkeypatch):
     2 tokens for 1.5 + 0.9 steps, ..., 5 for 1.65 + 4 x 0.9) and the verification timed again with the kept exits'
     shadow rows, on a faster step (1.8 ms): the drafts rescaled to it, `step_ms` that step."""
     from jaxspec.selfspec import round_cost
+
     passes = []
 
     def fake_best_times(calls, repeats):
@@ -146,6 +156,7 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
     measures on the target and writes `$JAXSPEC_CACHE/round_cost/<key>.json`; the same configuration
     later reads it (no timing), another cache size is another key, an unreadable file is measured again."""
     from jaxspec.selfspec import round_cost
+
     assert DEL().cost_model == "measured" and DEL(faithful=True).cost_model == "layers"
     assert DEL(head_cost=1.0).cost_model == "layers" and DEL(head_cost="weights").cost_model == "layers"
     with pytest.raises(ValueError, match="'measured', 'layers'"):
@@ -155,8 +166,15 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
     monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(3), [5, 8])
-    go = lambda n=N_NEW, measure=False: speculate(Model(tp, CFG), None, prompts, method=chain(4),  # noqa: E731
-                                                  max_new_tokens=n, drafter=DEL(exits=(2, 5)), measure_costs=measure)
+    go = lambda n=N_NEW, measure=False: speculate(  # noqa: E731
+        Model(tp, CFG),
+        None,
+        prompts,
+        method=chain(4),  # noqa: E731
+        max_new_tokens=n,
+        drafter=DEL(exits=(2, 5)),
+        measure_costs=measure,
+    )
     with pytest.raises(ValueError, match="round cost for this model, machine and cache size is not in"):
         go()  # never timed as a side effect: measuring is asked for
     assert not (tmp_path / "round_cost").exists()
@@ -170,18 +188,26 @@ def test_the_default_measures_the_round_cost_once_and_keeps_it_on_disk(tmp_path,
 
     def no_timing(*a, **k):
         raise AssertionError("measured again")
+
     monkeypatch.setattr(round_cost, "measure_round_cost", no_timing)
     again = go()  # read from the file: the same costs, the same output
     assert again.output_ids == first.output_ids
-    assert round_cost._load(files[0], rec["key"]) == RoundCost(**{k: tuple(v) if isinstance(v, list) else v
-                                                                  for k, v in rec["cost"].items()})
+    assert round_cost._load(files[0], rec["key"]) == RoundCost(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in rec["cost"].items()}
+    )
     with pytest.raises(ValueError, match="is not in"):
         go(n=150)  # a larger cache: another key, not on disk
     with pytest.raises(AssertionError, match="measured again"):
         go(n=150, measure=True)  # timed when asked
     with pytest.raises(AssertionError, match="measured again"):  # asked to: timed although the file is there
-        speculate(Model(tp, CFG), None, prompts, method=chain(4), max_new_tokens=N_NEW,
-                  drafter=DEL(exits=(2, 5), remeasure=True))
+        speculate(
+            Model(tp, CFG),
+            None,
+            prompts,
+            method=chain(4),
+            max_new_tokens=N_NEW,
+            drafter=DEL(exits=(2, 5), remeasure=True),
+        )
     files[0].write_text("{ not json")
     monkeypatch.setattr(round_cost, "measure_round_cost", lambda *a, **k: NONE)
     with caplog.at_level("WARNING", logger="jaxspec"):
@@ -210,29 +236,45 @@ def test_cost_errors():
 def test_head_in_layers_counts_the_weights_a_step_reads():
     from jaxspec.params import head_in_layers
     from tests.helpers import tiny_cfg
+
     cfg = tiny_cfg(num_layers=3, qkv_bias=True)
-    D, F, H, Hkv, K, V = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                          cfg.vocab_size)
+    D, F, H, Hkv, K, V = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.vocab_size,
+    )
     layer = 2 * D + 2 * H * K * D + 2 * Hkv * K * D + 3 * F * D + H * K + 2 * Hkv * K  # norms, q/o, k/v, mlp, biases
     assert head_in_layers(cfg) == pytest.approx(V * D / layer)
-    # the real models' (their configs, no weights): the head is 5 to 9 layers' worth
+    # the real models' (their configs, no weights): the head is 8 to 9 layers' worth (the 1.5B's, 5.0, is not
+    # checked here: `make fetch-test` does not fetch it, and a test must not download a gigabyte)
+    import gguf
+
     from conversion.assets import resolve
     from conversion.gguf_loader import config_from_gguf
-    import gguf
-    got = {m: head_in_layers(config_from_gguf(gguf.GGUFReader(resolve(m))))
-           for m in ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")}
-    assert [round(v, 1) for v in got.values()] == [5.0, 9.1, 8.0]
+
+    got = {
+        m: head_in_layers(config_from_gguf(gguf.GGUFReader(resolve(m))))
+        for m in ("qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")
+    }
+    assert [round(v, 1) for v in got.values()] == [9.1, 8.0]
 
 
 def test_head_cost_weights_prices_the_head_by_its_weights():
     from jaxspec.params import head_in_layers
+
     h = head_in_layers(CFG)
     assert h > 0  # 0.27 for this tiny model (vocab 97)
     table = lambda d: d.bind(CFG)._cost_table(4)  # noqa: E731
-    np.testing.assert_allclose(table(DEL(cost="layers", exits=(2, 5))), exit_stats.layer_costs((2, 5), L, 4))  # official
+    np.testing.assert_allclose(
+        table(DEL(cost="layers", exits=(2, 5))), exit_stats.layer_costs((2, 5), L, 4)
+    )  # official
     np.testing.assert_allclose(table(DEL(exits=(2, 5), head_cost="weights")), exit_stats.layer_costs((2, 5), L, 4, h))
-    np.testing.assert_allclose(table(DEL(exits=(2, 5), faithful=True, head_cost=1.5)),
-                               exit_stats.layer_costs((2, 5), L, 4, 1.5))
+    np.testing.assert_allclose(
+        table(DEL(exits=(2, 5), faithful=True, head_cost=1.5)), exit_stats.layer_costs((2, 5), L, 4, 1.5)
+    )
     assert DEL(exits=(2, 5), head_cost="weights").bind(CFG).describe()["head_cost"] == pytest.approx(h, abs=1e-3)
     assert DEL(cost=SOME).bind(CFG).describe()["head_cost"] is None
     with pytest.raises(ValueError, match="head_cost 'bytes': layers"):
@@ -257,6 +299,7 @@ def test_the_head_cost_decides_against_a_shallow_exit_the_layer_count_would_draf
 def test_cli_head_cost_takes_layers_or_weights():
     from jaxspec.cli import build_parser
     from jaxspec.cli_methods import resolve
+
     args = lambda *a: build_parser().parse_args(["generate", "--model", "m", "--method", "del", *a])  # noqa: E731
     _drafter = lambda a: resolve(a).drafter  # noqa: E731
     assert _drafter(args()).head_cost == 0.0 and _drafter(args()).cost_model == "measured"

@@ -3,6 +3,7 @@ with d* = 0 run as plain decoding steps in the engine's inner loop, probes among
 schedule (gaps doubling up to `probe`); a probe observes only the `probe_exits` exits with the best
 optimistic TPL (exit_stats.probe_pick); and all of it leaves tokens, statistics, decisions and traces
 exactly as the streaming mode's full rounds give them."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,10 +35,15 @@ def test_probe_pick_by_hand():
     """The optimistic score: (matched + 1) / (observed + 1) through TPL, best over d >= 1, top k."""
     exits, G = (1, 2, 4, 5), 6
     cost = exit_stats.layer_costs(exits, CFG.num_layers, G)
-    counts = np.array([[0., 30.],  # seen to disagree, often: last
-                       [0., 0.3],  # disagreed, but few (decayed) observations back: worth a look
-                       [9., 1.],  # agrees
-                       [2., 2.]], np.float32)
+    counts = np.array(
+        [
+            [0.0, 30.0],  # seen to disagree, often: last
+            [0.0, 0.3],  # disagreed, but few (decayed) observations back: worth a look
+            [9.0, 1.0],  # agrees
+            [2.0, 2.0],
+        ],
+        np.float32,
+    )
     rng = np.random.default_rng(0)
     for c in [counts] + [rng.uniform(0, 10, (4, 2)).astype(np.float32) for _ in range(20)]:
         a = (c[:, 0] + 1) / (c.sum(1) + 1)
@@ -89,7 +95,7 @@ def test_a_probe_observes_the_picked_exits_only(k, streaming):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, damp", [(0, (1, 1, 1, .6, .3, .1)), (1, (1, 1, .8, .5, .3, .2))])
+@pytest.mark.parametrize("seed, damp", [(0, (1, 1, 1, 0.6, 0.3, 0.1)), (1, (1, 1, 0.8, 0.5, 0.3, 0.2))])
 def test_plain_step_inner_loop_equals_full_rounds(seed, damp):
     """The rounds DEL decodes plainly, run as plain steps in the engine's inner loop (its probes with
     the picked exits' rows only), change nothing: tokens, acceptance statistics, DEL's statistics,
@@ -102,7 +108,7 @@ def test_plain_step_inner_loop_equals_full_rounds(seed, damp):
     a, b = run(tp, prompts, chain(6), d), run(tp, prompts, chain(6), d, streaming=True)
     assert output_ids(a) == output_ids(b) == vanilla(tp, prompts)
     assert summarize(a.stats) == summarize(b.stats)
-    tr = np.asarray(a.draft_state.trace.exit_layer[:int(a.draft_state.rounds)])
+    tr = np.asarray(a.draft_state.trace.exit_layer[: int(a.draft_state.rounds)])
     assert (tr == 0).any() and (tr > 0).any()  # plain rounds (the inner loop's when not streaming) and drafts
     for x, y in zip(jax.tree.leaves(a.draft_state), jax.tree.leaves(b.draft_state)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5)
@@ -121,8 +127,9 @@ def test_verification_pass_with_picked_shadow_rows():
     pos, mask = jnp.arange(5, dtype=jnp.int32)[None], causal_mask(cache.lengths, 5, 16)
     layers = (1, 2, 4, 5)
     lg, _, _, (tok, conf) = verification_pass(tp, toks, cache, pos, mask, CFG, (), layers)
-    lg2, _, _, (tok2, conf2) = verification_pass(tp, toks, cache, pos, mask, CFG, (), layers,
-                                                 shadow_pick=jnp.asarray([1, 3], jnp.int32))
+    lg2, _, _, (tok2, conf2) = verification_pass(
+        tp, toks, cache, pos, mask, CFG, (), layers, shadow_pick=jnp.asarray([1, 3], jnp.int32)
+    )
     np.testing.assert_allclose(lg2, lg, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(tok2[..., [1, 3]], tok[..., [1, 3]])
     np.testing.assert_allclose(conf2[..., [1, 3]], conf[..., [1, 3]], rtol=1e-5)

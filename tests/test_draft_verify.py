@@ -2,6 +2,7 @@
 the stop rule against a hand count, the threshold update against the formula, greedy output identical
 to vanilla (property-based over exit, cap, starting threshold and batch), batch rows equal to single
 runs, and the errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,9 +26,13 @@ from tests.test_speculative import vanilla_rows
 def test_chain_stops_after_the_first_token_below_threshold():
     V, D = 5, 6
     # depth d's distribution puts probability conf[b, d-1] on token d % V
-    conf = np.array([[0.9, 0.9, 0.2, 0.9, 0.9, 0.9],   # row 0: stops after depth 3 (0.2 < 0.5, kept)
-                     [0.9, 0.9, 0.9, 0.9, 0.9, 0.9],   # row 1: never below: the cap (5)
-                     [0.1, 0.9, 0.9, 0.9, 0.9, 0.9]])  # row 2: the first token is below: 1 draft
+    conf = np.array(
+        [
+            [0.9, 0.9, 0.2, 0.9, 0.9, 0.9],  # row 0: stops after depth 3 (0.2 < 0.5, kept)
+            [0.9, 0.9, 0.9, 0.9, 0.9, 0.9],  # row 1: never below: the cap (5)
+            [0.1, 0.9, 0.9, 0.9, 0.9, 0.9],
+        ]
+    )  # row 2: the first token is below: 1 draft
 
     confj = jnp.asarray(conf, jnp.float32)
 
@@ -39,8 +44,9 @@ def test_chain_stops_after_the_first_token_below_threshold():
     def step(carry, tok, d):  # counts the draft forwards the loop runs
         return carry + 1, dist(d)[:, None]
 
-    n_steps, t = draft_chain(step, jnp.int32(0), dist(1), jax.random.key(0), TreeShape(D), GREEDY, jnp.int32(5),
-                             jnp.full((3,), 0.5))
+    n_steps, t = draft_chain(
+        step, jnp.int32(0), dist(1), jax.random.key(0), TreeShape(D), GREEDY, jnp.int32(5), jnp.full((3,), 0.5)
+    )
     valid = np.asarray(t.valid)
     assert valid.sum(1).tolist() == [3, 5, 1]
     assert all((v[:n] == 1).all() and (v[n:] == 0).all() for v, n in zip(valid, [3, 5, 1]))  # a prefix
@@ -51,8 +57,9 @@ def test_chain_stops_after_the_first_token_below_threshold():
 def test_threshold_update_follows_the_formula():
     dv = DraftVerify(2).bind(TARGET)
     st0 = DVState(jnp.asarray([0.6, 0.6]), jnp.asarray([jnp.nan, 0.9]), jnp.asarray([0, 10]), jnp.asarray([0, 10]))
-    out = Outcome(None, jnp.asarray([1, 1]), None, None, None, None, jnp.asarray([True, True]), jnp.asarray([4, 4]),
-                  None, None)
+    out = Outcome(
+        None, jnp.asarray([1, 1]), None, None, None, None, jnp.asarray([True, True]), jnp.asarray([4, 4]), None, None
+    )
     st1 = dv.commit(None, st0, out, method=chain(18))
     for i, (acc, dr, ar0) in enumerate([(1, 4, None), (11, 14, 0.9)]):
         accr = acc / dr
@@ -68,8 +75,14 @@ def target(seed):
 
 @pytest.mark.slow
 @settings(max_examples=examples(12))
-@given(exit_layer=st.integers(1, TARGET.num_layers - 1), cap=st.sampled_from([1, 4, 9]),
-       start=st.sampled_from([0.0, 0.3, 0.6, 0.95]), batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
+@given(
+    exit_layer=st.integers(1, TARGET.num_layers - 1),
+    cap=st.sampled_from([1, 4, 9]),
+    start=st.sampled_from([0.0, 0.3, 0.6, 0.95]),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 3),
+    data=st.data(),
+)
 def test_greedy_draft_verify_equals_vanilla(exit_layer, cap, start, batch, seed, data):
     tp = target(seed)
     lengths = data.draw(st.lists(st.integers(1, 32), min_size=batch, max_size=batch))

@@ -2,6 +2,7 @@
 the vmap path on 2/4/8 simulated devices with one all-gather per group step; greedy output equal to
 vanilla over random pairs × partitions × policy × calibration × chain/tree × batch × mesh; calibration
 leaves the draft cache equal to a sequential draft's (and `never` does not); scan == unrolled."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,13 +33,14 @@ def pair(seed, lam):
 def padded(prompts):
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     return jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 
 def run(tp, dp, prompts, method, drafter, eos=EOS, target=BIG, plan=None):
-    spec = make_spec(target, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos, max_len=SLOTS,
-                     plan=plan)
+    spec = make_spec(
+        target, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos, max_len=SLOTS, plan=plan
+    )
     return run_speculation(tp, drafter.prepare(dp), *padded(prompts), jax.random.key(0), spec=spec)
 
 
@@ -53,8 +55,16 @@ def vanilla(tp, prompts, eos=EOS):
 
 # ---- the partition ---------------------------------------------------------------------------------
 def test_default_partition_and_splitting():
-    assert default_groups(24, 4) == ((0,), (1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16),
-                                     (17, 18, 19, 20), (21, 22), (23,))
+    assert default_groups(24, 4) == (
+        (0,),
+        (1, 2, 3, 4),
+        (5, 6, 7, 8),
+        (9, 10, 11, 12),
+        (13, 14, 15, 16),
+        (17, 18, 19, 20),
+        (21, 22),
+        (23,),
+    )
     assert default_groups(6, 2, head=2, tail=0) == ((0,), (1,), (2, 3), (4, 5))
     assert default_groups(3, 1) == ((0,), (1,), (2,))
     assert split_groups(((0,), (1, 2, 3, 4, 5), (6,)), 2) == ((0,), (1, 2), (3, 4), (5,), (6,))
@@ -65,13 +75,16 @@ def test_default_partition_and_splitting():
     assert one.groups == ((0,), (1, 2, 3, 4), (5,)) and one.layer_mesh is None
 
 
-@pytest.mark.parametrize("groups,message", [
-    ([[0], [1, 2], [2, 3], [4], [5]], "layer 2 appears in group 1 and group 2"),
-    ([[0], [1, 2], [4], [5]], r"layers \[3\] are in no group \(a gap\)"),
-    ([[0], [1, 2, 3, 4], [5, 6]], "layer 6 in group 2 is outside the draft's layers 0..5"),
-    ([[0], [], [1, 2, 3, 4, 5]], "group 1 is empty"),
-    ([[0], [2, 1], [3, 4, 5]], "groups must list consecutive layers in order, but layer 2 comes where layer 1"),
-])
+@pytest.mark.parametrize(
+    "groups,message",
+    [
+        ([[0], [1, 2], [2, 3], [4], [5]], "layer 2 appears in group 1 and group 2"),
+        ([[0], [1, 2], [4], [5]], r"layers \[3\] are in no group \(a gap\)"),
+        ([[0], [1, 2, 3, 4], [5, 6]], "layer 6 in group 2 is outside the draft's layers 0..5"),
+        ([[0], [], [1, 2, 3, 4, 5]], "group 1 is empty"),
+        ([[0], [2, 1], [3, 4, 5]], "groups must list consecutive layers in order, but layer 2 comes where layer 1"),
+    ],
+)
 def test_invalid_partitions_are_errors(groups, message):
     with pytest.raises(ValueError, match="invalid layer groups: " + message):
         check_groups(groups, 6)
@@ -108,8 +121,10 @@ def test_no_groups_is_draft_model_bit_for_bit():
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
             for l in range(DRAFT.num_layers):  # every committed slot's K/V, to the bit
                 for i, n in enumerate(np.asarray(got.committed) - 2):
-                    for c_got, c_ref in ((got.draft_state.cache.k, ref.draft_state.cache.k),
-                                         (got.draft_state.cache.v, ref.draft_state.cache.v)):
+                    for c_got, c_ref in (
+                        (got.draft_state.cache.k, ref.draft_state.cache.k),
+                        (got.draft_state.cache.v, ref.draft_state.cache.v),
+                    ):
                         np.testing.assert_array_equal(np.asarray(c_got[l][i, :, :n]), np.asarray(c_ref[l][i, :, :n]))
 
 
@@ -121,8 +136,9 @@ def _one_fuzzy_step(dp, groups, policy, mesh, T=3, seed=0):
     tokens = jnp.asarray(rng.integers(0, 97, (B, T)), jnp.int32)
     pos = cache.lengths[:, None] + jnp.arange(T, dtype=jnp.int32)
     stacked = stack_group_weights(dp, groups) if mesh is None else (None,) * len(groups)
-    f = jax.jit(lambda p, w, t, c: fuzzy_forward(p, w, groups, t, c, pos, causal_mask(c.lengths, T, S), DRAFT,
-                                                  policy, mesh))
+    f = jax.jit(
+        lambda p, w, t, c: fuzzy_forward(p, w, groups, t, c, pos, causal_mask(c.lengths, T, S), DRAFT, policy, mesh)
+    )
     return f(dp, stacked, tokens, cache)
 
 
@@ -134,8 +150,9 @@ def test_shard_map_path_equals_vmap_path(devices, policy):
     groups = split_groups(((0,), (1, 2, 3, 4), (5,)), devices)  # 2 devices: [1, 2], [3, 4]
     mesh = make_mesh({"layer": devices})
     ref_logits, ref_cache = _one_fuzzy_step(dp, groups, policy, None)
-    logits, cache = _one_fuzzy_step(jax.device_put(dp, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
-                                    groups, policy, mesh)
+    logits, cache = _one_fuzzy_step(
+        jax.device_put(dp, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())), groups, policy, mesh
+    )
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=1e-5, rtol=1e-5)
     for a, b in zip(cache.k + cache.v, ref_cache.k + ref_cache.v):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
@@ -154,8 +171,20 @@ def test_group_step_compiles_to_one_all_gather_and_no_weight_gather():
 
     def step(p, h, ks, vs):
         ks, vs = list(ks), list(vs)
-        x = group_step(p, None, group, h, ks, vs, pos, jnp.zeros((B,), jnp.int32), causal_mask(jnp.zeros((B,), jnp.int32), T, S),
-                       DRAFT, "attn_only", mesh)
+        x = group_step(
+            p,
+            None,
+            group,
+            h,
+            ks,
+            vs,
+            pos,
+            jnp.zeros((B,), jnp.int32),
+            causal_mask(jnp.zeros((B,), jnp.int32), T, S),
+            DRAFT,
+            "attn_only",
+            mesh,
+        )
         return x, ks, vs
 
     hlo = jax.jit(step).lower(dp, h, cache.k, cache.v).compile().as_text()
@@ -174,10 +203,17 @@ EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), 
 
 @pytest.mark.slow
 @settings(max_examples=examples(30))
-@given(part=st.sampled_from(range(len(PARTITIONS))), policy=st.sampled_from(POLICIES),
-       calib=st.sampled_from(CALIBRATIONS), method=st.sampled_from(range(len(EASY_METHODS))),
-       batch=st.integers(1, 3), mesh=st.sampled_from(range(len(MESHES))), seed=st.integers(0, 3),
-       lam=st.sampled_from([0.0, 0.3, 3.0]), data=st.data())
+@given(
+    part=st.sampled_from(range(len(PARTITIONS))),
+    policy=st.sampled_from(POLICIES),
+    calib=st.sampled_from(CALIBRATIONS),
+    method=st.sampled_from(range(len(EASY_METHODS))),
+    batch=st.integers(1, 3),
+    mesh=st.sampled_from(range(len(MESHES))),
+    seed=st.integers(0, 3),
+    lam=st.sampled_from([0.0, 0.3, 3.0]),
+    data=st.data(),
+)
 def test_greedy_easyspec_equals_vanilla(part, policy, calib, method, batch, mesh, seed, lam, data):
     tp, dp = pair(seed, lam)
     lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
@@ -195,6 +231,7 @@ def test_batch_rows_equal_single_runs(calib):
     """Per-row calibration choices: a batch behaves as its rows run alone (every_mismatch rows disagree
     about skipping, so the mixed step — layer-parallel for all, exact for some — runs)."""
     from jaxspec.speculative import summarize
+
     tp, dp = pair(1, 0.05)
     prompts = random_prompts(np.random.default_rng(5), [3, 17, 9, 30])
     drafter = EasySpec(parallel=2, calibration=calib).bind(DRAFT)
@@ -213,8 +250,11 @@ def _slots_match(dp, state, prompts, row, lo, hi):
     assert hi <= len(seq)
     ref = exact_forward(dp, seq, DRAFT, SLOTS)[1]
     cache = state.draft_state.cache
-    return all(np.allclose(np.asarray(c[l][row, :, lo:hi]), np.asarray(r[l][0, :, lo:hi]), atol=3e-5)
-               for c, r in ((cache.k, ref.k), (cache.v, ref.v)) for l in range(DRAFT.num_layers))
+    return all(
+        np.allclose(np.asarray(c[l][row, :, lo:hi]), np.asarray(r[l][0, :, lo:hi]), atol=3e-5)
+        for c, r in ((cache.k, ref.k), (cache.v, ref.v))
+        for l in range(DRAFT.num_layers)
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """The speculative benchmark's table: per-source rows and Spec-Bench categories pooled as one set."""
+
 import json
 import sys
 
@@ -10,23 +11,43 @@ from experiments.speculative import bench_speculative
 def _run(method, prompts, new_tokens, prefill_s, decode_s, rounds=0, accepted=0, cost=1.0, hf=None):
     """A minimal result file: `prompts` rows sharing the totals evenly."""
     rows = [{"new_tokens": new_tokens // prompts, **({"hf_tok_per_s": hf} if hf else {})} for _ in range(prompts)]
-    s = {"method": method, "method_config": None if method == "vanilla" else {"shape": {"depth": 4, "width": 1}},
-         "total": {"prompts": prompts, "new_tokens": new_tokens, "prefill_s": prefill_s, "decode_s": decode_s},
-         "tok_per_s": new_tokens / (prefill_s + decode_s), "decode_tok_per_s": (new_tokens - prompts) / decode_s}
+    s = {
+        "method": method,
+        "method_config": None if method == "vanilla" else {"shape": {"depth": 4, "width": 1}},
+        "total": {"prompts": prompts, "new_tokens": new_tokens, "prefill_s": prefill_s, "decode_s": decode_s},
+        "tok_per_s": new_tokens / (prefill_s + decode_s),
+        "decode_tok_per_s": (new_tokens - prompts) / decode_s,
+    }
     if method != "vanilla":
         mal = 1 + accepted / rounds
-        s.update(rounds=rounds, accepted=accepted, mean_accepted_length=mal, round_cost_in_target_steps=cost,
-                 analytic_speedup=mal / cost, vanilla_identical=prompts, speedup=1.0, fraction_of_analytic=1.0)
+        s.update(
+            rounds=rounds,
+            accepted=accepted,
+            mean_accepted_length=mal,
+            round_cost_in_target_steps=cost,
+            analytic_speedup=mal / cost,
+            vanilla_identical=prompts,
+            speedup=1.0,
+            fraction_of_analytic=1.0,
+        )
     return {"prompts": rows, "summary": s}
 
 
 @pytest.fixture
 def results(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_speculative, "RESULTS", tmp_path)
-    runs = {"a": (_run("vanilla", 2, 40, 1.0, 9.0), _run("chain", 2, 40, 2.0, 3.0, 10, 18, 2.0, hf=4.0),
-                  _run("tree", 2, 40, 2.0, 6.0, 10, 10, 2.0)),
-            "b": (_run("vanilla", 2, 20, 1.0, 9.0), _run("chain", 2, 20, 2.0, 3.0, 5, 5, 4.0, hf=2.0),
-                  _run("tree", 2, 20, 2.0, 3.0, 5, 5, 2.0))}
+    runs = {
+        "a": (
+            _run("vanilla", 2, 40, 1.0, 9.0),
+            _run("chain", 2, 40, 2.0, 3.0, 10, 18, 2.0, hf=4.0),
+            _run("tree", 2, 40, 2.0, 6.0, 10, 10, 2.0),
+        ),
+        "b": (
+            _run("vanilla", 2, 20, 1.0, 9.0),
+            _run("chain", 2, 20, 2.0, 3.0, 5, 5, 4.0, hf=2.0),
+            _run("tree", 2, 20, 2.0, 3.0, 5, 5, 2.0),
+        ),
+    }
     for cat, files in runs.items():
         for kind, r in zip(("vanilla", "chain", "tree"), files):
             (tmp_path / f"spec_spec-bench-{cat}_{kind}.json").write_text(json.dumps(r))
@@ -61,13 +82,14 @@ def test_spec_bench_runs_a_process_per_category(results, monkeypatch):
     calls = []
     monkeypatch.setattr(bench_speculative.subprocess, "run", lambda argv, check: calls.append(argv))
     (results / "spec_sweep_spec-bench.json").write_text("{}")
-    monkeypatch.setattr(sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "math",
-                                      "--chains", "3", "5", "--no-hf"])
+    monkeypatch.setattr(
+        sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "math", "--chains", "3", "5", "--no-hf"]
+    )
     bench_speculative.main()  # no --resume: the old sweep and those categories' results go first
     assert not (results / "spec_sweep_spec-bench.json").exists()
     assert (results / "spec_spec-bench-a_chain.json").exists()  # other categories are kept
-    assert [c[c.index("--categories") + 1:] for c in calls] == [["coding"], ["math"]]
-    assert all("--resume" in c and "--no-hf" in c and c[c.index("--chains") + 1:][:2] == ["3", "5"] for c in calls)
+    assert [c[c.index("--categories") + 1 :] for c in calls] == [["coding"], ["math"]]
+    assert all("--resume" in c and "--no-hf" in c and c[c.index("--chains") + 1 :][:2] == ["3", "5"] for c in calls)
 
 
 def test_several_sets_run_a_process_each(results, monkeypatch):

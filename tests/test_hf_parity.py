@@ -1,10 +1,11 @@
 """HF parity: tiny random Llama / Qwen2 / Mistral (GQA, qkv bias, tied/untied, llama3 rope scaling),
 saved by transformers, converted by jaxspec: fp32 logits within 1e-4 of HF torch."""
+
+import jax
 import numpy as np
 import pytest
 import torch
 
-import jax
 from conversion.hf_loader import load_hf_dir
 from jaxspec import forward, init_cache
 from tests.helpers import hf_tiny, to_jax
@@ -12,9 +13,19 @@ from tests.helpers import hf_tiny, to_jax
 CASES = {
     "llama-gqa-untied": ("llama", {}),
     "llama-mha-tied": ("llama", dict(num_key_value_heads=8, tie_word_embeddings=True)),
-    "llama3-rope-scaling": ("llama", dict(rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                                                            high_freq_factor=4.0, original_max_position_embeddings=64),
-                                          rope_theta=500000.0)),
+    "llama3-rope-scaling": (
+        "llama",
+        dict(
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=64,
+            ),
+            rope_theta=500000.0,
+        ),
+    ),
     "qwen2-bias-tied": ("qwen2", dict(tie_word_embeddings=True)),
     "qwen2-bias-untied-mqa": ("qwen2", dict(num_key_value_heads=1)),
     "mistral": ("mistral", dict(sliding_window=None, head_dim=4)),
@@ -23,7 +34,9 @@ CASES = {
 
 def _forward_logits(path, ids):
     cfg, params = load_hf_dir(path)
-    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, cfg))(to_jax(params), ids, init_cache(cfg, ids.shape[0], 64))
+    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, cfg))(
+        to_jax(params), ids, init_cache(cfg, ids.shape[0], 64)
+    )
     return cfg, np.asarray(logits)
 
 

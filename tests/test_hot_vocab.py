@@ -1,9 +1,10 @@
 """Hot-vocabulary draft heads: the ranking (count, then raw prior, then soft counts, then id), the soft
-counts (a model's expected counts, batched, equal to one sequence at a time), the shipped file, the frequency file (written atomically, checked
-against the tokenizer's vocabulary hash and size), the trimmed head (the kept tokens' logits exactly,
-−inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based:
+counts (a model's expected counts, batched, equal to one sequence at a time), the shipped file, the frequency
+file (written atomically, checked against the tokenizer's vocabulary hash and size), the trimmed head (the
+kept tokens' logits exactly, −inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based:
 random subsets, chains, adaptive chains, trees, batches; EasySpec too), sampling with q renormalised
 over the subset following the target's exact joint, and the errors."""
+
 import json
 
 import jax
@@ -18,9 +19,28 @@ from jaxspec.easyspec import EasySpec
 from jaxspec.model import head
 from jaxspec.params import init_params
 from jaxspec.sampling import SamplingConfig
-from jaxspec.speculative import (DraftModel, HotVocab, Model, chain, draft_phase, load_hot_vocab, make_spec,
-                                 run_speculation, spec_prefill, speculate, tree)
-from jaxspec.speculative.hot_vocab import count_tokens, coverage, find_file, hot_vocab, rank, trim_head, write_frequencies
+from jaxspec.speculative import (
+    DraftModel,
+    HotVocab,
+    Model,
+    chain,
+    draft_phase,
+    load_hot_vocab,
+    make_spec,
+    run_speculation,
+    spec_prefill,
+    speculate,
+    tree,
+)
+from jaxspec.speculative.hot_vocab import (
+    count_tokens,
+    coverage,
+    find_file,
+    hot_vocab,
+    rank,
+    trim_head,
+    write_frequencies,
+)
 from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, make_pair, pool_outcomes
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
@@ -78,6 +98,7 @@ def test_expected_counts_batched_equal_one_sequence_at_a_time():
     from types import SimpleNamespace
 
     from jaxspec.hot_vocab_file import expected_counts
+
     cfg = tiny_cfg(num_layers=2)
     params = init_params(jax.random.key(3), cfg)
     seqs = random_prompts(np.random.default_rng(0), [5, 64, 65, 1, 30, 0, 64, 3, 100])
@@ -96,6 +117,7 @@ def test_the_shipped_frequency_file_fits_the_qwen_pair():
     a raw prior and soft counts enough to rank a 64K head by evidence rather than by id."""
     from conversion.loader import load_model_tokenizer
     from jaxspec.speculative.hot_vocab import ASSET_DIR, file_ranking
+
     tok = load_model_tokenizer("qwen2.5-coder-0.5b-instruct")
     path = find_file(tok)
     assert path == ASSET_DIR / "qwen2.5-coder-1.5b-instruct.json"
@@ -109,6 +131,7 @@ def test_the_shipped_frequency_file_fits_the_qwen_pair():
 def test_making_a_file_refuses_a_soft_model_with_another_tokenizer(capsys):
     """Before any generation: the soft counts of a model with another tokenizer would rank other tokens."""
     from jaxspec.hot_vocab_file import main
+
     with pytest.raises(SystemExit) as e:
         main(["--model", "smollm2-135m-instruct", "--soft", "qwen2.5-coder-0.5b-instruct"])
     assert e.value.code == 2 and "its tokenizer is not smollm2-135m-instruct's" in capsys.readouterr().err
@@ -163,7 +186,7 @@ def _spec_run(tp, dp, drafter, method, prompts):
     spec = make_spec(TARGET, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=(7,), max_len=SLOTS)
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     lens = jnp.asarray([len(p) for p in prompts], jnp.int32)
     return spec, jnp.asarray(toks), lens
 
@@ -193,8 +216,14 @@ def test_greedy_with_a_hot_vocabulary_equals_vanilla():
     hist = {"none": 0, "partial": 0, "full": 0}
 
     @settings(max_examples=examples(40))
-    @given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, MAX_BATCH), seed=st.integers(0, 3),
-           lam=st.sampled_from([0.0, 0.3, 1.0]), keep=st.integers(2, TARGET.vocab_size), data=st.data())
+    @given(
+        method=st.sampled_from(range(len(METHODS))),
+        batch=st.integers(1, MAX_BATCH),
+        seed=st.integers(0, 3),
+        lam=st.sampled_from([0.0, 0.3, 1.0]),
+        keep=st.integers(2, TARGET.vocab_size),
+        data=st.data(),
+    )
     def check(method, batch, seed, lam, keep, data):
         tp, dp = make_pair(seed, lam)
         rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -220,18 +249,24 @@ def test_easyspec_and_speculate_with_a_hot_vocabulary():
     vocab = subset(np.arange(0, TARGET.vocab_size, 2))
     want = vanilla_rows(tp, prompts, eos=())
     for drafter in (DraftModel(vocab=vocab), EasySpec(groups=((0, 1),), vocab=vocab)):
-        out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompts, method=chain(3), max_new_tokens=N_NEW,
-                        drafter=drafter)
+        out = speculate(
+            Model(tp, TARGET), Model(dp, DRAFT), prompts, method=chain(3), max_new_tokens=N_NEW, drafter=drafter
+        )
         assert out.output_ids == want, type(drafter).__name__
         assert 0 < out.stats["accepted"] < out.stats["drafted"], out.stats
 
 
-@pytest.mark.parametrize("method,sampling", [(chain(3), SamplingConfig(1.0)), (tree(2, 3), SamplingConfig(0.8, top_k=4))],
-                         ids=["chain3-t1", "tree2x3-top4"])
+@pytest.mark.parametrize(
+    "method,sampling",
+    [(chain(3), SamplingConfig(1.0)), (tree(2, 3), SamplingConfig(0.8, top_k=4))],
+    ids=["chain3-t1", "tree2x3-top4"],
+)
 def test_hot_vocabulary_sampling_matches_the_target_joint(method, sampling):
     """q renormalised over the kept tokens (0 outside) — the acceptance rule stays exact: the first three
     tokens follow the target's joint, tokens outside the subset included (the target emits them)."""
-    from tests.test_spec_sampling import DRAFT as SMALL_DRAFT, V, check_sampling
+    from tests.test_spec_sampling import DRAFT as SMALL_DRAFT
+    from tests.test_spec_sampling import V, check_sampling
+
     check_sampling(method, sampling, DraftModel(SMALL_DRAFT, vocab=HotVocab(np.array([0, 2, 3, 5, 6], np.int32), V)))
 
 
@@ -240,7 +275,13 @@ def test_unbound_draft_model_and_size_errors():
     with pytest.raises(ValueError, match="not bound to a draft model"):
         DraftModel().prepare(dp)
     with pytest.raises(ValueError, match="made for 7 tokens"):
-        speculate(Model(tp, TARGET), Model(dp, DRAFT), [[1, 2]], method=chain(2), max_new_tokens=4,
-                  drafter=DraftModel(vocab=HotVocab(np.arange(3, dtype=np.int32), 7)))
+        speculate(
+            Model(tp, TARGET),
+            Model(dp, DRAFT),
+            [[1, 2]],
+            method=chain(2),
+            max_new_tokens=4,
+            drafter=DraftModel(vocab=HotVocab(np.arange(3, dtype=np.int32), 7)),
+        )
     with pytest.raises(ValueError, match="must be in 1.."):
         hot_vocab({}, 0, 10)

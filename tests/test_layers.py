@@ -1,5 +1,6 @@
 """The layer contract (pyproject.toml, [tool.importlinter]): harness -> methods -> core inside jaxspec,
 conversion importing jaxspec's core only, and core / methods never importing conversion."""
+
 import subprocess
 import sys
 from pathlib import Path

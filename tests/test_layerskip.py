@@ -1,6 +1,7 @@
 """LayerSkip self-speculation (jaxspec/selfspec/layerskip.py): greedy output identical to vanilla over
 random tiny targets × exit layer × chain / adaptive chain / tree × batch, the target's one cache left
 exactly as vanilla decoding leaves it, acceptance rising with the exit, and its input errors."""
+
 import jax
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from jaxspec import init_params, output_ids
 from jaxspec.selfspec import LayerSkip
 from jaxspec.speculative import Model, chain, make_runner, speculate, tree
 from tests.helpers import examples, random_prompts, tiny_cfg
+from tests.spec_helpers import TARGET, assert_target_cache_is_vanillas
 from tests.test_seam import _run
 from tests.test_speculative import N_NEW, SLOTS, vanilla_rows
-from tests.spec_helpers import TARGET, assert_target_cache_is_vanillas
 
 METHODS = [chain(1), chain(3), chain(6), chain(2, adaptive=True, k_max=6), tree(3, 2), tree(2, 3)]
 
@@ -24,8 +25,13 @@ def target(seed: int):
 
 @pytest.mark.slow
 @settings(max_examples=examples(15))
-@given(method=st.sampled_from(range(len(METHODS))), exit_layer=st.integers(1, TARGET.num_layers - 1),
-       batch=st.integers(1, 3), seed=st.integers(0, 3), data=st.data())
+@given(
+    method=st.sampled_from(range(len(METHODS))),
+    exit_layer=st.integers(1, TARGET.num_layers - 1),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 3),
+    data=st.data(),
+)
 def test_greedy_layerskip_equals_vanilla(method, exit_layer, batch, seed, data):
     tp = target(seed)
     lengths = data.draw(st.lists(st.integers(1, 32), min_size=batch, max_size=batch))
@@ -48,7 +54,7 @@ def test_deeper_exits_accept_more():
     """With the last layers damped the early exits agree more with the target the deeper they are."""
     cfg = tiny_cfg(num_layers=6)
     tp = init_params(jax.random.key(1), cfg, scale=0.15)
-    layers = [dict(l, wo=l["wo"] * s, w_down=l["w_down"] * s) for l, s in zip(tp["layers"], [1, 1, .5, .3, .2, .1])]
+    layers = [dict(l, wo=l["wo"] * s, w_down=l["w_down"] * s) for l, s in zip(tp["layers"], [1, 1, 0.5, 0.3, 0.2, 0.1])]
     tp = dict(tp, layers=layers)
     prompts = random_prompts(np.random.default_rng(2), [9, 17])
     rates = []

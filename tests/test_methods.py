@@ -2,6 +2,7 @@
 line, `speculate(method=NAME)`, a bare drafter's default shape and the README's table agree with it; a
 shape or option a method cannot take is refused before anything is bound, compiled or measured; the
 drafter seam declares every member (a misspelled hook is an error)."""
+
 from pathlib import Path
 
 import jax
@@ -58,19 +59,22 @@ def test_defaults_are_the_registrys():
     assert cli_resolve(_cli("easyspec", "--parallel", "2")).drafter == EasySpec(parallel=2)
 
 
-@pytest.mark.parametrize("name,kw,msg", [
-    ("chain", dict(exits="3,4"), "--exits is a DEL option: it does nothing for --method chain"),
-    ("ls", dict(exit_layer=2, max_ngram=2), "--max-ngram is an ngram / cascade option"),
-    ("del", dict(exit_layer=4), "--method del chooses its exit layer itself"),
-    ("ls", dict(), "--method ls needs --exit-layer E"),
-    ("chain", dict(bogus=1), "unknown option 'bogus'"),
-    ("ngram", dict(adaptive=True), "not a tree or an adaptive chain"),
-    ("ngram", dict(vocab=object()), "--draft-vocab trims a draft's LM head"),
-    ("dv", dict(exit_layer=2, k=0), "-k must be >= 1 for --method dv"),
-    ("tree", dict(narrow=False), "verifies a tree's whole block every round"),
-    ("vanilla", dict(narrow=False), "--method vanilla verifies nothing"),
-    ("fly", dict(), "unknown method 'fly': one of vanilla, chain"),
-])
+@pytest.mark.parametrize(
+    "name,kw,msg",
+    [
+        ("chain", dict(exits="3,4"), "--exits is a DEL option: it does nothing for --method chain"),
+        ("ls", dict(exit_layer=2, max_ngram=2), "--max-ngram is an ngram / cascade option"),
+        ("del", dict(exit_layer=4), "--method del chooses its exit layer itself"),
+        ("ls", dict(), "--method ls needs --exit-layer E"),
+        ("chain", dict(bogus=1), "unknown option 'bogus'"),
+        ("ngram", dict(adaptive=True), "not a tree or an adaptive chain"),
+        ("ngram", dict(vocab=object()), "--draft-vocab trims a draft's LM head"),
+        ("dv", dict(exit_layer=2, k=0), "-k must be >= 1 for --method dv"),
+        ("tree", dict(narrow=False), "verifies a tree's whole block every round"),
+        ("vanilla", dict(narrow=False), "--method vanilla verifies nothing"),
+        ("fly", dict(), "unknown method 'fly': one of vanilla, chain"),
+    ],
+)
 def test_a_method_refuses_what_it_cannot_take(name, kw, msg):
     with pytest.raises(ValueError, match=msg):
         methods.resolve(name, **kw)
@@ -78,12 +82,17 @@ def test_a_method_refuses_what_it_cannot_take(name, kw, msg):
 
 def test_a_shape_the_drafter_cannot_draft_is_refused_before_its_cost_is_measured(monkeypatch):
     """DEL with a tree used to fail at trace time, after 25-110 s of timing its round cost."""
+
     def measured(*a, **k):
         raise AssertionError("the cost was measured")
+
     monkeypatch.setattr(DEL, "calibrate", measured)
     tp, _ = make_pair(0, 1.0)
-    for drafter, msg in ((DEL(), "DEL drafts a chain whose length"), (NGram(), "NGram proposes one continuation"),
-                         (FSM(2), "FSM moves its own draft length")):
+    for drafter, msg in (
+        (DEL(), "DEL drafts a chain whose length"),
+        (NGram(), "NGram proposes one continuation"),
+        (FSM(2), "FSM moves its own draft length"),
+    ):
         with pytest.raises(ValueError, match=msg):
             speculate(Model(tp, TARGET), None, [[1, 2, 3]], method=tree(3, 2), drafter=drafter, max_new_tokens=4)
     with pytest.raises(ValueError, match="options go with a method name"):
@@ -98,11 +107,14 @@ def test_a_name_works_as_well_as_a_shape():
     want = []
     for p in prompts:
         toks = np.asarray([p])
-        want += output_ids(generate(tp, toks, np.asarray([len(p)]), jax.random.key(0),
-                                    spec=DecodeSpec(TARGET, 12, 64)))
+        want += output_ids(generate(tp, toks, np.asarray([len(p)]), jax.random.key(0), spec=DecodeSpec(TARGET, 12, 64)))
     t, d = Model(tp, TARGET), Model(dp, DRAFT)
-    for name, draft, opts in (("chain", d, None), ("ngram", None, None), ("ls", None, {"exit_layer": 2}),
-                              ("cascade", d, {"min_match": 2})):
+    for name, draft, opts in (
+        ("chain", d, None),
+        ("ngram", None, None),
+        ("ls", None, {"exit_layer": 2}),
+        ("cascade", d, {"min_match": 2}),
+    ):
         out = speculate(t, draft, prompts, method=name, options=opts, max_new_tokens=12)
         assert out.output_ids == want, name
     with pytest.raises(ValueError, match="--method chain needs --draft NAME"):
@@ -111,9 +123,11 @@ def test_a_name_works_as_well_as_a_shape():
 
 def test_a_misspelled_hook_is_an_error():
     with pytest.raises(TypeError, match="Typo.comit is not a member of the drafter seam: did you mean 'commit'"):
+
         class Typo(Drafter):
             def comit(self, params, state, out, *, method):
                 return state
+
     with pytest.raises(NotImplementedError, match="does not implement propose"):
         Drafter().propose(None, None, None, None, None, method=None, sampling=None)
 

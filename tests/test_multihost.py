@@ -2,6 +2,7 @@
 vanilla and speculative generation there (tp = 8, and vanilla on data × tp = 2 × 4, the batch split over
 data) give the tokens a single process gives on 8 devices, and a model
 converted, saved (orbax's multi-process save) and restored there gives the single process's logits."""
+
 import json
 import os
 import socket
@@ -30,9 +31,25 @@ def test_two_processes_equal_one(tmp_path):
     out, port = tmp_path / "tokens.json", _free_port()
     hf_tiny("qwen2").save_pretrained(tmp_path / "hf")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), "2", str(port), str(out),
-                              str(tmp_path / "hf"), str(tmp_path / "ckpt")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(i),
+                "2",
+                str(port),
+                str(out),
+                str(tmp_path / "hf"),
+                str(tmp_path / "ckpt"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = []
     for p in procs:
         try:
@@ -61,6 +78,7 @@ def test_two_processes_equal_one(tmp_path):
 def test_initialize_errors_and_the_single_process_default(monkeypatch):
     """Bad multi-process settings fail before jax.distributed is touched; none at all is a single process."""
     from jaxspec import distributed
+
     for k in distributed.ENV:
         monkeypatch.delenv(k, raising=False)
     assert distributed.initialize() is False

@@ -1,6 +1,7 @@
 """Numerics (ModelConfig.dtype / cache_dtype / precision), proven on the traced programs: a bf16 model runs
 every product in bf16 with a bf16 cache, every dot carries the configured precision, and bf16 speculation
 equals bf16 vanilla decoding."""
+
 from __future__ import annotations
 
 import jax
@@ -43,7 +44,7 @@ def weight_shapes(params) -> set[tuple[int, ...]]:
 def padded(prompts):
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     return jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 
@@ -57,8 +58,11 @@ def traced_programs(target, draft):
     toks, lens = padded(PROMPTS)
     key = jax.random.key(0)
     out = [jax.make_jaxpr(lambda p: generate(p, toks, lens, key, spec=DecodeSpec(target, N_NEW, SLOTS)))(tp)]
-    for method, drafter, d_params in ((chain(3), DraftModel(draft), dp), (tree(3, 2), DraftModel(draft), dp),
-                                      (chain(4), DEL(cost="layers", exits=(1, 2)).bind(target), None)):
+    for method, drafter, d_params in (
+        (chain(3), DraftModel(draft), dp),
+        (tree(3, 2), DraftModel(draft), dp),
+        (chain(4), DEL(cost="layers", exits=(1, 2)).bind(target), None),
+    ):
         spec = make_spec(target, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, max_len=SLOTS)
         out.append(jax.make_jaxpr(lambda a, b: run_speculation(a, b, toks, lens, key, spec=spec))(tp, d_params))
     es = EasySpec(parallel=2, head=0, tail=0).bind(target)
@@ -74,12 +78,16 @@ def test_bf16_model_runs_every_product_in_bf16():
     for prog in programs:
         eqns = list(dot_eqns(prog.jaxpr))
         assert len(eqns) > 20
-        bad = [(tuple(v.aval.dtype.name for v in e.invars), tuple(v.aval.shape for v in e.invars))
-               for e in eqns if any(v.aval.dtype != jnp.bfloat16 for v in e.invars)]
+        bad = [
+            (tuple(v.aval.dtype.name for v in e.invars), tuple(v.aval.shape for v in e.invars))
+            for e in eqns
+            if any(v.aval.dtype != jnp.bfloat16 for v in e.invars)
+        ]
         assert not bad, bad
         # the LM head and the attention scores accumulate into f32: bf16 logits would tie where f32 do not
-        assert any(e.outvars[0].aval.dtype == jnp.float32 and TARGET.vocab_size in e.outvars[0].aval.shape
-                   for e in eqns)
+        assert any(
+            e.outvars[0].aval.dtype == jnp.float32 and TARGET.vocab_size in e.outvars[0].aval.shape for e in eqns
+        )
 
 
 def test_a_wider_cache_keeps_the_weight_products_in_the_model_dtype():
@@ -94,8 +102,9 @@ def test_a_wider_cache_keeps_the_weight_products_in_the_model_dtype():
         assert len(weighted) > 10
         assert all(v.aval.dtype == jnp.bfloat16 for e in weighted for v in e.invars)
     cache = init_cache(target, 1, 8)
-    logits, cache, hid = jax.eval_shape(lambda p, c: forward(p, jnp.zeros((1, 3), jnp.int32), c, target,
-                                                             return_hiddens=True), tp, cache)
+    logits, cache, hid = jax.eval_shape(
+        lambda p, c: forward(p, jnp.zeros((1, 3), jnp.int32), c, target, return_hiddens=True), tp, cache
+    )
     assert cache.k[0].dtype == jnp.float32 and logits.dtype == jnp.float32
     assert all(h.dtype == jnp.bfloat16 for h in hid)
 
@@ -151,8 +160,10 @@ def test_numerics_errors():
         forward(tp32, jnp.asarray([[1, 2]]), init_cache(TARGET, 1, 8), TARGET)
 
 
-@pytest.mark.parametrize("T, W, dtype, atol", [(1, 11, "float32", 1e-5), (5, 16, "float32", 1e-5),
-                                               (1, 11, "bfloat16", 2e-2), (5, 16, "bfloat16", 2e-2)])
+@pytest.mark.parametrize(
+    "T, W, dtype, atol",
+    [(1, 11, "float32", 1e-5), (5, 16, "float32", 1e-5), (1, 11, "bfloat16", 2e-2), (5, 16, "bfloat16", 2e-2)],
+)
 def test_fused_attention_equals_ours(T, W, dtype, atol):
     """jax.nn.dot_product_attention with XLA's implementation (what a CPU runs) == our attention_mix: GQA (8
     query heads on 2 kv heads), a window shorter than the cache or all of it, a causal mask over ragged
@@ -196,7 +207,9 @@ def test_generation_with_fused_attention_equals_ours():
         c = cfg.replace(attention=attention)
         toks, lens = padded(prompts)
         logits, _, _ = jax.jit(lambda p, t: forward(p, t, init_cache(c, 3, 32), c))(params, toks)
-        out[attention] = (np.asarray(logits), output_ids(_generate(params, toks, lens, jax.random.key(0),
-                                                                    spec=DecodeSpec(c, N_NEW, SLOTS))))
+        out[attention] = (
+            np.asarray(logits),
+            output_ids(_generate(params, toks, lens, jax.random.key(0), spec=DecodeSpec(c, N_NEW, SLOTS))),
+        )
     np.testing.assert_allclose(out["fused"][0], out["einsum"][0], atol=1e-5)
     assert out["fused"][1] == out["einsum"][1]

@@ -1,5 +1,6 @@
 """A non-editable install works without the repository: the package data (Spec-Bench questions, the
 shipped hot-vocabulary file) travels in the wheel, and nothing reads a path beside the checkout."""
+
 from __future__ import annotations
 
 import os
@@ -54,15 +55,22 @@ def _wheel(tmp: Path) -> Path:
         shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, src / f)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp),
-                    str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp), str(src)],
+        check=True,
+        capture_output=True,
+    )
     return next(tmp.glob("jaxspec-*.whl"))
 
 
 def test_the_wheel_carries_the_package_data(tmp_path):
     names = set(zipfile.ZipFile(_wheel(tmp_path)).namelist())
-    for f in ("jaxspec/data/spec_bench/question.jsonl", "jaxspec/data/spec_bench/LICENSE",
-              "jaxspec/data/spec_bench/SOURCE.md", "jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json"):
+    for f in (
+        "jaxspec/data/spec_bench/question.jsonl",
+        "jaxspec/data/spec_bench/LICENSE",
+        "jaxspec/data/spec_bench/SOURCE.md",
+        "jaxspec/data/hot_vocab/qwen2.5-coder-1.5b-instruct.json",
+    ):
         assert f in names, f"{f} is not in the wheel"
 
 
@@ -71,13 +79,28 @@ def test_a_non_editable_install_runs_a_hot_vocabulary_generate(tmp_path):
     """`pip install .` (non-editable) into a folder of its own, then from another folder: Spec-Bench prompts load
     and a hot-vocabulary draft head (the shipped file, found for the Qwen tokenizer) generates vanilla's tokens."""
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", "--target",
-                    str(site), str(_wheel(tmp_path))], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(site),
+            str(_wheel(tmp_path)),
+        ],
+        check=True,
+        capture_output=True,
+    )
     run = tmp_path / "elsewhere"
     run.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     env.pop("JAXSPEC_SPEC_BENCH", None)
-    r = subprocess.run([sys.executable, "-c", INSTALLED_RUN, str(site)], cwd=run, env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", INSTALLED_RUN, str(site)], cwd=run, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "installed-ok" in r.stdout

@@ -1,4 +1,5 @@
 """Pooled tok/s (all tokens over all seconds) and the paired bootstrap interval of a speedup."""
+
 import pytest
 
 from jaxspec.pooling import pooled, speedup_intervals, totals

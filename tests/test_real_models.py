@@ -1,6 +1,7 @@
 """Real weights: SmolLM2-135M (llama, tied, permuted q/k) and Qwen2.5-Coder-0.5B (qwen2, qkv bias)
 converted from GGUF by jaxspec vs HF torch loading the same GGUF: logits within 1e-3, 32 greedy tokens
 identical. Also: tokenizer + chat template, and the orbax checkpoint round trip of the loader."""
+
 from pathlib import Path
 
 import jax
@@ -22,6 +23,7 @@ PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a
 
 def _hf(path: Path):
     from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
 
 
@@ -35,11 +37,17 @@ def test_gguf_matches_hf_torch(name, tmp_path):
     hf = _hf(path)
     with torch.no_grad():
         ref = hf(torch.tensor([ids])).logits[0].numpy()
-        hf_out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=32, do_sample=False, eos_token_id=list(eos_ids(m.tokenizer, m.cfg)),
-                             pad_token_id=0)[0, len(ids):].tolist()
-    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, m.cfg))(m.params, jnp.asarray([ids]),
-                                                                    init_cache(m.cfg, 1, 128))
+        hf_out = hf.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=32,
+            do_sample=False,
+            eos_token_id=list(eos_ids(m.tokenizer, m.cfg)),
+            pad_token_id=0,
+        )[0, len(ids) :].tolist()
+    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, m.cfg))(
+        m.params, jnp.asarray([ids]), init_cache(m.cfg, 1, 128)
+    )
     np.testing.assert_allclose(np.asarray(logits[0]), ref, atol=1e-3, rtol=0)
 
     arr, lens, slots = pad_prompts([ids], m.cfg, 32)
@@ -53,7 +61,10 @@ def test_gguf_matches_hf_torch(name, tmp_path):
     assert again.from_checkpoint
     # its tokenizer comes from the checkpoint's saved copy: same ids, chat template and stop tokens
     assert encode_prompt(again.tokenizer, PROMPT, chat=True) == ids
-    assert again.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"] == m.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"]
+    assert (
+        again.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"]
+        == m.tokenizer(PROMPT + " ünïcødé 数字 123")["input_ids"]
+    )
     assert eos_ids(again.tokenizer, again.cfg) == eos_ids(m.tokenizer, m.cfg)
     for a, b in zip(jax.tree.leaves(m.params), jax.tree.leaves(again.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -75,11 +86,24 @@ def test_speculation_on_real_weights_equals_vanilla(method):
     ids = [encode_prompt(m.tokenizer, PROMPT, chat=True), encode_prompt(m.tokenizer, "Sort a list in C.", chat=True)]
     eos = eos_ids(m.tokenizer, m.cfg)
     arr, lens, slots = pad_prompts(ids, m.cfg, 32)
-    ref = output_ids(generate(m.params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0),
-                              spec=DecodeSpec(m.cfg, 32, slots, eos_ids=eos)))
-    out = speculate(Model(m.params, m.cfg, tokenizer=m.tokenizer), draft, ids,
-                    method=chain(4) if method == "chain" else tree(3, 2), max_new_tokens=32, eos_ids=eos,
-                    drafter=EasySpec(parallel=3) if method == "easyspec" else None)
+    ref = output_ids(
+        generate(
+            m.params,
+            jnp.asarray(arr),
+            jnp.asarray(lens),
+            jax.random.key(0),
+            spec=DecodeSpec(m.cfg, 32, slots, eos_ids=eos),
+        )
+    )
+    out = speculate(
+        Model(m.params, m.cfg, tokenizer=m.tokenizer),
+        draft,
+        ids,
+        method=chain(4) if method == "chain" else tree(3, 2),
+        max_new_tokens=32,
+        eos_ids=eos,
+        drafter=EasySpec(parallel=3) if method == "easyspec" else None,
+    )
     assert out.output_ids == ref
     assert 0 < out.stats["accepted"] < out.stats["drafted"]  # real accepts and real rejections
 
@@ -93,7 +117,9 @@ def test_load_in_bf16_sets_the_numerics_from_conversion_and_checkpoint(tmp_path)
         m = load_model(name, dtype="bfloat16", precision="default", checkpoint_root=tmp_path)
         assert (m.cfg.dtype, m.cfg.precision, m.cfg.kv_dtype) == ("bfloat16", "default", jnp.bfloat16)
         assert {x.dtype for x in jax.tree.leaves(m.params)} == {jnp.dtype(jnp.bfloat16)}
-        np.testing.assert_array_equal(np.asarray(m.params["embed"]), np.asarray(f32.params["embed"].astype(jnp.bfloat16)))
+        np.testing.assert_array_equal(
+            np.asarray(m.params["embed"]), np.asarray(f32.params["embed"].astype(jnp.bfloat16))
+        )
         assert init_cache(m.cfg, 1, 8).k[0].dtype == jnp.bfloat16
     assert m.from_checkpoint
     wide = load_model(name, dtype="bfloat16", cache_dtype="float32", checkpoint_root=tmp_path)

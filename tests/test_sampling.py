@@ -1,6 +1,7 @@
 """Sampling: the processed distribution (temperature, top-k, top-p) against a numpy reference, and
 draws from `sample` distributed as that distribution (chi-square on 40k draws, fixed keys, p-value >=
 1e-3), and the check's power: a 10 % change of temperature fails it."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,8 +29,14 @@ def reference_probs(logits: np.ndarray, cfg: SamplingConfig) -> np.ndarray:
     return p
 
 
-CONFIGS = [SamplingConfig(1.0), SamplingConfig(0.7), SamplingConfig(1.3, top_k=4), SamplingConfig(1.0, top_p=0.8),
-           SamplingConfig(0.8, top_k=5, top_p=0.6), SamplingConfig(1.0, top_k=1)]
+CONFIGS = [
+    SamplingConfig(1.0),
+    SamplingConfig(0.7),
+    SamplingConfig(1.3, top_k=4),
+    SamplingConfig(1.0, top_p=0.8),
+    SamplingConfig(0.8, top_k=5, top_p=0.6),
+    SamplingConfig(1.0, top_k=1),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)

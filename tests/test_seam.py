@@ -8,6 +8,7 @@
     limit) changes nothing: outputs equal vanilla and the target cache equals a vanilla pass's.
 Also `speculate(target, None, drafter=...)`, the outcome's drafted count, and the adaptive k living in
 the drafter."""
+
 import dataclasses
 
 import jax
@@ -21,8 +22,8 @@ from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
 from jaxspec.model import head
 from jaxspec.speculative import DraftModel, Model, chain, make_spec, run_speculation, speculate, summarize, tree
-from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
+from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from tests.helpers import exact_forward, random_prompts
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair
 from tests.test_speculative import N_NEW, SLOTS, WIDTH, vanilla_rows
@@ -38,6 +39,7 @@ class _Seen:
 @dataclasses.dataclass(frozen=True)
 class TargetOracle(Drafter):
     """Drafts with the whole target in the target's cache: its proposals are the target's greedy tokens."""
+
     cfg: ModelConfig
     writes_target_cache = True
 
@@ -54,8 +56,13 @@ class TargetOracle(Drafter):
         S, K = target.cache.max_len, shape.width
         logits, cache, _ = forward(target.params, rnd.last[:, None], target.cache.replace(lengths=T - 1), self.cfg)
 
-        step = depth_step(lambda t, c, pos, mask: forward(target.params, t, c, self.cfg, positions=pos, mask=mask)[:2],
-                          T, K, S, sampling)  # as DraftModel's
+        step = depth_step(
+            lambda t, c, pos, mask: forward(target.params, t, c, self.cfg, positions=pos, mask=mask)[:2],
+            T,
+            K,
+            S,
+            sampling,
+        )  # as DraftModel's
         cache, t = grow_tree(step, cache, draft_logprobs(logits[:, 0], sampling), key, shape, sampling, shape.depth)
         return st, t, cache.replace(lengths=T - 1)  # it wrote the slots from T - 1 on
 
@@ -74,6 +81,7 @@ class _FirstShadow:
 @dataclasses.dataclass(frozen=True)
 class ShadowOracle(TargetOracle):
     """TargetOracle asking for shadow tokens after layers 1 and 2; keeps the first round's."""
+
     shadow_layers = (1, 2)
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
@@ -82,13 +90,15 @@ class ShadowOracle(TargetOracle):
 
     def commit(self, params, st, out: Outcome, *, method):
         first = st.rounds == 0
-        return _FirstShadow(st.rounds + 1, jnp.where(first, out.shadow_tokens, st.tokens),
-                            jnp.where(first, out.shadow_conf, st.conf))
+        return _FirstShadow(
+            st.rounds + 1, jnp.where(first, out.shadow_tokens, st.tokens), jnp.where(first, out.shadow_conf, st.conf)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class RandomDrafter(Drafter):
     """Proposes tokens drawn from a fresh random distribution at every node; no model at all."""
+
     cfg: ModelConfig
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
@@ -98,8 +108,9 @@ class RandomDrafter(Drafter):
         B, V = rnd.last.shape[0], self.cfg.vocab_size
 
         def step(i, leaves, anc, d):
-            return i, draft_logprobs(jax.random.normal(jax.random.fold_in(key, 100 + d), leaves.shape + (V,)) * 3,
-                                     sampling)
+            return i, draft_logprobs(
+                jax.random.normal(jax.random.fold_in(key, 100 + d), leaves.shape + (V,)) * 3, sampling
+            )
 
         root = draft_logprobs(jax.random.normal(jax.random.fold_in(key, 99), (B, V)) * 3, sampling)
         _, t = grow_tree(step, st, root, key, method.shape, sampling, method.shape.depth)
@@ -112,6 +123,7 @@ class RandomDrafter(Drafter):
 @dataclasses.dataclass(frozen=True)
 class GarbageWriter(Drafter):
     """DraftModel, plus large random K/V written into every target layer at slots [T-1, T-1 + span)."""
+
     inner: DraftModel
     span: int
     writes_target_cache = True
@@ -127,10 +139,23 @@ class GarbageWriter(Drafter):
         st, t, _ = self.inner.propose(params, st, target, rnd, key, method=method, sampling=sampling)
         c: KVCache = target.cache
         at = rnd.committed - 1
-        junk = lambda x, i: write_kv(x, 50.0 * jax.random.normal(jax.random.fold_in(key, i), (  # noqa: E731
-            x.shape[0], self.span, x.shape[1], x.shape[3])), at)
-        c = c.replace(k=tuple(junk(x, i) for i, x in enumerate(c.k)),
-                      v=tuple(junk(x, 1000 + i) for i, x in enumerate(c.v)))
+        junk = lambda x, i: write_kv(  # noqa: E731
+            x,
+            50.0
+            * jax.random.normal(
+                jax.random.fold_in(key, i),
+                (  # noqa: E731
+                    x.shape[0],
+                    self.span,
+                    x.shape[1],
+                    x.shape[3],
+                ),
+            ),
+            at,
+        )
+        c = c.replace(
+            k=tuple(junk(x, i) for i, x in enumerate(c.k)), v=tuple(junk(x, 1000 + i) for i, x in enumerate(c.v))
+        )
         return st, t, c
 
     def commit(self, params, st, out, *, method):
@@ -141,9 +166,10 @@ def _run(tp, dp, prompts, method, drafter, eos=()):
     spec = make_spec(TARGET, drafter, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos, max_len=SLOTS)
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
-    return run_speculation(tp, dp, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32),
-                           jax.random.key(0), spec=spec)
+        toks[i, : len(p)] = p
+    return run_speculation(
+        tp, dp, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32), jax.random.key(0), spec=spec
+    )
 
 
 PROMPTS = random_prompts(np.random.default_rng(11), [5, 23, 14])
@@ -159,8 +185,9 @@ def test_oracle_self_drafter_accepts_every_draft(method):
     assert s["accepted"] == s["drafted"] > 0 and s["acceptance_rate"] == 1.0  # every draft, every round
     seen = state.draft_state
     assert seen.hiddens.shape == (len(PROMPTS), 1 + method.shape.nodes, 2, TARGET.hidden_size)
-    np.testing.assert_allclose(np.asarray(head(tp, seen.hiddens[:, :, 1], TARGET)), np.asarray(seen.logits),
-                               atol=1e-4)  # the final layer's hidden states are the verification's
+    np.testing.assert_allclose(
+        np.asarray(head(tp, seen.hiddens[:, :, 1], TARGET)), np.asarray(seen.logits), atol=1e-4
+    )  # the final layer's hidden states are the verification's
 
 
 def test_speculate_without_a_draft_model():
@@ -216,9 +243,10 @@ def test_shadow_tokens_equal_a_teacher_forced_reference():
     outs = output_ids(state)
     assert outs == vanilla_rows(tp, PROMPTS, eos=())
     for i, (p, out) in enumerate(zip(PROMPTS, outs)):
-        _, _, hid = exact_forward(tp, p + out[:D + 1], TARGET, SLOTS, return_hiddens=True)
+        _, _, hid = exact_forward(tp, p + out[: D + 1], TARGET, SLOTS, return_hiddens=True)
         for j, layer in enumerate((1, 2)):
-            lg = head(tp, hid[layer - 1][:, len(p):len(p) + D + 1], TARGET)[0]  # the block: positions P..P+D
+            lg = head(tp, hid[layer - 1][:, len(p) : len(p) + D + 1], TARGET)[0]  # the block: positions P..P+D
             np.testing.assert_array_equal(np.asarray(state.draft_state.tokens[i, :, j]), np.asarray(lg.argmax(-1)))
-            np.testing.assert_allclose(np.asarray(state.draft_state.conf[i, :, j]),
-                                       np.asarray(jax.nn.softmax(lg, -1).max(-1)), atol=1e-5)
+            np.testing.assert_allclose(
+                np.asarray(state.draft_state.conf[i, :, j]), np.asarray(jax.nn.softmax(lg, -1).max(-1)), atol=1e-5
+            )

@@ -5,6 +5,7 @@ DEL's shadow tokens — the prompt's seeding and every verification's — restri
 to what the trimmed exit drafts, sampling with q renormalised over the subset following the target's
 exact joint, through `speculate` and behind a cascade's lookup, the round cost timed with the trimmed
 head under its own cache key, and the errors."""
+
 import dataclasses
 
 import jax
@@ -41,7 +42,7 @@ def _spec(drafter, method, prompts, eos=()):
     spec = make_spec(CFG, d, method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos, max_len=SLOTS)
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     return d, spec, jnp.asarray(toks), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 
@@ -61,15 +62,17 @@ def test_shadow_tokens_are_what_the_trimmed_exit_would_draft():
     toks = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
     pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
     mask = causal_mask(jnp.zeros((B,), jnp.int32), T, S)
-    _, _, _, (sh, conf) = verification_pass(tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), exits,
-                                            shadow_vocab=keep)
+    _, _, _, (sh, conf) = verification_pass(
+        tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), exits, shadow_vocab=keep
+    )
     _, _, _, (full, _) = verification_pass(tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), exits)
     hot = trim_head(tp, CFG, keep)
     for j, e in enumerate(exits):
         lg, _, _ = shallow_logits(hot, toks, init_cache(CFG, B, S), pos, mask, e, CFG)
         np.testing.assert_array_equal(np.asarray(sh[..., j]), np.argmax(np.asarray(lg), -1))
-        np.testing.assert_allclose(np.asarray(conf[..., j]), np.max(np.asarray(jax.nn.softmax(lg, -1)), -1),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(conf[..., j]), np.max(np.asarray(jax.nn.softmax(lg, -1)), -1), rtol=1e-5, atol=1e-6
+        )
     assert np.isin(np.asarray(sh), keep.ids).all()
     assert not np.isin(np.asarray(full), keep.ids).all()
 
@@ -96,20 +99,29 @@ def test_greedy_self_drafters_with_a_hot_vocabulary_equal_vanilla():
     hist = {"none": 0, "partial": 0, "full": 0}
 
     @settings(max_examples=examples(16))
-    @given(seed=st.integers(0, 3), kind=st.sampled_from(["ls", "fs", "dv", "del", "del-faithful", "del-cycling"]),
-           keep=st.integers(2, V), exit_layer=st.integers(1, 5), cap=st.sampled_from([1, 3, 6]),
-           batch=st.integers(1, 3), data=st.data())
+    @given(
+        seed=st.integers(0, 3),
+        kind=st.sampled_from(["ls", "fs", "dv", "del", "del-faithful", "del-cycling"]),
+        keep=st.integers(2, V),
+        exit_layer=st.integers(1, 5),
+        cap=st.sampled_from([1, 3, 6]),
+        batch=st.integers(1, 3),
+        data=st.data(),
+    )
     def check(seed, kind, keep, exit_layer, cap, batch, data):
         damp = data.draw(st.lists(st.sampled_from([1.0, 0.5, 0.2, 0.05]), min_size=6, max_size=6))
         tp = damped(seed, damp)
         rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
         vocab = subset(rng.choice(V, keep, replace=False))
         prompts = random_prompts(rng, data.draw(st.lists(st.integers(1, 30), min_size=batch, max_size=batch)))
-        drafter = {"ls": lambda: LayerSkip(exit_layer, vocab=vocab), "fs": lambda: FSM(exit_layer, vocab=vocab),
-                   "dv": lambda: DraftVerify(exit_layer, vocab=vocab),
-                   "del": lambda: DEL(cost="layers", vocab=vocab),
-                   "del-faithful": lambda: DEL(exits=(1, 3, 5), faithful=True, vocab=vocab),
-                   "del-cycling": lambda: CyclingDEL(exits=(1, 3, 5), vocab=vocab)}[kind]()
+        drafter = {
+            "ls": lambda: LayerSkip(exit_layer, vocab=vocab),
+            "fs": lambda: FSM(exit_layer, vocab=vocab),
+            "dv": lambda: DraftVerify(exit_layer, vocab=vocab),
+            "del": lambda: DEL(cost="layers", vocab=vocab),
+            "del-faithful": lambda: DEL(exits=(1, 3, 5), faithful=True, vocab=vocab),
+            "del-cycling": lambda: CyclingDEL(exits=(1, 3, 5), vocab=vocab),
+        }[kind]()
         state = run(tp, prompts, chain(cap), drafter, eos=(7,))
         assert output_ids(state) == vanilla(tp, prompts, eos=(7,)), kind
         pool_outcomes(hist, state.stats, batch)
@@ -155,7 +167,10 @@ def test_the_engine_restricts_del_shadow_tokens_to_the_hot_vocabulary():
 @pytest.mark.parametrize("kind", ["ls", "del"])
 def test_self_drafters_hot_vocabulary_sampling_matches_the_target_joint(kind):
     """q renormalised over 5 of 8 tokens, 0 outside: the first three tokens follow the target's joint."""
-    from tests.test_spec_sampling import TARGET as SMALL, V as V8, check_sampling
+    from tests.test_spec_sampling import TARGET as SMALL
+    from tests.test_spec_sampling import V as V8
+    from tests.test_spec_sampling import check_sampling
+
     keep = HotVocab(np.array([0, 2, 3, 5, 6], np.int32), V8)
     drafter = LayerSkip(1, vocab=keep) if kind == "ls" else DEL(faithful=True, vocab=keep)
     check_sampling(chain(3), SamplingConfig(1.0), drafter.bind(SMALL))
@@ -165,7 +180,7 @@ def test_speculate_cascade_round_cost_and_errors():
     """Through `speculate` (bound to the target there) alone and behind a cascade's lookup: vanilla's
     output. The round cost times the trimmed draft and is kept under a key of its own (keys without a
     hot vocabulary are unchanged). A vocabulary of another size is refused at bind."""
-    tp = damped(1, (1, 1, .5, .5, .2, .2))
+    tp = damped(1, (1, 1, 0.5, 0.5, 0.2, 0.2))
     prompts = random_prompts(np.random.default_rng(7), [12, 4, 25])
     prompts[1] = prompts[1] * 4  # a repeat: the lookup has something to find
     v = subset(np.arange(0, V, 2))
@@ -176,9 +191,12 @@ def test_speculate_cascade_round_cost_and_errors():
         assert out.stats["drafted"] > 0
     base = cost_key(tp, CFG, (1, 3), depth=4, max_len=64, dispatch="segments")
     assert "draft_vocab" not in base
-    assert cost_key(tp, CFG, (1, 3), depth=4, max_len=64, dispatch="segments", vocab=v) == {**base,
-                                                                                            "draft_vocab": v.digest}
+    assert cost_key(tp, CFG, (1, 3), depth=4, max_len=64, dispatch="segments", vocab=v) == {
+        **base,
+        "draft_vocab": v.digest,
+    }
     from jaxspec.selfspec import round_cost
+
     timed = {}
 
     def spy(calls, repeats):  # the timer as it is, noting what each timed draft forward computes
@@ -194,7 +212,9 @@ def test_speculate_cascade_round_cost_and_errors():
     assert sorted(timed) == [("draft", 0), ("draft", 1)]
     for i in range(2):  # the draft timed is the trimmed head's: finite logits on the kept tokens only
         assert np.flatnonzero(np.isfinite(timed["draft", i][0, -1])).tolist() == v.ids.tolist(), i
-    for drafter in (LayerSkip(2, vocab=HotVocab(np.arange(3, dtype=np.int32), 7)),
-                    DEL(cost="layers", vocab=HotVocab(np.arange(3, dtype=np.int32), 7))):
+    for drafter in (
+        LayerSkip(2, vocab=HotVocab(np.arange(3, dtype=np.int32), 7)),
+        DEL(cost="layers", vocab=HotVocab(np.arange(3, dtype=np.int32), 7)),
+    ):
         with pytest.raises(ValueError, match=f"made for 7 tokens, the target has {V}"):
             drafter.bind(CFG)

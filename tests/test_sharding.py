@@ -1,5 +1,6 @@
 """Sharded == unsharded on 1/2/4/8 simulated devices; what tp cannot split is replicated; the compiled
 program's collectives; invalid meshes give clear errors."""
+
 import math
 import re
 
@@ -8,8 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import (DecodeSpec, forward, generate, init_cache, init_params, make_mesh, output_ids, pad_prompts, plan_for,
-                     prefill)
+from jaxspec import (
+    DecodeSpec,
+    forward,
+    generate,
+    init_cache,
+    init_params,
+    make_mesh,
+    output_ids,
+    pad_prompts,
+    plan_for,
+    prefill,
+)
 from jaxspec.sharding import kv_repeats, parse_mesh, repeat_kv_heads, shard_model, shard_params
 from tests.helpers import random_prompts, tiny_cfg
 
@@ -21,8 +32,12 @@ PARAMS = init_params(jax.random.key(0), CFG, scale=0.15)
 def _run(params, plan, prompts, cfg=CFG):
     arr, lens, slots = pad_prompts(prompts, cfg, 8)
     spec = DecodeSpec(cfg, 8, slots, plan=plan)
-    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, cfg))(params, jnp.asarray(arr), init_cache(cfg, len(prompts), 32))
-    return np.asarray(logits), output_ids(generate(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=spec))
+    logits, _, _ = jax.jit(lambda p, t, c: forward(p, t, c, cfg))(
+        params, jnp.asarray(arr), init_cache(cfg, len(prompts), 32)
+    )
+    return np.asarray(logits), output_ids(
+        generate(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=spec)
+    )
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
@@ -57,11 +72,18 @@ def test_make_mesh_is_jaxs_with_auto_axes():
 
 
 UNEVEN = [  # (config, tp, what plan_for must replicate)
-    (tiny_cfg(vocab_size=96, num_heads=6, num_kv_heads=2), 4, "attention replicated: tp=4 does not divide the 6 query heads"),
+    (
+        tiny_cfg(vocab_size=96, num_heads=6, num_kv_heads=2),
+        4,
+        "attention replicated: tp=4 does not divide the 6 query heads",
+    ),
     (tiny_cfg(vocab_size=96, num_heads=12, num_kv_heads=3), 4, "attention replicated: tp=4 and the 3 kv heads"),
     (tiny_cfg(vocab_size=96, intermediate_size=36), 8, "MLP replicated: tp=8 does not divide the MLP width 36"),
-    (tiny_cfg(vocab_size=97, num_heads=14, num_kv_heads=2, intermediate_size=56), 4,
-     "attention replicated: tp=4 does not divide the 14 query heads"),  # the 0.5B's heads at tp=4
+    (
+        tiny_cfg(vocab_size=97, num_heads=14, num_kv_heads=2, intermediate_size=56),
+        4,
+        "attention replicated: tp=4 does not divide the 14 query heads",
+    ),  # the 0.5B's heads at tp=4
 ]
 
 
@@ -108,11 +130,18 @@ def _collectives(cfg, tp, expand=True):
         plan = plan_for(cfg, make_mesh({"tp": tp}))
         params = shard_params(params, cfg, plan)
     arr, lens, slots = pad_prompts([[1, 2, 3]], cfg, 8)
-    txt = jax.jit(generate, static_argnames=("spec",)).lower(
-        params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan)
-    ).compile().as_text()
+    txt = (
+        jax.jit(generate, static_argnames=("spec",))
+        .lower(
+            params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan)
+        )
+        .compile()
+        .as_text()
+    )
     found = {}
-    for shape, kind in re.findall(r"= (\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)\(", txt):
+    for shape, kind in re.findall(
+        r"= (\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)\(", txt
+    ):
         found.setdefault(kind, []).append(shape.split("{")[0])
     return found
 
@@ -159,8 +188,10 @@ def test_repeated_kv_heads_equal_unsharded(tp):
     ref_logits, ref_ids = _run(PARAMS, None, prompts)
     rep, rcfg = repeat_kv_heads(PARAMS, CFG, r)
     assert rcfg.num_kv_heads == tp and rep["layers"][0]["wk"].shape == (tp * CFG.head_dim, CFG.hidden_size)
-    np.testing.assert_array_equal(np.asarray(rep["layers"][1]["bv"]).reshape(tp, -1)[r - 1],
-                                  np.asarray(PARAMS["layers"][1]["bv"]).reshape(CFG.num_kv_heads, -1)[0])
+    np.testing.assert_array_equal(
+        np.asarray(rep["layers"][1]["bv"]).reshape(tp, -1)[r - 1],
+        np.asarray(PARAMS["layers"][1]["bv"]).reshape(CFG.num_kv_heads, -1)[0],
+    )
     logits, ids = _run(rep, None, prompts, rcfg)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     assert ids == ref_ids
@@ -177,6 +208,7 @@ def test_repeated_kv_heads_equal_unsharded(tp):
 def test_load_model_restores_checkpoint_into_the_sharding(tmp_path):
     from conversion.loader import load_model
     from tests.helpers import hf_tiny
+
     hf_tiny("qwen2").save_pretrained(tmp_path / "hf")
     mesh = make_mesh({"tp": 2})
     first = load_model(tmp_path / "hf", mesh=mesh, tokenizer=False, checkpoint_root=tmp_path / "ckpt")
@@ -194,11 +226,15 @@ def test_load_model_repeats_gqa_kv_heads_for_tp(tmp_path):
     device; the checkpoint keeps 2) and computes the unsharded model's logits."""
     from conversion.loader import load_model
     from tests.helpers import hf_tiny
+
     hf_tiny("qwen2").save_pretrained(tmp_path / "hf")
     kw = dict(tokenizer=False, checkpoint_root=tmp_path / "ckpt")
     mesh = make_mesh({"tp": 4})
-    first, again, plain = (load_model(tmp_path / "hf", mesh=mesh, **kw), load_model(tmp_path / "hf", mesh=mesh, **kw),
-                           load_model(tmp_path / "hf", **kw))
+    first, again, plain = (
+        load_model(tmp_path / "hf", mesh=mesh, **kw),
+        load_model(tmp_path / "hf", mesh=mesh, **kw),
+        load_model(tmp_path / "hf", **kw),
+    )
     assert (first.from_checkpoint, again.from_checkpoint, plain.cfg.num_kv_heads) == (False, True, 2)
     prompts = random_prompts(np.random.default_rng(3), [4, 7], vocab=plain.cfg.vocab_size)
     ref_logits, ref_ids = _run(plain.params, None, prompts, plain.cfg)
@@ -222,7 +258,9 @@ def test_data_axis_splits_the_batch(axes):
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     assert ids == ref_ids
     arr, lens, slots = pad_prompts(prompts, cfg, 8)
-    state = prefill(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan))
+    state = prefill(
+        params, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(0), spec=DecodeSpec(cfg, 8, slots, plan=plan)
+    )
     k = state.cache.k[0]
     assert k.sharding.spec[0] == "data" and k.addressable_shards[0].data.shape[0] == 8 // axes["data"]
     assert k.addressable_shards[0].data.shape[1] == cfg.num_kv_heads // axes.get("tp", 1)
@@ -231,6 +269,7 @@ def test_data_axis_splits_the_batch(axes):
 def test_data_axis_speculation_equals_vanilla_and_rejects_an_uneven_batch():
     from jaxspec.speculative import Model, chain, speculate
     from tests.spec_helpers import DRAFT, TARGET, make_pair
+
     mesh = make_mesh({"data": 2, "tp": 2})
     tp_, dp_ = make_pair(3, 0.3)
     prompts = random_prompts(np.random.default_rng(6), [5, 11, 3, 8])
@@ -248,12 +287,14 @@ def test_entry_points_lay_out_their_outputs_as_declared():
     sharding.constrain_rows): on a data=2 × tp=4 mesh the target cache's rows over "data" and kv heads
     over "tp", every per-row array's rows over "data" and nothing over "tp", scalars and the key
     replicated — vanilla's prefill / step / loop, the engine's prefill / draft and verify phases / loop."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from jaxspec.decode import decode_loop, decode_step
     from jaxspec.speculative import DraftModel, chain, make_spec
     from jaxspec.speculative.engine import draft_phase, spec_loop, spec_prefill, verify_phase
     from tests.spec_helpers import DRAFT, TARGET, make_pair
+
     mesh = make_mesh({"data": 2, "tp": 4})
 
     def check(cache, *arrays):
@@ -280,8 +321,16 @@ def test_entry_points_lay_out_their_outputs_as_declared():
     prompts = random_prompts(np.random.default_rng(9), [5, 11, 3, 8])
     arr, lens, _ = pad_prompts(prompts, tcfg, 10)
     sspec = make_spec(tcfg, DraftModel(dcfg, dplan), chain(3), prompt_len=arr.shape[1], max_new_tokens=10, plan=tplan)
-    fields = lambda st: (st.target_cache, st.tokens, st.last, st.committed, st.num, st.done,  # noqa: E731
-                         *jax.tree.leaves(st.stats), st.key)
+    fields = lambda st: (  # noqa: E731
+        st.target_cache,
+        st.tokens,
+        st.last,
+        st.committed,
+        st.num,
+        st.done,  # noqa: E731
+        *jax.tree.leaves(st.stats),
+        st.key,
+    )
     st = spec_prefill(tparams, dparams, jnp.asarray(arr), jnp.asarray(lens), jax.random.key(1), spec=sspec)
     check(*fields(st))
     st, t = draft_phase(tparams, dparams, st, spec=sspec)

@@ -3,8 +3,9 @@ of chain, adaptive-chain and tree speculation — with the separate draft model,
 layer-parallel draft (both draft layers in one group), with LayerSkip's self-draft and with Draft & Verify's
 confidence-stopped self-draft, with DEL (its exit forced to alternate, its own, and its plain steps) and FS —
 follow the target's exact joint distribution (enumerated by
-full forwards), with temperature, top-k and top-p, and with the batch split over a data × tp mesh. Chi-square over 20k samples on every cell with
-p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
+full forwards), with temperature, top-k and top-p, and with the batch split over a data × tp mesh. Chi-square
+over 20k samples on every cell with p > 0.01 (the rest lumped); tokens the processed target forbids never appear."""
+
 import itertools
 
 import jax
@@ -15,8 +16,8 @@ import pytest
 from jaxspec import forward, init_cache, make_mesh
 from jaxspec.easyspec import EasySpec
 from jaxspec.sampling import SamplingConfig, processed_logprobs
-from jaxspec.sharding import shard_model
 from jaxspec.selfspec import DEL, FSM, DraftVerify, LayerSkip, RoundCost
+from jaxspec.sharding import shard_model
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import assert_follows, chi2_pvalue, tiny_cfg
 from tests.spec_helpers import make_pair
@@ -60,8 +61,11 @@ CASES = [
 
 EASY = [
     (chain(3), SamplingConfig(1.0), EasySpec(groups=((0, 1),))),
-    (tree(2, 3), SamplingConfig(0.8, top_k=4), EasySpec(groups=((0, 1),), policy="direct_mlp",
-                                                        calibration="every_mismatch")),
+    (
+        tree(2, 3),
+        SamplingConfig(0.8, top_k=4),
+        EasySpec(groups=((0, 1),), policy="direct_mlp", calibration="every_mismatch"),
+    ),
     (chain(2), SamplingConfig(1.0), EasySpec(groups=((0, 1),), calibration="never")),
 ]
 
@@ -105,6 +109,7 @@ def test_tree_sampling_without_residual_renormalisation_fails_the_check(monkeypa
     renormalised, so the next sibling is accepted too rarely. Traced afresh with the mutation (caches
     cleared before and after), the same check must fail."""
     from jaxspec.speculative import verify
+
     jax.clear_caches()
     monkeypatch.setattr(verify, "residual", lambda p, q: jnp.maximum(p - q, 0.0))
     try:
@@ -126,8 +131,16 @@ def sample_counts(method, sampling, drafter, mesh=None):
         dp, draft_cfg, dplan = shard_model(dp, DRAFT, mesh)
         drafter = DraftModel(draft_cfg, dplan)
     dp = drafter.prepare_for(dp if drafter.needs_draft_model else None, tp)  # a self-drafter, NGram: no model
-    spec = make_spec(target_cfg, drafter, method, prompt_len=len(PROMPT), max_new_tokens=N_NEW,
-                     sampling=sampling, max_len=32, plan=plan)
+    spec = make_spec(
+        target_cfg,
+        drafter,
+        method,
+        prompt_len=len(PROMPT),
+        max_new_tokens=N_NEW,
+        sampling=sampling,
+        max_len=32,
+        plan=plan,
+    )
     toks = jnp.asarray(np.tile(PROMPT, (ROWS, 1)), jnp.int32)
     lens = jnp.full((ROWS,), len(PROMPT), jnp.int32)
     counts = np.zeros((V, V, V), np.int64)
@@ -154,12 +167,19 @@ SELF_ADAPTIVE = [  # DEL's exit and length follow statistics of the sampled hist
     (chain(3), SamplingConfig(1.0), DEL(cost="layers"), False),  # on these weights TPL chooses plain steps (no drafts)
     (chain(2), SamplingConfig(1.0), FSM(1, start=1), True),
     # a measured round cost under which no exit can pay: plain steps only, no seeding, no probes
-    (chain(3), SamplingConfig(1.0), DEL(cost=RoundCost((1,), (0.99,), (1.0, 3.0, 3.0, 3.0), (1,), TARGET.num_layers,
-                                                       32, 1.0)), False),
+    (
+        chain(3),
+        SamplingConfig(1.0),
+        DEL(cost=RoundCost((1,), (0.99,), (1.0, 3.0, 3.0, 3.0), (1,), TARGET.num_layers, 32, 1.0)),
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize("method,sampling,drafter,drafts", SELF_ADAPTIVE,
-                         ids=["del-cycling", "del-faithful", "del-plain-steps", "fsm", "del-measured-plain"])
+@pytest.mark.parametrize(
+    "method,sampling,drafter,drafts",
+    SELF_ADAPTIVE,
+    ids=["del-cycling", "del-faithful", "del-plain-steps", "fsm", "del-measured-plain"],
+)
 def test_dynamic_self_drafters_sampling_matches_the_target_joint(method, sampling, drafter, drafts):
     check_sampling(method, sampling, drafter.bind(TARGET), both_outcomes=drafts)

@@ -1,6 +1,7 @@
 """The speculative engine: greedy output identical to vanilla (property-based, chains, adaptive chains and
 trees, batches of 1-4), batch rows equal to single runs, caches equal to a vanilla run over the same
 tokens, hand-computed statistics, and the pair/size errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,16 +11,28 @@ from hypothesis import strategies as st
 
 from jaxspec import DecodeSpec, generate, make_mesh, output_ids, plan_for, shard_params
 from jaxspec.sharding import replicated_plan
-from jaxspec.speculative import (DraftModel, Model, SpecStats, chain, make_spec, run_speculation, speculate,
-                                 summarize, tree)
+from jaxspec.speculative import (
+    DraftModel,
+    Model,
+    SpecStats,
+    chain,
+    make_spec,
+    run_speculation,
+    speculate,
+    summarize,
+    tree,
+)
 from tests.helpers import VOCAB, exact_forward, examples, random_prompts, tiny_cfg
 from tests.spec_helpers import DRAFT, TARGET, flipped_draft, make_pair, pool_outcomes
 
 N_NEW = 24
 WIDTH = 32  # every prompt padded to this width: one compile per (method, batch)
 SLOTS = 128
-METHODS = [chain(k) for k in range(1, 9)] + [chain(2, adaptive=True, k_max=6)] + \
-    [tree(2, 2), tree(3, 4), tree(5, 4), tree(5, 2), tree(4, 3), tree(1, 3)]
+METHODS = (
+    [chain(k) for k in range(1, 9)]
+    + [chain(2, adaptive=True, k_max=6)]
+    + [tree(2, 2), tree(3, 4), tree(5, 4), tree(5, 2), tree(4, 3), tree(1, 3)]
+)
 EOS = (7,)
 _vanilla = jax.jit(generate, static_argnames=("spec",))
 
@@ -29,17 +42,18 @@ def vanilla_rows(tp, prompts, eos=EOS):
     out = []
     for p in prompts:  # one row at a time: the reference is a single-prompt greedy run
         toks = np.zeros((1, WIDTH), np.int32)
-        toks[0, :len(p)] = p
+        toks[0, : len(p)] = p
         out += output_ids(_vanilla(tp, jnp.asarray(toks), jnp.asarray([len(p)]), jax.random.key(0), spec=spec))
     return out
 
 
 def spec_rows(tp, dp, prompts, method, eos=EOS):
-    spec = make_spec(TARGET, DraftModel(DRAFT), method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos,
-                     max_len=SLOTS)
+    spec = make_spec(
+        TARGET, DraftModel(DRAFT), method, prompt_len=WIDTH, max_new_tokens=N_NEW, eos_ids=eos, max_len=SLOTS
+    )
     toks = np.zeros((len(prompts), WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
+        toks[i, : len(p)] = p
     lens = jnp.asarray([len(p) for p in prompts], jnp.int32)
     return run_speculation(tp, dp, jnp.asarray(toks), lens, jax.random.key(0), spec=spec)
 
@@ -57,8 +71,13 @@ def test_greedy_speculation_equals_vanilla():
     hist = {"none": 0, "partial": 0, "full": 0}
 
     @settings(max_examples=examples(120))
-    @given(method=st.sampled_from(range(len(METHODS))), batch=st.integers(1, MAX_BATCH), seed=st.integers(0, 3),
-           lam=st.sampled_from([0.0, 0.05, 0.3, 1.0, 3.0]), data=st.data())
+    @given(
+        method=st.sampled_from(range(len(METHODS))),
+        batch=st.integers(1, MAX_BATCH),
+        seed=st.integers(0, 3),
+        lam=st.sampled_from([0.0, 0.05, 0.3, 1.0, 3.0]),
+        data=st.data(),
+    )
     def check(method, batch, seed, lam, data):
         tp, dp = make_pair(seed, lam)
         lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
@@ -77,8 +96,14 @@ MESH_METHODS = [chain(4), tree(3, 2)]
 
 @pytest.mark.slow
 @settings(max_examples=examples(24))
-@given(devices=st.sampled_from([1, 2, 8]), method=st.sampled_from(range(len(MESH_METHODS))),
-       batch=st.integers(1, 4), lam=st.sampled_from([0.05, 1.0]), replicated=st.booleans(), data=st.data())
+@given(
+    devices=st.sampled_from([1, 2, 8]),
+    method=st.sampled_from(range(len(MESH_METHODS))),
+    batch=st.integers(1, 4),
+    lam=st.sampled_from([0.05, 1.0]),
+    replicated=st.booleans(),
+    data=st.data(),
+)
 def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, replicated, data):
     """Target tensor-parallel over 1, 2 or 8 simulated devices, the draft with its own plan — tensor-
     parallel too, or whole on every device (`--draft-sharding replicated`) — against unsharded vanilla."""
@@ -87,13 +112,27 @@ def test_sharded_speculation_equals_vanilla(devices, method, batch, lam, replica
     tplan, dplan = plan_for(TARGET, mesh), (replicated_plan(mesh) if replicated else plan_for(DRAFT, mesh))
     lengths = data.draw(st.lists(st.integers(1, WIDTH), min_size=batch, max_size=batch))
     prompts = random_prompts(np.random.default_rng(data.draw(st.integers(0, 2**16))), lengths)
-    spec = make_spec(TARGET, DraftModel(DRAFT, dplan), MESH_METHODS[method], prompt_len=WIDTH, max_new_tokens=N_NEW,
-                     eos_ids=EOS, plan=tplan, max_len=SLOTS)
+    spec = make_spec(
+        TARGET,
+        DraftModel(DRAFT, dplan),
+        MESH_METHODS[method],
+        prompt_len=WIDTH,
+        max_new_tokens=N_NEW,
+        eos_ids=EOS,
+        plan=tplan,
+        max_len=SLOTS,
+    )
     toks = np.zeros((batch, WIDTH), np.int32)
     for i, p in enumerate(prompts):
-        toks[i, :len(p)] = p
-    state = run_speculation(shard_params(tp, TARGET, tplan), shard_params(dp, DRAFT, dplan), jnp.asarray(toks),
-                            jnp.asarray(lengths, jnp.int32), jax.random.key(0), spec=spec)
+        toks[i, : len(p)] = p
+    state = run_speculation(
+        shard_params(tp, TARGET, tplan),
+        shard_params(dp, DRAFT, dplan),
+        jnp.asarray(toks),
+        jnp.asarray(lengths, jnp.int32),
+        jax.random.key(0),
+        spec=spec,
+    )
     assert output_ids(state) == vanilla_rows(tp, prompts)
 
 
@@ -114,12 +153,17 @@ def test_bucketed_verification_equals_the_full_width():
     positions for k_max 6: `verification.verify_widths`). The same method with `narrow=False` verifies
     all 7 positions every round: the tokens, statistics and target cache lengths are the same."""
     from jaxspec.speculative import engine
+
     tp, dp = make_pair(3, 0.05)  # a close draft: k climbs from 2 (width 4) past 3 (width 7) and falls back
     prompts = random_prompts(np.random.default_rng(11), [5, 20, 31, 9])
     method, wide = chain(2, adaptive=True, k_max=6), chain(2, adaptive=True, k_max=6, narrow=False)
     for m, widths in ((method, (1, 2, 4, 7)), (wide, (7,))):
-        assert engine.verify_widths(make_spec(TARGET, DraftModel(DRAFT), m, prompt_len=WIDTH, max_new_tokens=N_NEW,
-                                              max_len=SLOTS)) == widths
+        assert (
+            engine.verify_widths(
+                make_spec(TARGET, DraftModel(DRAFT), m, prompt_len=WIDTH, max_new_tokens=N_NEW, max_len=SLOTS)
+            )
+            == widths
+        )
     bucketed, full = spec_rows(tp, dp, prompts, method), spec_rows(tp, dp, prompts, wide)
     assert output_ids(full) == output_ids(bucketed)
     assert summarize(full.stats) == summarize(bucketed.stats)
@@ -129,8 +173,9 @@ def test_bucketed_verification_equals_the_full_width():
     assert s["per_position"][3] > 0 and s["accepted"] < s["drafted"], s
 
 
-@pytest.mark.parametrize("method", [chain(3), chain(2, adaptive=True, k_max=5), tree(3, 3)],
-                         ids=["chain3", "adaptive", "tree3x3"])
+@pytest.mark.parametrize(
+    "method", [chain(3), chain(2, adaptive=True, k_max=5), tree(3, 3)], ids=["chain3", "adaptive", "tree3x3"]
+)
 def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
     tp, dp = make_pair(2, 0.3)
     prompts = random_prompts(np.random.default_rng(7), [4, 21, 12])
@@ -138,15 +183,19 @@ def test_caches_equal_a_vanilla_run_over_the_same_tokens(method):
     outs = output_ids(state)
     for i, (p, out) in enumerate(zip(prompts, outs)):
         seq = p + out
-        for params, cfg, cache, n in ((tp, TARGET, state.target_cache, len(seq) - 1),
-                                      (dp, DRAFT, state.draft_state.cache, len(seq) - 2)):
+        for params, cfg, cache, n in (
+            (tp, TARGET, state.target_cache, len(seq) - 1),
+            (dp, DRAFT, state.draft_state.cache, len(seq) - 2),
+        ):
             # the committed tokens in the cache: all but the newest (target), all but the newest two (draft)
             ref = exact_forward(params, seq, cfg, SLOTS)[1]
             for layer in range(cfg.num_layers):
-                np.testing.assert_allclose(np.asarray(cache.k[layer][i, :, :n]), np.asarray(ref.k[layer][0, :, :n]),
-                                           atol=2e-5)
-                np.testing.assert_allclose(np.asarray(cache.v[layer][i, :, :n]), np.asarray(ref.v[layer][0, :, :n]),
-                                           atol=2e-5)
+                np.testing.assert_allclose(
+                    np.asarray(cache.k[layer][i, :, :n]), np.asarray(ref.k[layer][0, :, :n]), atol=2e-5
+                )
+                np.testing.assert_allclose(
+                    np.asarray(cache.v[layer][i, :, :n]), np.asarray(ref.v[layer][0, :, :n]), atol=2e-5
+                )
         # the invariant itself: the target cache holds every committed token but the newest (`last`); the
         # last round may commit up to `depth` tokens past the budget, which the output drops
         committed = int(state.committed[i])
@@ -157,12 +206,24 @@ def test_stats_update_by_hand():
     s = SpecStats.zeros(2, 3)
     s = s.update(jnp.asarray([True, True]), jnp.asarray([3, 0]), jnp.int32(3))
     s = s.update(jnp.asarray([True, False]), jnp.asarray([1, 2]), jnp.int32(3))  # row 1 finished: unchanged
-    assert summarize(s, [0]) == {"rounds": 2, "drafted": 6, "accepted": 4, "acceptance_rate": 4 / 6,
-                                 "mean_accepted_length": 3.0, "per_position": [1.0, 0.5, 0.5],
-                                 "histogram": [0, 1, 0, 1]}
-    assert summarize(s, [1]) == {"rounds": 1, "drafted": 3, "accepted": 0, "acceptance_rate": 0.0,
-                                 "mean_accepted_length": 1.0, "per_position": [0.0, 0.0, 0.0],
-                                 "histogram": [1, 0, 0, 0]}
+    assert summarize(s, [0]) == {
+        "rounds": 2,
+        "drafted": 6,
+        "accepted": 4,
+        "acceptance_rate": 4 / 6,
+        "mean_accepted_length": 3.0,
+        "per_position": [1.0, 0.5, 0.5],
+        "histogram": [0, 1, 0, 1],
+    }
+    assert summarize(s, [1]) == {
+        "rounds": 1,
+        "drafted": 3,
+        "accepted": 0,
+        "acceptance_rate": 0.0,
+        "mean_accepted_length": 1.0,
+        "per_position": [0.0, 0.0, 0.0],
+        "histogram": [1, 0, 0, 0],
+    }
 
 
 def test_stats_of_a_perfect_and_a_useless_draft():
@@ -171,15 +232,30 @@ def test_stats_of_a_perfect_and_a_useless_draft():
     # 11 tokens: 1 from prefill, then rounds of k + 1 = 5 → two rounds, all 8 drafts accepted
     out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompt, method=chain(4), max_new_tokens=11)
     assert len(out.output_ids[0]) == 11
-    assert out.stats == {"rounds": 2, "drafted": 8, "accepted": 8, "acceptance_rate": 1.0,
-                         "mean_accepted_length": 5.0, "per_position": [1.0] * 4, "histogram": [0, 0, 0, 0, 2]}
+    assert out.stats == {
+        "rounds": 2,
+        "drafted": 8,
+        "accepted": 8,
+        "acceptance_rate": 1.0,
+        "mean_accepted_length": 5.0,
+        "per_position": [1.0] * 4,
+        "histogram": [0, 0, 0, 0, 2],
+    }
     # a draft proposing the target's least likely token: nothing accepted, one token per round
     out = speculate(Model(tp, TARGET), Model(flipped_draft(dp), DRAFT), prompt, method=chain(4), max_new_tokens=11)
-    assert out.stats == {"rounds": 10, "drafted": 40, "accepted": 0, "acceptance_rate": 0.0,
-                         "mean_accepted_length": 1.0, "per_position": [0.0] * 4, "histogram": [10, 0, 0, 0, 0]}
+    assert out.stats == {
+        "rounds": 10,
+        "drafted": 40,
+        "accepted": 0,
+        "acceptance_rate": 0.0,
+        "mean_accepted_length": 1.0,
+        "per_position": [0.0] * 4,
+        "histogram": [10, 0, 0, 0, 0],
+    }
     # the adaptive chain grows k by 2 while everything is accepted: k = 2, 4, 6, 6 → 3 + 5 + 7 tokens
-    out = speculate(Model(tp, TARGET), Model(dp, DRAFT), prompt, method=chain(2, adaptive=True, k_max=6),
-                    max_new_tokens=16)
+    out = speculate(
+        Model(tp, TARGET), Model(dp, DRAFT), prompt, method=chain(2, adaptive=True, k_max=6), max_new_tokens=16
+    )
     assert out.stats["drafted"] == 2 + 4 + 6 and out.stats["rounds"] == 3
 
 
@@ -187,6 +263,7 @@ def test_vocab_mismatch_is_an_error():
     tp, _ = make_pair(0, 1.0)
     other = tiny_cfg(num_layers=1, vocab_size=VOCAB + 3)
     from jaxspec import init_params
+
     with pytest.raises(ValueError, match="vocab mismatch: the target has 97 token ids, the draft 100"):
         speculate(Model(tp, TARGET), Model(init_params(jax.random.key(1), other), other), [[1, 2]])
 
@@ -196,10 +273,14 @@ def test_vocab_mismatch_is_an_error():
 
         def get_vocab(self):
             return self.table
+
     _, dp = make_pair(0, 1.0)
     with pytest.raises(ValueError, match="token tables differ in 2 entries"):
-        speculate(Model(tp, TARGET, tokenizer=Tok({"a": 0, "b": 1})), Model(dp, DRAFT, tokenizer=Tok({"a": 1, "b": 0})),
-                  [[1, 2]])
+        speculate(
+            Model(tp, TARGET, tokenizer=Tok({"a": 0, "b": 1})),
+            Model(dp, DRAFT, tokenizer=Tok({"a": 1, "b": 0})),
+            [[1, 2]],
+        )
 
 
 def test_size_errors():
@@ -217,8 +298,11 @@ def test_method_and_runner_errors():
     from jaxspec.bench import add_vanilla
     from jaxspec.methods import resolve
     from jaxspec.speculative import make_runner
-    with pytest.raises(ValueError, match="unknown method .beam.: one of vanilla, chain, tree, easyspec, ls, fs, dv, del, "
-                                         "ngram, cascade"):
+
+    with pytest.raises(
+        ValueError,
+        match="unknown method .beam.: one of vanilla, chain, tree, easyspec, ls, fs, dv, del, ngram, cascade",
+    ):
         resolve("beam")
     assert resolve("vanilla").method is None and resolve("tree", depth=3, width=2).method == tree(3, 2)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
@@ -237,10 +321,18 @@ def test_spec_runner_stream_equals_its_run(method, temperature):
     of its on-device run, and the two phases' seconds add up to the decode time."""
     from jaxspec import SamplingConfig
     from jaxspec.speculative import make_runner
+
     tp, dp = make_pair(1, 0.3)  # partial agreement: rounds of different lengths
     prompts = random_prompts(np.random.default_rng(4), [5, 11])
-    runner = make_runner(Model(tp, TARGET), Model(dp, DRAFT), method, max_new_tokens=N_NEW, max_len=SLOTS,
-                         sampling=SamplingConfig(temperature=temperature), eos_ids=EOS)
+    runner = make_runner(
+        Model(tp, TARGET),
+        Model(dp, DRAFT),
+        method,
+        max_new_tokens=N_NEW,
+        max_len=SLOTS,
+        sampling=SamplingConfig(temperature=temperature),
+        eos_ids=EOS,
+    )
     key = jax.random.key(3)
     ran = runner.run(prompts, key)
     streamed = [res for _, res in runner.stream(prompts, key)]
@@ -251,7 +343,7 @@ def test_spec_runner_stream_equals_its_run(method, temperature):
     assert streamed[0].draft_s == streamed[0].verify_s == streamed[0].decode_s == 0.0
     for a, b in zip(streamed, streamed[1:]):
         assert b.draft_s > a.draft_s and b.verify_s > a.verify_s
-        assert all(x == y[:len(x)] for x, y in zip(a.output_ids, b.output_ids))  # rows only grow
+        assert all(x == y[: len(x)] for x, y in zip(a.output_ids, b.output_ids))  # rows only grow
     for res in streamed:
         assert res.decode_s == pytest.approx(res.draft_s + res.verify_s)
 
@@ -262,13 +354,15 @@ def test_edge_budgets_equal_vanilla(method):
     exactly `cache_slots_needed` slots (the last round's block ends on the last slot): each equals vanilla;
     one slot fewer is a cache-overflow error."""
     from jaxspec.speculative.engine import cache_slots_needed
+
     tp, dp = make_pair(2, 0.3)
     prompt = random_prompts(np.random.default_rng(9), [6])[0]
     P = len(prompt)
 
     def spec_run(n_new, eos, max_len):
-        spec = make_spec(TARGET, DraftModel(DRAFT), method, prompt_len=P, max_new_tokens=n_new, eos_ids=eos,
-                         max_len=max_len)
+        spec = make_spec(
+            TARGET, DraftModel(DRAFT), method, prompt_len=P, max_new_tokens=n_new, eos_ids=eos, max_len=max_len
+        )
         s = run_speculation(tp, dp, jnp.asarray([prompt]), jnp.asarray([P]), jax.random.key(0), spec=spec)
         return output_ids(s)[0], summarize(s.stats)["rounds"]
 
@@ -288,6 +382,7 @@ def test_edge_budgets_equal_vanilla(method):
 
 def test_analytic_speedup_by_hand():
     from jaxspec.speculative.costs import analytic_speedup
+
     costs = {"target_step_s": 0.1, "verify_s": 0.15, "draft_first_s": 0.05, "draft_step_s": 0.03}
     a = analytic_speedup(costs, mean_accepted_length=3.0, mean_depth=4.0)
     # a round: first draft 0.05 + 3 more at 0.03 + verification 0.15 = 0.29 s = 2.9 target steps for 3 tokens

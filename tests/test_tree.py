@@ -1,5 +1,6 @@
 """The draft tree's bookkeeping (speculative/tree.py) against brute force: `select_children` under ties,
 `add_depth`'s ancestor sets, `path_nodes`, and the verification mask built from them."""
+
 import itertools
 
 import chex
@@ -63,7 +64,16 @@ def test_add_depth_ancestors_and_path_nodes_against_parent_pointers():
     t = _build(shape, PARENTS)
     flat = list(itertools.chain(*PARENTS))
     assert np.asarray(t.parent)[0].tolist() == flat and np.asarray(t.tokens)[0].tolist() == [
-        10, 11, 12, 20, 21, 22, 30, 31, 32]
+        10,
+        11,
+        12,
+        20,
+        21,
+        22,
+        30,
+        31,
+        32,
+    ]
     anc = np.asarray(t.ancestors)[0]
     for f in range(shape.nodes):  # ancestors[f, g]: g is f or one of its ancestors
         assert set(np.flatnonzero(anc[f])) == set(_chain_to_root(flat, f)), f
@@ -74,7 +84,7 @@ def test_add_depth_ancestors_and_path_nodes_against_parent_pointers():
     paths = np.asarray(paths)
     for f in range(shape.nodes):  # entry j: the depth-(j+1) node on the root-to-f path
         want = _chain_to_root(flat, f)
-        assert paths[f][:len(want)].tolist() == want, f
+        assert paths[f][: len(want)].tolist() == want, f
 
 
 def test_verify_mask_puts_the_root_before_every_node():
