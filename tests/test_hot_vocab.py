@@ -1,9 +1,9 @@
-"""Hot-vocabulary draft heads: the ranking (count, then raw prior, then soft counts, then id), the soft
-counts (a model's expected counts, batched, equal to one sequence at a time), the shipped file, the frequency
-file (written atomically, checked against the tokenizer's vocabulary hash and size), the trimmed head (the
-kept tokens' logits exactly, −inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based:
-random subsets, chains, adaptive chains, trees, batches; EasySpec too), sampling with q renormalised
-over the subset following the target's exact joint, and the errors."""
+"""Hot-vocabulary draft heads: the ranking (count, then raw prior, then soft counts, then id), the soft counts (a
+model's expected counts, batched, equal to one sequence at a time), the shipped file, the frequency file (written
+atomically, checked against the tokenizer's vocabulary hash and size), the trimmed head (the kept tokens' logits
+exactly, −inf elsewhere), drafts only from the kept tokens, greedy output equal to vanilla (property-based: random
+subsets, chains, adaptive chains, trees, batches; EasySpec too), sampling with q renormalised over the subset
+following the target's exact joint, and the errors."""
 
 import json
 
