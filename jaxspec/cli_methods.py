@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 
 from jaxspec import methods
-from jaxspec.methods import GROUPS, METHODS, OPTIONS
+from jaxspec.method_options import GROUPS, OPTIONS
+from jaxspec.methods import METHODS
 
 
 def _type(option):
