@@ -14,6 +14,7 @@ from jaxspec.cache import init_cache
 from jaxspec.masks import causal_mask
 from jaxspec.selfspec import DEL, ExitStats, exit_stats
 from jaxspec.speculative import chain, summarize
+from jaxspec.speculative.seam import HeadRows
 from jaxspec.speculative.verification import verification_pass
 from tests.helpers import random_prompts
 from tests.test_del import CFG, N_NEW, damped, run, vanilla
@@ -120,15 +121,15 @@ def test_probe_exits_errors():
 
 
 def test_verification_pass_with_picked_shadow_rows():
-    """`shadow_pick`: the picked layers' tokens and probabilities as with every row; the others −1 / 0."""
+    """`rows_pick`: the picked layers' tokens and probabilities as with every row; the others −1 / 0."""
     tp = damped(2)
     toks = jnp.asarray(random_prompts(np.random.default_rng(3), [5]), jnp.int32)
     cache = init_cache(CFG, 1, 16)
     pos, mask = jnp.arange(5, dtype=jnp.int32)[None], causal_mask(cache.lengths, 5, 16)
     layers = (1, 2, 4, 5)
-    lg, _, _, (tok, conf) = verification_pass(tp, toks, cache, pos, mask, CFG, (), layers)
+    lg, _, _, (tok, conf) = verification_pass(tp, toks, cache, pos, mask, CFG, (), HeadRows(layers))
     lg2, _, _, (tok2, conf2) = verification_pass(
-        tp, toks, cache, pos, mask, CFG, (), layers, shadow_pick=jnp.asarray([1, 3], jnp.int32)
+        tp, toks, cache, pos, mask, CFG, (), HeadRows(layers), rows_pick=jnp.asarray([1, 3], jnp.int32)
     )
     np.testing.assert_allclose(lg2, lg, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(tok2[..., [1, 3]], tok[..., [1, 3]])

@@ -22,7 +22,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.layers import write_kv
 from jaxspec.model import head
 from jaxspec.speculative import DraftModel, Model, chain, make_spec, run_speculation, speculate, summarize, tree
-from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
+from jaxspec.speculative.seam import Drafter, HeadRows, Outcome, Round, Target
 from jaxspec.speculative.tree import depth_step, draft_logprobs, grow_tree
 from tests.helpers import exact_forward, random_prompts
 from tests.spec_helpers import DRAFT, TARGET, assert_target_cache_is_vanillas, make_pair
@@ -82,7 +82,7 @@ class _FirstShadow:
 class ShadowOracle(TargetOracle):
     """TargetOracle asking for shadow tokens after layers 1 and 2; keeps the first round's."""
 
-    shadow_layers = (1, 2)
+    head_rows = HeadRows((1, 2))
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
         B, N = prompts.shape[0], method.shape.nodes
@@ -91,7 +91,7 @@ class ShadowOracle(TargetOracle):
     def commit(self, params, st, out: Outcome, *, method):
         first = st.rounds == 0
         return _FirstShadow(
-            st.rounds + 1, jnp.where(first, out.shadow_tokens, st.tokens), jnp.where(first, out.shadow_conf, st.conf)
+            st.rounds + 1, jnp.where(first, out.head_tokens, st.tokens), jnp.where(first, out.head_conf, st.conf)
         )
 
 

@@ -24,6 +24,7 @@ from jaxspec.selfspec.round_cost import cost_key, measure_round_cost
 from jaxspec.speculative import Cascade, HotVocab, Model, NGram, chain, make_spec, run_speculation, speculate
 from jaxspec.speculative.engine import draft_phase, spec_prefill
 from jaxspec.speculative.hot_vocab import trim_head
+from jaxspec.speculative.seam import HeadRows
 from jaxspec.speculative.verification import verification_pass
 from jaxspec.timing import best_times
 from tests.helpers import examples, random_prompts
@@ -62,10 +63,8 @@ def test_shadow_tokens_are_what_the_trimmed_exit_would_draft():
     toks = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
     pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T))
     mask = causal_mask(jnp.zeros((B,), jnp.int32), T, S)
-    _, _, _, (sh, conf) = verification_pass(
-        tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), exits, shadow_vocab=keep
-    )
-    _, _, _, (full, _) = verification_pass(tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), exits)
+    _, _, _, (sh, conf) = verification_pass(tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), HeadRows(exits, keep))
+    _, _, _, (full, _) = verification_pass(tp, toks, init_cache(CFG, B, S), pos, mask, CFG, (), HeadRows(exits))
     hot = trim_head(tp, CFG, keep)
     for j, e in enumerate(exits):
         lg, _, _ = shallow_logits(hot, toks, init_cache(CFG, B, S), pos, mask, e, CFG)
@@ -139,11 +138,11 @@ class WatchedDEL(CyclingDEL):
     verification's (engine.spec_prefill / _verify pass the drafter's shadow vocabulary)."""
 
     def init(self, params, target, prompts, prompt_lens, *, max_len, method):
-        jax.debug.callback(lambda s: SEEN.append(("prompt", np.asarray(s))), target.prompt_shadows.tokens)
+        jax.debug.callback(lambda s: SEEN.append(("prompt", np.asarray(s))), target.prompt_rows.tokens)
         return super().init(params, target, prompts, prompt_lens, max_len=max_len, method=method)
 
     def commit(self, params, st, out, *, method):
-        jax.debug.callback(lambda s: SEEN.append(("round", np.asarray(s))), out.shadow_tokens)
+        jax.debug.callback(lambda s: SEEN.append(("round", np.asarray(s))), out.head_tokens)
         return super().commit(params, st, out, method=method)
 
 

@@ -283,6 +283,7 @@ def cmd_costs(args) -> None:
     from jaxspec.selfspec.dynamic_exit import exit_logits
     from jaxspec.selfspec.exit_stats import ExitStats
     from jaxspec.selfspec.layerskip import shallow_logits
+    from jaxspec.speculative.seam import HeadRows
     from jaxspec.speculative.verification import verification_pass
     from jaxspec.timing import best_time
 
@@ -301,7 +302,7 @@ def cmd_costs(args) -> None:
         toks, pos = jnp.ones((1, T), jnp.int32), ctx + jnp.arange(T)[None]
         mask = causal_mask(cache.lengths, T, S)
         for name, shadow in (("none", ()), ("spread", spread_exits(L)), ("all", tuple(range(1, L)))):
-            f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow))
+            f = jax.jit(functools.partial(verification_pass, cfg=cfg, rows=HeadRows(shadow) if shadow else None))
             out["verify_ms"][f"T{T}-{name}"], _ = timed(f, p, toks, cache, pos, mask)
         log(
             f"verify T={T}: "

@@ -7,15 +7,16 @@ A round, on device (the engine's round with this drafter):
   draft    the first E layers (E among static candidate exits, dynamic_exit.py) + final norm + LM head
            draft a chain that stops after the first token whose probability is below τ (that token is
            kept), at most `depth` (18) tokens; K/V go into the target's one cache (layers < E);
-  verify   the engine's pass over [last] + drafts; the candidate exits are its `shadow_layers`, so it
+  verify   the engine's pass over [last] + drafts; the candidate exits are its head rows (seam
+           `head_rows`: `shadow_layers`), so it
            returns each exit's would-be token and probability at every verified position, their rows
            through the LM head in one call with the final layer's;
   commit   the shadow tokens vs the full model's greedy tokens update the decayed statistics over the
            valid columns, and the TPL rule picks the next (E, d*) and τ (exit_stats.py).
 Before round 1 the statistics are seeded from the prompt's last `context` positions and the first
 output position (the official round 1 drafts over 32), from the hidden states the target's prefill
-computes anyway (seam `prompt_shadows`): (context + 1) × (1 + m) LM-head rows. Default 1 under a
-measured cost, 8 under the layer count — the head rows are dear on this CPU (on the 0.5B's short
+computes anyway (seam `head_rows.prompt_width`: `prompt_shadows`): (context + 1) × (1 + m) LM-head rows.
+Default 1 under a measured cost, 8 under the layer count — the head rows are dear on this CPU (on the 0.5B's short
 answers 3 → 1 took DEL from 0.92× to 0.97× of vanilla), but a sparse start made the layer-count DEL
 draft more where it loses (README "Results (DEL)", the context ablations).
 
@@ -66,7 +67,7 @@ from jaxspec.selfspec.dynamic_exit import DISPATCHES, exit_logits
 from jaxspec.selfspec.exit_stats import ExitStats
 from jaxspec.selfspec.layerskip import SelfDrafter
 from jaxspec.selfspec.round_cost import RoundCost
-from jaxspec.speculative.seam import CHAIN_ONLY, Outcome, Round, Target
+from jaxspec.speculative.seam import CHAIN_ONLY, HeadRows, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, init_tree
 
 
@@ -301,6 +302,15 @@ class DEL(SelfDrafter):
         the one that gives token 1 (none when no exit can pay)."""
         return 0 if self.plain_only else self.seed_context + 1
 
+    @property
+    def head_rows(self) -> HeadRows | None:
+        """The shadow tokens, as the seam's extra head rows: every candidate exit's row through the LM head
+        with the verification's (restricted to the draft head's hot vocabulary: what it would draft) and
+        over the prompt's end; none when no exit can pay."""
+        if self.plain_only:
+            return None
+        return HeadRows(self.shadow_layers, self.vocab, self.prompt_shadows)
+
     def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> DELState:
         del params, prompts, prompt_lens
         if isinstance(self.cost, RoundCost) and method.shape.depth > self.cost.depth + 1:
@@ -309,7 +319,7 @@ class DEL(SelfDrafter):
                 f"{method.shape.depth}: measure them with depth >= {method.shape.depth - 1}"
             )
         stats = ExitStats.zeros(len(self.shadow_layers))
-        ps = target.prompt_shadows  # from the prefill's own hidden states (verification.prompt_pass)
+        ps = target.prompt_rows  # from the prefill's own hidden states (verification.prompt_pass)
         if ps is not None:
             stats = exit_stats.update(stats, ps.tokens == ps.greedy[..., None], ps.conf, ps.real, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
@@ -349,7 +359,7 @@ class DEL(SelfDrafter):
         t, c = draft(None) if self.faithful else lax.cond(st.gamma > 0, draft, plain, None)
         return st, t, c
 
-    def wants_shadows(self, st: DELState) -> jax.Array | None:
+    def head_rows_now(self, st: DELState) -> jax.Array | None:
         """Every drafting round; while decoding plainly (d* = 0) the probe rounds only. A plain step
         with shadow rows costs the LM head over 1 + m rows instead of 1 — on a compute-bound head (this
         CPU, a large vocabulary) that is most of DEL's overhead, and while TPL prefers plain decoding
@@ -374,7 +384,7 @@ class DEL(SelfDrafter):
         k = self.probe_exits
         return 0 if self.faithful or not 0 < k < len(self.shadow_layers) else k
 
-    def shadow_pick(self, st: DELState, *, method) -> jax.Array | None:
+    def head_rows_pick(self, st: DELState, *, method) -> jax.Array | None:
         """The exits a probe (a plain step with shadow rows) observes: the `probe_exits` with the best
         optimistic TPL (exit_stats.probe_pick) — each observed exit costs a row of the LM head, the
         largest part of a probe. Drafting rounds observe every exit."""
@@ -392,18 +402,18 @@ class DEL(SelfDrafter):
         if self.plain_only:  # a full round only in the streaming mode: nothing to learn
             return self.skip(st, jnp.int32(1))
         y = jnp.argmax(out.logits, axis=-1)  # the full model's greedy tokens (also when sampling, as official)
-        match = out.shadow_tokens == y[..., None]  # [B, 1 + N, m]
+        match = out.head_tokens == y[..., None]  # [B, 1 + N, m]
         t = jnp.arange(match.shape[1])[None]
         real = (t <= out.drafted[:, None]) & out.live[:, None]  # [last] + the drafted depths
         at_exit = jnp.take(match, st.exit, axis=2)
         valid = exit_stats.valid_columns(at_exit, real, (st.gamma > 0) if self.faithful else True)
-        pick = self.shadow_pick(st, method=method)
+        pick = self.head_rows_pick(st, method=method)
         if pick is not None:  # a plain round's probe observes the picked exits only (a full round: all)
             seen = jnp.zeros(match.shape[2], bool).at[pick].set(True) | (st.gamma > 0)
             valid = valid[..., None] & seen
-        stats = exit_stats.update(st.stats, match, out.shadow_conf, valid, self.omega)
+        stats = exit_stats.update(st.stats, match, out.head_conf, valid, self.omega)
         idx, gamma, tau = self._decide(stats, method.shape.depth)
-        seen = self.wants_shadows(st)
+        seen = self.head_rows_now(st)
         gap, wait = self._next_probe(gamma, st.gap)
         if seen is not None:  # a round without shadow rows leaves the statistics and decisions as they were
             keep = lambda new, old: jnp.where(seen, new, old)  # noqa: E731

@@ -79,11 +79,6 @@ class SelfDrafter(Drafter):
         self.check(cfg)
         return dataclasses.replace(self, cfg=cfg, plan=plan)
 
-    @property
-    def shadow_vocab(self) -> HotVocab | None:
-        """Shadow tokens (DEL) estimate what this drafter's head would draft: its hot vocabulary's."""
-        return self.vocab
-
     def vocab_describe(self) -> dict:
         return {"draft_vocab": self.vocab.describe() if self.vocab is not None else None}
 

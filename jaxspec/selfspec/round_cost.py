@@ -47,6 +47,7 @@ from jaxspec.masks import causal_mask
 from jaxspec.selfspec.dynamic_exit import exit_logits
 from jaxspec.selfspec.exit_stats import can_pay
 from jaxspec.speculative.hot_vocab import HotVocab, trim_head
+from jaxspec.speculative.seam import HeadRows
 from jaxspec.speculative.verification import chain_widths, verification_pass
 from jaxspec.timing import best_times
 
@@ -136,7 +137,7 @@ def measure_round_cost(
 
     def verify_call(width: int, shadow: tuple[int, ...]) -> tuple:
         toks, pos = jnp.ones((1, width), jnp.int32), ctx + jnp.arange(width, dtype=jnp.int32)[None]
-        f = jax.jit(functools.partial(verification_pass, cfg=cfg, shadow_layers=shadow, shadow_vocab=vocab))
+        f = jax.jit(functools.partial(verification_pass, cfg=cfg, rows=HeadRows(shadow, vocab) if shadow else None))
         return f, params, toks, cache, pos, causal_mask(cache.lengths, width, max_len)
 
     def verify_table(t: dict, step: float) -> list[float]:

@@ -19,7 +19,7 @@ from jaxspec.speculative.hot_vocab import HotVocab, load_hot_vocab
 from jaxspec.speculative.metrics import SpecStats, merge, summarize
 from jaxspec.speculative.ngram import NGram
 from jaxspec.speculative.runner import SpecRunner, make_runner
-from jaxspec.speculative.seam import Drafter, Outcome, Round, Target
+from jaxspec.speculative.seam import Drafter, HeadRows, Outcome, Round, Target
 from jaxspec.speculative.tree import Tree, TreeShape
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "Tree",
     "TreeShape",
     "Drafter",
+    "HeadRows",
     "Outcome",
     "Round",
     "Target",

@@ -101,14 +101,15 @@ class Cascade(Drafter):
                 f"DraftVerify), got {type(fb).__name__}"
             )
         if self.self_fallback and (
-            type(fb).plain_next is not Drafter.plain_next  # DEL (unbound: no layers yet)
-            or fb.shadow_layers
+            # seam members that make a drafter learn from every round (DEL: head rows and plain steps;
+            # declared on the class: an unbound DEL has no layers to look at yet)
+            type(fb).plain_next is not Drafter.plain_next
+            or type(fb).head_rows is not Drafter.head_rows
             or fb.hidden_layers
-            or fb.prompt_shadows
         ):
             raise ValueError(
                 f"{type(fb).__name__} behind the lookup is not supported: it learns from every round's "
-                f"shadow tokens and plain steps, which lookup rounds would have to hand it (use a "
+                f"head rows and plain steps, which lookup rounds would have to hand it (use a "
                 f"static self-drafter: LayerSkip, FSM, DraftVerify)"
             )
         if self.self_fallback and self.extend:

@@ -14,12 +14,11 @@ its own business (its previous token, an adaptive chain's k, its cache). One rou
           token; the row emits n + 1 tokens (cut at EOS or max_new_tokens);
   update  target cache: the accepted path's K/V gathered next to the prefix (trees), length T + n;
           drafter.commit(Outcome: accepted nodes, extra token, verification logits, the hidden states
-          the drafter asked for); statistics (drafted = the depths the drafter offered).
+          and head rows the drafter asked for); statistics (drafted = the depths the drafter offered).
 Finished rows keep computing (static shapes) but change nothing. Rounds in which a drafter would draft
-nothing (DEL while it prefers plain decoding: `Drafter.plain_next`) run as plain decoding steps in an
-inner loop, at vanilla decoding's cost (its probes: the shadow rows through the head, and a commit). `draft_phase` and
-`verify_phase` are also jitted apart for the timing mode (one host sync per round, drafting and verification
-timed apart)."""
+nothing (`Drafter.plain_next`) run as plain decoding steps in an inner loop, at vanilla decoding's cost
+(plus its head rows, in the steps it asks for them, and a commit). `draft_phase` and `verify_phase` are also
+jitted apart for the timing mode (one host sync per round, drafting and verification timed apart)."""
 
 from __future__ import annotations
 
@@ -145,24 +144,16 @@ def spec_prefill(
     drafter prefills its own state (it sees the target's filled cache)."""
     B = prompts.shape[0]
     cache = constrain_cache(init_cache(spec.target, B, spec.max_len), spec.plan)
-    if spec.drafter.prompt_shadows:  # the drafter's shadow tokens over the prompt's end, from this pass
-        logits, cache, shadows = prompt_pass(
-            target_params,
-            prompts,
-            prompt_lens,
-            cache,
-            spec.target,
-            spec.drafter.shadow_layers,
-            spec.drafter.prompt_shadows,
-            spec.drafter.shadow_vocab,
-        )
+    rows = spec.drafter.head_rows
+    if rows is not None and rows.prompt_width:  # the drafter's head rows over the prompt's end, from this pass
+        logits, cache, prompt_rows = prompt_pass(target_params, prompts, prompt_lens, cache, spec.target, rows)
     else:
-        (logits, cache), shadows = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target), None
+        (logits, cache), prompt_rows = forward_prompt(target_params, prompts, prompt_lens, cache, spec.target), None
     key, sub = jax.random.split(key)
     first = sample(sub, logits[:, 0], spec.sampling)
     draft = spec.drafter.init(
         draft_params,
-        Target(target_params, cache, shadows),
+        Target(target_params, cache, prompt_rows),
         prompts,
         prompt_lens,
         max_len=spec.draft_max_len,
@@ -221,43 +212,28 @@ def _verify(target_params, draft_params, s: SpecState, t: Tree, spec: SpecSpec) 
     pos = base[:, None] + jnp.concatenate([jnp.zeros((1,), jnp.int32), shape.node_depths()])[None]
     mask = causal_mask(base, 1 + N_nodes, S) if shape.width == 1 else tree_mask(base, verify_ancestors(t), S)
     cache = s.target_cache.replace(lengths=base)
-    shadow_now = spec.drafter.wants_shadows(s.draft_state) if spec.drafter.shadow_layers else None
+    rows = spec.drafter.head_rows
+    rows_now = spec.drafter.head_rows_now(s.draft_state) if rows is not None else None
     widths = verify_widths(spec)
     if len(widths) == 1:
-        logits, cache, hiddens, shadow = verification_pass(
-            target_params,
-            inp,
-            cache,
-            pos,
-            mask,
-            cfg,
-            spec.drafter.hidden_layers,
-            spec.drafter.shadow_layers,
-            shadow_now,
-            shadow_vocab=spec.drafter.shadow_vocab,
+        logits, cache, hiddens, head_out = verification_pass(
+            target_params, inp, cache, pos, mask, cfg, spec.drafter.hidden_layers, rows, rows_now
         )
     else:  # the narrowest block that holds every live row's drafts
         need = 1 + jnp.max(jnp.where(live, drafted_depths(t, shape), 0))
         which = jnp.sum(jnp.asarray(widths) < need)
         branches = [
-            functools.partial(
-                narrow_pass,
-                w,
-                cfg=cfg,
-                hidden_layers=spec.drafter.hidden_layers,
-                shadow_layers=spec.drafter.shadow_layers,
-                shadow_vocab=spec.drafter.shadow_vocab,
-            )
+            functools.partial(narrow_pass, w, cfg=cfg, hidden_layers=spec.drafter.hidden_layers, rows=rows)
             for w in widths
         ]
-        logits, cache, hiddens, shadow = lax.switch(which, branches, target_params, inp, cache, pos, mask, shadow_now)
+        logits, cache, hiddens, head_out = lax.switch(which, branches, target_params, inp, cache, pos, mask, rows_now)
     key, sub = jax.random.split(s.key)
     n, path, extra = _accept(sub, t, logits, spec)
 
     if shape.width > 1:  # the accepted nodes' K/V next to the prefix (slot base+1+j ← node path[j])
         cache = cache.gather(base[:, None] + 1 + path, base + 1)
     cache = constrain_cache(cache.replace(lengths=jnp.where(live, base + 1 + n, s.target_cache.lengths)), spec.plan)
-    out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits, hiddens, *shadow)
+    out = Outcome(t, n, path, extra, s.last, s.committed, live, drafted_depths(t, shape), logits, hiddens, *head_out)
     return advance(draft_params, dataclasses.replace(s, target_cache=cache, key=key), out, spec)
 
 
@@ -300,29 +276,27 @@ def _round(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecSta
     return _verify(target_params, draft_params, s, t, spec)
 
 
-def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) -> tuple[SpecState, Outcome]:
+def _plain_step(target_params, s: SpecState, spec: SpecSpec, rows_now=None) -> tuple[SpecState, Outcome]:
     """A round without drafts, as vanilla decoding's step: `last` through the target at slot T-1, the
     next token sampled from its distribution (what a round with no valid node emits), one token per live
-    row. For a drafter with `shadow_layers`, the step's rows at those layers (those it picks:
-    Drafter.shadow_pick) also go through the LM head when `shadow_now` (traced bool; None: always) — a
-    cond over those rows only, not the cache. Returns
-    the state (draft state untouched) and the step's outcome: a block of width 1, no drafts."""
+    row. For a drafter with `head_rows`, the step's rows at those layers (those it picks:
+    Drafter.head_rows_pick) also go through the LM head when `rows_now` (traced bool; None: always) — a
+    cond over those rows only, not the cache. Returns the state (draft state untouched) and the step's
+    outcome: a block of width 1, no drafts."""
     live, base = ~s.done, s.committed - 1
     cache = s.target_cache.replace(lengths=base)
-    if spec.drafter.shadow_layers:
-        pos = base[:, None]
+    if spec.drafter.head_rows is not None:
         logits, cache, _, (sh, conf) = verification_pass(
             target_params,
             s.last[:, None],
             cache,
-            pos,
+            base[:, None],
             causal_mask(base, 1, cache.max_len),
             spec.target,
             (),
-            spec.drafter.shadow_layers,
-            shadow_now,
-            spec.drafter.shadow_pick(s.draft_state, method=spec.method),
-            spec.drafter.shadow_vocab,
+            spec.drafter.head_rows,
+            rows_now,
+            spec.drafter.head_rows_pick(s.draft_state, method=spec.method),
         )
     else:
         (logits, cache, _), sh, conf = forward(target_params, s.last[:, None], cache, spec.target), None, None
@@ -350,13 +324,13 @@ def _plain_step(target_params, s: SpecState, spec: SpecSpec, shadow_now=None) ->
 
 def _plain_phase(target_params, draft_params, s: SpecState, spec: SpecSpec) -> SpecState:
     """Plain decoding steps for as long as the drafter would draft nothing (Drafter.plain_next), in a
-    tight loop at vanilla decoding's cost. A step the drafter learns from (`wants_shadows`: DEL's
-    probes) also puts the shadow rows through the head and is committed; the others are `skip`ped —
-    the same drafter state, statistics and tokens as full rounds (the streaming mode) would give."""
+    tight loop at vanilla decoding's cost. A step the drafter learns from (`head_rows_now`) also puts its
+    head rows through the head and is committed; the others are `skip`ped — the same drafter state,
+    statistics and tokens as full rounds (the streaming mode) would give."""
     d = spec.drafter
 
     def body(s):
-        now = d.wants_shadows(s.draft_state) if d.shadow_layers else None
+        now = d.head_rows_now(s.draft_state) if d.head_rows is not None else None
         s, out = _plain_step(target_params, s, spec, now)
         commit = lambda st: d.commit(draft_params, st, out, method=spec.method)  # noqa: E731
         dstate = (

@@ -22,19 +22,20 @@ A drafter is a frozen (hashable, static) dataclass. The engine never knows which
       on the host after a run: the drafter's own account of it (DEL: exit and τ per round);
   plain_next(state) -> bool[] or None, skip(state, rounds) -> state
       whether it would draft nothing next round: the loop then runs a plain decoding step instead
-      (committed to the drafter when it `wants_shadows`, else `skip`ped) — Drafter.plain_next.
+      (committed to the drafter when it asks for head rows that step, else `skip`ped) — Drafter.plain_next;
+  head_rows_now(state) -> bool[] or None, head_rows_pick(state, method) -> i32[k] or None
+      for a drafter with `head_rows`: whether this round's verification computes them, and which of them.
 
 Static declarations (class attributes of `Drafter`, overridden per drafter):
   hidden_layers: tuple[int, ...]   residual stream after these layer counts (1..L) over the verified
                                    block, handed to `commit` as Outcome.hiddens; () costs nothing;
-  shadow_layers: tuple[int, ...]   "shadow tokens" (DEL): the greedy token and its probability that an
-                                   exit after each of these layers gives over the verified block, its
-                                   rows through the LM head in one call with the verification's own;
-  shadow_vocab: HotVocab | None    the shadow tokens restricted to the drafter's hot vocabulary (what
-                                   its trimmed head would draft: hot_vocab.restrict);
-  prompt_shadows: int              W > 0: the target's prefill also computes the shadow tokens over the
-                                   prompt's last W positions (Target.prompt_shadows at init; DEL seeds
-                                   its statistics there) — from the prefill's own hidden states;
+  head_rows: HeadRows | None       extra rows for the LM head: the residual stream after each of
+                                   `head_rows.layers` goes through the final norm + head in one call
+                                   with the verification's own rows (the head's weights read once); their
+                                   greedy tokens and probabilities reach `commit` (Outcome.head_tokens /
+                                   head_conf) and, over the prompt's last `prompt_width` positions, `init`
+                                   (Target.prompt_rows, from the prefill's own hidden states). DEL's
+                                   "shadow tokens" (what each candidate exit would have predicted) are these;
   writes_target_cache: bool        the drafter writes K/V into the target's cache (a self-drafter's
                                    shallow layers ARE the target's);
   needs_draft_model: bool          it drafts with a separate model's params (`prepare` gets them);
@@ -84,19 +85,33 @@ class Target:
 
     params: Any
     cache: KVCache
-    prompt_shadows: Any = None  # init only, for a drafter with `prompt_shadows` > 0: PromptShadows
+    prompt_rows: Any = None  # init only, for a drafter whose head_rows have a prompt_width: PromptRows
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadRows:
+    """A drafter's extra rows for the LM head (static: part of the jitted program). The residual stream
+    after each of `layers` (layer counts 1..L-1) goes through the final norm and the LM head together with
+    the final layer's rows, in the verification pass (and a plain step's) and, over the prompt's last
+    `prompt_width` positions, in the prefill: what an exit after that layer would predict, at the price
+    of head rows only. `vocab` (a HotVocab): those rows' tokens and probabilities over its kept tokens
+    only (what a trimmed head would give); the final rows stay full."""
+
+    layers: tuple[int, ...]
+    vocab: Any = None
+    prompt_width: int = 0
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class PromptShadows:
-    """The shadow tokens over a prompt's last W positions (slots `cols`), computed by the target's prefill
-    from the hidden states it has anyway: what each shadow layer's exit and the full model predict next."""
+class PromptRows:
+    """The head rows over a prompt's last W positions (slots `cols`), computed by the target's prefill
+    from the hidden states it has anyway: what each row's layer and the full model predict next."""
 
     cols: jax.Array  # i32[B, W] prompt positions (the last W; from 0 for shorter prompts)
     real: jax.Array  # bool[B, W] inside the prompt
     greedy: jax.Array  # i32[B, W] the full model's greedy next token there (the last real one: token 1's)
-    tokens: jax.Array  # i32[B, W, m] each shadow layer's greedy token
+    tokens: jax.Array  # i32[B, W, m] each head row's greedy token
     conf: jax.Array  # f32[B, W, m] its softmax probability
 
 
@@ -127,8 +142,8 @@ class Outcome:
     drafted: jax.Array  # i32[B] depths drafted (nodes a chain offered; a tree's deepest valid depth)
     logits: jax.Array | None  # f32[B, 1 + N, V] the verification's logits at [last] + nodes (None: oracle)
     hiddens: jax.Array | None  # f32[B, 1 + N, len(hidden_layers), D], or None when none were asked for
-    shadow_tokens: jax.Array | None = None  # i32[B, 1 + N, len(shadow_layers)] an exit's greedy token there
-    shadow_conf: jax.Array | None = None  # f32[B, 1 + N, len(shadow_layers)] its softmax probability
+    head_tokens: jax.Array | None = None  # i32[B, 1 + N, len(head_rows.layers)] a head row's greedy token
+    head_conf: jax.Array | None = None  # f32[B, 1 + N, len(head_rows.layers)] its softmax probability
 
     @property
     def emitted_prev(self) -> jax.Array:
@@ -156,10 +171,8 @@ class Drafter:
     shapes: frozenset = ALL_SHAPES
     shapes_why: str = "drafts one chain per round: use chain(k)"  # check_method's error for a chain-only drafter
     hidden_layers: tuple[int, ...] = ()
-    shadow_layers: tuple[int, ...] = ()
-    shadow_vocab = None  # a HotVocab: the shadow rows restricted to it
+    head_rows: HeadRows | None = None
     vocab = None  # a HotVocab: the draft head keeps only its tokens (hot_vocab.py); None: the full head
-    prompt_shadows: int = 0
     writes_target_cache: bool = False
     needs_draft_model: bool = True
     variable_depth: bool = False  # drafts fewer depths in some rounds (the engine then verifies narrower)
@@ -237,9 +250,10 @@ class Drafter:
         del shape
         return slots
 
-    def wants_shadows(self, state) -> jax.Array | None:
-        """Traced bool, read after `propose`: whether this round's verification computes the shadow rows
-        (a drafter with `shadow_layers` may skip rounds); None (the default): every round."""
+    def head_rows_now(self, state) -> jax.Array | None:
+        """Traced bool, read after `propose`: whether this round's verification computes the `head_rows`
+        (a drafter may skip rounds: their outputs are then tokens −1, probabilities 0); None (the
+        default): every round."""
         del state
         return None
 
@@ -253,19 +267,19 @@ class Drafter:
         return {}
 
     def plain_next(self, state) -> jax.Array | None:
-        """Traced bool[]: the drafter would draft nothing in the next round (DEL while TPL prefers plain
-        decoding). The on-device loop then runs plain decoding steps in a tight inner loop for as long as
-        this holds — vanilla decoding's step, no padded verification block, no conditional over the cache.
-        A step the drafter learns from (`wants_shadows`) also computes its shadow rows and is handed to
-        `commit` as an Outcome of width 1 (n = 0, no drafts, logits f32[B, 1, V]); the others are
-        counted with `skip`. None (the default): every round is a full round. The streaming mode runs full
-        rounds throughout: the outputs and the drafter's state are the same either way."""
+        """Traced bool[]: the drafter would draft nothing in the next round (e.g. DEL while its rule
+        prefers plain decoding). The on-device loop then runs plain decoding steps in a tight inner loop
+        for as long as this holds — vanilla decoding's step, no padded verification block, no conditional
+        over the cache. A step whose head rows the drafter asks for (`head_rows_now`; always, for a drafter
+        without head rows) is handed to `commit` as an Outcome of width 1 (n = 0, no drafts, logits
+        f32[B, 1, V]); the others are counted with `skip`. None (the default): every round is a full round.
+        The streaming mode runs full rounds throughout: the outputs and the drafter's state are the same."""
         del state
         return None
 
-    def shadow_pick(self, state, *, method) -> jax.Array | None:
-        """Traced i32[k]: in a plain step (`plain_next`) that computes shadow rows, the indices of the
-        `shadow_layers` whose rows go through the head (the others' come back as tokens −1); None (the
+    def head_rows_pick(self, state, *, method) -> jax.Array | None:
+        """Traced i32[k]: in a plain step (`plain_next`) that computes head rows, the indices of the
+        `head_rows.layers` whose rows go through the head (the others' come back as tokens −1); None (the
         default): all of them. A drafter that uses it must ignore the unpicked layers in `commit` —
         the streaming mode's full rounds compute every row."""
         del state, method
