@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from jaxspec.method_options import GROUPS, OPTIONS, Option, exits_option  # noqa: F401 (Option, GROUPS: re-exported)
+from jaxspec import method_builders as builders
+from jaxspec.method_options import GROUPS, OPTIONS, Option  # noqa: F401 (Option, GROUPS: re-exported)
 from jaxspec.speculative.engine import SpecMethod, chain, tree
 
 CHAIN, ADAPTIVE, TREE = "chain", "adaptive", "tree"  # the shapes: a chain of k, an adaptive chain, a tree
@@ -100,71 +101,6 @@ class MethodInfo:
         }.get(self.shapes, ", ".join(self.shapes))
 
 
-def _draft_model(o, vocab):
-    from jaxspec.speculative import DraftModel
-
-    return DraftModel(vocab=vocab) if vocab is not None else None
-
-
-def _easyspec(o, vocab):
-    from jaxspec.easyspec import EasySpec
-
-    return EasySpec(
-        parallel=o["parallel"],
-        head=o["head"],
-        tail=o["tail"],
-        policy=o["policy"],
-        calibration=o["calibration"],
-        scan_calibration=o["scan_calibration"],
-        vocab=vocab,
-    )
-
-
-def _self(cls_name):
-    def build(o, vocab):
-        import jaxspec.selfspec as s
-
-        cls = getattr(s, cls_name)
-        if cls_name == "FSM":
-            return cls(o["exit_layer"], start=o["k"], vocab=vocab)
-        return cls(o["exit_layer"], vocab=vocab)
-
-    return build
-
-
-def _del(o, vocab):
-    from jaxspec.selfspec import DEL
-
-    opts = {k: o[k] for k in ("head_cost", "dispatch", "probe", "probe_exits", "context") if o[k] is not None}
-    return DEL(
-        exits=exits_option(o["exits"]),
-        faithful=o["faithful"],
-        cost=o["cost"],
-        remeasure=o["remeasure_cost"],
-        vocab=vocab,
-        **opts,
-    )
-
-
-def _ngram(o, vocab):
-    from jaxspec.speculative import NGram
-
-    return NGram(o["max_ngram"], o["min_ngram"])
-
-
-def _cascade(o, vocab):
-    from jaxspec.selfspec import LayerSkip
-    from jaxspec.speculative import Cascade, DraftModel
-
-    fallback = DraftModel(vocab=vocab) if o["exit_layer"] is None else LayerSkip(o["exit_layer"], vocab=vocab)
-    if o["exit_layer"] is not None and o["cascade_extend"]:
-        raise ValueError(
-            "--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
-            "--draft NAME, not --exit-layer"
-        )
-    return Cascade(_ngram(o, None), fallback, min_match=o["min_match"], extend=o["cascade_extend"])
-
-
 DEL_OPTIONS = (
     "exits",
     "faithful",
@@ -202,7 +138,7 @@ METHODS: dict[str, MethodInfo] = {
             "required",
             (CHAIN, ADAPTIVE),
             k=7,
-            build=_draft_model,
+            build=builders.draft_model,
             headline=(
                 "2.01× end to end at k = 15, chat HumanEval; 1.27× pooled over 13 Spec-Bench categories at k = 3 "
                 "([speculative](docs/speculative.md#results-chains-and-trees))"
@@ -215,7 +151,7 @@ METHODS: dict[str, MethodInfo] = {
             "speculative.md",
             "required",
             (TREE,),
-            build=_draft_model,
+            build=builders.draft_model,
             headline=(
                 "1.70× (D = 7, K = 2), chat HumanEval: trees do not pay on this CPU "
                 "([speculative](docs/speculative.md#results-chains-and-trees))"
@@ -231,7 +167,7 @@ METHODS: dict[str, MethodInfo] = {
             (CHAIN, TREE),
             k=7,
             options=EASYSPEC_OPTIONS,
-            build=_easyspec,
+            build=builders.easyspec,
             drafter="EasySpec",
             headline=(
                 "acceptance −9 % at N = 4 for the chain (paper ≤ 7 %), ±1 % at N ≤ 3; "
@@ -248,7 +184,7 @@ METHODS: dict[str, MethodInfo] = {
             k=7,
             options=("exit_layer",),
             required=("exit_layer",),
-            build=_self("LayerSkip"),
+            build=builders.self_drafter("LayerSkip"),
             drafter="LayerSkip",
             headline="best static exit 0.783× (0.5B, E22 γ2): exits not trained for early exit ([del](docs/del.md))",
         ),
@@ -263,7 +199,7 @@ METHODS: dict[str, MethodInfo] = {
             options=("exit_layer",),
             required=("exit_layer",),
             variable=True,
-            build=_self("FSM"),
+            build=builders.self_drafter("FSM"),
             drafter="FSM",
             headline="0.74× (0.5B, E23, earlier code) ([del](docs/del.md))",
         ),
@@ -278,7 +214,7 @@ METHODS: dict[str, MethodInfo] = {
             options=("exit_layer",),
             required=("exit_layer",),
             variable=True,
-            build=_self("DraftVerify"),
+            build=builders.self_drafter("DraftVerify"),
             drafter="DraftVerify",
             headline="0.72× (0.5B, E23, earlier code) ([del](docs/del.md))",
         ),
@@ -292,7 +228,7 @@ METHODS: dict[str, MethodInfo] = {
             k=18,
             options=DEL_OPTIONS,
             variable=True,
-            build=_del,
+            build=builders.del_,
             drafter="DEL",
             refuse=(
                 (
@@ -317,7 +253,7 @@ METHODS: dict[str, MethodInfo] = {
             options=("max_ngram", "min_ngram"),
             hot_vocab=False,
             variable=True,
-            build=_ngram,
+            build=builders.ngram,
             drafter="NGram",
             headline=(
                 "1.14× pooled over 13 Spec-Bench categories, none below 1.0×; 2.44× chat HumanEval; "
@@ -336,7 +272,7 @@ METHODS: dict[str, MethodInfo] = {
             k=4,
             options=("max_ngram", "min_ngram", "min_match", "cascade_extend", "exit_layer"),
             variable=True,
-            build=_cascade,
+            build=builders.cascade,
             drafter="Cascade",
             headline="1.10× pooled (the 2-gram lookup in front of the hot-head 0.5B) ([lookup](docs/lookup.md))",
         ),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 LAYERS = 8
 HEADS, KV_HEADS, HEAD_DIM = 9, 3, 8
+MODEL = "smollm2-135m-instruct"  # the real model the `real` CLI tests run (and whose tokenizer this one has)
 
 
 def tiny_smollm_dir() -> Path:
@@ -57,3 +58,33 @@ def tiny_smollm_dir() -> Path:
     except OSError:  # another worker finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def greedy_text(model: str):
+    """text(n): `model`'s greedy continuation of "def add(a, b):" to n <= 13 tokens (no EOS before), from
+    the library's vanilla runner (HF-identical: test_real_models, and test_cli's bench test)."""
+    import jax
+
+    from conversion.tokenizer import eos_ids
+    from jaxspec import load_model
+    from jaxspec.prompts import Prompt, encode
+    from jaxspec.speculative import make_runner
+
+    m = load_model(model)
+    ids = encode(m.tokenizer, Prompt("0", "def add(a, b):"))
+    res = make_runner(m, None, None, max_new_tokens=13, max_len=64, eos_ids=eos_ids(m.tokenizer, m.cfg)).run(
+        [ids], jax.random.key(0)
+    )
+    toks = res.output_ids[0]
+    assert len(toks) == 13
+    return lambda n: m.tokenizer.decode(toks[:n], skip_special_tokens=True)
+
+
+def smollm_frequencies(path):
+    """A frequency file for SmolLM2's tokenizer: its greedy continuation of a prompt, counted."""
+    from conversion.loader import load_model_tokenizer
+    from jaxspec.speculative.hot_vocab import count_tokens, write_frequencies
+
+    tok = load_model_tokenizer(MODEL)
+    ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n")
+    return write_frequencies(path, count_tokens([ids]), tok, 49152, {"test": True})

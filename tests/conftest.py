@@ -56,6 +56,30 @@ settings.register_profile("explore", max_examples=400, derandomize=False, **_COM
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session")
+def tiny():
+    """The small SmolLM2-shaped model's directory for the CLI tests (tests/cli_model.py; 8 layers: exits 1..7)."""
+    from tests.cli_model import tiny_smollm_dir
+
+    return str(tiny_smollm_dir())
+
+
+@pytest.fixture(scope="session")
+def tiny_add_greedy(tiny):
+    """The small model's greedy continuation of "def add(a, b):" (tests/cli_model.greedy_text)."""
+    from tests.cli_model import greedy_text
+
+    return greedy_text(tiny)
+
+
+@pytest.fixture(scope="session")
+def add_greedy():
+    """SmolLM2-135M's greedy continuation of "def add(a, b):" (tests/cli_model.greedy_text)."""
+    from tests.cli_model import MODEL, greedy_text
+
+    return greedy_text(MODEL)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Each test module compiles its own programs (tiny configs, many static shapes); jax keeps every
