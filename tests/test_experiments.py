@@ -105,3 +105,57 @@ def test_unknown_category_is_named(results, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x", "--sets", "spec-bench", "--categories", "coding", "poetry"])
     with pytest.raises(SystemExit, match=r"unknown Spec-Bench categories \['poetry'\]; known: coding"):
         bench_speculative.main()
+
+
+def test_every_experiment_script_imports_and_has_a_main():
+    """Each `python -m experiments.<topic>.<script>` module imports (its heavy imports are deferred) and
+    has a main: a moved helper or a stale import fails here, not hours into a run."""
+    import importlib
+    import pkgutil
+
+    import experiments
+
+    scripts = [
+        m.name
+        for topic in pkgutil.iter_modules(experiments.__path__, "experiments.")
+        if topic.ispkg and topic.name != "experiments.common"
+        for m in pkgutil.iter_modules(importlib.import_module(topic.name).__path__, topic.name + ".")
+    ]
+    assert "experiments.speculative.defaults" in scripts and "experiments.selfspec.del_costs" in scripts
+    data_only = {"experiments.easyspec.easyspec_data", "experiments.hot_vocab.hot_vocab_plot"}  # shared by scripts
+    for name in scripts:
+        mod = importlib.import_module(name)
+        assert name in data_only or callable(getattr(mod, "main", None)), f"{name} has no main()"
+
+
+def test_defaults_table_marks_a_method_behind_the_chain(tmp_path, monkeypatch, capsys):
+    """experiments/speculative/defaults.py: method specs parse, sets pool as tokens over time, and a cell
+    whose decode speedup is below the default chain's is marked."""
+    from experiments.speculative import defaults
+
+    assert defaults.parse_spec("cascade:k=7,min_match=3") == ("cascade", {"k": 7, "min_match": 3})
+    assert defaults.parse_spec("cascade") == ("cascade", {})
+    with pytest.raises(SystemExit, match="opt=value"):
+        defaults.parse_spec("cascade:k")
+    stats = {"rounds": 10, "drafted": 30, "accepted": 20, "per_position": [0.5], "histogram": [1, 2]}
+    stats |= {"acceptance_rate": 2 / 3, "mean_accepted_length": 3.0}
+
+    def row(decode_s, cascade=False):
+        r = {"prompt_tokens": 5, "new_tokens": 64, "prefill_s": 1.0, "decode_s": decode_s, "identical": True}
+        if decode_s != 10.0:
+            r["stats"] = stats
+        if cascade:
+            r["drafter"] = {"cascade": dict(ngram_rounds=3, model_rounds=7, ngram_tokens_offered=5)}
+            r["drafter"]["cascade"] |= dict(model_passes=7, catchup_passes=1)
+        return r
+
+    chunk = {"source": "spec-bench:qa", "offset": 0, "n": 2, "config": {}}
+    chunk["rows"] = {"vanilla": [row(10.0)] * 2, "chain": [row(6.3)] * 2, "cascade": [row(7.0, True)] * 2}
+    faster = dict(chunk, source="humaneval", rows=dict(chunk["rows"], cascade=[row(5.0, True)] * 2))
+    monkeypatch.setattr(defaults, "RESULTS", tmp_path)
+    (tmp_path / "defaults_t.json").write_text(json.dumps({"target": "t", "draft": "d", "chunks": [chunk, faster]}))
+    defaults.cmd_table(type("A", (), {"tag": "_t"}))
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in capsys.readouterr().out.splitlines()}
+    assert "1.38× (dec 1.43; len 3.00; lookup 30%) **<**" in lines["qa"]  # 126 decode tokens in 14 s vs 20 s
+    assert "**<**" not in lines["humaneval"] and "(dec 2.00;" in lines["humaneval"]
+    assert (tmp_path / "defaults_t.png").exists()
