@@ -70,4 +70,6 @@ def cascade(o, vocab):
             "--cascade-extend continues a lookup proposal in a draft model's own cache: it needs "
             "--draft NAME, not --exit-layer"
         )
-    return Cascade(ngram(o, None), fallback, min_match=o["min_match"], extend=o["cascade_extend"])
+    # min_match: the measured default (MIN_MATCH), or the whole chain when -k is shorter
+    min_match = o["min_match"] if o["min_match"] is not None else min(Cascade.MIN_MATCH, o["k"])
+    return Cascade(ngram(o, None), fallback, min_match=min_match, extend=o["cascade_extend"])

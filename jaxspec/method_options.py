@@ -101,8 +101,8 @@ OPTIONS: dict[str, Option] = {
         ),
         _O(
             "min_match",
-            "a lookup proposing at least this many tokens serves the round without the draft model",
-            default=1,
+            "a lookup proposing at least this many tokens serves the round without the draft model "
+            "(default 3, or -k when -k is smaller: docs/lookup.md, 'The cascade's defaults')",
         ),
         _O("cascade_extend", "the draft model extends every lookup proposal to -k tokens instead", None),
         _O("parallel", "layers per parallel group, N", default=4),

@@ -37,10 +37,10 @@ from tests.test_ngram import _prompts
 from tests.test_speculative import MAX_BATCH, N_NEW, SLOTS, WIDTH, vanilla_rows
 
 DRAFTERS = [
-    Cascade(NGram(3, 1)),
+    Cascade(NGram(3, 1), min_match=1),
     Cascade(NGram(2, 1), min_match=2),
     Cascade(NGram(3, 2), extend=True),
-    Cascade(NGram(1, 1), catchup=2),
+    Cascade(NGram(1, 1), min_match=1, catchup=2),
 ]
 
 
@@ -106,7 +106,11 @@ def _draft_kv(dp, tokens: list[int]):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "drafter",
-    [Cascade(NGram(2, 1)), Cascade(NGram(2, 1), catchup=1), Cascade(NGram(2, 1), extend=True)],
+    [
+        Cascade(NGram(2, 1), min_match=1),
+        Cascade(NGram(2, 1), min_match=1, catchup=1),
+        Cascade(NGram(2, 1), extend=True),
+    ],
     ids=["switch", "switch-catchup1", "extend"],
 )
 def test_the_draft_cache_is_exact_whenever_the_model_drafts(drafter):
@@ -168,7 +172,7 @@ def test_speculate_with_a_cascade_and_a_hot_vocabulary_model():
 @pytest.mark.parametrize(
     "drafter,sampling",
     [
-        (Cascade(NGram(2, 1)), SamplingConfig(1.0)),
+        (Cascade(NGram(2, 1), min_match=1), SamplingConfig(1.0)),
         (Cascade(NGram(2, 1), extend=True), SamplingConfig(0.8, top_k=4)),
     ],
     ids=["switch-t1", "extend-t0.8-top4"],
@@ -184,10 +188,10 @@ def test_cascade_sampling_matches_the_target_joint(drafter, sampling):
 
 
 SELF_FALLBACKS = [
-    Cascade(NGram(3, 1), LayerSkip(1)),
+    Cascade(NGram(3, 1), LayerSkip(1), min_match=1),
     Cascade(NGram(2, 1), LayerSkip(2), min_match=2),
-    Cascade(NGram(2, 1), FSM(1, start=2)),
-    Cascade(NGram(3, 1), DraftVerify(2)),
+    Cascade(NGram(2, 1), FSM(1, start=2), min_match=1),
+    Cascade(NGram(3, 1), DraftVerify(2), min_match=1),
 ]
 
 
@@ -209,7 +213,7 @@ def test_a_self_drafter_cascade_leaves_the_target_cache_as_vanilla():
         prompts,
         method=chain(4),
         max_new_tokens=N_NEW,
-        drafter=Cascade(NGram(2, 1), FSM(2, start=3)),
+        drafter=Cascade(NGram(2, 1), FSM(2, start=3), min_match=1),
     )
     assert out.output_ids == vanilla_rows(tp, prompts, eos=())
     ds = out.state.draft_state
@@ -228,7 +232,7 @@ def test_a_self_drafter_adapts_only_to_the_rounds_it_drafted():
     from jaxspec.speculative.seam import Outcome
     from jaxspec.speculative.tree import chain_tree
 
-    cas = Cascade(NGram(2, 1), FSM(1, start=2)).bind(TARGET)
+    cas = Cascade(NGram(2, 1), FSM(1, start=2), min_match=1).bind(TARGET)
     B, D = 3, 4
     z = jnp.zeros((B,), jnp.int32)
     tree = chain_tree(jnp.ones((B, D), jnp.int32), jnp.full((B,), D, jnp.int32), SamplingConfig(0.0), TARGET.vocab_size)
@@ -269,7 +273,7 @@ def test_self_drafter_cascade_sampling_matches_the_target_joint():
     from tests.test_spec_sampling import TARGET as SMALL_TARGET
     from tests.test_spec_sampling import check_sampling
 
-    check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1)).bind(SMALL_TARGET))
+    check_sampling(chain(3), SamplingConfig(1.0), Cascade(NGram(2, 1), LayerSkip(1), min_match=1).bind(SMALL_TARGET))
 
 
 def test_cascade_errors():

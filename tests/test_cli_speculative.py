@@ -399,7 +399,7 @@ def test_bench_cascade_with_a_self_drafter_json(tmp_path, capsys, tiny):
         "mode": "switch",
         "max_ngram": 3,
         "min_ngram": 2,
-        "min_match": 1,
+        "min_match": 3,  # the default, min(3, -k)
         "catchup": 0,
         "exit_layer": 6,
         "layers": 8,

@@ -59,6 +59,22 @@ def test_defaults_are_the_registrys():
     assert cli_resolve(_cli("easyspec", "--parallel", "2")).drafter == EasySpec(parallel=2)
 
 
+def test_a_drafter_built_with_its_own_defaults_is_the_registrys():
+    """`NGram()` / `Cascade()` by hand, `--method ngram / cascade` and `method="ngram" / "cascade"` are one
+    configuration, on the same default shape (the cascade's k is the chain's: it is the chain plus a lookup
+    gate, measured in docs/lookup.md)."""
+    assert methods.resolve("ngram").drafter == NGram()
+    assert methods.resolve("cascade", draft=True).drafter == Cascade() == cli_resolve(_cli("cascade")).drafter
+    assert Cascade().min_match == Cascade.MIN_MATCH == 3 and NGram().min_ngram == 2
+    assert resolve_method(None, Cascade())[0] == chain(7) == methods.resolve("cascade", draft=True).method
+    assert methods.resolve("cascade", draft=True, k=2).drafter.min_match == 2  # the whole chain when k is shorter
+    assert methods.resolve("cascade", draft=True, k=5, min_match=1).drafter.min_match == 1
+    with pytest.raises(ValueError, match=r"min_match \(3\) exceeds the chain's k \(2\).*--min-match"):
+        methods.resolve("cascade", draft=True, k=2, min_match=3)
+    with pytest.raises(ValueError, match="exceeds the chain's k"):  # refused before anything is traced
+        Cascade().check_method(chain(2))
+
+
 @pytest.mark.parametrize(
     "name,kw,msg",
     [

@@ -184,7 +184,7 @@ def test_speculate_cascade_round_cost_and_errors():
     prompts[1] = prompts[1] * 4  # a repeat: the lookup has something to find
     v = subset(np.arange(0, V, 2))
     want = vanilla(tp, prompts)
-    for drafter in (LayerSkip(3, vocab=v), Cascade(NGram(3, 1), LayerSkip(3, vocab=v))):
+    for drafter in (LayerSkip(3, vocab=v), Cascade(NGram(3, 1), LayerSkip(3, vocab=v), min_match=1)):
         out = speculate(Model(tp, CFG), None, prompts, method=chain(3), max_new_tokens=N_NEW, drafter=drafter)
         assert out.output_ids == want, type(drafter).__name__
         assert out.stats["drafted"] > 0

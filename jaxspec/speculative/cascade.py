@@ -83,9 +83,10 @@ class Cascade(Drafter):
     `min_match` proposed tokens, or `extend` the proposal with the model; `catchup`: tokens per catch-up
     forward of the model's cache (switch; 0: k + 2)."""
 
+    MIN_MATCH = 3  # min_match's default, measured (docs/lookup.md); the registry's is min(MIN_MATCH, k)
     ngram: NGram = NGram()
     fallback: Drafter = DraftModel()
-    min_match: int = 1
+    min_match: int = MIN_MATCH
     extend: bool = False
     catchup: int = 0
     variable_depth = True  # an n-gram round proposes as many tokens as its match has
@@ -183,12 +184,15 @@ class Cascade(Drafter):
         # a catch-up pass or a row that finished its chain writes past the round's block: room for it
         return self.fallback.cache_slots(slots, shape) + self._width(shape.depth) + shape.depth
 
-    def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> CascadeState:
+    def check_method(self, method) -> None:
+        super().check_method(method)
         if self.min_match > method.shape.depth:
             raise ValueError(
                 f"min_match ({self.min_match}) exceeds the chain's k ({method.shape.depth}): the "
-                f"lookup could never serve a round"
+                f"lookup could never serve a round (pass min_match <= k, --min-match on the command line)"
             )
+
+    def init(self, params, target: Target, prompts, prompt_lens, *, max_len: int, method) -> CascadeState:
         B = prompts.shape[0]
         zeros = jnp.zeros((B,), jnp.int32)
         return CascadeState(

@@ -68,7 +68,7 @@ class NGram(Drafter):
     caps a proposal. `cfg` (the target's: its vocabulary) is bound by `speculate` / `make_runner`."""
 
     max_ngram: int = 3
-    min_ngram: int = 1
+    min_ngram: int = 2  # the registry's default (jaxspec/methods.py: 1-grams lose where text does not repeat)
     cfg: ModelConfig | None = dataclasses.field(default=None, kw_only=True)
     variable_depth = True
     needs_draft_model = False
