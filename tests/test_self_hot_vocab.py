@@ -146,6 +146,7 @@ class WatchedDEL(CyclingDEL):
         return super().commit(params, st, out, method=method)
 
 
+@pytest.mark.slow
 def test_the_engine_restricts_del_shadow_tokens_to_the_hot_vocabulary():
     tp = damped(3)
     keep = subset(np.arange(0, V, 4))
@@ -175,6 +176,7 @@ def test_self_drafters_hot_vocabulary_sampling_matches_the_target_joint(kind):
     check_sampling(chain(3), SamplingConfig(1.0), drafter.bind(SMALL))
 
 
+@pytest.mark.slow
 def test_speculate_cascade_round_cost_and_errors():
     """Through `speculate` (bound to the target there) alone and behind a cascade's lookup: vanilla's
     output. The round cost times the trimmed draft and is kept under a key of its own (keys without a

@@ -104,6 +104,7 @@ def test_sampling_on_a_data_and_tp_mesh_matches_the_target_joint(method):
     check_sampling(method, SamplingConfig(1.0), DraftModel(DRAFT), mesh=make_mesh({"data": 2, "tp": 2}))
 
 
+@pytest.mark.slow
 def test_tree_sampling_without_residual_renormalisation_fails_the_check(monkeypatch):
     """The mutation verify.residual warns about: after a rejected child the residual max(r − q, 0) is not
     renormalised, so the next sibling is accepted too rarely. Traced afresh with the mutation (caches
@@ -162,9 +163,12 @@ def check_sampling(method, sampling, drafter, both_outcomes: bool = True, mesh=N
 
 
 SELF_ADAPTIVE = [  # DEL's exit and length follow statistics of the sampled history; FS's length its acceptances
-    (chain(3), SamplingConfig(1.0), CyclingDEL(exits=(1, 2)), True),  # exit forced to alternate, τ stops
+    # the two slowest (10-14 s warm) run in `make test`, not in the `make test-fast` edit loop; exit forced to
+    # alternate, τ stops
+    pytest.param(chain(3), SamplingConfig(1.0), CyclingDEL(exits=(1, 2)), True, marks=pytest.mark.slow),
     (chain(3), SamplingConfig(0.8, top_k=4), DEL(faithful=True), True),  # always drafts, exit and τ its own
-    (chain(3), SamplingConfig(1.0), DEL(cost="layers"), False),  # on these weights TPL chooses plain steps (no drafts)
+    # on these weights TPL chooses plain steps (no drafts)
+    pytest.param(chain(3), SamplingConfig(1.0), DEL(cost="layers"), False, marks=pytest.mark.slow),
     (chain(2), SamplingConfig(1.0), FSM(1, start=1), True),
     # a measured round cost under which no exit can pay: plain steps only, no seeding, no probes
     (
