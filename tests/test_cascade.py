@@ -296,8 +296,8 @@ def test_cascade_errors():
     with pytest.raises(ValueError, match=r"min_match \(3\) exceeds the chain's k \(2\)"):
         speculate(t, d, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(min_match=3))
     with pytest.raises(ValueError, match="falls back on a draft model"):
-        speculate(t, None, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade())
+        speculate(t, None, [[1, 2, 3]], method=chain(3), max_new_tokens=4, drafter=Cascade())
     with pytest.raises(ValueError, match="drafts with the target's own layers: give no draft model"):
-        speculate(t, d, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(1)))
+        speculate(t, d, [[1, 2, 3]], method=chain(3), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(1)))
     with pytest.raises(ValueError, match=r"exit layer 3 is outside 1\.\.2"):
-        speculate(t, None, [[1, 2, 3]], method=chain(2), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(3)))
+        speculate(t, None, [[1, 2, 3]], method=chain(3), max_new_tokens=4, drafter=Cascade(fallback=LayerSkip(3)))
