@@ -97,6 +97,11 @@ class AotRunner:
         toks, lens, _ = pad_prompts(prompts, self.cfg, self.spec.max_new_tokens, self.spec.max_len)
         return jnp.asarray(toks), jnp.asarray(lens)
 
+    def prompt_shape(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
+        """(batch, padded width): the prefill shape these prompts run with — prompts of one shape share
+        one compiled prefill (the size checks run as for `run`)."""
+        return tuple(self._inputs(prompts)[0].shape)
+
     def _compile(self, toks, lens, key, streaming: bool = False) -> float:
         """AOT-compile prefill and the decode loop (or the streaming step's phases) for these shapes;
         returns seconds spent."""

@@ -218,6 +218,8 @@ def test_runner_matches_generate_and_compiles_once():
     assert first.compile_s > 0 and again.compile_s == 0.0  # ahead-of-time, once per shape
     assert first.output_ids == again.output_ids == [reference_greedy(p, 7) for p in prompts]
     assert first.new_tokens == 14
+    # the prefill shape these prompts compile for (experiments warm per shape): batch, padded width
+    assert runner.prompt_shape(prompts) == (2, 16) and runner.prompt_shape([[1] * 17]) == (1, 32)
     # the phases are timed inside the run, apart from the compile (which dwarfs a tiny model's prefill)
     assert first.compile_s + first.prefill_s + first.decode_s <= t1 - t0 and first.prefill_s < first.compile_s
     assert 0 < again.prefill_s and 0 < again.decode_s and again.wall_s <= t2 - t1

@@ -73,6 +73,7 @@ def test_a_drafter_built_with_its_own_defaults_is_the_registrys():
         methods.resolve("cascade", draft=True, k=2, min_match=3)
     with pytest.raises(ValueError, match="exceeds the chain's k"):  # refused before anything is traced
         Cascade().check_method(chain(2))
+    Cascade(extend=True).check_method(chain(2))  # extend mode has no gate: the model continues any proposal
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def prepare_widths(runners: dict, ids: Sequence[Sequence[int]], warmed: set) -> 
     new = []
     first = next(iter(runners.values()))
     for i in ids:
-        width = first._inputs([i])[0].shape
+        width = first.prompt_shape([i])
         if width not in warmed:
             warmed.add(width)
             new.append(i)

@@ -186,7 +186,7 @@ class Cascade(Drafter):
 
     def check_method(self, method) -> None:
         super().check_method(method)
-        if self.min_match > method.shape.depth:
+        if not self.extend and self.min_match > method.shape.depth:  # extend mode continues any proposal
             raise ValueError(
                 f"min_match ({self.min_match}) exceeds the chain's k ({method.shape.depth}): the "
                 f"lookup could never serve a round (pass min_match <= k, --min-match on the command line)"
