@@ -159,3 +159,45 @@ def test_defaults_table_marks_a_method_behind_the_chain(tmp_path, monkeypatch, c
     assert "1.38× (dec 1.43; len 3.00; lookup 30%) **<**" in lines["qa"]  # 126 decode tokens in 14 s vs 20 s
     assert "**<**" not in lines["humaneval"] and "(dec 2.00;" in lines["humaneval"]
     assert (tmp_path / "defaults_t.png").exists()
+
+
+def test_measure_chunk_compiles_new_widths_once_and_refuses_a_differing_output():
+    """experiments/common/chunks.measure_chunk on stand-in runners: a chunk of compact rows against
+    vanilla's, each prompt width compiled and warmed once per run (a later set reuses it), an output
+    that differs from vanilla's stops the run, a repeat that differs from the first too."""
+    from types import SimpleNamespace
+
+    from experiments.common.chunks import measure_chunk
+
+    class Runner:
+        def __init__(self, shift=0, flaky=False):
+            self.shift, self.flaky, self.compiled, self.warmed, self.calls = shift, flaky, [], [], 0
+
+        def prompt_shape(self, prompts):
+            return (1, 16 if len(prompts[0]) <= 16 else 32)
+
+        def compile(self, prompts):
+            self.compiled.append(self.prompt_shape(prompts))
+            return 0.5
+
+        def warmup(self, batches):
+            self.warmed.extend(batches)
+
+        def run(self, prompts, key):
+            self.calls += 1
+            out = [t + self.shift + (self.calls if self.flaky else 0) for t in prompts[0][:3]]
+            return SimpleNamespace(output_ids=[out], prefill_s=0.1, decode_s=0.2, stats=None, drafter=None)
+
+    runners = {"vanilla": Runner(), "m": Runner()}
+    warmed: set = set()
+    chunk, rows = measure_chunk(runners, ("src", 2, 2), [[1, 2, 3], [4] * 20], 2, warmed, config={"x": 1})
+    assert chunk["source"] == "src" and chunk["offset"] == 2 and chunk["n"] == 2 and chunk["config"] == {"x": 1}
+    assert chunk["compile_s"] == {"vanilla": 1.0, "m": 1.0} and "command" in chunk and "env" in chunk
+    assert [r["identical"] for r in chunk["rows"]["m"]] == [True, True] and rows["m"][0]["output_ids"] == [1, 2, 3]
+    assert runners["m"].compiled == [(1, 16), (1, 32)]
+    chunk, _ = measure_chunk(runners, ("src", 4, 1), [[5] * 9], 1, warmed)  # width 16 again: nothing compiled
+    assert chunk["compile_s"] == {"vanilla": 0, "m": 0} and runners["m"].compiled == [(1, 16), (1, 32)]
+    with pytest.raises(RuntimeError, match="src m: an output differs from vanilla's"):
+        measure_chunk({"vanilla": Runner(), "m": Runner(shift=1)}, ("src", 0, 1), [[1, 2]], 1, set())
+    with pytest.raises(RuntimeError, match="gave another output in repeat 1"):
+        measure_chunk({"vanilla": Runner(), "m": Runner(flaky=True)}, ("src", 0, 1), [[1, 2]], 2, set())

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from experiments.common import interleaved
-from experiments.common.chunks import chunks, compact_row
+from experiments.common.chunks import chunks, measure_chunk
 from experiments.common.paths import results_dir
-from experiments.common.results import log, provenance, write_json
+from experiments.common.results import log, write_json
 
 RESULTS = results_dir("lookup")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -61,7 +60,6 @@ def _methods(args, d_tok):
 def cmd_run(args) -> None:
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment
     from jaxspec.decode import cache_slots
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative import chain, make_runner
@@ -113,26 +111,10 @@ def cmd_run(args) -> None:
     hf = _hf_models(t, d, args.hf) if args.hf else None
     config["max_len"] = max_len
     warmed: set = set()
-    for (source, offset, n), ids in sets.items():
-        t0 = time.perf_counter()
-        compile_s = interleaved.prepare_widths(runners, ids, warmed)
-        log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
-        rows = interleaved.measure(runners, ids, args.repeats, log)
+    for key, ids in sets.items():
+        chunk, rows = measure_chunk(runners, key, ids, args.repeats, warmed, config=config)
         van = rows["vanilla"]
-        chunk = {
-            "source": source,
-            "offset": offset,
-            "n": n,
-            "config": config,
-            "env": environment(),
-            **provenance(),
-            "compile_s": compile_s,
-            "vanilla_output_ids": [r["output_ids"] for r in van],
-            "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()},
-        }
-        for m, rs in chunk["rows"].items():
-            if not all(r["identical"] for r in rs):
-                raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
+        chunk["vanilla_output_ids"] = [r["output_ids"] for r in van]
         if hf is not None:
             chunk["hf"] = _hf(hf, ids, van, args, eos)
         _log_chunk(chunk)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from experiments.common import interleaved
 from experiments.common.bars import grouped_bars
-from experiments.common.chunks import chunks, compact_row
+from experiments.common.chunks import chunks, measure_chunk
 from experiments.common.paths import results_dir
-from experiments.common.results import log, provenance, write_json
+from experiments.common.results import log, write_json
 
 RESULTS = results_dir("speculative")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -59,7 +57,6 @@ def _runners(t, d, specs, kw) -> dict:
 def cmd_run(args) -> None:
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative.runner import runner_slots
 
@@ -82,25 +79,8 @@ def cmd_run(args) -> None:
     kw = dict(max_new_tokens=N, eos_ids=eos, max_len=runner_slots(longest, N, None) + 64)
     runners = _runners(t, d, args.methods, kw)
     warmed: set = set()
-    for (source, offset, n), ids in sets.items():
-        t0 = time.perf_counter()
-        compile_s = interleaved.prepare_widths(runners, ids, warmed)
-        log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
-        rows = interleaved.measure(runners, ids, args.repeats, log)
-        van = rows["vanilla"]
-        chunk = {
-            "source": source,
-            "offset": offset,
-            "n": n,
-            "config": config,
-            "env": environment(),
-            **provenance(),
-            "compile_s": compile_s,
-            "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()},
-        }
-        for m, rs in chunk["rows"].items():
-            if not all(r["identical"] for r in rs):
-                raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
+    for key, ids in sets.items():
+        chunk, _ = measure_chunk(runners, key, ids, args.repeats, warmed, config=config)
         out["chunks"].append(chunk)
         write_json(out, path)  # after every set: a crash keeps what was measured
         log("  " + "  ".join(f"{m} {s['decode_speedup']:.2f}x" for m, s in _pool([chunk]).items() if m != "vanilla"))

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from experiments.common import interleaved
-from experiments.common.chunks import chunks, compact_row
+from experiments.common.chunks import chunks, measure_chunk
 from experiments.common.paths import results_dir
-from experiments.common.results import log, provenance, write_json
+from experiments.common.results import log, write_json
 
 RESULTS = results_dir("speculative")
 TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -54,7 +53,6 @@ def _methods(names):
 def cmd_run(args) -> None:
     from conversion.loader import load_model
     from conversion.tokenizer import eos_ids
-    from jaxspec.bench import environment
     from jaxspec.decode import cache_slots
     from jaxspec.prompts import encode, load_prompts
     from jaxspec.speculative import make_runner
@@ -94,27 +92,10 @@ def cmd_run(args) -> None:
     widths = {n: list(verify_widths(r.spec)) for n, r in runners.items() if n != "vanilla"}
     log(f"verification widths: {widths}")
     warmed: set = set()
-    for (source, offset, n), ids in sets.items():
-        t0 = time.perf_counter()
-        compile_s = interleaved.prepare_widths(runners, ids, warmed)
-        log(f"[{source} {offset}:{offset + n}] {len(ids)} prompts, compiled in {time.perf_counter() - t0:.0f}s")
-        rows = interleaved.measure(runners, ids, args.repeats, log)
-        van = rows["vanilla"]
-        chunk = {
-            "source": source,
-            "offset": offset,
-            "n": n,
-            "max_len": max_len,
-            "widths": widths,
-            "repeats": args.repeats,
-            "env": environment(),
-            **provenance(),
-            "compile_s": compile_s,
-            "rows": {m: [compact_row(r, v) for r, v in zip(rs, van)] for m, rs in rows.items()},
-        }
-        for m, rs in chunk["rows"].items():
-            if not all(r["identical"] for r in rs):
-                raise RuntimeError(f"{source} {m}: an output differs from vanilla's")
+    for key, ids in sets.items():
+        fields = dict(max_len=max_len, widths=widths, repeats=args.repeats)
+        chunk, _ = measure_chunk(runners, key, ids, args.repeats, warmed, **fields)
+        source = key[0]
         for m in args.methods:  # the twins ran the same rounds: only the block's width differs
             a, b = chunk["rows"][m], chunk["rows"][f"{m}-full"]
             if [r["stats"] for r in a] != [r["stats"] for r in b]:
