@@ -362,8 +362,8 @@ def test_faithful_quirk_1_drafts_when_tpl_says_plain_decoding():
 def test_faithful_quirk_2_nan_tau_never_stops_drafting():
     d_f, d_x = DEL(exits=(1, 3), faithful=True).bind(CFG), DEL(cost="layers", exits=(1, 3)).bind(CFG)
     never_missed = ExitStats(jnp.asarray([[5.0, 0.0], [5.0, 0.0]]), jnp.asarray([[2.0, 0.0], [2.0, 0.0]]))
-    assert np.isnan(float(d_f._decide(never_missed, 4)[2]))
-    assert float(d_x._decide(never_missed, 4)[2]) == pytest.approx(0.2)
+    assert np.isnan(float(d_f.decide(never_missed, 4)[2]))
+    assert float(d_x.decide(never_missed, 4)[2]) == pytest.approx(0.2)
     tp = damped(0)
     prompts = random_prompts(np.random.default_rng(0), [6])
     pre = run(tp, prompts, chain(8), DEL(cost="layers"), n_new=2)

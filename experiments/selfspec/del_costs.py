@@ -71,7 +71,7 @@ def cmd_costs(args) -> None:
     match = jnp.zeros((1, 19, len(exits)), bool)
     conf = jnp.full((1, 19, len(exits)), 0.5)
     valid = jnp.ones((1, 19), bool)
-    upd = jax.jit(lambda s: d._decide(exit_stats.update(s, match, conf, valid, 0.95), 18))
+    upd = jax.jit(lambda s: d.decide(exit_stats.update(s, match, conf, valid, 0.95), 18))
     out["stats_update_ms"], _ = timed(upd, stats)
 
     toks, pos, mask = jnp.ones((1, 1), jnp.int32), jnp.asarray([[ctx]]), causal_mask(cache.lengths, 1, S)

@@ -290,7 +290,9 @@ class DEL(SelfDrafter):
             params, tokens, cache, positions, mask, self.bound_cfg, self.shadow_layers, exit_state, self.dispatch
         )
 
-    def _decide(self, stats: ExitStats, depth: int):
+    def decide(self, stats: ExitStats, depth: int):
+        """The TPL rule on `stats` for chains of at most `depth`: (exit index, d*, τ) — traced; what `init`
+        and `commit` set, and what experiments/selfspec/del_costs.py times."""
         if self.plain_only:
             return jnp.int32(0), jnp.int32(0), jnp.float32(jnp.nan)
         idx, gamma = exit_stats.choose(stats, self._cost_table(depth))
@@ -322,7 +324,7 @@ class DEL(SelfDrafter):
         ps = target.prompt_rows  # from the prefill's own hidden states (verification.prompt_pass)
         if ps is not None:
             stats = exit_stats.update(stats, ps.tokens == ps.greedy[..., None], ps.conf, ps.real, self.omega)
-        idx, gamma, tau = self._decide(stats, method.shape.depth)
+        idx, gamma, tau = self.decide(stats, method.shape.depth)
         trace = DELTrace.empty(max_len)  # a round emits >= 1 token per live row: never more rounds than slots
         gap, wait = self._next_probe(gamma, jnp.int32(1))  # the seeding counts as a probe
         if self.plain_only:  # never a probe: the engine decodes plainly to the end
@@ -412,7 +414,7 @@ class DEL(SelfDrafter):
             seen = jnp.zeros(match.shape[2], bool).at[pick].set(True) | (st.gamma > 0)
             valid = valid[..., None] & seen
         stats = exit_stats.update(st.stats, match, out.head_conf, valid, self.omega)
-        idx, gamma, tau = self._decide(stats, method.shape.depth)
+        idx, gamma, tau = self.decide(stats, method.shape.depth)
         seen = self.head_rows_now(st)
         gap, wait = self._next_probe(gamma, st.gap)
         if seen is not None:  # a round without shadow rows leaves the statistics and decisions as they were
