@@ -6,23 +6,11 @@ checks (cli.py), `speculate(method="del")` (a name works as well as a shape), `b
 method table (`method_table()`). Adding a method is one `MethodInfo` below. A shape or option a method
 cannot take is one clear ValueError from `resolve`, before anything loads, compiles or measures.
 
-Where the defaults come from (the Qwen2.5-Coder pair, the 0.5B drafting for the 1.5B, on CPU; the
-numbers are in docs/):
-  chain k = 7   the k sweep (docs/speculative.md): chat HumanEval 1.96x at 7 (2.06x at 15), Spec-Bench
-                1.39x at 7 (1.46x at 3) — one k for both, between their bests; `make demo` runs it;
-  tree 5 x 2    the same sweep's middle tree; trees do not beat chains on this CPU;
-  ngram k = 4, 3..2-grams   the n / k grid (docs/lookup.md): NGram(3, 2) at k = 4 1.10x pooled, the
-                best single draft of that run (1-grams lose on text that does not repeat; k = 8 pays
-                only where whole spans repeat);
-  cascade k = 7, min_match 3   the chain's k with the lookup above in front (a lookup of >= 3 tokens
-                serves the round): head to head against the default chain on 6 sets, selected on 2 prompts
-                each and held out on 2 more (docs/lookup.md "The cascade's defaults"): at or above the
-                chain on every set, 1.42x against 1.22x pooled decode (the previous k = 4, >= 1 token lost
-                to it on math_reasoning and coding);
-  dv, del 18, fs 18   the papers' caps (DEL: 18 in its paper; FS starts at -k = 7);
-  easyspec      the paper's setting (groups of 4, one sequential layer at each end, every-round
-                calibration) on the tree above.
-The head-to-head rule (no default below the default chain on a set where both run) and where each method
+Where the defaults come from (the Qwen2.5-Coder pair, the 0.5B drafting for the 1.5B, on CPU):
+the chain's k = 7 and the trees' 5 x 2 from the k sweep (docs/speculative.md), ngram's k = 4 and 3..2-grams
+from the n / k grid, the cascade's k = 7 and min_match 3 head to head against the default chain and held
+out (docs/lookup.md), the self-drafters' cap of 18 from the papers. The table with each default's evidence,
+the head-to-head rule (no default below the default chain on a set where both run) and where each method
 stands against it: docs/cli.md "Method defaults and where they come from"."""
 
 from __future__ import annotations
