@@ -10,7 +10,8 @@ from experiments.speculative import bench_speculative
 
 def _run(method, prompts, new_tokens, prefill_s, decode_s, rounds=0, accepted=0, cost=1.0, hf=None):
     """A minimal result file: `prompts` rows sharing the totals evenly."""
-    rows = [{"new_tokens": new_tokens // prompts, **({"hf_tok_per_s": hf} if hf else {})} for _ in range(prompts)]
+    each = {"new_tokens": new_tokens // prompts, "prefill_s": prefill_s / prompts, "decode_s": decode_s / prompts}
+    rows = [{**each, **({"hf_tok_per_s": hf} if hf else {})} for _ in range(prompts)]
     s = {
         "method": method,
         "method_config": None if method == "vanilla" else {"shape": {"depth": 4, "width": 1}},

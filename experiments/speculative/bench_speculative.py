@@ -178,16 +178,17 @@ def _load(src: str) -> tuple[dict, ...] | None:
 def _pooled(results: list[tuple[dict, ...]]) -> tuple[dict, ...]:
     """Summaries of several sources' runs pooled as one set: tokens over time, accepted over rounds."""
 
+    from jaxspec.pooling import totals
+
     def pool(runs: list[dict]) -> dict:
         ss, rows = [r["summary"] for r in runs], [p for r in runs for p in r["prompts"]]
-        new, prompts = sum(s["total"]["new_tokens"] for s in ss), sum(s["total"]["prompts"] for s in ss)
-        dec = sum(s["total"]["decode_s"] for s in ss)
+        t = totals(rows)  # the prompts' tokens over their seconds (jaxspec/pooling.py)
         out = {
             "method": ss[0]["method"],
             "method_config": ss[0]["method_config"],
-            "total": {"prompts": prompts, "new_tokens": new},
-            "tok_per_s": new / sum(s["total"]["prefill_s"] + s["total"]["decode_s"] for s in ss),
-            "decode_tok_per_s": (new - prompts) / dec,
+            "total": {"prompts": t["prompts"], "new_tokens": t["new_tokens"]},
+            "tok_per_s": t["tok_per_s"],
+            "decode_tok_per_s": t["decode_tok_per_s"],
         }
         if ss[0]["method"] != "vanilla":
             rounds = sum(s["rounds"] for s in ss)
