@@ -26,7 +26,7 @@ from jaxspec.config import ModelConfig
 from jaxspec.decode import DecodeSpec, decode_loop, decode_step, output_ids, pad_prompts, prefill
 from jaxspec.distributed import to_host
 from jaxspec.sampling import GREEDY, SamplingConfig
-from jaxspec.sharding import ShardingPlan
+from jaxspec.sharding import ShardingPlan, bytes_per_device
 
 
 @dataclasses.dataclass
@@ -122,6 +122,23 @@ class AotRunner:
     def compile(self, prompts: Sequence[Sequence[int]], streaming: bool = False) -> float:
         toks, lens = self._inputs(prompts)
         return self._compile(toks, lens, jax.random.key(0), streaming)
+
+    def device_bytes(self, batch: int = 1) -> dict[str, int]:
+        """Bytes per device of the compiled decode loop for `batch` rows (compile it first): XLA's
+        `memory_analysis` of the whole loop — its arguments (weights, caches, the loop state), outputs
+        and temporaries — and, of the arguments, each model's weights (`args` in order: target, then
+        the draft's where there is one) from their shardings; `state` is the rest (caches and counters)."""
+        stats = self._loop[batch].memory_analysis()
+        weights = [bytes_per_device(a) for a in self.args]
+        out = {f"weights_{i}": w for i, w in enumerate(weights)}
+        out.update(
+            arguments=stats.argument_size_in_bytes,
+            state=stats.argument_size_in_bytes - sum(weights),
+            temporaries=stats.temp_size_in_bytes,
+            outputs=stats.output_size_in_bytes,
+            aliased=stats.alias_size_in_bytes,
+        )
+        return out
 
     def warmup(self, prompt_sets: Sequence[Sequence[Sequence[int]]]) -> None:
         """Compile and run once every shape these batches need (an executable's first run pays

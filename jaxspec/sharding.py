@@ -1,6 +1,7 @@
 """Sharding, declared once: logical axis names → mesh axes → `PartitionSpec`s.
 
-The target is tensor-parallel over the mesh axis "tp": attention heads and MLP width are split, the
+A model is tensor-parallel over the mesh's *model axes*, "layer" × "tp" (`MODEL_AXES`: every axis but
+"data"), as one dimension of layer·tp devices: attention heads and MLP width are split, the
 activations stay replicated (one all-reduce after each attention and MLP block: the right trade for
 low-latency decode). What cannot be split evenly is replicated instead, never padded (`plan_for`, and
 `ShardingPlan.notes` says what was replicated and why):
@@ -16,14 +17,20 @@ Replicating keeps every device busy on the same work for that block (no speedup 
 FLOPs or uneven shards either); padding heads would shard them but change the weights' shapes and
 make checkpoints mesh-dependent.
 A "data" mesh axis splits the batch: the KV cache's rows (and so every per-row computation) are sharded
-over it, the weights replicated over it and split over "tp" as above — e.g. `--mesh data=2,tp=4` runs
-a batch of 8 as two groups of 4 rows, each on 4 tensor-parallel devices; the batch must divide by the
-axis's size (an error names both). Other mesh axes (e.g. "layer" for EasySpec drafts) replicate the
-target. EasySpec's draft is replicated on the whole mesh (`replicated_plan`)."""
+over it, the weights replicated over it and split over the model axes as above — e.g. `--mesh data=2,tp=4`
+runs a batch of 8 as two groups of 4 rows, each on 4 tensor-parallel devices; the batch must divide by the
+axis's size (an error names both).
+"layer" is EasySpec's axis (a draft group's members run on its devices, `easyspec.layer_parallel`). The
+target and every other model spans it too — `PartitionSpec(("layer", "tp"))` on a split dimension — so no
+device of the mesh holds an idle copy of the target: the paper's layout, the target tensor-parallel over
+all 8 GPUs and the draft's group members one per GPU. EasySpec's draft itself is replicated on the whole
+mesh (`replicated_plan`), as the author's code runs it: each device runs any of its layers, and
+calibration runs all of them, with no communication."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
@@ -36,7 +43,9 @@ from jaxspec.config import ModelConfig
 from jaxspec.params import ArrayInfo, is_info, layer_info, param_info
 
 TP = "tp"
+LAYER = "layer"
 DATA = "data"
+MODEL_AXES = (LAYER, TP)  # the axes a model's split dimensions span, in mesh order
 CACHE_AXES = ("batch", "kv_heads", "seq", "head_dim")
 
 
@@ -68,13 +77,52 @@ def parse_mesh(spec: str | None) -> Mesh | None:
     return make_mesh(axes)
 
 
+def model_axes(mesh: Mesh | None) -> tuple[str, ...]:
+    """The mesh's axes of size > 1 that a model's split dimensions span ("layer", "tp"), in mesh order."""
+    if mesh is None:
+        return ()
+    return tuple(a for a in mesh.axis_names if a in MODEL_AXES and mesh.shape[a] > 1)
+
+
+def model_parallelism(mesh: Mesh | None) -> int:
+    """How many ways the model axes together cut a dimension: the product of their sizes."""
+    return math.prod(mesh.shape[a] for a in model_axes(mesh))
+
+
+def _size(mesh: Mesh, axes: tuple[str, ...]) -> int:
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _name(mesh: Mesh, axes: tuple[str, ...]) -> str:
+    """'tp=4', 'layer=4' or 'layer×tp=8': axes and how many ways they split, for notes and errors."""
+    return f"{'×'.join(axes or (TP,))}={_size(mesh, axes)}"
+
+
+def _split_axes(mesh: Mesh, divides) -> tuple[str, ...]:
+    """The model axes one dimension is split over: of the model axes' subsets, the one with the most
+    devices whose count `divides(n)` accepts (a tie goes to the subset with "tp"); () when none does.
+    All of them when it can — else a part, so that e.g. the 9 heads of a layer=2 × tp=3 mesh are still
+    split 3 ways (over tp, replicated over layer) rather than replicated on all 6 devices."""
+    axes = model_axes(mesh)
+    subsets = [c for r in range(len(axes), 0, -1) for c in itertools.combinations(axes, r)]
+    subsets.sort(key=lambda c: (-_size(mesh, c), TP not in c))
+    return next((c for c in subsets if divides(_size(mesh, c))), ())
+
+
+def attention_axes(cfg: ModelConfig, mesh: Mesh) -> tuple[str, ...]:
+    """The model axes the attention heads are split over: n devices split them when n divides the query
+    heads and the kv heads and n divide each other (fewer kv heads than n: `kv_repeats`)."""
+    H, Hkv = cfg.num_heads, cfg.num_kv_heads
+    return _split_axes(mesh, lambda n: H % n == 0 and (Hkv % n == 0 or n % Hkv == 0))
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardingPlan:
     """A mesh and the logical-axis rules for one model on it (hashable: a static jit argument)."""
 
     mesh: Mesh
-    rules: tuple[tuple[str, str | None], ...]
-    notes: tuple[str, ...] = ()  # what `plan_for` replicated because tp could not split it
+    rules: tuple[tuple[str, str | tuple[str, ...] | None], ...]  # logical axis → mesh axis, axes or None
+    notes: tuple[str, ...] = ()  # what `plan_for` replicated because the model axes could not split it
 
     def spec(self, axes: tuple[str | None, ...]) -> P:
         rules = dict(self.rules)
@@ -100,31 +148,41 @@ class ShardingPlan:
 
 
 def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
-    tp = mesh.shape.get(TP, 1)
-    H, Hkv, F = cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size
-    notes = []
-    split_attention = H % tp == 0 and (Hkv % tp == 0 or tp % Hkv == 0)
-    if tp > 1 and not split_attention:
-        notes.append(
-            f"attention replicated: tp={tp} does not divide the {H} query heads"
-            if H % tp
-            else f"attention replicated: tp={tp} and the {Hkv} kv heads do not divide each other"
-        )
-    elif tp > 1 and Hkv % tp:
-        notes.append(f"kv heads replicated: {Hkv} kv heads for tp={tp} (GQA)")
-    if tp > 1 and F % tp:
-        notes.append(f"MLP replicated: tp={tp} does not divide the MLP width {F}")
-    if tp > 1 and cfg.vocab_size % tp:
-        notes.append(f"vocabulary replicated: tp={tp} does not divide {cfg.vocab_size}")
+    """The tensor-parallel plan of `cfg` on `mesh`: each split dimension over as many of the model axes
+    ("layer" × "tp") as divide it (`_split_axes`), rows over "data"; the notes say what the whole model
+    axes could not split and what was done instead."""
+    H, Hkv, F, V = cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, cfg.vocab_size
+    full, whole = model_axes(mesh), _name(mesh, model_axes(mesh))
+    attn = attention_axes(cfg, mesh)
+    kv = attn if Hkv % _size(mesh, attn) == 0 else ()
+    mlp = _split_axes(mesh, lambda n: F % n == 0)
+    vocab = _split_axes(mesh, lambda n: V % n == 0)
 
-    def on(ok):
-        return TP if tp > 1 and ok else None
+    def fallback(what: str, axes: tuple[str, ...], reason: str) -> list[str]:
+        if axes == full:
+            return []
+        done = f"split over {_name(mesh, axes)} only" if axes else "replicated"
+        return [f"{what} {done}: {whole} {reason}"]
+
+    n = model_parallelism(mesh)
+    notes = fallback(
+        "attention",
+        attn,
+        f"does not divide the {H} query heads" if H % n else f"and the {Hkv} kv heads do not divide each other",
+    )
+    if attn and attn != kv:
+        notes.append(f"kv heads replicated: {Hkv} kv heads for {_name(mesh, attn)} (GQA)")
+    notes += fallback("MLP", mlp, f"does not divide the MLP width {F}")
+    notes += fallback("vocabulary", vocab, f"does not divide {V}")
+
+    def on(axes: tuple[str, ...]):  # one axis by its name (P("tp")), several as a tuple (P(("layer", "tp")))
+        return None if not axes else axes[0] if len(axes) == 1 else axes
 
     rules = (
-        ("heads", on(split_attention)),
-        ("kv_heads", on(split_attention and Hkv % tp == 0)),
-        ("mlp", on(F % tp == 0)),
-        ("vocab", on(cfg.vocab_size % tp == 0)),
+        ("heads", on(attn)),
+        ("kv_heads", on(kv)),
+        ("mlp", on(mlp)),
+        ("vocab", on(vocab)),
         ("embed", None),
         ("head_dim", None),
         ("batch", DATA if mesh.shape.get(DATA, 1) > 1 else None),
@@ -134,14 +192,16 @@ def plan_for(cfg: ModelConfig, mesh: Mesh) -> ShardingPlan:
 
 
 def kv_repeats(cfg: ModelConfig, mesh: Mesh | None) -> int:
-    """How many copies of each kv head let tp split them: tp / Hkv when a GQA model has fewer kv heads than
-    tp devices (and tp splits the query heads), else 1. Left replicated, those kv heads made XLA write the
+    """How many copies of each kv head let the attention's axes split them: n / Hkv when a GQA model has
+    fewer kv heads than the n devices its heads are split over (`attention_axes`), else 1. Left
+    replicated, those kv heads made XLA write the
     cache split by kv head and all-gather every layer's whole cache every step (measured in the compiled
     program: tests/test_sharding.py); repeated, as vLLM does, each device holds the one kv head its query
     heads read, and no cache moves."""
-    tp = mesh.shape.get(TP, 1) if mesh is not None else 1
-    H, Hkv = cfg.num_heads, cfg.num_kv_heads
-    return tp // Hkv if tp > Hkv and tp % Hkv == 0 and H % tp == 0 else 1
+    if mesh is None:
+        return 1
+    n, Hkv = _size(mesh, attention_axes(cfg, mesh)), cfg.num_kv_heads
+    return n // Hkv if n > Hkv and n % Hkv == 0 else 1
 
 
 def repeat_kv_heads(params, cfg: ModelConfig, r: int):
@@ -171,11 +231,11 @@ def expand_for_mesh(params, cfg: ModelConfig, plan: ShardingPlan):
     if r == 1:
         return params, cfg, plan
     new_cfg = cfg.replace(num_kv_heads=cfg.num_kv_heads * r)
-    new_plan = plan_for(new_cfg, plan.mesh)
+    new_plan, split = plan_for(new_cfg, plan.mesh), _name(plan.mesh, attention_axes(cfg, plan.mesh))
     new_plan = dataclasses.replace(
         new_plan,
         notes=new_plan.notes
-        + (f"kv heads repeated {r}x: {cfg.num_kv_heads} kv heads for tp={plan.mesh.shape[TP]} (GQA; one per device)",),
+        + (f"kv heads repeated {r}x: {cfg.num_kv_heads} kv heads for {split} (GQA; one per device)",),
     )
     kv = [{k: v for k, v in layer.items() if k in KV_LEAVES} for layer in params["layers"]]
     want = [{k: new_plan.sharding(i.axes) for k, i in layer_info(new_cfg).items() if k in KV_LEAVES} for _ in kv]
@@ -202,6 +262,17 @@ def replicated_plan(mesh: Mesh) -> ShardingPlan:
 def shard_params(params, cfg: ModelConfig, plan: ShardingPlan):
     """Place a host or device param tree onto the plan's shardings."""
     return jax.device_put(params, plan.param_shardings(cfg))
+
+
+def bytes_per_device(tree) -> int:
+    """Bytes one device holds of the arrays in `tree`: each leaf's shard (its whole size when it is not
+    a sharded jax.Array). Every plan here splits evenly, so every device holding a leaf holds this much."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        sharding = getattr(x, "sharding", None)
+        shape = sharding.shard_shape(x.shape) if sharding is not None else x.shape
+        total += math.prod(shape) * x.dtype.itemsize
+    return total
 
 
 def constrain_cache(cache: KVCache, plan: ShardingPlan | None) -> KVCache:
@@ -236,6 +307,10 @@ __all__ = [
     "make_mesh",
     "parse_mesh",
     "plan_for",
+    "model_axes",
+    "model_parallelism",
+    "attention_axes",
+    "MODEL_AXES",
     "replicated_plan",
     "shard_params",
     "shard_model",
@@ -244,4 +319,5 @@ __all__ = [
     "expand_for_mesh",
     "constrain_cache",
     "constrain_rows",
+    "bytes_per_device",
 ]

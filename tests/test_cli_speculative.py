@@ -139,7 +139,9 @@ def test_bench_speculative_json_with_vanilla_and_hf_assisted(tmp_path, capsys, t
 @pytest.mark.assets
 def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys, tiny):
     """The model drafted by its own layer-parallel self (groups of 4 split to the layer axis of 2), the target
-    tensor-parallel over tp=3: output identical to vanilla, the easyspec summary in the JSON."""
+    tensor-parallel over layer × tp (its 9 heads over tp=3, its MLP over layer=2, its vocabulary over all 6): output
+    identical to vanilla, the easyspec summary and the bytes each device holds in the JSON (the draft whole,
+    the target a third or less of it)."""
     out = tmp_path / "e.json"
     assert (
         main(
@@ -180,6 +182,13 @@ def test_bench_easyspec_on_a_layer_and_tp_mesh(tmp_path, capsys, tiny):
     assert e["policy"] == "attn_only" and e["calibration"] == "every_mismatch" and e["path"] == "shard_map over layer=2"
     assert e["partition"][:3] == [[0], [1, 2], [3, 4]] and e["partition"][-1] == [7]
     assert 0 < s["accepted"] <= s["drafted"] == 3 * s["rounds"]
+    assert s["sharding_notes"] == [
+        "attention split over tp=3 only: layer×tp=6 does not divide the 9 query heads",
+        "MLP split over layer=2 only: layer×tp=6 does not divide the MLP width 128",
+    ]
+    b = s["bytes_per_device"]
+    assert b["devices"] == 6 and 0 < b["target_weights"] <= b["draft_weights"] / 3 and b["state"] > 0
+    assert b["peak"] >= b["target_weights"] + b["draft_weights"] + b["state"]
 
 
 @pytest.mark.assets

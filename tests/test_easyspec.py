@@ -15,8 +15,9 @@ from jaxspec.easyspec import EasySpec, check_groups, default_groups, split_group
 from jaxspec.easyspec.calibration import CALIBRATIONS, exact_pass, stack_all_layers
 from jaxspec.easyspec.layer_parallel import POLICIES, fuzzy_forward, group_step, stack_group_weights
 from jaxspec.masks import causal_mask
+from jaxspec.sharding import shard_model
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
-from tests.helpers import exact_forward, examples, random_prompts, tiny_cfg
+from tests.helpers import exact_forward, examples, hlo_collectives, random_prompts, tiny_cfg
 from tests.spec_helpers import make_pair
 
 TARGET = tiny_cfg(num_layers=3)  # vanilla_rows decodes TARGET: the EasySpec pairs share its first layers
@@ -193,6 +194,27 @@ def test_group_step_compiles_to_one_all_gather_and_no_weight_gather():
     KV = DRAFT.num_kv_heads * DRAFT.head_dim
     assert f"f32[4,{B},{T},{DRAFT.hidden_size + 2 * KV}]" in gathers[0]  # activations, not weights
     assert "all-reduce" not in hlo
+
+
+def test_the_papers_layout_target_over_the_whole_mesh_draft_layer_parallel():
+    """The paper's layout on layer=4 × tp=2: in the compiled speculative loop every all-reduce is the
+    target's, spanning all 8 devices (two per layer per target forward: prefill and verification), and
+    the only all-gather is the draft group's one per group step, over the 4 devices of "layer", of
+    activations [members, B, T, D + 2·KV]; the replicated draft reduces nothing."""
+    mesh = make_mesh({"layer": 4, "tp": 2})
+    tp, dp = pair(0, 1.0)
+    tparams, tcfg, plan = shard_model(tp, BIG, mesh)
+    assert tparams["layers"][0]["w_up"].addressable_shards[0].data.shape[0] == BIG.intermediate_size // 8
+    drafter = EasySpec(parallel=4, calibration="every_round").bind(DRAFT, mesh)
+    spec = make_spec(tcfg, drafter, chain(3), prompt_len=WIDTH, max_new_tokens=N_NEW, max_len=SLOTS, plan=plan)
+    lowered = jax.jit(run_speculation, static_argnames=("spec",)).lower(
+        tparams, drafter.prepare(dp), *padded([[1, 2, 3]]), jax.random.key(0), spec=spec
+    )
+    got = hlo_collectives(lowered.compile().as_text(), groups=True)
+    assert set(got) == {"all-reduce", "all-gather"}, got
+    assert len(got["all-reduce"]) == 2 * 2 * BIG.num_layers and {g for _, g in got["all-reduce"]} == {8}, got
+    KV = DRAFT.num_kv_heads * DRAFT.head_dim
+    assert got["all-gather"] == [(f"f32[4,1,1,{DRAFT.hidden_size + 2 * KV}]", 4)], got["all-gather"]
 
 
 # ---- lossless --------------------------------------------------------------------------------------

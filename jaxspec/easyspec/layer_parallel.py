@@ -33,10 +33,10 @@ from jaxspec.cache import KVCache
 from jaxspec.config import ModelConfig
 from jaxspec.layers import attend, attention_mix, linear, mlp_block, project_qkv, write_kv
 from jaxspec.model import decoder_layer, embed, head
+from jaxspec.sharding import LAYER
 
 ATTN_ONLY, DIRECT_MLP = "attn_only", "direct_mlp"
 POLICIES = (ATTN_ONLY, DIRECT_MLP)
-LAYER = "layer"
 ATTN_KEYS = ("attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo")
 
 
