@@ -3,8 +3,10 @@
 A model is tensor-parallel over the mesh's *model axes*, "layer" × "tp" (`MODEL_AXES`: every axis but
 "data"), as one dimension of layer·tp devices: attention heads and MLP width are split, the
 activations stay replicated (one all-reduce after each attention and MLP block: the right trade for
-low-latency decode). What cannot be split evenly is replicated instead, never padded (`plan_for`, and
-`ShardingPlan.notes` says what was replicated and why):
+low-latency decode). A dimension the whole model axes cannot split evenly is split over the largest
+part of them that can (`_split_axes`) and replicated over the rest; what no part divides is replicated,
+never padded (`plan_for`, and `ShardingPlan.notes` says what was done and why). Below, "tp" is the
+number of devices a dimension is split over:
   * attention (q/k/v/o weights and the KV cache) is split by heads when tp divides the query heads and
     the kv heads divide by tp or tp by them (GQA with fewer kv heads than devices: `shard_model` and
     `load_model` repeat each kv head tp / Hkv times, so each device holds the one its query heads read —

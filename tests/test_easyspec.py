@@ -14,7 +14,9 @@ from jaxspec import DecodeSpec, forward, generate, init_cache, make_mesh, output
 from jaxspec.easyspec import EasySpec, check_groups, default_groups, split_groups
 from jaxspec.easyspec.calibration import CALIBRATIONS, exact_pass, stack_all_layers
 from jaxspec.easyspec.layer_parallel import POLICIES, fuzzy_forward, group_step, stack_group_weights
+from jaxspec.layers import attention_block, mlp_block
 from jaxspec.masks import causal_mask
+from jaxspec.model import embed, head
 from jaxspec.sharding import shard_model
 from jaxspec.speculative import DraftModel, chain, make_spec, run_speculation, tree
 from tests.helpers import exact_forward, examples, hlo_collectives, random_prompts, tiny_cfg
@@ -161,6 +163,51 @@ def test_shard_map_path_equals_vmap_path(devices, policy):
     assert not np.allclose(np.asarray(exact), np.asarray(logits), atol=1e-3)  # the groups do change the numbers
 
 
+def _naive_fuzzy_step(dp, groups, policy, T=3, seed=0):
+    """An independent reference for `_one_fuzzy_step`, written from the paper's equations with the
+    model's own blocks (`attention_block`, `mlp_block`, `decoder_layer`), one member at a time, no
+    stacking, no packing, no combine step shared with the library: every member's attention reads the
+    group input h and writes its K/V from it; ATTN_ONLY then runs x += a_j; x += MLP_j(x) in order,
+    DIRECT_MLP sums h + Σ (a_j + MLP_j(h + a_j))."""
+    rng = np.random.default_rng(seed)
+    B, S = 2, 32
+    _, cache, _ = forward(dp, jnp.asarray(rng.integers(0, 97, (B, 9)), jnp.int32), init_cache(DRAFT, B, S), DRAFT)
+    tokens = jnp.asarray(rng.integers(0, 97, (B, T)), jnp.int32)
+    at = cache.lengths
+    pos, mask = at[:, None] + jnp.arange(T, dtype=jnp.int32), causal_mask(at, T, S)
+    ks, vs, x = list(cache.k), list(cache.v), embed(dp, tokens, DRAFT)
+    for g in groups:
+        h, deltas = x, []
+        for l in g:
+            layer = dp["layers"][l]
+            a, ks[l], vs[l] = attention_block(layer, h, ks[l], vs[l], pos, at, mask, DRAFT)
+            deltas.append((layer, a))
+        if len(g) == 1 or policy == "attn_only":
+            for layer, a in deltas:
+                x = x + a
+                x = x + mlp_block(layer, x, DRAFT)
+        else:
+            x = h + sum(a + mlp_block(layer, h + a, DRAFT) for layer, a in deltas)
+    return head(dp, x, DRAFT), cache.replace(k=tuple(ks), v=tuple(vs))
+
+
+@pytest.mark.parametrize("devices", [None, 4])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_layer_parallel_forward_equals_a_naive_reference(devices, policy):
+    """Both paths of the fuzzy forward (vmap on one device, shard_map over layer=4) against the naive
+    per-member reference: logits and every layer's new K/V rows to 1e-5. (A combine that ran a member's
+    MLP on the group input instead of the running residual fails this: tried.)"""
+    _, dp = pair(2, 1.0)
+    groups, mesh = ((0,), (1, 2, 3, 4), (5,)), make_mesh({"layer": devices}) if devices else None
+    if mesh is not None:
+        dp = jax.device_put(dp, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    logits, cache = _one_fuzzy_step(dp, groups, policy, mesh)
+    ref_logits, ref_cache = jax.jit(lambda p: _naive_fuzzy_step(p, groups, policy))(dp)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=1e-5, rtol=1e-5)
+    for a, b in zip(cache.k + cache.v, ref_cache.k + ref_cache.v):
+        np.testing.assert_allclose(np.asarray(a[:, :, :12]), np.asarray(b[:, :, :12]), atol=1e-5, rtol=1e-5)
+
+
 def test_group_step_compiles_to_one_all_gather_and_no_weight_gather():
     _, dp = pair(0, 1.0)
     mesh = make_mesh({"layer": 4})
@@ -215,6 +262,34 @@ def test_the_papers_layout_target_over_the_whole_mesh_draft_layer_parallel():
     assert len(got["all-reduce"]) == 2 * 2 * BIG.num_layers and {g for _, g in got["all-reduce"]} == {8}, got
     KV = DRAFT.num_kv_heads * DRAFT.head_dim
     assert got["all-gather"] == [(f"f32[4,1,1,{DRAFT.hidden_size + 2 * KV}]", 4)], got["all-gather"]
+
+
+@pytest.mark.parametrize("max_fuzzy", [1, 2])
+def test_every_mismatch_skips_after_a_full_round_and_forces_after_max_fuzzy_rounds(max_fuzzy):
+    """every_mismatch, round by round (the engine's draft and verify phases): a round calibrates (its
+    draft cache exact up to the committed tokens) exactly when the previous round rejected a draft, or when
+    max_fuzzy_rounds rounds in a row have skipped; both skips and forced calibrations occur."""
+    from jaxspec.speculative.engine import draft_phase, spec_prefill, verify_phase
+
+    tp, dp = pair(1, 0.0)  # the target's 7th layer off: the fuzzy draft is often right
+    drafter = EasySpec(parallel=4, calibration="every_mismatch", max_fuzzy_rounds=max_fuzzy).bind(DRAFT)
+    spec = make_spec(BIG, drafter, chain(2), prompt_len=WIDTH, max_new_tokens=60, max_len=SLOTS)
+    dparams = drafter.prepare(dp)
+    seen = {"skipped": 0, "forced": 0, "after_mismatch": 0}
+    for prompt in ([5, 9, 11, 2, 40], [3, 3, 3], [17, 60, 8, 1]):
+        st = spec_prefill(tp, dparams, *padded([prompt]), jax.random.key(0), spec=spec)
+        full_before, skipped_in_a_row = False, 0
+        while not bool(st.done[0]):
+            committed = int(st.committed[0])
+            st, t = draft_phase(tp, dparams, st, spec=spec)
+            calibrated = int(st.draft_state.precise[0]) == committed
+            forced = full_before and skipped_in_a_row == max_fuzzy
+            assert calibrated == (not full_before or forced), (committed, full_before, skipped_in_a_row)
+            seen["forced" if forced else "after_mismatch" if calibrated else "skipped"] += 1
+            skipped_in_a_row = 0 if calibrated else skipped_in_a_row + 1
+            st = verify_phase(tp, dparams, st, t, spec=spec)
+            full_before = bool(st.draft_state.all_accepted[0])
+    assert min(seen.values()) >= 1, seen
 
 
 # ---- lossless --------------------------------------------------------------------------------------
