@@ -110,6 +110,30 @@ def test_configuration_errors():
         make_mesh({"layer": 8, "tp": 2})
 
 
+def test_python_use_on_a_mesh_binds_to_it_and_prepares_once():
+    """From Python: EasySpec(mesh=m) keeps m through bind (a different draft mesh is an error); a draft
+    given without a plan on a target's layer × tp mesh runs layer-parallel on the target's mesh (not
+    silently on one device), equal to vanilla; params prepared once pass through `prepare` unchanged (no
+    re-stacking per `speculate`)."""
+    from jaxspec.speculative import Model, speculate
+
+    mesh = make_mesh({"layer": 4, "tp": 2})
+    assert EasySpec(mesh=mesh).bind(DRAFT).layer_mesh is mesh
+    with pytest.raises(ValueError, match=r"EasySpec\(mesh=...\) has axes \{'layer': 4, 'tp': 2\} but it is bound"):
+        EasySpec(mesh=mesh).bind(DRAFT, make_mesh({"layer": 2}))
+    tp, dp = pair(3, 0.3)
+    target = Model(*shard_model(tp, BIG, mesh))
+    prompts = random_prompts(np.random.default_rng(12), [6, 11])
+    out = speculate(target, Model(dp, DRAFT), prompts, method=chain(3), max_new_tokens=N_NEW, drafter=EasySpec())
+    assert out.output_ids == vanilla(tp, prompts, eos=())
+    assert out.state.draft_state.cache.k[1].sharding.mesh == mesh  # the draft's cache on the target's mesh
+    es = EasySpec().bind(DRAFT, mesh)
+    prepared = es.prepare(dp)
+    assert es.prepare(prepared) is prepared and prepared["groups"] == (None,) * len(es.groups)
+    again = speculate(target, Model(prepared, DRAFT), prompts, method=chain(3), max_new_tokens=N_NEW, drafter=es)
+    assert again.output_ids == out.output_ids
+
+
 # ---- equivalences ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_no_groups_is_draft_model_bit_for_bit():

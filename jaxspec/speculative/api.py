@@ -54,10 +54,20 @@ def check_vocab(target_cfg: ModelConfig, draft_cfg: ModelConfig, target_tokenize
             )
 
 
-def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int = 512, measure_costs: bool = False):
+def bind_drafter(
+    drafter,
+    draft,
+    target_params=None,
+    method=None,
+    max_len: int = 512,
+    measure_costs: bool = False,
+    target_plan: ShardingPlan | None = None,
+):
     """The drafter ready to run (the seam's host-side steps, seam.py): None → `DraftModel` over `draft`;
     `method`'s shape checked against the drafter's (before anything is bound or measured); an unbound
-    one bound to `draft`'s config and mesh (a self-drafter's `draft` is the target); the target's head
+    one bound to `draft`'s config and mesh — the target's mesh (`target_plan`) when the draft has none, so
+    a drafter that places its own params (EasySpec: replicated, layer-parallel) runs on the target's
+    mesh, not silently on one device (a self-drafter's `draft` is the target); the target's head
     checked; costs it prices rounds with (DEL's measured cost model) for `method`'s depth and a cache of
     `max_len` slots, read from the disk cache (logged) or, only with `measure_costs`, timed on
     `target_params`."""
@@ -67,7 +77,8 @@ def bind_drafter(drafter, draft, target_params=None, method=None, max_len: int =
     if method is not None:
         drafter.check_method(method)
     if not drafter.bound:
-        drafter = drafter.bind(draft.cfg, plan.mesh if plan is not None else None, plan=plan)
+        mesh = next((p.mesh for p in (plan, target_plan) if p is not None), None)
+        drafter = drafter.bind(draft.cfg, mesh, plan=plan)
     if target_params is not None:
         drafter.check_head(target_params)
         drafter = drafter.calibrate(
@@ -175,8 +186,11 @@ def speculate(
     jaxspec.methods, its `options` as keywords in `options`) or a shape (chain(k), tree(depth, width));
     None: the default shape of `drafter`'s method, as the command line's (DEL: chain(18)). `drafter`
     defaults to the method's (a `DraftModel` over `draft` for chain / tree); an unbound one is bound
-    here (EasySpec to the draft and the mesh of its plan). `draft=None` with a method or drafter that
-    needs no draft model (a self-drafter, which reads the target; prompt lookup) binds it to the target.
+    here (EasySpec to the draft and the mesh of its plan, or the target's when the draft has none; a
+    drafter bound and `prepare`d once by the caller skips that on every call: `es = EasySpec().bind(d.cfg,
+    mesh)`, `speculate(t, Model(es.prepare(d.params), d.cfg), ..., drafter=es)`). `draft=None` with a
+    method or drafter that needs no draft model (a self-drafter, which reads the target; prompt lookup)
+    binds it to the target.
     `measure_costs`: a drafter that prices rounds by costs measured on this machine (DEL's default) may
     time them now when they are not on disk yet (25-110 s); otherwise such a cost must be there already.
     Greedy output is token-identical to vanilla greedy decoding of the target; sampled output is
@@ -188,7 +202,9 @@ def speculate(
         draft = Model(None, target.cfg, getattr(target, "plan", None))  # the drafter's params: none of its own
     check_vocab(target.cfg, draft.cfg, getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None))
     need = cache_slots_needed(max((len(p) for p in prompts), default=0), max_new_tokens, method.shape)
-    drafter = bind_drafter(drafter, draft, target.params, method, cache_slots(need), measure_costs)
+    drafter = bind_drafter(
+        drafter, draft, target.params, method, cache_slots(need), measure_costs, getattr(target, "plan", None)
+    )
     spec = make_spec(
         target.cfg,
         drafter,

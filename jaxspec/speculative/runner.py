@@ -149,5 +149,5 @@ def make_runner(
         eos_ids=eos_ids,
         plan=target.plan,
         draft_plan=source.plan,
-        drafter=bind_drafter(drafter, source, target.params, method, max_len, measure_costs),
+        drafter=bind_drafter(drafter, source, target.params, method, max_len, measure_costs, target.plan),
     )
