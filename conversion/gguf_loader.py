@@ -102,9 +102,28 @@ def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
+def dequantized(t, cfg: ModelConfig) -> np.ndarray:
+    """One GGUF tensor as float32 in HF's layout: dequantized, shape-checked, finite, llama q/k un-permuted."""
     import gguf
 
+    try:
+        w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+    except Exception as e:
+        raise ConversionError(f"cannot dequantize {t.name} ({t.tensor_type.name}): {e}") from e
+    want = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
+    if w.shape != want:
+        raise ConversionError(f"{t.name}: dequantized shape {w.shape} != declared {want} (corrupt file?)")
+    if not np.isfinite(w).all():
+        raise ConversionError(f"{t.name}: non-finite values (corrupt weights)")
+    if cfg.arch == "llama" and t.name.endswith("attn_q.weight"):
+        w = unpermute(w, cfg.num_heads)
+    elif cfg.arch == "llama" and t.name.endswith("attn_k.weight"):
+        w = unpermute(w, cfg.num_kv_heads)
+    return w
+
+
+def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Every tensor, dequantized, under HF names (the whole model on the host: `load_gguf`)."""
     out: dict[str, np.ndarray] = {}
     unknown = []
     for t in reader.tensors:
@@ -112,20 +131,7 @@ def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
         if name is None:
             unknown.append(t.name)
             continue
-        try:
-            w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-        except Exception as e:
-            raise ConversionError(f"cannot dequantize {t.name} ({t.tensor_type.name}): {e}") from e
-        want = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
-        if w.shape != want:
-            raise ConversionError(f"{t.name}: dequantized shape {w.shape} != declared {want} (corrupt file?)")
-        if not np.isfinite(w).all():
-            raise ConversionError(f"{t.name}: non-finite values (corrupt weights)")
-        if cfg.arch == "llama" and t.name.endswith("attn_q.weight"):
-            w = unpermute(w, cfg.num_heads)
-        elif cfg.arch == "llama" and t.name.endswith("attn_k.weight"):
-            w = unpermute(w, cfg.num_kv_heads)
-        out[name] = w
+        out[name] = dequantized(t, cfg)
     if unknown:
         raise ConversionError(f"unexpected GGUF tensors (no mapping): {unknown}")
     return out

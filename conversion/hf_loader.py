@@ -1,5 +1,7 @@
 """HF model directory → (ModelConfig, params): `config.json` plus `model.safetensors`, sharded
-`*.safetensors` with an index, or torch `pytorch_model*.bin` state dicts."""
+`*.safetensors` with an index, or torch `pytorch_model*.bin` state dicts — read whole onto the host
+(`load_hf_dir`: the reference path, and torch files). `load_model` streams safetensors per device slice
+instead (`conversion.streaming`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ def read_config(path: Path) -> ModelConfig:
         return config_from_hf(json.load(f))
 
 
-def _weight_files(path: Path) -> list[Path]:
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a HF directory: an index's shards (all present), else the first pattern that matches."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = path / index_name
         if index.exists():
@@ -37,7 +40,7 @@ def _weight_files(path: Path) -> list[Path]:
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
-    for f in _weight_files(path):
+    for f in weight_files(path):
         if f.suffix == ".safetensors":
             from safetensors.numpy import load_file
 

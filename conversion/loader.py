@@ -13,11 +13,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from conversion import assets, checkpoint
-from conversion.gguf_loader import load_gguf
-from conversion.hf_loader import load_hf_dir
+from conversion.streaming import open_source, stream_params
 from conversion.tokenizer import load_tokenizer
 from jaxspec.config import ModelConfig
 from jaxspec.params import LAYOUT_VERSION
@@ -33,13 +31,7 @@ class LoadedModel:
     plan: ShardingPlan | None
     load_s: float
     from_checkpoint: bool
-
-
-def convert(path: Path, dtype=np.float32):
-    """Host-side conversion: (cfg, numpy params)."""
-    if path.is_dir():
-        return load_hf_dir(path, dtype)
-    return load_gguf(path, dtype)
+    bytes_read: int | None = None  # weight bytes this process read from the source files (None: restored)
 
 
 def _checkpoint_dir(path: Path, dtype: str, root=None) -> Path:
@@ -108,19 +100,18 @@ def load_model(
     jdtype = jnp.dtype(dtype)
     numerics = dict(dtype=jdtype.name, precision=precision, cache_dtype=cache_dtype, attention=attention)
     ckpt = _checkpoint_dir(path, dtype, checkpoint_root) if use_checkpoint else None
-    from_ckpt = bool(ckpt and checkpoint.exists(ckpt))
+    from_ckpt, read = bool(ckpt and checkpoint.exists(ckpt)), None
     if from_ckpt:
         cfg = checkpoint.config_from_json((ckpt / "config.json").read_text()).replace(**numerics)
         plan = _plan(cfg, mesh, replicated)
         _, params = checkpoint.restore(ckpt, plan.param_shardings(cfg) if plan else None, jdtype)
-    else:
-        cfg, host = convert(path)
+    else:  # each device's slice of each tensor, read and cast as it is placed (conversion/streaming.py)
+        cfg, source = open_source(path)
         cfg = cfg.replace(**numerics)
         plan = _plan(cfg, mesh, replicated)
-        # one device copy, saved from the devices: peak host memory stays near 2x the fp32 model
-        host = jax.tree.map(lambda a: a.astype(jdtype, copy=False), host)
-        params = jax.device_put(host, plan.param_shardings(cfg)) if plan else jax.tree.map(jnp.asarray, host)
-        del host
+        params = stream_params(cfg, source, plan.param_shardings(cfg) if plan else None, jdtype)
+        jax.block_until_ready(params)
+        read = source.bytes_read
         if ckpt is not None:
             checkpoint.save(ckpt, params, cfg)
     if plan is not None and not replicated:  # GQA with fewer kv heads than tp: one kv head per device
@@ -128,4 +119,4 @@ def load_model(
     tok = _tokenizer(path, ckpt) if tokenizer else None
     if tok is not None and len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocab is {cfg.vocab_size}")
-    return LoadedModel(cfg, params, tok, path, plan, time.perf_counter() - t0, from_ckpt)
+    return LoadedModel(cfg, params, tok, path, plan, time.perf_counter() - t0, from_ckpt, read)

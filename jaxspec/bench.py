@@ -327,7 +327,8 @@ def _bytes_per_device(runner, mesh) -> dict:
     and the draft's weights, the loop's state (caches), its temporaries; `peak` is their sum with the
     outputs not aliased to inputs (the loop donates its state, so those mostly alias)."""
     b = runner.device_bytes(1)
-    out = {"devices": mesh.size if mesh is not None else 1, "target_weights": b["weights_0"]}
+    whole = sum(x.nbytes for x in jax.tree.leaves(runner.args[0]))
+    out = {"devices": mesh.size if mesh is not None else 1, "target_weights": b["weights_0"], "target_whole": whole}
     if "weights_1" in b:
         out["draft_weights"] = b["weights_1"]
     out.update({k: b[k] for k in ("state", "temporaries", "outputs", "aliased")})

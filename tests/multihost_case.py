@@ -61,7 +61,10 @@ def run_case() -> dict:
 
 def load_case(hf_dir, checkpoint_root) -> dict:
     """A HF directory loaded onto the tp=8 mesh twice — converted and saved (the multi-process orbax save
-    when run in 2 processes), then restored from that checkpoint — and the prompts' logits from each."""
+    when run in 2 processes), then restored from that checkpoint — and the prompts' logits from each; the
+    weight bytes each process read converting (streamed per device slice: each its own devices' share)."""
+    from jax.experimental import multihost_utils
+
     from conversion.loader import load_model
     from jaxspec import forward, init_cache
 
@@ -74,4 +77,6 @@ def load_case(hf_dir, checkpoint_root) -> dict:
             m.params, jnp.asarray(arr)
         )
         out[name] = {"from_checkpoint": m.from_checkpoint, "logits": to_host(logits).round(5).tolist()}
+        if name == "converted":
+            out["bytes_read"] = multihost_utils.process_allgather(np.array([m.bytes_read])).ravel().tolist()
     return out

@@ -71,6 +71,10 @@ def test_two_processes_equal_one(tmp_path):
     assert (tmp_path / "ckpt").is_dir() and not list((tmp_path / "ckpt").glob("*.tmp-*"))  # renamed into place
     ref = load_case(tmp_path / "hf", tmp_path / "ckpt1")
     assert load["converted"]["logits"] == load["restored"]["logits"]  # the same weights, the same program
+    # streamed conversion: each process read its own 4 devices' slices (a replicated tensor once per process):
+    # less than the whole checkpoint, the two together all of it and no more than once more per process
+    a, b = load["bytes_read"]
+    assert a == b < ref["bytes_read"][0] <= a + b
     # gloo's cross-process all-reduce sums in another order than the in-process one: last-bit differences
     np.testing.assert_allclose(load["converted"]["logits"], ref["converted"]["logits"], atol=1e-4)
 

@@ -61,7 +61,6 @@ def run_mesh(mesh: str, args) -> dict:
         "identical_to_vanilla": f"{s['vanilla_identical']}/{s['total']['prompts']}",
         "sharding_notes": s["sharding_notes"],
         "bytes_per_device": s["bytes_per_device"],
-        "target_weight_bytes_whole": s["weight_bytes"],
         "max_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # ru_maxrss is in KiB on Linux
         "acceptance_rate": s["acceptance_rate"],
         "mean_accepted_length": s.get("mean_accepted_length"),
@@ -85,7 +84,7 @@ def plot(doc: dict, path) -> None:
         vals = [r["bytes_per_device"].get(key, 0) / 1e9 for r in runs]
         ax.bar(names, vals, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    whole = runs[0]["target_weight_bytes_whole"] / 1e9
+    whole = runs[0]["bytes_per_device"]["target_whole"] / 1e9
     ax.axhline(whole, color="k", ls="--", lw=1)
     ax.text(-0.4, whole, f" the whole target ({whole:.1f} GB): a device's share before, replicated along layer",
             va="bottom", fontsize=8)  # fmt: skip
