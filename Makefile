@@ -9,7 +9,7 @@ DEMO_DRAFT ?= qwen2.5-coder-0.5b-instruct
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tpu-plan]'
 	rm -f .venv/.installed-*; touch $(STAMP)
 
 install: $(STAMP)

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure the machine's memory-read bandwidth and report the decode bound",
     )
+    from jaxspec.plan_cli import add_parser
+
+    add_parser(sub)
     return ap
 
 
@@ -333,6 +336,10 @@ def main(argv=None) -> int:
         lib_log.addHandler(_ToStderr())
         lib_log.setLevel(logging.INFO)
     try:
+        if args.command == "plan":  # compile-only: no weights, no processes to join
+            from jaxspec.plan_cli import cmd_plan
+
+            return cmd_plan(args)
         if (
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
             and not distributed.is_primary()

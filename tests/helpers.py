@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +10,7 @@ import numpy as np
 
 from jaxspec import forward, init_cache
 from jaxspec.config import ModelConfig
+from jaxspec.hlo import hlo_collectives, replica_group_size  # noqa: F401  (the tests' names for them)
 
 VOCAB = 97
 
@@ -134,29 +133,3 @@ def exact_forward(params, seq, cfg: ModelConfig, slots: int, return_hiddens: boo
     tokens[0, :n] = seq
     logits, cache, hid = _padded_forward(params, jnp.asarray(tokens), init_cache(cfg, 1, slots), cfg, return_hiddens)
     return np.asarray(logits)[:, :n], jax.tree.map(np.asarray, cache), [np.asarray(h)[:, :n] for h in hid]
-
-
-def hlo_collectives(txt: str, groups: bool = False) -> dict:
-    """The collectives of a compiled program's HLO text: {kind: [result shape]}, or with `groups`
-    [(result shape, devices per replica group)]. Each call site counts once (a collective inside a
-    while loop's body is one entry, however many times the loop runs)."""
-    found = {}
-    for shape, kind, rest in re.findall(
-        r"= (\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\((.*)", txt
-    ):
-        shape = shape.split("{")[0]
-        found.setdefault(kind, []).append((shape, replica_group_size(rest)) if groups else shape)
-    return found
-
-
-def replica_group_size(hlo_args: str) -> int:
-    """Devices per replica group of one collective, from any of XLA's three spellings: explicit groups
-    `{{0,1,2,3},{4,5,6,7}}`, iota `[2,4]<=[8]`, or mesh axes `mesh['axis_0'=4,'axis_1'=2] {'axis_0'}`."""
-    if m := re.search(r"replica_groups=\{\{([\d,]*)\}", hlo_args):
-        return len(m.group(1).split(","))
-    if m := re.search(r"replica_groups=\[([\d,]+)\]<=", hlo_args):
-        return int(m.group(1).split(",")[-1])
-    m = re.search(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}", hlo_args)
-    assert m, f"no replica groups in {hlo_args[:200]}"
-    sizes = dict(re.findall(r"'(\w+)'=(\d+)", m.group(1)))
-    return math.prod(int(sizes[a]) for a in re.findall(r"'(\w+)'", m.group(2)))
