@@ -19,7 +19,9 @@ def add_parser(sub) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--preset", help="a paper's pair: llama3-70b+8b, qwen2-72b+7b, layerskip-llama2-7b, ...")
     what.add_argument("--config", help="the target's HF config.json")
+    what.add_argument("--model", help="the target's config from a model's files (registry name, .gguf, HF dir)")
     p.add_argument("--draft-config", default=None, help="the draft's HF config.json (with --config)")
+    p.add_argument("--draft", default=None, help="the draft's config from its files (with --model)")
     p.add_argument("--method", default=None, help="registry method (default: the preset's, else chain)")
     p.add_argument("-k", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
@@ -28,6 +30,7 @@ def add_parser(sub) -> None:
     on = p.add_mutually_exclusive_group(required=True)
     on.add_argument("--topology", help="a TPU topology, e.g. v5e:2x2, v5p:2x2x2 (needs the tpu-plan extra)")
     on.add_argument("--cpu-devices", type=int, help="this host's simulated CPU devices, standing in for GPUs")
+    on.add_argument("--local-devices", type=int, help="this host's own accelerators (e.g. a GPU host's GPUs)")
     p.add_argument("--mesh", default=None, help="axes over those devices, e.g. layer=4,tp=2 (default: all on tp)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     p.add_argument("--context", type=int, default=4096, help="cache slots (prompt + new tokens + a round)")
@@ -57,12 +60,21 @@ def _mesh_axes(spec: str | None, n: int) -> dict[str, int]:
 def _devices(args):
     """(devices, accelerator, label): a TPU topology's, or this host's CPU devices — re-executing this
     command with enough simulated devices when run as `python -m jaxspec` with too few."""
+    import dataclasses
+
     import jax
 
     from jaxspec.plan_presets import ACCELERATORS, tpu_devices
 
     if args.topology:
         return tpu_devices(args.topology), ACCELERATORS[args.topology.split(":")[0]], f"TPU {args.topology}"
+    if args.local_devices:
+        have = jax.devices()
+        if args.local_devices > len(have):
+            raise ValueError(f"--local-devices {args.local_devices}: this host has {len(have)} {have[0].platform}")
+        kind = have[0].device_kind
+        figures = dataclasses.replace(ACCELERATORS["h100"], name=f"{kind} (H100's figures where not given)")
+        return have[: args.local_devices], figures, f"{args.local_devices} local {kind} (compiled here)"
     have = len(jax.devices("cpu"))
     if args.cpu_devices > have:
         flag = f"--xla_force_host_platform_device_count={args.cpu_devices}"
@@ -81,6 +93,12 @@ def _configs(args):
     if args.preset:
         p = preset(args.preset)
         return model_config(p.target), (model_config(p.draft) if p.draft else None), args.method or p.method
+    if args.model:  # the config from the files' metadata / config.json; no weight is read
+        from conversion.assets import resolve
+        from conversion.streaming import open_source
+
+        target = open_source(resolve(args.model))[0]
+        return target, (open_source(resolve(args.draft))[0] if args.draft else None), args.method or "chain"
     if args.draft_config and not os.path.exists(args.draft_config):
         raise FileNotFoundError(f"--draft-config {args.draft_config}: no such file")
     with open(args.config) as f:

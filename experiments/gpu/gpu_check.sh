@@ -47,4 +47,16 @@ bench "ls E$EXIT k=4"         --model "$TARGET" --method ls --exit-layer "$EXIT"
 bench "del (round cost measured here)" --model "$TARGET" --method del $FAST --compare-vanilla --json "$OUT/del.json"
 bench "del (layer count)"     --model "$TARGET" --method del --cost layers $FAST --compare-vanilla \
       --json "$OUT/del_layers.json"
+# the planner's prediction for this GPU, beside what the runs above measured: the chain's compiled loop on this
+# device (exact bytes), its bandwidth roofline with the read bandwidth and the accepted length measured above
+BW=$($PY -c "import json; print(json.load(open('$OUT/vanilla_target.json'))['summary']['machine_read_gb_per_s'])")
+TAU=$($PY -c "import json; s=json.load(open('$OUT/chain.json'))['summary']; print(s['mean_accepted_length'])")
+echo "== plan: chain k=5 on this device (bandwidth $BW GB/s, tau $TAU)"
+$PY -m jaxspec plan --model "$TARGET" --draft "$DRAFT" --method chain -k 5 --local-devices 1 --dtype bfloat16 \
+    --context 1024 --hbm-gb-per-s "$BW" --tau "$TAU" --json "$OUT/plan_chain.json"
+# the launch-latency question: EasySpec's layer-parallel draft step (one device: the group's attention vmapped)
+# against the sequential draft step, batch 1, short and long context (the child mode measures in this process)
+echo "== draft step: layer-parallel vs sequential"
+$PY -m experiments.easyspec.easyspec_draft_time --devices 1 --contexts 512 4096 --widths 1 4 | tail -1 \
+    > "$OUT/draft_time_rows.json"
 $PY -m experiments.gpu.gpu_check_table "$OUT"

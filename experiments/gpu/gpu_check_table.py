@@ -58,6 +58,37 @@ def table(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(out)
 
 
+def predicted_beside_measured(path: Path) -> str:
+    """The planner's roofline (plan_chain.json) beside the measured vanilla step and chain speedup, and the
+    layer-parallel draft step against the sequential one (draft_time_rows.json), when the run wrote them."""
+    out = []
+    plan, van, chain = (path / f for f in ("plan_chain.json", "vanilla_target.json", "chain.json"))
+    if plan.exists() and van.exists() and chain.exists():
+        rf = json.loads(plan.read_text())["roofline"]
+        v, c = json.loads(van.read_text())["summary"], json.loads(chain.read_text())["summary"]
+        out += [
+            "\n| quantity | planned (roofline) | measured |\n|---|---|---|",
+            f"| vanilla step (ms) | {fmt(rf['vanilla_step_ms'])} | {fmt(1e3 / v['decode_tok_per_s'])} |",
+            f"| chain k=5 decode speedup | {fmt(rf['speedup'])} (tau {fmt(rf['tau'])}) "
+            f"| {fmt(c.get('decode_speedup'))} |",
+        ]
+    rows_file = path / "draft_time_rows.json"
+    if rows_file.exists():
+        rows = json.loads(rows_file.read_text())
+        out.append("\n| draft step | context | K | ms | vs sequential |\n|---|---|---|---|---|")
+        for r in rows:
+            base = next(
+                x["seconds"] for x in rows
+                if x["variant"] == "sequential" and x["context"] == r["context"]
+                and x["width"] == (r["width"] if r["width"] != 6 else 1)
+            )  # fmt: skip
+            out.append(
+                f"| {r['variant']} | {r['context']} | {r['width']} | {r['seconds'] * 1e3:.3f} "
+                f"| {r['seconds'] / base:.3f} |"
+            )
+    return "\n".join(out)
+
+
 def main(folder: str) -> None:
     import matplotlib
 
@@ -68,7 +99,7 @@ def main(folder: str) -> None:
     runs = rows(path)
     if not runs:
         raise SystemExit(f"no bench JSON in {path}")
-    text = table(runs)
+    text = table(runs) + predicted_beside_measured(path)
     (path / "table.md").write_text(text + "\n")
     print(text)
     fig, ax = plt.subplots(figsize=(9, 3.5))
