@@ -69,6 +69,19 @@ def _plan(cfg: ModelConfig, mesh, replicated: bool) -> ShardingPlan | None:
     return replicated_plan(mesh) if replicated else plan_for(cfg, mesh)
 
 
+def model_config(model) -> ModelConfig:
+    """`model`'s config alone (registry name, `.gguf` or HF directory): `config.json`, or the GGUF's metadata;
+    no weight is read."""
+    path = assets.resolve(model)
+    if path.is_dir():
+        from conversion.hf_loader import read_config
+
+        return read_config(path)
+    from conversion.gguf_loader import config_from_gguf, open_reader
+
+    return config_from_gguf(open_reader(path))
+
+
 def load_model_tokenizer(model, dtype: str = "float32"):
     """`model`'s tokenizer alone, no weights (from its converted checkpoint's saved copy when there is one)."""
     path = assets.resolve(model)

@@ -94,11 +94,9 @@ def _configs(args):
         p = preset(args.preset)
         return model_config(p.target), (model_config(p.draft) if p.draft else None), args.method or p.method
     if args.model:  # the config from the files' metadata / config.json; no weight is read
-        from conversion.assets import resolve
-        from conversion.streaming import open_source
+        from conversion.loader import model_config as of
 
-        target = open_source(resolve(args.model))[0]
-        return target, (open_source(resolve(args.draft))[0] if args.draft else None), args.method or "chain"
+        return of(args.model), (of(args.draft) if args.draft else None), args.method or "chain"
     if args.draft_config and not os.path.exists(args.draft_config):
         raise FileNotFoundError(f"--draft-config {args.draft_config}: no such file")
     with open(args.config) as f:

@@ -120,3 +120,18 @@ def test_plan_command_report_json_and_errors(tmp_path, capsys):
     assert "unknown preset 'gpt-5': one of llama3-70b+8b" in capsys.readouterr().err
     assert main(["plan", "--preset", "llama3-70b+8b", "--topology", "v9x:2x2"]) == 2
     assert "unknown TPU topology 'v9x:2x2'" in capsys.readouterr().err
+
+
+def test_plan_reads_configs_from_model_files_and_plans_on_local_devices(tmp_path, capsys):
+    """--model / --draft take a model's own files (config only, no weight read: `plan` never opens the
+    weights); --local-devices plans on this host's own devices (here the CPU's)."""
+    from jaxspec.cli import main
+    from tests.helpers import hf_tiny
+
+    hf_tiny("qwen2").save_pretrained(tmp_path / "t")
+    hf_tiny("qwen2", num_hidden_layers=2).save_pretrained(tmp_path / "d")
+    (tmp_path / "t" / "model.safetensors").write_bytes(b"not read")  # a plan must not touch the weights
+    argv = ["plan", "--model", str(tmp_path / "t"), "--draft", str(tmp_path / "d"), "--local-devices", "2"]
+    assert main([*argv, "--context", "64", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 local cpu (compiled here), mesh {'tp': 2}" in out and "fits" in out
