@@ -108,6 +108,9 @@ def test_configuration_errors():
         EasySpec().prepare({})
     with pytest.raises(ValueError, match="mesh .* needs 16 devices, only 8 available"):
         make_mesh({"layer": 8, "tp": 2})
+    with pytest.raises(ValueError, match=r"groups \[\[1, 2, 3, 4\]\] are larger than the mesh's layer axis \(2"):
+        EasySpec(groups=((0,), (1, 2, 3, 4), (5,))).bind(DRAFT, make_mesh({"layer": 2}))
+    assert EasySpec(parallel=4).bind(DRAFT, make_mesh({"layer": 2})).groups[1:3] == ((1, 2), (3, 4))  # default: split
 
 
 def test_python_use_on_a_mesh_binds_to_it_and_prepares_once():
@@ -318,7 +321,12 @@ def test_every_mismatch_skips_after_a_full_round_and_forces_after_max_fuzzy_roun
 
 # ---- lossless --------------------------------------------------------------------------------------
 MESHES = [None, {"layer": 2}, {"layer": 4}, {"layer": 4, "tp": 2}, {"tp": 2}]
-PARTITIONS = [dict(parallel=2), dict(parallel=4), dict(parallel=3, head=0, tail=0), dict(groups=((0, 1), (2, 3, 4, 5)))]
+PARTITIONS = [
+    dict(parallel=2),
+    dict(parallel=4),
+    dict(parallel=3, head=0, tail=0),
+    dict(groups=((0, 1), (2, 3), (4, 5))),
+]
 EASY_METHODS = [chain(1), chain(3), chain(5), chain(2, adaptive=True, k_max=5), tree(3, 2), tree(4, 3)]
 
 

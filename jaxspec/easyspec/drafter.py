@@ -98,7 +98,14 @@ class EasySpec(Drafter):
             else default_groups(L, self.parallel, self.head, self.tail)
         )
         if mesh is not None and mesh.shape.get(LAYER, 1) > 1:  # a layer axis of 1 (or none): the vmap path
-            groups = split_groups(groups, mesh.shape[LAYER])
+            A = mesh.shape[LAYER]
+            too_big = [list(g) for g in groups if len(g) > A]
+            if self.groups is not None and too_big:  # a partition the user wrote is run as written, or refused
+                raise ValueError(
+                    f"EasySpec groups {too_big} are larger than the mesh's layer axis ({A} devices): one member "
+                    f"per device; give groups of at most {A} layers, or a larger layer axis"
+                )
+            groups = split_groups(groups, A)  # the default partition (parallel=N) follows the mesh
         return dataclasses.replace(self, cfg=cfg, groups=groups, mesh=mesh)
 
     @property
