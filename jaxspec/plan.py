@@ -311,16 +311,9 @@ def peak_bytes(spec: dict) -> int:
     return spec["arguments"] + spec["temporaries"] + spec["outputs"] - spec["aliased"]
 
 
-def max_batch(target, draft, method_name: str, mesh: Mesh, *, context: int, hbm_bytes: float, **kw) -> int:
-    """The largest batch whose compiled loop fits `hbm_bytes` per device (0: not even one row): doubling,
-    then bisection on the compiled bytes (as MaxText's estimator does for training)."""
-
-    def fits(b: int) -> bool:
-        return (
-            peak_bytes(plan_speculative(target, draft, method_name, mesh, batch=b, context=context, **kw)) <= hbm_bytes
-        )
-
-    step = max(1, mesh.shape.get("data", 1))  # rows split over "data": a batch it divides
+def _largest(fits, step: int) -> int:
+    """The largest multiple of `step` that `fits` (monotone: fits(n) implies fits(m) for m <= n), 0 when
+    `step` does not: doubling, then bisection — ~2·log2(answer / step) compiles."""
     if not fits(step):
         return 0
     lo, hi = step, 2 * step
@@ -330,3 +323,28 @@ def max_batch(target, draft, method_name: str, mesh: Mesh, *, context: int, hbm_
         mid = (lo + hi) // 2 // step * step
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
+
+
+def max_batch(target, draft, method_name: str, mesh: Mesh, *, context: int, hbm_bytes: float, **kw) -> int:
+    """The largest batch whose compiled loop fits `hbm_bytes` per device (0: not even one row), by bisection
+    on the compiled bytes (as MaxText's estimator does for training); a multiple of the "data" axis."""
+
+    def fits(b: int) -> bool:
+        return (
+            peak_bytes(plan_speculative(target, draft, method_name, mesh, batch=b, context=context, **kw)) <= hbm_bytes
+        )
+
+    return _largest(fits, max(1, mesh.shape.get("data", 1)))
+
+
+def max_context(target, draft, method_name: str, mesh: Mesh, *, batch: int, hbm_bytes: float, step: int = 256, **kw):
+    """The largest context (cache slots, a multiple of `step`) whose compiled loop fits `hbm_bytes` per
+    device at `batch` rows, within the target's positions."""
+    limit = target.max_position_embeddings
+
+    def fits(c: int) -> bool:
+        if c > limit:
+            return False
+        return peak_bytes(plan_speculative(target, draft, method_name, mesh, batch=batch, context=c, **kw)) <= hbm_bytes
+
+    return _largest(fits, step)

@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tau", type=float, default=3.0, help="mean tokens per round the roofline assumes")
     p.add_argument("--widths", default=None, help="verification cost against width, e.g. 1,4,16,64,256")
     p.add_argument("--max-batch", action="store_true", help="bisect the largest batch that fits (compiles ~log2 times)")
+    p.add_argument("--max-context", action="store_true", help="bisect the largest context that fits at --batch")
     p.add_argument("--json", default=None, help="write the plan here")
 
 
@@ -148,6 +149,9 @@ def run_plan(args) -> dict:
     if args.max_batch:
         out["max_batch"] = P.max_batch(target, draft, method, mesh, context=args.context, hbm_bytes=acc.hbm_gib * 2**30,
                                        shape=shape, options=options)  # fmt: skip
+    if args.max_context:
+        out["max_context"] = P.max_context(target, draft, method, mesh, batch=args.batch, hbm_bytes=acc.hbm_gib * 2**30,
+                                           shape=shape, options=options)  # fmt: skip
     out["compile_s"] = time.perf_counter() - t0
     return out
 
@@ -188,6 +192,8 @@ def report(r: dict) -> str:
         )
     if "max_batch" in r:
         lines.append(f"largest batch that fits: {r['max_batch']}")
+    if "max_context" in r:
+        lines.append(f"largest context that fits at batch {r['batch']}: {r['max_context']} slots")
     lines.append(f"(compiled in {r['compile_s']:.1f} s)")
     return "\n".join(lines)
 

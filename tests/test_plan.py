@@ -90,6 +90,9 @@ def test_max_batch_bisects_on_the_compiled_bytes():
     peak = lambda n: P.peak_bytes(P.plan_speculative(TARGET, DRAFT, "chain", mesh, batch=n, context=64, shape={"k": 2}))  # noqa: E731
     assert b >= 1 and peak(b) <= hbm < peak(b + 1), b
     assert P.max_batch(TARGET, DRAFT, "chain", mesh, context=64, hbm_bytes=one / 2, shape={"k": 2}) == 0
+    at = lambda c: P.peak_bytes(P.plan_speculative(TARGET, DRAFT, "chain", mesh, batch=1, context=c, shape={"k": 2}))  # noqa: E731
+    c = P.max_context(TARGET, DRAFT, "chain", mesh, batch=1, hbm_bytes=at(192), step=64, shape={"k": 2})
+    assert c == 192 and at(256) > at(192)
 
 
 def test_plan_command_report_json_and_errors(tmp_path, capsys):
