@@ -202,3 +202,21 @@ def test_measure_chunk_compiles_new_widths_once_and_refuses_a_differing_output()
         measure_chunk({"vanilla": Runner(), "m": Runner(shift=1)}, ("src", 0, 1), [[1, 2]], 1, set())
     with pytest.raises(RuntimeError, match="gave another output in repeat 1"):
         measure_chunk({"vanilla": Runner(), "m": Runner(flaky=True)}, ("src", 0, 1), [[1, 2]], 2, set())
+
+
+def test_gpu_check_table_puts_the_plan_beside_the_measurement(tmp_path):
+    """gpu_check.sh's table: the planner's vanilla step and chain speedup beside the measured ones, and the
+    layer-parallel draft steps against the sequential one of the same context and width."""
+    from experiments.gpu.gpu_check_table import predicted_beside_measured
+
+    (tmp_path / "plan_chain.json").write_text(
+        json.dumps({"roofline": {"vanilla_step_ms": 2.0, "speedup": 1.8, "tau": 3.1}})
+    )
+    (tmp_path / "vanilla_target.json").write_text(json.dumps({"summary": {"decode_tok_per_s": 400.0}}))
+    (tmp_path / "chain.json").write_text(json.dumps({"summary": {"decode_speedup": 1.5}}))
+    rows = [dict(context=4096, width=1, variant="sequential", seconds=0.004),
+            dict(context=4096, width=1, variant="attn_only", seconds=0.003)]  # fmt: skip
+    (tmp_path / "draft_time_rows.json").write_text(json.dumps(rows))
+    text = predicted_beside_measured(tmp_path)
+    assert "| vanilla step (ms) | 2.00 | 2.50 |" in text and "| 1.80 (tau 3.10) | 1.50 |" in text
+    assert "| attn_only | 4096 | 1 | 3.000 | 0.750 |" in text
