@@ -122,19 +122,23 @@ def dequantized(t, cfg: ModelConfig) -> np.ndarray:
     return w
 
 
-def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    """Every tensor, dequantized, under HF names (the whole model on the host: `load_gguf`)."""
-    out: dict[str, np.ndarray] = {}
-    unknown = []
+def named_tensors(reader) -> dict:
+    """The reader's tensors under HF names; a tensor with no mapping is an error naming every such one."""
+    out, unknown = {}, []
     for t in reader.tensors:
         name = hf_name(t.name)
         if name is None:
             unknown.append(t.name)
-            continue
-        out[name] = dequantized(t, cfg)
+        else:
+            out[name] = t
     if unknown:
         raise ConversionError(f"unexpected GGUF tensors (no mapping): {unknown}")
     return out
+
+
+def read_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Every tensor, dequantized, under HF names (the whole model on the host: `load_gguf`)."""
+    return {name: dequantized(t, cfg) for name, t in named_tensors(reader).items()}
 
 
 def load_gguf(path, dtype=np.float32):

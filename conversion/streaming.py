@@ -74,19 +74,11 @@ class GgufSource:
     llama q/k un-permuted, non-finite values refused."""
 
     def __init__(self, reader, cfg: ModelConfig):
-        from conversion.gguf_loader import hf_name
+        from conversion.gguf_loader import named_tensors
 
-        self.cfg, self.tensors, self.shapes, self.bytes_read = cfg, {}, {}, 0
-        unknown = []
-        for t in reader.tensors:
-            name = hf_name(t.name)
-            if name is None:
-                unknown.append(t.name)
-                continue
-            self.tensors[name] = t
-            self.shapes[name] = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
-        if unknown:
-            raise ConversionError(f"unexpected GGUF tensors (no mapping): {unknown}")
+        self.cfg, self.tensors, self.bytes_read = cfg, named_tensors(reader), 0
+        # GGUF lists dims fastest-first
+        self.shapes = {name: tuple(int(d) for d in reversed(t.shape)) for name, t in self.tensors.items()}
         self._last: tuple[str, np.ndarray] | None = None
 
     def _whole(self, name: str) -> np.ndarray:

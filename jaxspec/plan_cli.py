@@ -47,15 +47,9 @@ def add_parser(sub) -> None:
 
 
 def _mesh_axes(spec: str | None, n: int) -> dict[str, int]:
-    if not spec:
-        return {"tp": n}
-    axes = {}
-    for item in spec.split(","):
-        name, _, size = item.partition("=")
-        if not size.isdigit():
-            raise ValueError(f"bad mesh spec {spec!r}: expected NAME=SIZE[,NAME=SIZE]")
-        axes[name.strip()] = int(size)
-    return axes
+    from jaxspec.sharding import parse_mesh_axes
+
+    return parse_mesh_axes(spec) if spec else {"tp": n}
 
 
 def _devices(args):

@@ -66,17 +66,20 @@ def make_mesh(axes: dict[str, int] | None = None, devices=None) -> Mesh:
     )
 
 
-def parse_mesh(spec: str | None) -> Mesh | None:
-    """'tp=2' or 'tp=2,layer=4' → Mesh; None/'' → None (single device, no sharding)."""
-    if not spec:
-        return None
+def parse_mesh_axes(spec: str) -> dict[str, int]:
+    """'tp=2,layer=4' → {"tp": 2, "layer": 4}; a clear error for anything else."""
     axes = {}
     for item in spec.split(","):
         name, _, size = item.partition("=")
         if not size.isdigit():
             raise ValueError(f"bad mesh spec {spec!r}: expected NAME=SIZE[,NAME=SIZE]")
         axes[name.strip()] = int(size)
-    return make_mesh(axes)
+    return axes
+
+
+def parse_mesh(spec: str | None) -> Mesh | None:
+    """'tp=2' or 'tp=2,layer=4' → Mesh; None/'' → None (single device, no sharding)."""
+    return make_mesh(parse_mesh_axes(spec)) if spec else None
 
 
 def model_axes(mesh: Mesh | None) -> tuple[str, ...]:
@@ -308,6 +311,7 @@ __all__ = [
     "ShardingPlan",
     "make_mesh",
     "parse_mesh",
+    "parse_mesh_axes",
     "plan_for",
     "model_axes",
     "model_parallelism",
