@@ -76,7 +76,7 @@ def test_what_layer_and_tp_cannot_split_together_is_split_over_part_of_them(cfg,
     assert ids == ref_ids
 
 
-@pytest.mark.parametrize("method", ["ls", "del"])
+@pytest.mark.parametrize("method", ["ls", pytest.param("del", marks=pytest.mark.slow)])
 def test_self_drafters_on_a_layer_and_tp_mesh_equal_vanilla(method):
     """A self-drafter drafts with the target's own layers, so it runs on the target's layer × tp plan: LS
     (exit 2) and DEL (the paper's layer count) on layer=2 × tp=2 give the unsharded vanilla tokens."""

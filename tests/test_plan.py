@@ -53,16 +53,21 @@ def test_planned_bytes_equal_a_real_compiled_run():
 
 @pytest.mark.parametrize(
     "method, draft, options",
-    [
+    [  # chain and EasySpec in the fast tier, the rest with `make test` (slow)
         ("chain", True, {}),
-        ("tree", True, {}),
         ("easyspec", True, {}),
-        ("cascade", True, {}),
-        ("ngram", False, {}),
-        ("ls", False, {"exit_layer": 2}),
-        ("fs", False, {"exit_layer": 2}),
-        ("dv", False, {"exit_layer": 2}),
-        ("del", False, {}),
+        *(
+            pytest.param(m, d, o, marks=pytest.mark.slow)
+            for m, d, o in (
+                ("tree", True, {}),
+                ("cascade", True, {}),
+                ("ngram", False, {}),
+                ("ls", False, {"exit_layer": 2}),
+                ("fs", False, {"exit_layer": 2}),
+                ("dv", False, {"exit_layer": 2}),
+                ("del", False, {}),
+            )
+        ),
     ],
 )
 def test_every_method_compiles_for_a_tpu_topology(method, draft, options):
@@ -81,6 +86,7 @@ def test_every_method_compiles_for_a_tpu_topology(method, draft, options):
     assert 0 < P.peak_bytes(plan) < 16 * 2**30
 
 
+@pytest.mark.slow
 def test_max_batch_bisects_on_the_compiled_bytes():
     """The largest batch that fits is the one whose compiled loop fits and whose next one does not."""
     mesh = P.mesh_on(jax.devices()[:2], {"tp": 2})
