@@ -97,6 +97,27 @@ def plot(doc: dict, path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown(doc: dict) -> str:
+    """The docs' table, from the JSON."""
+    head = (
+        "| pair | method | chips (v5p) | mesh | target / draft weights | caches | temporaries | peak per chip "
+        "| collectives a round | roofline step → round | speedup at τ = 3 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    out = [head]
+    for r in doc["rows"]:
+        preset, method, chips = r["row"].split(":")
+        b, rf = r["per_chip_gib"], r["roofline"]
+        mesh = ",".join(f"{k}={v}" for k, v in r["mesh"].items())
+        out.append(
+            f"| {preset} | {method} | {chips} | {mesh} | {b['target_weights']:.1f} / {b['draft_weights']:.1f} GiB "
+            f"| {b['target_cache'] + b['draft_cache']:.2f} GiB | {b['temporaries']:.1f} GiB "
+            f"| **{r['peak_gib']:.1f} GiB** | {rf['round_collectives']} "
+            f"| {rf['vanilla_step_ms']:.2f} → {rf['round_ms']:.2f} ms | {rf['speedup']:.2f}× |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="PRESET:METHOD:CHIPS,...")
@@ -108,7 +129,10 @@ def main() -> None:
             done[row] = run_row(row)
             write_json({"rows": [done[k] for k in sorted(done, key=_order)]}, OUT)  # after each row: resumable
             log(json.dumps(done[row]))
-    plot(json.loads(OUT.read_text()), OUT.with_suffix(".png"))
+    doc = json.loads(OUT.read_text())
+    plot(doc, OUT.with_suffix(".png"))
+    OUT.with_suffix(".md").write_text(markdown(doc) + "\n")
+    print(markdown(doc))
 
 
 def _order(row: str):
