@@ -218,7 +218,7 @@ def _naive_fuzzy_step(dp, groups, policy, T=3, seed=0):
     return head(dp, x, DRAFT), cache.replace(k=tuple(ks), v=tuple(vs))
 
 
-@pytest.mark.parametrize("devices", [None, 4])
+@pytest.mark.parametrize("devices", [None, pytest.param(4, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("policy", POLICIES)
 def test_layer_parallel_forward_equals_a_naive_reference(devices, policy):
     """Both paths of the fuzzy forward (vmap on one device, shard_map over layer=4) against the naive
@@ -291,7 +291,7 @@ def test_the_papers_layout_target_over_the_whole_mesh_draft_layer_parallel():
     assert got["all-gather"] == [(f"f32[4,1,1,{DRAFT.hidden_size + 2 * KV}]", 4)], got["all-gather"]
 
 
-@pytest.mark.parametrize("max_fuzzy", [1, 2])
+@pytest.mark.parametrize("max_fuzzy", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_every_mismatch_skips_after_a_full_round_and_forces_after_max_fuzzy_rounds(max_fuzzy):
     """every_mismatch, round by round (the engine's draft and verify phases): a round calibrates (its
     draft cache exact up to the committed tokens) exactly when the previous round rejected a draft, or when

@@ -101,6 +101,7 @@ def test_max_batch_bisects_on_the_compiled_bytes():
     assert c == 192 and at(256) > at(192)
 
 
+@pytest.mark.slow
 def test_plan_command_report_json_and_errors(tmp_path, capsys):
     from jaxspec.cli import main
 
@@ -131,6 +132,7 @@ def test_plan_command_report_json_and_errors(tmp_path, capsys):
     assert "unknown TPU topology 'v9x:2x2'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plan_reads_configs_from_model_files_and_plans_on_local_devices(tmp_path, capsys):
     """--model / --draft take a model's own files (config only, no weight read: `plan` never opens the
     weights); --local-devices plans on this host's own devices (here the CPU's)."""

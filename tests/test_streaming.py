@@ -25,7 +25,15 @@ def _same(params, ref, dtype):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(dtype))
 
 
-@pytest.mark.parametrize("mesh", [None, {"tp": 2}, {"layer": 2, "tp": 4}], ids=str)
+@pytest.mark.parametrize(
+    "mesh",
+    [
+        None,
+        pytest.param({"tp": 2}, marks=pytest.mark.slow),
+        pytest.param({"layer": 2, "tp": 4}, marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("fmt", ["safetensors", "sharded-bf16", "gguf"])
 def test_streamed_load_equals_the_whole_model_converters(tmp_path, fmt, mesh):
     """load_model's streamed first load: the same values as the whole-model converters (load_hf_dir,
