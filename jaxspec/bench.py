@@ -244,7 +244,7 @@ def run_bench(
         "load_s": m.load_s,
         "total": {k: tot[k] for k in ("prompts", "new_tokens", "prefill_s", "decode_s", "wall_s")},
         "weight_bytes": wbytes,
-        "bytes_per_device": _bytes_per_device(runner, mesh),
+        "bytes_per_device": runner.device_bytes(1),
     }
     if method is None:
         summary["read_gb_per_s"] = wbytes * steps / tot["decode_s"] / 1e9 if tot["decode_s"] else None
@@ -320,20 +320,6 @@ def _timing_mode(runner, ids, seed, limit: int = 5) -> dict:
         "verify_ms_per_round": 1e3 * verify_s / rounds,
         "draft_fraction": draft_s / (draft_s + verify_s),
     }
-
-
-def _bytes_per_device(runner, mesh) -> dict:
-    """What one device holds while the decode loop runs (`AotRunner.device_bytes`, batch 1): the target's
-    and the draft's weights, the loop's state (caches), its temporaries; `peak` is their sum with the
-    outputs not aliased to inputs (the loop donates its state, so those mostly alias)."""
-    b = runner.device_bytes(1)
-    whole = sum(x.nbytes for x in jax.tree.leaves(runner.args[0]))
-    out = {"devices": mesh.size if mesh is not None else 1, "target_weights": b["weights_0"], "target_whole": whole}
-    if "weights_1" in b:
-        out["draft_weights"] = b["weights_1"]
-    out.update({k: b[k] for k in ("state", "temporaries", "outputs", "aliased")})
-    out["peak"] = b["arguments"] + b["temporaries"] + b["outputs"] - b["aliased"]
-    return out
 
 
 def add_vanilla(base: list[dict], rows: list[dict], summary: dict) -> None:

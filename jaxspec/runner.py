@@ -124,19 +124,25 @@ class AotRunner:
         return self._compile(toks, lens, jax.random.key(0), streaming)
 
     def device_bytes(self, batch: int = 1) -> dict[str, int]:
-        """Bytes per device of the compiled decode loop for `batch` rows (compile it first): XLA's
-        `memory_analysis` of the whole loop — its arguments (weights, caches, the loop state), outputs
-        and temporaries — and, of the arguments, each model's weights (`args` in order: target, then
-        the draft's where there is one) from their shardings; `state` is the rest (caches and counters)."""
+        """What one device holds while the compiled decode loop for `batch` rows runs (compile it first):
+        the target's weights (`args[0]`) and the draft's (`args[1]`, where there is one) from their
+        shardings (`target_whole`: all of the target's), and XLA's `memory_analysis` of the whole loop —
+        `state` (its arguments less the weights: caches and counters), `temporaries`, `outputs`, `aliased`;
+        `peak` = arguments + temporaries + outputs − aliased (the loop donates its state)."""
         stats = self._loop[batch].memory_analysis()
         weights = [bytes_per_device(a) for a in self.args]
-        out = {f"weights_{i}": w for i, w in enumerate(weights)}
+        devices = {d for x in jax.tree.leaves(self.args[0]) for d in x.sharding.device_set}
+        out = {"devices": len(devices), "target_weights": weights[0]}
+        out["target_whole"] = sum(x.nbytes for x in jax.tree.leaves(self.args[0]))
+        if len(weights) > 1:
+            out["draft_weights"] = weights[1]
+        arguments, temporaries = stats.argument_size_in_bytes, stats.temp_size_in_bytes
         out.update(
-            arguments=stats.argument_size_in_bytes,
-            state=stats.argument_size_in_bytes - sum(weights),
-            temporaries=stats.temp_size_in_bytes,
+            state=arguments - sum(weights),
+            temporaries=temporaries,
             outputs=stats.output_size_in_bytes,
             aliased=stats.alias_size_in_bytes,
+            peak=arguments + temporaries + stats.output_size_in_bytes - stats.alias_size_in_bytes,
         )
         return out
 
