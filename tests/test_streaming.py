@@ -75,17 +75,50 @@ def test_streamed_load_equals_the_whole_model_converters(tmp_path, fmt, mesh):
     )
 
 
-def test_each_device_reads_its_slice_only(tmp_path):
+def test_each_device_reads_its_slice_only(tmp_path, monkeypatch):
     """On tp=8 every device's slice is read once: a split tensor in 8 parts, a replicated one once for all
     8 devices (make_array_from_callback reads each distinct index once) — the checkpoint's bytes once, not
     8 whole copies."""
     hf_tiny("qwen2", vocab_size=96, intermediate_size=64).save_pretrained(tmp_path / "hf")
+    import safetensors
+
     cfg, source = open_source(tmp_path / "hf")
     plan = __import__("jaxspec").plan_for(cfg, make_mesh({"tp": 8}))
+    from_file = []  # bytes safetensors handed over: what a read took from the file, counted outside the source
+    real_open = safetensors.safe_open
+
+    class Counting:
+        def __init__(self, *a, **k):
+            self.h = real_open(*a, **k)
+
+        def __enter__(self):
+            self.h.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.h.__exit__(*exc)
+
+        def get_tensor(self, name):
+            out = self.h.get_tensor(name)
+            from_file.append(out.nbytes)
+            return out
+
+        def get_slice(self, name):
+            sl = self.h.get_slice(name)
+
+            class Slice:
+                def __getitem__(_, index):
+                    out = sl[index]
+                    from_file.append(out.nbytes)
+                    return out
+
+            return Slice()
+
+    monkeypatch.setattr(safetensors, "safe_open", Counting)
     params = stream_params(cfg, source, plan.param_shardings(cfg), np.float32)
     whole = sum(a.nbytes for a in jax.tree.leaves(params))
     assert any(len({str(s.index) for s in a.addressable_shards}) == 8 for a in jax.tree.leaves(params))  # split ones
-    assert source.bytes_read == whole, (source.bytes_read, whole)
+    assert source.bytes_read == sum(from_file) == whole, (source.bytes_read, sum(from_file), whole)
 
 
 def test_bad_names_and_shards_fail_before_any_read(tmp_path):
